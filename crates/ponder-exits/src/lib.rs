@@ -1,0 +1,22 @@
+//! # ponder-exits: exit heads, exit policies and their losses
+//!
+//! * **Heads** ([`ClassifierHeads`]): one linear classifier per layer (PABEE, DeeBERT),
+//!   or one classifier shared by all layers (PALBERT), reading the backbone's pooled
+//!   features; DeeBERT's off-ramps add their own pooler per layer.
+//! * **Policies** (all implement [`ponder_core::ExitPolicy`] and work per row):
+//!   [`MaxProbThreshold`], [`EntropyThreshold`] (DeeBERT), [`Patience`] (PABEE, with the
+//!   counting rules of the reference code), [`PatienceRegression`], [`FixedLayer`],
+//!   [`NeverExit`], and the analysis-only [`Oracle`]. [`Policy`] is a sum of them, for
+//!   code that picks a policy at run time.
+//! * **Losses** ([`loss`]): cross-entropy per layer, PABEE's depth-weighted sum
+//!   `Σ i·L_i / Σ i`, and DeeBERT's two stages.
+
+mod heads;
+pub mod loss;
+mod policy;
+
+pub use heads::{ClassifierHeads, ClassifierHeadsConfig};
+pub use policy::{
+    EntropyThreshold, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience,
+    PatienceRegression, Policy, PolicyCarry, entropy,
+};

@@ -1,0 +1,164 @@
+//! Checkpoint files, each written atomically (write to a temporary name, then rename).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use burn::module::Module;
+use burn::optim::ModuleOptimizer;
+use ponder_core::{PonderError, Result};
+
+use crate::classifier::MultiExitClassifier;
+use crate::train::TrainState;
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a
+/// rename, so a reader never sees a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = tmp_path(path);
+    fs::write(&tmp, bytes).map_err(|source| PonderError::Io {
+        action: "writing",
+        path: tmp.clone(),
+        source,
+    })?;
+    fs::rename(&tmp, path).map_err(|source| PonderError::Io {
+        action: "renaming into place",
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PonderError + 'a {
+    move |source| PonderError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn ckpt_err(path: &Path, e: impl std::fmt::Display) -> PonderError {
+    PonderError::Checkpoint {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// The checkpoint folder of a run:
+/// * `last/` — model, optimizer state and training state after the latest checkpoint,
+///   replaced as a whole (written to `last.tmp/`, then renamed);
+/// * `best.bpk` — the weights that scored best on validation so far.
+#[derive(Debug, Clone)]
+pub struct CheckpointFiles {
+    dir: PathBuf,
+}
+
+impl CheckpointFiles {
+    /// Checkpoints under `dir` (created when first written).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of the best weights.
+    pub fn best_model(&self) -> PathBuf {
+        self.dir.join("best.bpk")
+    }
+
+    fn last(&self) -> PathBuf {
+        self.dir.join("last")
+    }
+
+    /// Whether a resumable checkpoint exists.
+    pub fn has_last(&self) -> bool {
+        self.last().join("state.json").is_file() || self.dir.join("last.old/state.json").is_file()
+    }
+
+    /// Saves model, optimizer and training state as the latest checkpoint.
+    pub fn save_last(
+        &self,
+        model: &MultiExitClassifier,
+        optim: &ModuleOptimizer,
+        state: &TrainState,
+    ) -> Result<()> {
+        fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
+        let tmp = self.dir.join("last.tmp");
+        if tmp.exists() {
+            fs::remove_dir_all(&tmp).map_err(io("removing", &tmp))?;
+        }
+        fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
+        let model_path = tmp.join("model.bpk");
+        model
+            .clone()
+            .save_file(&model_path)
+            .map_err(|e| ckpt_err(&model_path, e))?;
+        let optim_path = tmp.join("optim.bpk");
+        optim.save(&optim_path).map_err(|e| ckpt_err(&optim_path, e))?;
+        let state_json = serde_json::to_vec_pretty(state).map_err(|e| ckpt_err(&tmp, e))?;
+        fs::write(tmp.join("state.json"), state_json).map_err(io("writing", &tmp))?;
+        let last = self.last();
+        let old = self.dir.join("last.old");
+        if last.exists() {
+            if old.exists() {
+                fs::remove_dir_all(&old).map_err(io("removing", &old))?;
+            }
+            fs::rename(&last, &old).map_err(io("renaming", &last))?;
+        }
+        fs::rename(&tmp, &last).map_err(io("renaming", &tmp))?;
+        if old.exists() {
+            fs::remove_dir_all(&old).map_err(io("removing", &old))?;
+        }
+        Ok(())
+    }
+
+    /// Loads the latest checkpoint into `model` and `optim`.
+    pub fn load_last(
+        &self,
+        model: MultiExitClassifier,
+        optim: ModuleOptimizer,
+    ) -> Result<(MultiExitClassifier, ModuleOptimizer, TrainState)> {
+        let mut dir = self.last();
+        if !dir.join("state.json").is_file() {
+            // interrupted between the two renames of `save_last`
+            dir = self.dir.join("last.old");
+        }
+        let state_path = dir.join("state.json");
+        let bytes = fs::read(&state_path).map_err(io("reading", &state_path))?;
+        let state: TrainState =
+            serde_json::from_slice(&bytes).map_err(|e| ckpt_err(&state_path, e))?;
+        let model_path = dir.join("model.bpk");
+        let model = model
+            .try_load_file(&model_path)
+            .map_err(|e| ckpt_err(&model_path, e))?;
+        let optim_path = dir.join("optim.bpk");
+        let optim = optim
+            .load(&optim_path)
+            .map_err(|e| ckpt_err(&optim_path, e))?;
+        Ok((model, optim, state))
+    }
+
+    /// Saves the best weights (atomically).
+    pub fn save_best(&self, model: &MultiExitClassifier) -> Result<()> {
+        fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
+        let path = self.best_model();
+        let tmp = tmp_path(&path);
+        model.clone().save_file(&tmp).map_err(|e| ckpt_err(&tmp, e))?;
+        fs::rename(&tmp, &path).map_err(io("renaming", &path))
+    }
+
+    /// Loads the best weights into `model`.
+    pub fn load_best(&self, model: MultiExitClassifier) -> Result<MultiExitClassifier> {
+        let path = self.best_model();
+        model.try_load_file(&path).map_err(|e| ckpt_err(&path, e))
+    }
+}

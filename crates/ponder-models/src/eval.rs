@@ -1,0 +1,124 @@
+//! Adaptive evaluation of a policy over a data set.
+
+use std::time::Instant;
+
+use burn::tensor::{Device, Tensor};
+use ponder_core::{ExitPolicy, ExitStats, argmax, softmax};
+
+use crate::classifier::MultiExitClassifier;
+use crate::source::{Batch, ClassificationSource};
+
+/// The result of evaluating one policy on one data set.
+#[derive(Debug, Clone)]
+pub struct EvalOutput {
+    /// The policy's name.
+    pub policy: String,
+    /// Fraction of rows whose exited prediction is right.
+    pub accuracy: f64,
+    /// Exit statistics (mean exit layer, speed-ups, histogram).
+    pub stats: ExitStats,
+    /// Seconds spent in adaptive inference (the runner and reading its logits back),
+    /// summed over batches; batch construction is excluded.
+    pub wall_seconds: f64,
+    /// Predicted class of each row.
+    pub predictions: Vec<usize>,
+    /// Probability of the predicted class of each row.
+    pub confidences: Vec<f32>,
+    /// Exit layer (1-based) of each row.
+    pub exit_layers: Vec<usize>,
+}
+
+/// Accuracy of every exit when all layers run (one forward pass per batch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerAccuracy {
+    /// `accuracy[l]`: accuracy of the head after layer `l + 1`.
+    pub accuracy: Vec<f64>,
+}
+
+/// Cuts `source` into batches on `device` (done once, outside any timed region).
+pub fn make_batches<S: ClassificationSource>(
+    source: &S,
+    batch_size: usize,
+    device: &Device,
+) -> Vec<Batch> {
+    assert!(batch_size > 0, "batch size must be positive");
+    let positions: Vec<usize> = (0..source.len()).collect();
+    positions
+        .chunks(batch_size)
+        .map(|chunk| source.batch(chunk, device))
+        .collect()
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    t.try_into_vec_as::<f32>()
+        .unwrap_or_else(|e| panic!("reading logits back to the host failed: {e}"))
+}
+
+/// Evaluates `policy` on prepared `batches` through the batched adaptive runner.
+pub fn evaluate<P: ExitPolicy>(
+    model: &MultiExitClassifier,
+    batches: &[Batch],
+    policy: &P,
+) -> EvalOutput {
+    let n_layers = model.n_layers();
+    let n_classes = model.heads.n_classes;
+    let mut predictions = Vec::new();
+    let mut confidences = Vec::new();
+    let mut exit_layers = Vec::new();
+    let mut flops = Vec::new();
+    let mut correct = 0usize;
+    let mut seconds = 0.0;
+    let mut full_depth_flops = 0u64;
+    for batch in batches {
+        if full_depth_flops == 0 {
+            full_depth_flops = model.full_depth_flops(&batch.input);
+        }
+        let start = Instant::now();
+        let out = model.adaptive(batch.input.clone(), policy, Some(&batch.targets));
+        let logits = host(out.logits);
+        seconds += start.elapsed().as_secs_f64();
+        for (r, &target) in batch.targets.iter().enumerate() {
+            let row = &logits[r * n_classes..(r + 1) * n_classes];
+            let pred = argmax(row);
+            correct += usize::from(pred == target);
+            predictions.push(pred);
+            confidences.push(softmax(row)[pred]);
+        }
+        exit_layers.extend(out.exit_layer);
+        flops.extend(out.flops);
+    }
+    let n = predictions.len().max(1);
+    EvalOutput {
+        policy: policy.name(),
+        accuracy: correct as f64 / n as f64,
+        stats: ExitStats::new(&exit_layers, &flops, n_layers, full_depth_flops),
+        wall_seconds: seconds,
+        predictions,
+        confidences,
+        exit_layers,
+    }
+}
+
+/// Accuracy of every exit on prepared `batches`, all layers run on all rows.
+pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> LayerAccuracy {
+    let n_layers = model.n_layers();
+    let n_classes = model.heads.n_classes;
+    let mut correct = vec![0usize; n_layers];
+    let mut total = 0usize;
+    for batch in batches {
+        let out = model.forward_all(batch.input.clone());
+        for (l, logits) in out.logits.into_iter().enumerate() {
+            let logits = host(logits);
+            for (r, &target) in batch.targets.iter().enumerate() {
+                correct[l] += usize::from(argmax(&logits[r * n_classes..(r + 1) * n_classes]) == target);
+            }
+        }
+        total += batch.targets.len();
+    }
+    LayerAccuracy {
+        accuracy: correct
+            .into_iter()
+            .map(|c| c as f64 / total.max(1) as f64)
+            .collect(),
+    }
+}

@@ -1,0 +1,26 @@
+//! # ponder-models: early-exit methods as ready models
+//!
+//! * [`MultiExitClassifier`]: a layer-wise [`Encoder`](ponder_transformer::Encoder)
+//!   with [`ClassifierHeads`](ponder_exits::ClassifierHeads) at every layer. With
+//!   per-layer heads trained by [`Method::Pabee`] it is PABEE's model; trained by
+//!   [`Method::DeeBert`] (final layer first, then the internal heads on a frozen
+//!   backbone) it is DeeBERT's; [`Method::FinalOnly`] trains only the last head, the
+//!   baseline a multi-exit model is compared with.
+//! * [`Batch`] and [`ClassificationSource`]: how data reaches the model
+//!   ([`ImageSource`] for IDX images, [`TextSource`] for tokenized text).
+//! * [`fit`]: the training loop (AdamW, warm-up then linear decay, gradient clipping,
+//!   evaluation every epoch, best checkpoint on validation, resumable checkpoints).
+//! * [`evaluate`]: adaptive inference of a policy over a data set through the batched
+//!   runner, with accuracy, exit statistics and wall-clock time.
+
+mod checkpoint;
+mod classifier;
+mod eval;
+mod source;
+mod train;
+
+pub use checkpoint::{CheckpointFiles, write_atomic};
+pub use classifier::{MultiExitClassifier, MultiExitConfig};
+pub use eval::{EvalOutput, LayerAccuracy, evaluate, layer_accuracies, make_batches};
+pub use source::{Batch, ClassificationSource, ImageSource, TextSource};
+pub use train::{EpochLog, Method, TrainConfig, TrainObserver, TrainOutcome, TrainState, fit};

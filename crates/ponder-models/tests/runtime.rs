@@ -1,0 +1,206 @@
+//! Equivalence tests that would catch a wrong adaptive runtime: cutting, full depth,
+//! per-row exits inside mixed batches, row order, FLOP accounting.
+
+use burn::module::Module;
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+use ponder_core::{ExitPolicy, ExitSignals, LayerwiseBackbone, retain};
+use ponder_exits::{FixedLayer, NeverExit};
+use ponder_models::{MultiExitClassifier, MultiExitConfig};
+use ponder_transformer::{EncoderConfig, EncoderInput};
+
+fn device() -> Device {
+    let d = Device::flex();
+    d.seed(7);
+    d
+}
+
+fn text_model(share_layers: bool, norm_first: bool) -> MultiExitClassifier {
+    let mut encoder = EncoderConfig::tiny()
+        .with_dropout(0.0)
+        .with_share_layers(share_layers)
+        .with_norm_first(norm_first);
+    if share_layers {
+        encoder = encoder.with_d_embed(Some(16));
+    }
+    MultiExitConfig::new(encoder, 3)
+        .with_head_dropout(0.0)
+        .init(&device())
+        .valid()
+}
+
+fn vit_model() -> MultiExitClassifier {
+    MultiExitConfig::new(EncoderConfig::tiny_vit().with_dropout(0.0), 10)
+        .with_head_dropout(0.0)
+        .init(&device())
+        .valid()
+}
+
+/// Token ids of rows with different lengths, right-padded with id 0, and the mask.
+fn text_input(lengths: &[usize], device: &Device) -> EncoderInput {
+    let seq_len = *lengths.iter().max().unwrap();
+    let mut ids = Vec::new();
+    let mut pad = Vec::new();
+    for (r, &len) in lengths.iter().enumerate() {
+        for t in 0..seq_len {
+            ids.push(if t < len { (1 + (r * 7 + t * 13) % 99) as i64 } else { 0 });
+            pad.push(t >= len);
+        }
+    }
+    let b = lengths.len();
+    EncoderInput::Tokens {
+        ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, seq_len]), device),
+        type_ids: None,
+        mask_pad: Some(Tensor::<2, Bool>::from_data(TensorData::new(pad, [b, seq_len]), device)),
+    }
+}
+
+fn image_input(batch: usize, device: &Device) -> EncoderInput {
+    EncoderInput::Images(Tensor::<4>::random([batch, 1, 28, 28], Distribution::Normal(0.0, 1.0), device))
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    t.try_into_vec_as::<f32>().unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// The logits of the model cut after `layer` layers (1-based), without the runner.
+fn cut_logits(model: &MultiExitClassifier, input: EncoderInput, layer: usize) -> Vec<f32> {
+    let state = model.encoder.forward_cut(input, layer);
+    host(model.heads.logits(layer - 1, model.encoder.pooled(&state)))
+}
+
+/// A test policy: row `i` of the batch (original order) exits at `plan[i]`.
+struct Planned(Vec<usize>);
+
+impl ExitPolicy for Planned {
+    type Carry = Vec<usize>;
+    fn name(&self) -> String {
+        "planned".into()
+    }
+    fn start(&self, batch_size: usize) -> Vec<usize> {
+        assert_eq!(batch_size, self.0.len());
+        self.0.clone()
+    }
+    fn decide(&self, signals: &ExitSignals<'_>, carry: &mut Vec<usize>) -> Vec<bool> {
+        carry.iter().map(|&l| l == signals.layer_idx + 1).collect()
+    }
+    fn retain_rows(&self, carry: Vec<usize>, rows: &[usize]) -> Vec<usize> {
+        retain(&carry, rows)
+    }
+}
+
+fn check_cut_and_full(model: &MultiExitClassifier, input: EncoderInput) {
+    let n = model.n_layers();
+    for layer in 1..=n {
+        let out = model.adaptive(input.clone(), &FixedLayer::new(layer).unwrap(), None);
+        assert!(out.exit_layer.iter().all(|&l| l == layer));
+        let expected = cut_logits(model, input.clone(), layer);
+        assert_eq!(host(out.logits), expected, "exit at layer {layer} differs from the cut model");
+    }
+    let out = model.adaptive(input.clone(), &NeverExit, None);
+    assert!(out.exit_layer.iter().all(|&l| l == n));
+    let full = model.forward_all(input.clone());
+    assert_eq!(host(out.logits), host(full.logits[n - 1].clone()), "never-exit differs from full depth");
+    // forward_all's layer-l logits are the cut model's too
+    for layer in 1..=n {
+        assert_eq!(host(full.logits[layer - 1].clone()), cut_logits(model, input.clone(), layer));
+    }
+}
+
+#[test]
+fn exit_at_l_equals_cut_model_and_never_exit_equals_full_depth_text() {
+    let d = device();
+    check_cut_and_full(&text_model(false, false), text_input(&[5, 9, 3, 9], &d));
+}
+
+#[test]
+fn exit_at_l_equals_cut_model_and_never_exit_equals_full_depth_albert() {
+    let d = device();
+    let model = text_model(true, false);
+    assert_eq!(model.encoder.layers.len(), 1, "ALBERT form has one shared layer");
+    check_cut_and_full(&model, text_input(&[4, 8, 6], &d));
+}
+
+#[test]
+fn exit_at_l_equals_cut_model_and_never_exit_equals_full_depth_vit() {
+    let d = device();
+    check_cut_and_full(&vit_model(), image_input(5, &d));
+}
+
+fn check_mixed_batch(model: &MultiExitClassifier, input: EncoderInput, alone: impl Fn(usize) -> EncoderInput, plan: Vec<usize>) {
+    let d = model.encoder.device();
+    let out = model.adaptive(input.clone(), &Planned(plan.clone()), None);
+    assert_eq!(out.exit_layer, plan);
+    let logits = host(out.logits);
+    let c = model.heads.n_classes;
+    for (row, &layer) in plan.iter().enumerate() {
+        let single = model.adaptive(alone(row), &FixedLayer::new(layer).unwrap(), None);
+        let diff = max_abs_diff(&logits[row * c..(row + 1) * c], &host(single.logits));
+        assert!(diff < 1e-5, "row {row} (exit at {layer}) differs from its run alone by {diff}");
+    }
+    // FLOPs grow with the exit layer
+    for (i, &li) in plan.iter().enumerate() {
+        for (j, &lj) in plan.iter().enumerate() {
+            if li < lj {
+                assert!(out.flops[i] < out.flops[j], "rows {i} and {j}: FLOPs do not grow with depth");
+            }
+        }
+    }
+    let _ = d;
+}
+
+#[test]
+fn mixed_exits_in_a_padded_text_batch_equal_each_row_alone() {
+    let d = device();
+    let model = text_model(false, false);
+    let lengths = [6usize, 3, 9, 4, 7, 2];
+    let plan = vec![3, 1, 4, 2, 1, 4];
+    check_mixed_batch(&model, text_input(&lengths, &d), |row| {
+        // the same row, unpadded, alone
+        let full = text_input(&lengths, &d);
+        let EncoderInput::Tokens { ids, .. } = full else { unreachable!() };
+        let len = lengths[row];
+        let ids = ids.slice([row..row + 1, 0..len]);
+        EncoderInput::Tokens { ids, type_ids: None, mask_pad: None }
+    }, plan);
+}
+
+#[test]
+fn mixed_exits_in_an_image_batch_equal_each_row_alone() {
+    let d = device();
+    let model = vit_model();
+    let input = image_input(5, &d);
+    let EncoderInput::Images(images) = input.clone() else { unreachable!() };
+    check_mixed_batch(&model, input, |row| EncoderInput::Images(images.clone().slice([row..row + 1])), vec![4, 2, 1, 3, 2]);
+}
+
+#[test]
+fn mixed_exits_with_albert_pre_norm() {
+    let d = device();
+    let model = text_model(true, true);
+    let lengths = [5usize, 8, 3];
+    check_mixed_batch(&model, text_input(&lengths, &d), |row| {
+        let full = text_input(&lengths, &d);
+        let EncoderInput::Tokens { ids, .. } = full else { unreachable!() };
+        EncoderInput::Tokens { ids: ids.slice([row..row + 1, 0..lengths[row]]), type_ids: None, mask_pad: None }
+    }, vec![2, 4, 1]);
+}
+
+#[test]
+fn flops_of_full_depth_match_the_full_depth_count() {
+    let d = device();
+    let model = vit_model();
+    let input = image_input(3, &d);
+    let out = model.adaptive(input.clone(), &NeverExit, None);
+    // never-exit evaluates every head, so it costs the full-depth FLOPs plus the
+    // internal heads
+    let full = model.full_depth_flops(&input);
+    let heads: u64 = (0..model.n_layers() - 1)
+        .map(|l| ponder_core::ExitHeads::flops(&model.heads, l) + model.encoder.features_flops(&model.encoder.embed(input.clone())))
+        .sum();
+    assert!(out.flops.iter().all(|&f| f == full + heads), "{:?} vs {}", out.flops, full + heads);
+}

