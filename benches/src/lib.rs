@@ -1,1 +1,66 @@
-//! placeholder
+//! Shared helpers of the criterion benches in `benches/`: models of the default
+//! experiment's shape and deterministic exit schedules.
+
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Tensor};
+use ponder_core::{ExitPolicy, ExitSignals, retain};
+use ponder_models::{MultiExitClassifier, MultiExitConfig};
+use ponder_transformer::{EmbeddingKind, EncoderConfig, EncoderInput};
+
+/// The ViT encoder of the default Fashion-MNIST experiment (6 layers, H = 64), with
+/// random weights, without autodiff or dropout.
+pub fn default_vit(device: &Device) -> MultiExitClassifier {
+    device.seed(1);
+    let encoder = EncoderConfig::new(
+        EmbeddingKind::Patch {
+            image_size: 28,
+            patch_size: 7,
+            channels: 1,
+        },
+        6,
+        64,
+        4,
+        128,
+    )
+    .with_norm_first(true)
+    .with_dropout(0.0);
+    MultiExitConfig::new(encoder, 10)
+        .with_head_dropout(0.0)
+        .init(device)
+        .valid()
+}
+
+/// A batch of random images.
+pub fn images(batch_size: usize, device: &Device) -> EncoderInput {
+    EncoderInput::Images(Tensor::<4>::random(
+        [batch_size, 1, 28, 28],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    ))
+}
+
+/// Row `i` exits at layer `plan[i % plan.len()]`: a fixed, mixed exit distribution, so
+/// the bench measures the runtime (compaction, gathers, host transfers) and not how
+/// confident random weights happen to be.
+#[derive(Debug, Clone)]
+pub struct Schedule(pub Vec<usize>);
+
+impl ExitPolicy for Schedule {
+    type Carry = Vec<usize>;
+
+    fn name(&self) -> String {
+        format!("schedule{:?}", self.0)
+    }
+
+    fn start(&self, batch_size: usize) -> Vec<usize> {
+        (0..batch_size).map(|i| self.0[i % self.0.len()]).collect()
+    }
+
+    fn decide(&self, signals: &ExitSignals<'_>, carry: &mut Vec<usize>) -> Vec<bool> {
+        carry.iter().map(|&l| l <= signals.layer_idx + 1).collect()
+    }
+
+    fn retain_rows(&self, carry: Vec<usize>, rows: &[usize]) -> Vec<usize> {
+        retain(&carry, rows)
+    }
+}

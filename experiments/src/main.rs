@@ -1,1 +1,306 @@
-fn main() {}
+//! `ponder`: train, evaluate and compare early-exit models. See `ponder --help`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use clap::{Parser, Subcommand};
+use ponder_experiments::config::Experiment;
+use ponder_experiments::data::{self, LoadedData, Splits};
+use ponder_experiments::pipeline::{self, CompareResults, ModelResult};
+use ponder_experiments::report;
+use ponder_experiments::run::{RunFolder, method_name};
+use ponder_experiments::{DeviceChoice, parse_policy};
+use ponder_models::{ClassificationSource, Method, layer_accuracies, make_batches};
+
+const DEFAULT_EXPERIMENT: &str = "experiments/configs/fashion-mnist-vit.toml";
+
+/// Early-exit (adaptive-depth) networks: train multi-exit models, evaluate exit
+/// policies, and compare accuracy against compute.
+///
+/// A run is described by an experiment file (TOML, see experiments/configs/) and
+/// writes a run folder with the resolved config, checkpoints, per-epoch metrics,
+/// results.json, a Markdown table and SVG plots. Missing data sets are fetched with
+/// scripts/fetch-data.sh when it is in the working directory.
+#[derive(Parser, Debug)]
+#[command(name = "ponder", version, about, long_about)]
+struct Cli {
+    /// Compute device: `cpu` (burn's flex backend) or `wgpu` (needs a build with
+    /// `--features wgpu`).
+    #[arg(long, value_enum, default_value = "cpu", global = true)]
+    device: DeviceChoice,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train every method of the experiment (default: PABEE and DeeBERT), evaluate every
+    /// policy over its threshold/patience sweep on the test set, print the
+    /// accuracy-versus-compute table and plot it.
+    Compare {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Only these methods (comma-separated: pabee, dee_bert, final_only).
+        #[arg(long, value_delimiter = ',')]
+        methods: Vec<String>,
+    },
+    /// Train one model (the method given by --method, default: the experiment's
+    /// `train.method`) and report the test accuracy of each exit.
+    Train {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Training method: pabee, dee_bert or final_only.
+        #[arg(long)]
+        method: Option<String>,
+    },
+    /// Evaluate policies on the models already trained in a run folder.
+    Eval {
+        /// The run folder.
+        #[arg(long)]
+        run: PathBuf,
+        /// Policies to evaluate (repeatable): full, oracle, max_prob=T, entropy=S,
+        /// patience=T, fixed=L. Default: the experiment's comparison sweep.
+        #[arg(long = "policy")]
+        policies: Vec<String>,
+        /// Do not fetch missing data sets.
+        #[arg(long)]
+        no_fetch: bool,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Experiment file (TOML).
+    #[arg(default_value = DEFAULT_EXPERIMENT)]
+    experiment: PathBuf,
+    /// Override a value of the experiment, as `section.key=value` (TOML value;
+    /// repeatable), e.g. `--set train.epochs=2 --set compare.patience=[1,2]`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Where to create the run folder (default: runs/NAME-TIMESTAMP).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Continue an interrupted run from its last checkpoints (its own config.toml is
+    /// used; the experiment file and --set are ignored).
+    #[arg(long, value_name = "RUN_FOLDER", conflicts_with = "run_dir")]
+    resume: Option<PathBuf>,
+    /// Do not fetch missing data sets.
+    #[arg(long)]
+    no_fetch: bool,
+}
+
+fn parse_method(name: &str) -> Result<Method> {
+    Ok(match name.trim() {
+        "pabee" => Method::Pabee,
+        "dee_bert" | "deebert" => Method::DeeBert,
+        "final_only" => Method::FinalOnly,
+        other => bail!("unknown method `{other}`: use pabee, dee_bert or final_only"),
+    })
+}
+
+fn open_run(args: &RunArgs) -> Result<(RunFolder, Experiment)> {
+    if let Some(root) = &args.resume {
+        let (run, experiment) = RunFolder::open(root)?;
+        eprintln!("resuming run {}", run.root().display());
+        return Ok((run, experiment));
+    }
+    let experiment = Experiment::load(&args.experiment)?.with_overrides(&args.overrides)?;
+    let run = match &args.run_dir {
+        Some(dir) => RunFolder::create_at(dir.clone(), &experiment)?,
+        None => RunFolder::create(Path::new("runs"), &experiment)?,
+    };
+    eprintln!("run folder: {}", run.root().display());
+    Ok((run, experiment))
+}
+
+fn write_results(run: &RunFolder, stem: &str, results: &CompareResults) -> Result<String> {
+    let table = report::table(results);
+    run.write(
+        &format!("{stem}.json"),
+        &serde_json::to_vec_pretty(results)?,
+    )?;
+    run.write(&format!("{stem}.md"), table.as_bytes())?;
+    Ok(table)
+}
+
+fn compare_cmd(device: DeviceChoice, args: RunArgs, methods: Vec<String>) -> Result<()> {
+    let (dev, dev_name) = device.device()?;
+    let (run, experiment) = open_run(&args)?;
+    let methods = if methods.is_empty() {
+        experiment.methods()
+    } else {
+        methods
+            .iter()
+            .map(|m| parse_method(m))
+            .collect::<Result<_>>()?
+    };
+    let loaded = data::load(&experiment.data, experiment.train.seed, !args.no_fetch)?;
+    let results = match &loaded {
+        LoadedData::Images(s) => {
+            pipeline::compare(&experiment, s, &run, &dev, &dev_name, &methods)?
+        }
+        LoadedData::Text(s) => pipeline::compare(&experiment, s, &run, &dev, &dev_name, &methods)?,
+    };
+    let table = write_results(&run, "results", &results)?;
+    run.write(
+        "accuracy_vs_flops.svg",
+        report::accuracy_plot(&results)?.as_bytes(),
+    )?;
+    run.write(
+        "exit_histogram.svg",
+        report::histogram_plot(&results)?.as_bytes(),
+    )?;
+    println!("{table}");
+    println!(
+        "wrote {0}/results.json, results.md, accuracy_vs_flops.svg, exit_histogram.svg",
+        run.root().display()
+    );
+    Ok(())
+}
+
+fn train_one<S: ClassificationSource>(
+    experiment: &Experiment,
+    splits: &Splits<S>,
+    run: &RunFolder,
+    dev: &burn::tensor::Device,
+    method: Method,
+) -> Result<ModelResult> {
+    let (model, best, seconds) = pipeline::train_or_load(experiment, method, splits, run, dev)?;
+    let model = model.valid();
+    let batches = make_batches(&splits.test, experiment.compare.batch_size, dev);
+    let accuracy = layer_accuracies(&model, &batches).accuracy;
+    Ok(ModelResult {
+        method: method_name(method).to_string(),
+        test_layer_accuracy: accuracy,
+        best_valid_metric: best,
+        train_seconds: seconds,
+        policies: Vec::new(),
+    })
+}
+
+fn train_cmd(device: DeviceChoice, args: RunArgs, method: Option<String>) -> Result<()> {
+    let (dev, _) = device.device()?;
+    let (run, experiment) = open_run(&args)?;
+    let method = match method {
+        Some(m) => parse_method(&m)?,
+        None => experiment.train.method,
+    };
+    let loaded = data::load(&experiment.data, experiment.train.seed, !args.no_fetch)?;
+    let result = match &loaded {
+        LoadedData::Images(s) => train_one(&experiment, s, &run, &dev, method)?,
+        LoadedData::Text(s) => train_one(&experiment, s, &run, &dev, method)?,
+    };
+    run.write(
+        &format!("models/{}/test.json", method_name(method)),
+        &serde_json::to_vec_pretty(&result)?,
+    )?;
+    let layers: Vec<String> = result
+        .test_layer_accuracy
+        .iter()
+        .enumerate()
+        .map(|(l, a)| format!("  exit {:>2}: {:.2}%", l + 1, a * 100.0))
+        .collect();
+    println!(
+        "{} trained ({:.0} s); test accuracy of each exit with all layers run:\n{}",
+        result.method,
+        result.train_seconds,
+        layers.join("\n")
+    );
+    println!("run folder: {}", run.root().display());
+    Ok(())
+}
+
+fn eval_cmd(device: DeviceChoice, root: PathBuf, specs: Vec<String>, no_fetch: bool) -> Result<()> {
+    let (dev, dev_name) = device.device()?;
+    let (run, experiment) = RunFolder::open(&root)?;
+    let policies = if specs.is_empty() {
+        experiment.policies()?
+    } else {
+        specs
+            .iter()
+            .map(|s| parse_policy(s))
+            .collect::<Result<Vec<_>>>()?
+    };
+    let trained: Vec<Method> = [Method::Pabee, Method::DeeBert, Method::FinalOnly]
+        .into_iter()
+        .filter(|&m| run.checkpoints(m).best_model().is_file())
+        .collect();
+    if trained.is_empty() {
+        bail!(
+            "{} holds no trained model (no models/*/best.bpk); run `ponder train` or `ponder compare` first",
+            root.display()
+        );
+    }
+    let loaded = data::load(&experiment.data, experiment.train.seed, !no_fetch)?;
+    let results = match &loaded {
+        LoadedData::Images(s) => {
+            eval_models(&experiment, s, &run, &dev, &dev_name, &trained, &policies)?
+        }
+        LoadedData::Text(s) => {
+            eval_models(&experiment, s, &run, &dev, &dev_name, &trained, &policies)?
+        }
+    };
+    let table = write_results(&run, "eval-results", &results)?;
+    println!("{table}");
+    Ok(())
+}
+
+fn eval_models<S: ClassificationSource>(
+    experiment: &Experiment,
+    splits: &Splits<S>,
+    run: &RunFolder,
+    dev: &burn::tensor::Device,
+    dev_name: &str,
+    methods: &[Method],
+    policies: &[ponder_exits::Policy],
+) -> Result<CompareResults> {
+    let batches = make_batches(&splits.test, experiment.compare.batch_size, dev);
+    let mut models = Vec::new();
+    for &method in methods {
+        let model =
+            pipeline::model_config(experiment, method, splits.n_classes, splits.vocab_size)?
+                .init(dev);
+        let files = run.checkpoints(method);
+        let model = files
+            .load_best(model)
+            .with_context(|| format!("loading the {} model", method_name(method)))?
+            .valid();
+        let accuracy = layer_accuracies(&model, &batches).accuracy;
+        models.push(ModelResult {
+            method: method_name(method).to_string(),
+            test_layer_accuracy: accuracy,
+            best_valid_metric: None,
+            train_seconds: 0.0,
+            policies: pipeline::evaluate_policies(method, &model, &batches, policies),
+        });
+    }
+    Ok(CompareResults {
+        experiment: experiment.name.clone(),
+        device: dev_name.to_string(),
+        n_test: splits.test.len(),
+        n_layers: experiment.model.n_layers,
+        models,
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Compare { run, methods } => compare_cmd(cli.device, run, methods),
+        Command::Train { run, method } => train_cmd(cli.device, run, method),
+        Command::Eval {
+            run,
+            policies,
+            no_fetch,
+        } => eval_cmd(cli.device, run, policies, no_fetch),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -169,7 +169,10 @@ where
             exited.push((exit_rows, logits));
             break;
         }
-        exited.push((exit_rows, logits.select(0, index_tensor(&exit_local, &device))));
+        exited.push((
+            exit_rows,
+            logits.select(0, index_tensor(&exit_local, &device)),
+        ));
 
         let keep = index_tensor(&stay_local, &device);
         hidden = backbone.select_rows(hidden, keep.clone());

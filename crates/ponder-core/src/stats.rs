@@ -31,8 +31,17 @@ impl ExitStats {
     ///
     /// # Panics
     /// If an exit layer is 0 or above `n_layers`, or the two slices differ in length.
-    pub fn new(exit_layers: &[usize], flops: &[u64], n_layers: usize, full_depth_flops: u64) -> Self {
-        assert_eq!(exit_layers.len(), flops.len(), "ExitStats: one FLOP count per sample");
+    pub fn new(
+        exit_layers: &[usize],
+        flops: &[u64],
+        n_layers: usize,
+        full_depth_flops: u64,
+    ) -> Self {
+        assert_eq!(
+            exit_layers.len(),
+            flops.len(),
+            "ExitStats: one FLOP count per sample"
+        );
         let mut histogram = vec![0u64; n_layers];
         for &l in exit_layers {
             assert!(
@@ -78,7 +87,10 @@ impl ExitStats {
 
     /// Merges the statistics of two disjoint sets of samples of the same model.
     pub fn merge(&self, other: &Self) -> Self {
-        assert_eq!(self.n_layers, other.n_layers, "ExitStats::merge: different depths");
+        assert_eq!(
+            self.n_layers, other.n_layers,
+            "ExitStats::merge: different depths"
+        );
         let n = self.n_samples + other.n_samples;
         let w = |a: f64, b: f64| {
             if n == 0 {
@@ -116,7 +128,11 @@ impl ExitStats {
                 1.0 - mean_exit_layer / self.n_layers as f64
             },
             mean_flops,
-            flop_speedup: if mean_flops > 0.0 { full / mean_flops } else { 0.0 },
+            flop_speedup: if mean_flops > 0.0 {
+                full / mean_flops
+            } else {
+                0.0
+            },
         }
     }
 }

@@ -48,8 +48,10 @@ pub struct ClassifierHeads {
 impl ClassifierHeadsConfig {
     /// Builds the heads.
     pub fn init(&self, device: &Device) -> ClassifierHeads {
-        assert!(self.n_layers > 0 && self.n_classes > 0 && self.d_features > 0,
-            "ClassifierHeadsConfig: n_layers, n_classes and d_features must be positive");
+        assert!(
+            self.n_layers > 0 && self.n_classes > 0 && self.d_features > 0,
+            "ClassifierHeadsConfig: n_layers, n_classes and d_features must be positive"
+        );
         let n_heads = if self.shared { 1 } else { self.n_layers };
         ClassifierHeads {
             classifiers: (0..n_heads)
@@ -77,7 +79,11 @@ impl ClassifierHeads {
             "exit {layer_idx} requested from heads for {} layers",
             self.n_layers
         );
-        if self.classifiers.len() == 1 { 0 } else { layer_idx }
+        if self.classifiers.len() == 1 {
+            0
+        } else {
+            layer_idx
+        }
     }
 
     /// Logits of the head at `layer_idx`.

@@ -33,9 +33,7 @@ pub fn depth_weighted(per_layer: Vec<Tensor<1>>) -> Tensor<1> {
             None => term,
         });
     }
-    total
-        .unwrap_or_else(|| unreachable!())
-        .div_scalar(norm)
+    total.unwrap_or_else(|| unreachable!()).div_scalar(norm)
 }
 
 /// Unweighted sum of per-layer losses (DeeBERT's second stage sums the internal
@@ -62,7 +60,8 @@ mod tests {
     #[test]
     fn cross_entropy_matches_hand_computation() {
         let d = device();
-        let logits = Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 0.0, 2.0, 0.0], [2, 2]), &d);
+        let logits =
+            Tensor::<2>::from_data(TensorData::new(vec![0.0f32, 0.0, 2.0, 0.0], [2, 2]), &d);
         let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 0], [2]), &d);
         let got: f32 = cross_entropy(logits, targets).into_scalar::<f32>();
         let expected = (2f32.ln() + (1.0 + (-2f32).exp()).ln()) / 2.0;

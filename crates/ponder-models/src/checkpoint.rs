@@ -103,7 +103,9 @@ impl CheckpointFiles {
             .save_file(&model_path)
             .map_err(|e| ckpt_err(&model_path, e))?;
         let optim_path = tmp.join("optim.bpk");
-        optim.save(&optim_path).map_err(|e| ckpt_err(&optim_path, e))?;
+        optim
+            .save(&optim_path)
+            .map_err(|e| ckpt_err(&optim_path, e))?;
         let state_json = serde_json::to_vec_pretty(state).map_err(|e| ckpt_err(&tmp, e))?;
         fs::write(tmp.join("state.json"), state_json).map_err(io("writing", &tmp))?;
         let last = self.last();
@@ -134,6 +136,8 @@ impl CheckpointFiles {
         }
         let state_path = dir.join("state.json");
         let bytes = fs::read(&state_path).map_err(io("reading", &state_path))?;
+        // serde_json's `float_roundtrip` feature (set in the workspace) reads every float
+        // back exactly, so a resumed run continues with bit-identical state.
         let state: TrainState =
             serde_json::from_slice(&bytes).map_err(|e| ckpt_err(&state_path, e))?;
         let model_path = dir.join("model.bpk");
@@ -152,7 +156,10 @@ impl CheckpointFiles {
         fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
         let path = self.best_model();
         let tmp = tmp_path(&path);
-        model.clone().save_file(&tmp).map_err(|e| ckpt_err(&tmp, e))?;
+        model
+            .clone()
+            .save_file(&tmp)
+            .map_err(|e| ckpt_err(&tmp, e))?;
         fs::rename(&tmp, &path).map_err(io("renaming", &path))
     }
 

@@ -110,7 +110,8 @@ pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> Layer
         for (l, logits) in out.logits.into_iter().enumerate() {
             let logits = host(logits);
             for (r, &target) in batch.targets.iter().enumerate() {
-                correct[l] += usize::from(argmax(&logits[r * n_classes..(r + 1) * n_classes]) == target);
+                correct[l] +=
+                    usize::from(argmax(&logits[r * n_classes..(r + 1) * n_classes]) == target);
             }
         }
         total += batch.targets.len();

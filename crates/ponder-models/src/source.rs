@@ -69,7 +69,11 @@ impl ImageSource {
         indices: Vec<usize>,
         n_classes: usize,
     ) -> Self {
-        assert_eq!(images.n_images, labels.len(), "ImageSource: one label per image");
+        assert_eq!(
+            images.n_images,
+            labels.len(),
+            "ImageSource: one label per image"
+        );
         assert!(
             indices.iter().all(|&i| i < images.n_images),
             "ImageSource: index out of range"
@@ -102,7 +106,10 @@ impl ClassificationSource for ImageSource {
     }
 
     fn targets(&self) -> Vec<usize> {
-        self.indices.iter().map(|&i| self.labels[i] as usize).collect()
+        self.indices
+            .iter()
+            .map(|&i| self.labels[i] as usize)
+            .collect()
     }
 
     fn batch(&self, positions: &[usize], device: &Device) -> Batch {
@@ -119,7 +126,8 @@ impl ClassificationSource for ImageSource {
             );
             targets.push(self.labels[i] as usize);
         }
-        let images = Tensor::<4>::from_data(TensorData::new(pixels, [positions.len(), 1, h, w]), device);
+        let images =
+            Tensor::<4>::from_data(TensorData::new(pixels, [positions.len(), 1, h, w]), device);
         Batch {
             input: EncoderInput::Images(images),
             targets,
@@ -151,8 +159,14 @@ impl TextSource {
         pad_id: u32,
     ) -> Self {
         assert_eq!(ids.len(), labels.len(), "TextSource: one label per text");
-        assert!(indices.iter().all(|&i| i < ids.len()), "TextSource: index out of range");
-        assert!(ids.iter().all(|s| !s.is_empty()), "TextSource: empty token sequence");
+        assert!(
+            indices.iter().all(|&i| i < ids.len()),
+            "TextSource: index out of range"
+        );
+        assert!(
+            ids.iter().all(|s| !s.is_empty()),
+            "TextSource: empty token sequence"
+        );
         Self {
             ids,
             labels,
@@ -177,7 +191,10 @@ impl ClassificationSource for TextSource {
     }
 
     fn batch(&self, positions: &[usize], device: &Device) -> Batch {
-        let seqs: Vec<&Vec<u32>> = positions.iter().map(|&p| &self.ids[self.indices[p]]).collect();
+        let seqs: Vec<&Vec<u32>> = positions
+            .iter()
+            .map(|&p| &self.ids[self.indices[p]])
+            .collect();
         let seq_len = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
         let b = seqs.len();
         let mut ids = Vec::with_capacity(b * seq_len);
@@ -188,14 +205,18 @@ impl ClassificationSource for TextSource {
                 pad.push(t >= s.len());
             }
         }
-        let targets = positions.iter().map(|&p| self.labels[self.indices[p]]).collect();
+        let targets = positions
+            .iter()
+            .map(|&p| self.labels[self.indices[p]])
+            .collect();
         let any_pad = pad.iter().any(|&p| p);
         Batch {
             input: EncoderInput::Tokens {
                 ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, seq_len]), device),
                 type_ids: None,
-                mask_pad: any_pad
-                    .then(|| Tensor::<2, Bool>::from_data(TensorData::new(pad, [b, seq_len]), device)),
+                mask_pad: any_pad.then(|| {
+                    Tensor::<2, Bool>::from_data(TensorData::new(pad, [b, seq_len]), device)
+                }),
             },
             targets,
         }

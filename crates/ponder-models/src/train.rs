@@ -3,12 +3,12 @@
 use std::time::Instant;
 
 use burn::grad_clipping::GradientClippingConfig;
-use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::lr_scheduler::LrSchedulerConfig;
 use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
 use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::lr_scheduler::sequential::SequentialLrSchedulerConfig;
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 use ponder_core::{PonderError, Result};
 use ponder_exits::loss;
@@ -88,16 +88,25 @@ impl TrainConfig {
             return err("epochs", "must be at least 1".into());
         }
         if self.method == Method::DeeBert && self.stage2_epochs == 0 {
-            return err("stage2_epochs", "DeeBERT needs at least 1 epoch of stage 2".into());
+            return err(
+                "stage2_epochs",
+                "DeeBERT needs at least 1 epoch of stage 2".into(),
+            );
         }
         if self.batch_size == 0 || self.eval_batch_size == 0 {
             return err("batch_size", "batch sizes must be at least 1".into());
         }
         if !(self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
-            return err("learning_rate", format!("{} is not in (0, 1]", self.learning_rate));
+            return err(
+                "learning_rate",
+                format!("{} is not in (0, 1]", self.learning_rate),
+            );
         }
         if !(0.0..1.0).contains(&self.warmup_fraction) {
-            return err("warmup_fraction", format!("{} is not in [0, 1)", self.warmup_fraction));
+            return err(
+                "warmup_fraction",
+                format!("{} is not in [0, 1)", self.warmup_fraction),
+            );
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             return err("weight_decay", format!("{} is not ≥ 0", self.weight_decay));
@@ -219,33 +228,47 @@ fn new_optimizer(config: &TrainConfig) -> ModuleOptimizer {
 }
 
 /// Linear warm-up to the peak rate, then linear decay to 1% of it, over `total` steps,
-/// advanced to `done` steps.
-fn new_scheduler(config: &TrainConfig, total: usize, done: usize) -> Result<ModuleLrScheduler> {
+/// advanced to `done` steps; with the rate of the last of those steps (0 if none).
+fn new_scheduler(
+    config: &TrainConfig,
+    total: usize,
+    done: usize,
+) -> Result<(ModuleLrScheduler, f64)> {
     let peak = config.learning_rate;
-    let warmup = ((total as f64 * config.warmup_fraction).round() as usize).clamp(1, total.max(2) - 1);
+    let warmup =
+        ((total as f64 * config.warmup_fraction).round() as usize).clamp(1, total.max(2) - 1);
     let decay = total.saturating_sub(warmup).max(1);
     let mut scheduler = SequentialLrSchedulerConfig::new(
         vec![
-            LrSchedulerConfig::Linear(LinearLrSchedulerConfig::new(peak / warmup as f64, peak, warmup)),
+            LrSchedulerConfig::Linear(LinearLrSchedulerConfig::new(
+                peak / warmup as f64,
+                peak,
+                warmup,
+            )),
             LrSchedulerConfig::Linear(LinearLrSchedulerConfig::new(peak, peak * 0.01, decay)),
         ],
         vec![warmup],
     )
     .init()
     .map_err(|e| PonderError::config("train.learning_rate", e))?;
+    let mut last = 0.0;
     for _ in 0..done {
-        scheduler.step();
+        last = scheduler.step().base();
     }
-    Ok(scheduler)
+    Ok((scheduler, last))
 }
 
 /// A seed for data order that differs per stage and epoch.
 fn epoch_seed(seed: u64, stage: usize, epoch: usize) -> u64 {
-    seed ^ (0x9E37_79B9_7F4A_7C15u64
-        .wrapping_mul(1 + stage as u64 * 1_000 + epoch as u64))
+    seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(1 + stage as u64 * 1_000 + epoch as u64))
 }
 
-fn stage_loss(model: &MultiExitClassifier, batch: &Batch, kind: StageLoss, device: &Device) -> Tensor<1> {
+fn stage_loss(
+    model: &MultiExitClassifier,
+    batch: &Batch,
+    kind: StageLoss,
+    device: &Device,
+) -> Tensor<1> {
     let targets = batch.targets_tensor(device);
     match kind {
         StageLoss::DepthWeighted => {
@@ -270,7 +293,10 @@ fn stage_loss(model: &MultiExitClassifier, batch: &Batch, kind: StageLoss, devic
             for l in 0..n - 1 {
                 state = model.encoder.layer_forward(l, state);
                 let features = model.encoder.pooled(&state).detach();
-                losses.push(loss::cross_entropy(model.heads.logits(l, features), targets.clone()));
+                losses.push(loss::cross_entropy(
+                    model.heads.logits(l, features),
+                    targets.clone(),
+                ));
             }
             loss::sum(losses)
         }
@@ -318,7 +344,11 @@ pub fn fit<S: ClassificationSource>(
     if train.is_empty() || valid.is_empty() {
         return Err(PonderError::config(
             "data",
-            format!("{} training and {} validation examples: both must be non-empty", train.len(), valid.len()),
+            format!(
+                "{} training and {} validation examples: both must be non-empty",
+                train.len(),
+                valid.len()
+            ),
         ));
     }
     let stages = config.method.stages(config);
@@ -331,7 +361,8 @@ pub fn fit<S: ClassificationSource>(
     let mut state = TrainState::default();
     let mut best: Option<MultiExitClassifier> = None;
     if resume {
-        let files = checkpoints.ok_or_else(|| PonderError::config("resume", "no checkpoint folder given"))?;
+        let files = checkpoints
+            .ok_or_else(|| PonderError::config("resume", "no checkpoint folder given"))?;
         if !files.has_last() {
             return Err(PonderError::Checkpoint {
                 path: files.dir().to_path_buf(),
@@ -342,7 +373,9 @@ pub fn fit<S: ClassificationSource>(
         model = m;
         optim = o;
         state = s;
-        if files.best_model().is_file() && state.best_at.is_some_and(|(stage, _)| stage == state.stage) {
+        if files.best_model().is_file()
+            && state.best_at.is_some_and(|(stage, _)| stage == state.stage)
+        {
             best = Some(files.load_best(model.valid())?);
         }
     }
@@ -351,20 +384,32 @@ pub fn fit<S: ClassificationSource>(
     while !state.finished {
         let (kind, epochs) = stages[state.stage];
         let stage_total = epochs * steps_per_epoch;
-        let mut scheduler = new_scheduler(config, stage_total, state.stage_step)?;
+        // `lr`: the rate of the latest step, for the epoch's log (carried over from the
+        // checkpoint when resuming after the epoch's last step, before its evaluation)
+        let (mut scheduler, mut lr) = new_scheduler(config, stage_total, state.stage_step)?;
         while state.epoch < epochs {
             let epoch_start = Instant::now();
-            let order = ponder_data::shuffled_indices(train.len(), epoch_seed(config.seed, state.stage, state.epoch));
+            let order = ponder_data::shuffled_indices(
+                train.len(),
+                epoch_seed(config.seed, state.stage, state.epoch),
+            );
             let chunks: Vec<&[usize]> = order.chunks(config.batch_size).collect();
-            let mut lr = 0.0;
             while state.batch < chunks.len() {
-                device.seed(config.seed.wrapping_mul(1_000_003).wrapping_add(state.global_step as u64));
+                device.seed(
+                    config
+                        .seed
+                        .wrapping_mul(1_000_003)
+                        .wrapping_add(state.global_step as u64),
+                );
                 let batch = train.batch(chunks[state.batch], device);
                 let loss = stage_loss(&model, &batch, kind, device);
                 let value = loss.clone().into_scalar::<f32>() as f64;
                 if !value.is_finite() {
                     return Err(PonderError::NonFinite {
-                        what: format!("training loss (stage {}, epoch {})", state.stage, state.epoch),
+                        what: format!(
+                            "training loss (stage {}, epoch {})",
+                            state.stage, state.epoch
+                        ),
                         step: state.global_step,
                         value,
                     });

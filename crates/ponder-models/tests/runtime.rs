@@ -42,7 +42,11 @@ fn text_input(lengths: &[usize], device: &Device) -> EncoderInput {
     let mut pad = Vec::new();
     for (r, &len) in lengths.iter().enumerate() {
         for t in 0..seq_len {
-            ids.push(if t < len { (1 + (r * 7 + t * 13) % 99) as i64 } else { 0 });
+            ids.push(if t < len {
+                (1 + (r * 7 + t * 13) % 99) as i64
+            } else {
+                0
+            });
             pad.push(t >= len);
         }
     }
@@ -50,12 +54,19 @@ fn text_input(lengths: &[usize], device: &Device) -> EncoderInput {
     EncoderInput::Tokens {
         ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, seq_len]), device),
         type_ids: None,
-        mask_pad: Some(Tensor::<2, Bool>::from_data(TensorData::new(pad, [b, seq_len]), device)),
+        mask_pad: Some(Tensor::<2, Bool>::from_data(
+            TensorData::new(pad, [b, seq_len]),
+            device,
+        )),
     }
 }
 
 fn image_input(batch: usize, device: &Device) -> EncoderInput {
-    EncoderInput::Images(Tensor::<4>::random([batch, 1, 28, 28], Distribution::Normal(0.0, 1.0), device))
+    EncoderInput::Images(Tensor::<4>::random(
+        [batch, 1, 28, 28],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    ))
 }
 
 fn host(t: Tensor<2>) -> Vec<f32> {
@@ -64,7 +75,10 @@ fn host(t: Tensor<2>) -> Vec<f32> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// The logits of the model cut after `layer` layers (1-based), without the runner.
@@ -99,15 +113,26 @@ fn check_cut_and_full(model: &MultiExitClassifier, input: EncoderInput) {
         let out = model.adaptive(input.clone(), &FixedLayer::new(layer).unwrap(), None);
         assert!(out.exit_layer.iter().all(|&l| l == layer));
         let expected = cut_logits(model, input.clone(), layer);
-        assert_eq!(host(out.logits), expected, "exit at layer {layer} differs from the cut model");
+        assert_eq!(
+            host(out.logits),
+            expected,
+            "exit at layer {layer} differs from the cut model"
+        );
     }
     let out = model.adaptive(input.clone(), &NeverExit, None);
     assert!(out.exit_layer.iter().all(|&l| l == n));
     let full = model.forward_all(input.clone());
-    assert_eq!(host(out.logits), host(full.logits[n - 1].clone()), "never-exit differs from full depth");
+    assert_eq!(
+        host(out.logits),
+        host(full.logits[n - 1].clone()),
+        "never-exit differs from full depth"
+    );
     // forward_all's layer-l logits are the cut model's too
     for layer in 1..=n {
-        assert_eq!(host(full.logits[layer - 1].clone()), cut_logits(model, input.clone(), layer));
+        assert_eq!(
+            host(full.logits[layer - 1].clone()),
+            cut_logits(model, input.clone(), layer)
+        );
     }
 }
 
@@ -121,7 +146,11 @@ fn exit_at_l_equals_cut_model_and_never_exit_equals_full_depth_text() {
 fn exit_at_l_equals_cut_model_and_never_exit_equals_full_depth_albert() {
     let d = device();
     let model = text_model(true, false);
-    assert_eq!(model.encoder.layers.len(), 1, "ALBERT form has one shared layer");
+    assert_eq!(
+        model.encoder.layers.len(),
+        1,
+        "ALBERT form has one shared layer"
+    );
     check_cut_and_full(&model, text_input(&[4, 8, 6], &d));
 }
 
@@ -131,7 +160,12 @@ fn exit_at_l_equals_cut_model_and_never_exit_equals_full_depth_vit() {
     check_cut_and_full(&vit_model(), image_input(5, &d));
 }
 
-fn check_mixed_batch(model: &MultiExitClassifier, input: EncoderInput, alone: impl Fn(usize) -> EncoderInput, plan: Vec<usize>) {
+fn check_mixed_batch(
+    model: &MultiExitClassifier,
+    input: EncoderInput,
+    alone: impl Fn(usize) -> EncoderInput,
+    plan: Vec<usize>,
+) {
     let d = model.encoder.device();
     let out = model.adaptive(input.clone(), &Planned(plan.clone()), None);
     assert_eq!(out.exit_layer, plan);
@@ -140,13 +174,19 @@ fn check_mixed_batch(model: &MultiExitClassifier, input: EncoderInput, alone: im
     for (row, &layer) in plan.iter().enumerate() {
         let single = model.adaptive(alone(row), &FixedLayer::new(layer).unwrap(), None);
         let diff = max_abs_diff(&logits[row * c..(row + 1) * c], &host(single.logits));
-        assert!(diff < 1e-5, "row {row} (exit at {layer}) differs from its run alone by {diff}");
+        assert!(
+            diff < 1e-5,
+            "row {row} (exit at {layer}) differs from its run alone by {diff}"
+        );
     }
     // FLOPs grow with the exit layer
     for (i, &li) in plan.iter().enumerate() {
         for (j, &lj) in plan.iter().enumerate() {
             if li < lj {
-                assert!(out.flops[i] < out.flops[j], "rows {i} and {j}: FLOPs do not grow with depth");
+                assert!(
+                    out.flops[i] < out.flops[j],
+                    "rows {i} and {j}: FLOPs do not grow with depth"
+                );
             }
         }
     }
@@ -159,14 +199,25 @@ fn mixed_exits_in_a_padded_text_batch_equal_each_row_alone() {
     let model = text_model(false, false);
     let lengths = [6usize, 3, 9, 4, 7, 2];
     let plan = vec![3, 1, 4, 2, 1, 4];
-    check_mixed_batch(&model, text_input(&lengths, &d), |row| {
-        // the same row, unpadded, alone
-        let full = text_input(&lengths, &d);
-        let EncoderInput::Tokens { ids, .. } = full else { unreachable!() };
-        let len = lengths[row];
-        let ids = ids.slice([row..row + 1, 0..len]);
-        EncoderInput::Tokens { ids, type_ids: None, mask_pad: None }
-    }, plan);
+    check_mixed_batch(
+        &model,
+        text_input(&lengths, &d),
+        |row| {
+            // the same row, unpadded, alone
+            let full = text_input(&lengths, &d);
+            let EncoderInput::Tokens { ids, .. } = full else {
+                unreachable!()
+            };
+            let len = lengths[row];
+            let ids = ids.slice([row..row + 1, 0..len]);
+            EncoderInput::Tokens {
+                ids,
+                type_ids: None,
+                mask_pad: None,
+            }
+        },
+        plan,
+    );
 }
 
 #[test]
@@ -174,8 +225,15 @@ fn mixed_exits_in_an_image_batch_equal_each_row_alone() {
     let d = device();
     let model = vit_model();
     let input = image_input(5, &d);
-    let EncoderInput::Images(images) = input.clone() else { unreachable!() };
-    check_mixed_batch(&model, input, |row| EncoderInput::Images(images.clone().slice([row..row + 1])), vec![4, 2, 1, 3, 2]);
+    let EncoderInput::Images(images) = input.clone() else {
+        unreachable!()
+    };
+    check_mixed_batch(
+        &model,
+        input,
+        |row| EncoderInput::Images(images.clone().slice([row..row + 1])),
+        vec![4, 2, 1, 3, 2],
+    );
 }
 
 #[test]
@@ -183,11 +241,22 @@ fn mixed_exits_with_albert_pre_norm() {
     let d = device();
     let model = text_model(true, true);
     let lengths = [5usize, 8, 3];
-    check_mixed_batch(&model, text_input(&lengths, &d), |row| {
-        let full = text_input(&lengths, &d);
-        let EncoderInput::Tokens { ids, .. } = full else { unreachable!() };
-        EncoderInput::Tokens { ids: ids.slice([row..row + 1, 0..lengths[row]]), type_ids: None, mask_pad: None }
-    }, vec![2, 4, 1]);
+    check_mixed_batch(
+        &model,
+        text_input(&lengths, &d),
+        |row| {
+            let full = text_input(&lengths, &d);
+            let EncoderInput::Tokens { ids, .. } = full else {
+                unreachable!()
+            };
+            EncoderInput::Tokens {
+                ids: ids.slice([row..row + 1, 0..lengths[row]]),
+                type_ids: None,
+                mask_pad: None,
+            }
+        },
+        vec![2, 4, 1],
+    );
 }
 
 #[test]
@@ -200,7 +269,17 @@ fn flops_of_full_depth_match_the_full_depth_count() {
     // internal heads
     let full = model.full_depth_flops(&input);
     let heads: u64 = (0..model.n_layers() - 1)
-        .map(|l| ponder_core::ExitHeads::flops(&model.heads, l) + model.encoder.features_flops(&model.encoder.embed(input.clone())))
+        .map(|l| {
+            ponder_core::ExitHeads::flops(&model.heads, l)
+                + model
+                    .encoder
+                    .features_flops(&model.encoder.embed(input.clone()))
+        })
         .sum();
-    assert!(out.flops.iter().all(|&f| f == full + heads), "{:?} vs {}", out.flops, full + heads);
+    assert!(
+        out.flops.iter().all(|&f| f == full + heads),
+        "{:?} vs {}",
+        out.flops,
+        full + heads
+    );
 }

@@ -148,7 +148,10 @@ impl EncoderConfig {
         if self.d_model % self.n_heads != 0 {
             return Err(PonderError::config(
                 "n_heads",
-                format!("{} heads do not divide d_model = {}", self.n_heads, self.d_model),
+                format!(
+                    "{} heads do not divide d_model = {}",
+                    self.n_heads, self.d_model
+                ),
             ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
@@ -178,7 +181,9 @@ impl EncoderConfig {
                 if *patch_size == 0 || *channels == 0 || image_size % patch_size != 0 {
                     return Err(PonderError::config(
                         "embedding.patch_size",
-                        format!("patch size {patch_size} must be positive and divide image size {image_size}"),
+                        format!(
+                            "patch size {patch_size} must be positive and divide image size {image_size}"
+                        ),
                     ));
                 }
             }
@@ -210,7 +215,10 @@ mod tests {
         config.n_heads = 3;
         let err = config.validate().unwrap_err();
         assert!(err.to_string().contains("n_heads"), "{err}");
-        let err = EncoderConfig::tiny().with_dropout(1.5).validate().unwrap_err();
+        let err = EncoderConfig::tiny()
+            .with_dropout(1.5)
+            .validate()
+            .unwrap_err();
         assert!(err.to_string().contains("dropout"), "{err}");
     }
 }

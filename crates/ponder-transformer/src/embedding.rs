@@ -2,8 +2,8 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm,
-    LayerNormConfig, Linear, LinearConfig,
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+    Linear, LinearConfig,
 };
 use burn::tensor::{Device, Int, Tensor};
 
@@ -81,8 +81,8 @@ impl TextEmbedding {
         let positions = Tensor::<1, Int>::arange(0..seq_len as i64, &device).reshape([1, seq_len]);
         let mut x = self.tokens.forward(ids) + self.positions.forward(positions);
         if let Some(types) = &self.token_types {
-            let type_ids = type_ids
-                .unwrap_or_else(|| Tensor::<2, Int>::zeros([batch_size, seq_len], &device));
+            let type_ids =
+                type_ids.unwrap_or_else(|| Tensor::<2, Int>::zeros([batch_size, seq_len], &device));
             x = x + types.forward(type_ids);
         }
         self.dropout.forward(self.norm.forward(x))

@@ -132,10 +132,11 @@ impl EncoderConfig {
                 )),
             ),
         };
-        let layer_config = TransformerEncoderConfig::new(self.d_model, self.d_ff, self.n_heads, self.n_layers)
-            .with_dropout(self.dropout)
-            .with_norm_first(self.norm_first)
-            .with_layer_norm_eps(self.layer_norm_eps);
+        let layer_config =
+            TransformerEncoderConfig::new(self.d_model, self.d_ff, self.n_heads, self.n_layers)
+                .with_dropout(self.dropout)
+                .with_norm_first(self.norm_first)
+                .with_layer_norm_eps(self.layer_norm_eps);
         let n_weight_sets = if self.share_layers { 1 } else { self.n_layers };
         Encoder {
             text,
@@ -310,7 +311,12 @@ impl LayerwiseBackbone for Encoder {
 
     fn layer_flops(&self, _layer_idx: usize, hidden: &EncoderState) -> u64 {
         let t = hidden.x.dims()[1] as u64;
-        transformer_layer_flops(t, self.d_model as u64, self.d_ff as u64, self.n_heads as u64)
+        transformer_layer_flops(
+            t,
+            self.d_model as u64,
+            self.d_ff as u64,
+            self.n_heads as u64,
+        )
     }
 
     fn features_flops(&self, _hidden: &EncoderState) -> u64 {

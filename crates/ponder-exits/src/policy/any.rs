@@ -4,8 +4,7 @@ use ponder_core::{ExitPolicy, ExitSignals};
 
 use super::patience::{PatienceCarry, RegressionCarry};
 use super::{
-    EntropyThreshold, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience,
-    PatienceRegression,
+    EntropyThreshold, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience, PatienceRegression,
 };
 
 /// Any of the policies of this crate, chosen at run time (from a config file or the

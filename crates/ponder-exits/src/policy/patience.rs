@@ -201,8 +201,14 @@ mod tests {
         let mut carry = p.start(2);
         let l1 = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0];
         let l2 = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0];
-        assert_eq!(p.decide(&ExitSignals::new(0, 4, 3, &l1), &mut carry), vec![false, false]);
-        assert_eq!(p.decide(&ExitSignals::new(1, 4, 3, &l2), &mut carry), vec![true, false]);
+        assert_eq!(
+            p.decide(&ExitSignals::new(0, 4, 3, &l1), &mut carry),
+            vec![false, false]
+        );
+        assert_eq!(
+            p.decide(&ExitSignals::new(1, 4, 3, &l2), &mut carry),
+            vec![true, false]
+        );
         let carry = p.retain_rows(carry, &[1]);
         assert_eq!(carry.counter, vec![0]);
         assert_eq!(carry.previous, vec![Some(2)]);

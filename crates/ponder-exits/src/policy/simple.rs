@@ -13,7 +13,10 @@ impl FixedLayer {
     /// last layer.
     pub fn new(layer: usize) -> Result<Self> {
         if layer == 0 {
-            return Err(PonderError::config("fixed exit layer", "layers count from 1"));
+            return Err(PonderError::config(
+                "fixed exit layer",
+                "layers count from 1",
+            ));
         }
         Ok(Self { layer })
     }
@@ -97,8 +100,14 @@ mod tests {
     fn fixed_layer_exits_at_its_layer() {
         let p = FixedLayer::new(2).unwrap();
         let logits = [0.0; 4];
-        assert_eq!(p.decide(&ExitSignals::new(0, 4, 2, &logits), &mut ()), vec![false; 2]);
-        assert_eq!(p.decide(&ExitSignals::new(1, 4, 2, &logits), &mut ()), vec![true; 2]);
+        assert_eq!(
+            p.decide(&ExitSignals::new(0, 4, 2, &logits), &mut ()),
+            vec![false; 2]
+        );
+        assert_eq!(
+            p.decide(&ExitSignals::new(1, 4, 2, &logits), &mut ()),
+            vec![true; 2]
+        );
         assert!(FixedLayer::new(0).is_err());
     }
 

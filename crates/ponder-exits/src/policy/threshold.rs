@@ -119,8 +119,14 @@ mod tests {
     fn max_prob_extremes() {
         let logits = [5.0, -5.0, 0.0, 0.0, 100.0, -100.0];
         let s = ExitSignals::new(0, 4, 2, &logits);
-        assert_eq!(MaxProbThreshold::new(0.0).unwrap().decide(&s, &mut ()), vec![true; 3]);
-        assert_eq!(MaxProbThreshold::new(1.0).unwrap().decide(&s, &mut ()), vec![false; 3]);
+        assert_eq!(
+            MaxProbThreshold::new(0.0).unwrap().decide(&s, &mut ()),
+            vec![true; 3]
+        );
+        assert_eq!(
+            MaxProbThreshold::new(1.0).unwrap().decide(&s, &mut ()),
+            vec![false; 3]
+        );
         assert_eq!(
             MaxProbThreshold::new(0.9).unwrap().decide(&s, &mut ()),
             vec![true, false, true]
@@ -131,9 +137,14 @@ mod tests {
     fn entropy_extremes() {
         let logits = [5.0, -5.0, 0.0, 0.0, 100.0, -100.0];
         let s = ExitSignals::new(0, 4, 2, &logits);
-        assert_eq!(EntropyThreshold::new(0.0).unwrap().decide(&s, &mut ()), vec![false; 3]);
         assert_eq!(
-            EntropyThreshold::new(f32::INFINITY).unwrap().decide(&s, &mut ()),
+            EntropyThreshold::new(0.0).unwrap().decide(&s, &mut ()),
+            vec![false; 3]
+        );
+        assert_eq!(
+            EntropyThreshold::new(f32::INFINITY)
+                .unwrap()
+                .decide(&s, &mut ()),
             vec![true; 3]
         );
         // uniform over 2 classes has entropy ln 2 ≈ 0.693: not < 0.5
@@ -145,10 +156,20 @@ mod tests {
 
     #[test]
     fn out_of_range_thresholds_are_errors() {
-        assert!(MaxProbThreshold::new(1.5).unwrap_err().to_string().contains("max_prob"));
+        assert!(
+            MaxProbThreshold::new(1.5)
+                .unwrap_err()
+                .to_string()
+                .contains("max_prob")
+        );
         assert!(MaxProbThreshold::new(-0.1).is_err());
         assert!(MaxProbThreshold::new(f32::NAN).is_err());
-        assert!(EntropyThreshold::new(-1.0).unwrap_err().to_string().contains("entropy"));
+        assert!(
+            EntropyThreshold::new(-1.0)
+                .unwrap_err()
+                .to_string()
+                .contains("entropy")
+        );
         assert!(EntropyThreshold::new(f32::NAN).is_err());
     }
 }

@@ -1,0 +1,93 @@
+//! The runtime's equivalences on burn's wgpu backend (built with `--features wgpu`;
+//! CI runs it over a software Vulkan device). The same weights give the same logits
+//! on wgpu as on the CPU, and a mixed-exit batch equals each row run alone.
+#![cfg(feature = "wgpu")]
+
+use burn::module::Module;
+use burn::tensor::{Device, DeviceKind, Distribution, Tensor};
+use ponder_core::{ExitPolicy, ExitSignals, retain};
+use ponder_exits::{FixedLayer, NeverExit};
+use ponder_models::MultiExitConfig;
+use ponder_transformer::{EncoderConfig, EncoderInput};
+
+struct Planned(Vec<usize>);
+
+impl ExitPolicy for Planned {
+    type Carry = Vec<usize>;
+    fn name(&self) -> String {
+        "planned".into()
+    }
+    fn start(&self, _batch_size: usize) -> Vec<usize> {
+        self.0.clone()
+    }
+    fn decide(&self, signals: &ExitSignals<'_>, carry: &mut Vec<usize>) -> Vec<bool> {
+        carry.iter().map(|&l| l == signals.layer_idx + 1).collect()
+    }
+    fn retain_rows(&self, carry: Vec<usize>, rows: &[usize]) -> Vec<usize> {
+        retain(&carry, rows)
+    }
+}
+
+fn host(t: Tensor<2>) -> Vec<f32> {
+    t.try_into_vec_as::<f32>().unwrap()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn wgpu_runner_matches_cpu_and_rows_run_alone() {
+    let cpu = Device::flex();
+    cpu.seed(3);
+    let config = MultiExitConfig::new(EncoderConfig::tiny_vit().with_dropout(0.0), 10)
+        .with_head_dropout(0.0);
+    let model_cpu = config.init(&cpu).valid();
+    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    let model_gpu = model_cpu.clone().to_device(&gpu);
+
+    let images_cpu = Tensor::<4>::random([4, 1, 28, 28], Distribution::Normal(0.0, 1.0), &cpu);
+    let images_gpu = images_cpu.clone().to_device(&gpu);
+
+    // same weights, same input: same full-depth logits
+    let full_cpu = host(
+        model_cpu
+            .adaptive(EncoderInput::Images(images_cpu.clone()), &NeverExit, None)
+            .logits,
+    );
+    let full_gpu = host(
+        model_gpu
+            .adaptive(EncoderInput::Images(images_gpu.clone()), &NeverExit, None)
+            .logits,
+    );
+    let diff = max_abs_diff(&full_cpu, &full_gpu);
+    assert!(
+        diff < 1e-3,
+        "wgpu and CPU full-depth logits differ by {diff}"
+    );
+
+    // mixed exits on wgpu equal each row alone, cut at its exit layer
+    let plan = vec![3, 1, 4, 2];
+    let out = model_gpu.adaptive(
+        EncoderInput::Images(images_gpu.clone()),
+        &Planned(plan.clone()),
+        None,
+    );
+    assert_eq!(out.exit_layer, plan);
+    let logits = host(out.logits);
+    for (row, &layer) in plan.iter().enumerate() {
+        let alone = model_gpu.adaptive(
+            EncoderInput::Images(images_gpu.clone().slice([row..row + 1])),
+            &FixedLayer::new(layer).unwrap(),
+            None,
+        );
+        let diff = max_abs_diff(&logits[row * 10..(row + 1) * 10], &host(alone.logits));
+        assert!(
+            diff < 1e-4,
+            "row {row}: batched and alone differ by {diff} on wgpu"
+        );
+    }
+}

@@ -1,0 +1,401 @@
+//! Experiment files (TOML): what to train, on which data, and which policies to compare.
+//!
+//! Every section rejects unknown keys, and every value is checked before anything runs,
+//! so a typo or an out-of-range threshold is reported with its key and file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use ponder_exits::{
+    EntropyThreshold, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience, Policy,
+};
+use ponder_models::{Method, TrainConfig};
+use ponder_transformer::{EmbeddingKind, EncoderConfig};
+use serde::{Deserialize, Serialize};
+
+/// A whole experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Experiment {
+    /// Name of the experiment (used for the run folder).
+    pub name: String,
+    /// The data set.
+    pub data: DataConfig,
+    /// The backbone.
+    pub model: ModelConfig,
+    /// Training hyper-parameters shared by every method.
+    #[serde(default)]
+    pub train: TrainConfig,
+    /// What `ponder compare` trains and evaluates.
+    #[serde(default)]
+    pub compare: CompareConfig,
+}
+
+/// Which data set, where, and how it is split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// `fashion-mnist` (IDX images; also reads MNIST) or `spamassassin` (e-mails, one
+    /// folder per class).
+    pub dataset: Dataset,
+    /// Folder of the data set.
+    pub path: PathBuf,
+    /// Fraction of the training data held out for validation (model selection).
+    #[serde(default = "default_valid_fraction")]
+    pub valid_fraction: f64,
+    /// Fraction held out for the test set, for data sets without one (SpamAssassin).
+    #[serde(default = "default_test_fraction")]
+    pub test_fraction: f64,
+    /// Use at most this many training examples (0: all), for quick runs.
+    #[serde(default)]
+    pub train_limit: usize,
+    /// Use at most this many test examples (0: all).
+    #[serde(default)]
+    pub test_limit: usize,
+    /// Text only: `tokenizer.json` or WordPiece `vocab.txt`.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+    /// Text only: longest token sequence, special tokens included.
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    /// Text only: bytes of each e-mail kept after taking its subject and body.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+}
+
+fn default_valid_fraction() -> f64 {
+    0.1
+}
+fn default_test_fraction() -> f64 {
+    0.2
+}
+fn default_max_tokens() -> usize {
+    128
+}
+fn default_max_bytes() -> usize {
+    4000
+}
+
+/// Supported data sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dataset {
+    /// Fashion-MNIST (or MNIST) IDX files.
+    FashionMnist,
+    /// The SpamAssassin public corpus.
+    Spamassassin,
+}
+
+/// The backbone: an encoder and its exits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Number of layers.
+    pub n_layers: usize,
+    /// Hidden size.
+    pub d_model: usize,
+    /// Attention heads.
+    pub n_heads: usize,
+    /// Feed-forward size.
+    pub d_ff: usize,
+    /// Embedding size (ALBERT's factorised embedding); default: `d_model`.
+    #[serde(default)]
+    pub d_embed: Option<usize>,
+    /// One layer shared by all depths (ALBERT).
+    #[serde(default)]
+    pub share_layers: bool,
+    /// Pre-norm layers.
+    #[serde(default)]
+    pub norm_first: bool,
+    /// Backbone dropout.
+    #[serde(default = "default_dropout")]
+    pub dropout: f64,
+    /// Dropout on the classifier inputs.
+    #[serde(default = "default_dropout")]
+    pub head_dropout: f64,
+    /// Images: side of a square patch.
+    #[serde(default = "default_patch")]
+    pub patch_size: usize,
+}
+
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_patch() -> usize {
+    7
+}
+
+/// What `ponder compare` trains and sweeps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompareConfig {
+    /// Training methods, one model each: `pabee`, `dee_bert`, `final_only`.
+    pub methods: Vec<Method>,
+    /// Max-probability thresholds to sweep, each in `[0, 1]`.
+    pub max_prob: Vec<f32>,
+    /// Entropy thresholds to sweep, each `≥ 0`.
+    pub entropy: Vec<f32>,
+    /// Patience values to sweep (0: full model).
+    pub patience: Vec<usize>,
+    /// Also evaluate a fixed exit at every layer.
+    pub fixed_layers: bool,
+    /// Also evaluate the oracle (analysis only: it reads the labels).
+    pub oracle: bool,
+    /// Batch size of evaluation.
+    pub batch_size: usize,
+}
+
+impl Default for CompareConfig {
+    fn default() -> Self {
+        Self {
+            methods: vec![Method::Pabee, Method::DeeBert],
+            max_prob: vec![0.5, 0.7, 0.8, 0.9, 0.95, 0.99],
+            entropy: vec![0.05, 0.1, 0.2, 0.4, 0.6],
+            patience: vec![1, 2, 3],
+            fixed_layers: true,
+            oracle: true,
+            batch_size: 256,
+        }
+    }
+}
+
+impl Experiment {
+    /// Reads and checks an experiment file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading experiment file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in experiment file {}", path.display()))
+    }
+
+    /// Parses and checks an experiment from TOML text.
+    pub fn parse(text: &str) -> Result<Self> {
+        let experiment: Self = toml::from_str(text)?;
+        experiment.validate()?;
+        Ok(experiment)
+    }
+
+    /// Applies `key=value` overrides (TOML values, dotted keys such as
+    /// `train.epochs=2`), then checks the result.
+    pub fn with_overrides(self, overrides: &[String]) -> Result<Self> {
+        if overrides.is_empty() {
+            return Ok(self);
+        }
+        let mut value = toml::Value::try_from(&self)?;
+        for item in overrides {
+            let (key, raw) = item
+                .split_once('=')
+                .with_context(|| format!("override `{item}` is not of the form key=value"))?;
+            let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+                .map(|mut t| {
+                    t.remove("v")
+                        .unwrap_or(toml::Value::String(raw.to_string()))
+                })
+                .unwrap_or_else(|_| toml::Value::String(raw.to_string()));
+            let mut slot = &mut value;
+            let parts: Vec<&str> = key.split('.').collect();
+            for (i, part) in parts.iter().enumerate() {
+                let table = slot
+                    .as_table_mut()
+                    .with_context(|| format!("override `{key}`: `{part}` is not inside a table"))?;
+                if i + 1 == parts.len() {
+                    table.insert(part.to_string(), parsed.clone());
+                    break;
+                }
+                slot = table
+                    .entry(part.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            }
+        }
+        let text = toml::to_string(&value)?;
+        Self::parse(&text).context("after applying the --set overrides")
+    }
+
+    /// Checks every value, naming the key at fault.
+    pub fn validate(&self) -> Result<()> {
+        if self.name.trim().is_empty()
+            || !self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            bail!(
+                "invalid value for `name`: {:?} must be non-empty letters, digits, '-', '_' or '.'",
+                self.name
+            );
+        }
+        self.train.validate()?;
+        self.encoder_config(10, 1)?.validate()?;
+        if !(0.0..1.0).contains(&self.data.valid_fraction) || self.data.valid_fraction == 0.0 {
+            bail!(
+                "invalid value for `data.valid_fraction`: {} is not in (0, 1)",
+                self.data.valid_fraction
+            );
+        }
+        if !(0.0..1.0).contains(&self.data.test_fraction) {
+            bail!(
+                "invalid value for `data.test_fraction`: {} is not in [0, 1)",
+                self.data.test_fraction
+            );
+        }
+        if self.data.dataset == Dataset::Spamassassin && self.data.tokenizer.is_none() {
+            bail!("missing `data.tokenizer`: text data sets need a tokenizer.json or vocab.txt");
+        }
+        if self.data.max_tokens < 3 {
+            bail!(
+                "invalid value for `data.max_tokens`: {} is too short",
+                self.data.max_tokens
+            );
+        }
+        if !(0.0..1.0).contains(&self.model.head_dropout) {
+            bail!(
+                "invalid value for `model.head_dropout`: {} is not in [0, 1)",
+                self.model.head_dropout
+            );
+        }
+        if self.compare.methods.is_empty() {
+            bail!("invalid value for `compare.methods`: name at least one method");
+        }
+        if self.compare.batch_size == 0 {
+            bail!("invalid value for `compare.batch_size`: must be at least 1");
+        }
+        self.policies()?;
+        Ok(())
+    }
+
+    /// The encoder of this experiment for `max_position` tokens (text) or images.
+    pub fn encoder_config(&self, vocab_size: usize, max_position: usize) -> Result<EncoderConfig> {
+        let m = &self.model;
+        let embedding = match self.data.dataset {
+            Dataset::FashionMnist => EmbeddingKind::Patch {
+                image_size: 28,
+                patch_size: m.patch_size,
+                channels: 1,
+            },
+            Dataset::Spamassassin => EmbeddingKind::Text {
+                vocab_size,
+                max_position,
+                type_vocab_size: 2,
+            },
+        };
+        let config = EncoderConfig::new(embedding, m.n_layers, m.d_model, m.n_heads, m.d_ff)
+            .with_d_embed(m.d_embed)
+            .with_share_layers(m.share_layers)
+            .with_norm_first(m.norm_first)
+            .with_dropout(m.dropout);
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e}").context("in section [model]"))?;
+        Ok(config)
+    }
+
+    /// Every policy `compare` evaluates, in table order; the first is full depth.
+    pub fn policies(&self) -> Result<Vec<Policy>> {
+        let c = &self.compare;
+        let mut out = vec![Policy::Full(NeverExit)];
+        for &t in &c.max_prob {
+            out.push(Policy::MaxProb(
+                MaxProbThreshold::new(t).context("in `compare.max_prob`")?,
+            ));
+        }
+        for &t in &c.entropy {
+            out.push(Policy::Entropy(
+                EntropyThreshold::new(t).context("in `compare.entropy`")?,
+            ));
+        }
+        for &t in &c.patience {
+            out.push(Policy::Patience(Patience::new(t)));
+        }
+        if c.fixed_layers {
+            for l in 1..self.model.n_layers {
+                out.push(Policy::Fixed(FixedLayer::new(l).context("in `compare`")?));
+            }
+        }
+        if c.oracle {
+            out.push(Policy::Oracle(Oracle));
+        }
+        Ok(out)
+    }
+
+    /// Which methods `compare` trains; DeeBERT's stage 1 is the final-only baseline, so
+    /// a final-only model is added when DeeBERT is asked for and it is not.
+    pub fn methods(&self) -> Vec<Method> {
+        self.compare.methods.clone()
+    }
+
+    /// The training configuration of one method.
+    pub fn train_config(&self, method: Method) -> TrainConfig {
+        TrainConfig {
+            method,
+            ..self.train.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+[data]
+dataset = "fashion-mnist"
+path = "data/fashion-mnist"
+[model]
+n_layers = 4
+d_model = 32
+n_heads = 4
+d_ff = 64
+"#;
+
+    #[test]
+    fn minimal_file_parses_with_defaults() {
+        let e = Experiment::parse(MINIMAL).unwrap();
+        assert_eq!(e.train, TrainConfig::default());
+        assert_eq!(e.policies().unwrap()[0], Policy::Full(NeverExit));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Experiment::parse(&format!("{MINIMAL}\n[train]\nepochz = 3\n")).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("epochz"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_threshold_is_named() {
+        let err = Experiment::parse(&format!("{MINIMAL}\n[compare]\nmax_prob = [0.5, 1.5]\n"))
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("max_prob") && msg.contains("1.5"), "{msg}");
+        let err =
+            Experiment::parse(&format!("{MINIMAL}\n[compare]\nentropy = [-1.0]\n")).unwrap_err();
+        assert!(format!("{err:#}").contains("entropy"));
+    }
+
+    #[test]
+    fn bad_model_shape_is_named() {
+        let err = Experiment::parse(&MINIMAL.replace("n_heads = 4", "n_heads = 5")).unwrap_err();
+        assert!(format!("{err:#}").contains("n_heads"));
+    }
+
+    #[test]
+    fn overrides_apply_and_are_checked() {
+        let e = Experiment::parse(MINIMAL)
+            .unwrap()
+            .with_overrides(&["train.epochs=2".into(), "compare.patience=[1]".into()])
+            .unwrap();
+        assert_eq!(e.train.epochs, 2);
+        assert_eq!(e.compare.patience, vec![1]);
+        let err = Experiment::parse(MINIMAL)
+            .unwrap()
+            .with_overrides(&["train.learning_rate=0".into()])
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("learning_rate"));
+        assert!(
+            Experiment::parse(MINIMAL)
+                .unwrap()
+                .with_overrides(&["train.nope=1".into()])
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,150 @@
+//! Loading an experiment's data into train / validation / test sources.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use ponder_data::{
+    DataError, TextTokenizer, load_fashion_mnist, load_spam_assassin, split_indices,
+    split_train_valid,
+};
+use ponder_models::{ImageSource, TextSource};
+
+use crate::config::{DataConfig, Dataset};
+
+/// The three splits of a data set, which never overlap.
+pub struct Splits<S> {
+    /// Training examples.
+    pub train: S,
+    /// Validation examples (model selection).
+    pub valid: S,
+    /// Held-out test examples (reported numbers).
+    pub test: S,
+    /// Number of classes.
+    pub n_classes: usize,
+    /// Text only: vocabulary size of the tokenizer.
+    pub vocab_size: usize,
+}
+
+/// Loaded data, images or text.
+pub enum LoadedData {
+    /// Images.
+    Images(Splits<ImageSource>),
+    /// Tokenized text.
+    Text(Splits<TextSource>),
+}
+
+fn limit(mut v: Vec<usize>, n: usize) -> Vec<usize> {
+    if n > 0 && v.len() > n {
+        v.truncate(n);
+    }
+    v
+}
+
+/// Runs `scripts/fetch-data.sh NAME` if the data set is missing and the script is
+/// reachable from the working directory; otherwise returns the loader's error.
+fn fetch(name: &str, error: DataError) -> Result<()> {
+    let script = Path::new("scripts/fetch-data.sh");
+    if !script.is_file() {
+        return Err(error).context(
+            "the data set is missing and scripts/fetch-data.sh is not in the working directory",
+        );
+    }
+    eprintln!("data set missing ({error}); fetching it with `scripts/fetch-data.sh {name}` …");
+    let status = Command::new("bash")
+        .arg(script)
+        .arg(name)
+        .status()
+        .context("running scripts/fetch-data.sh")?;
+    if !status.success() {
+        bail!("scripts/fetch-data.sh {name} failed ({status}); run it by hand to see why");
+    }
+    Ok(())
+}
+
+/// Loads the data set of `config`, fetching it first if it is missing (and `fetch_missing`).
+pub fn load(config: &DataConfig, seed: u64, fetch_missing: bool) -> Result<LoadedData> {
+    match config.dataset {
+        Dataset::FashionMnist => {
+            let splits = match load_fashion_mnist(&config.path) {
+                Err(e @ DataError::MissingDataset { .. }) if fetch_missing => {
+                    fetch("fashion-mnist", e)?;
+                    load_fashion_mnist(&config.path)?
+                }
+                other => other?,
+            };
+            let n_classes = ponder_data::MNIST_CLASSES;
+            let parts =
+                split_train_valid(splits.train_images.n_images, config.valid_fraction, seed)?;
+            let train_images = Arc::new(splits.train_images);
+            let train_labels = Arc::new(splits.train_labels);
+            let test_images = Arc::new(splits.test_images);
+            let test_labels = Arc::new(splits.test_labels);
+            let test_indices = limit((0..test_images.n_images).collect(), config.test_limit);
+            Ok(LoadedData::Images(Splits {
+                train: ImageSource::new(
+                    train_images.clone(),
+                    train_labels.clone(),
+                    limit(parts.train, config.train_limit),
+                    n_classes,
+                ),
+                valid: ImageSource::new(train_images, train_labels, parts.valid, n_classes),
+                test: ImageSource::new(test_images, test_labels, test_indices, n_classes),
+                n_classes,
+                vocab_size: 0,
+            }))
+        }
+        Dataset::Spamassassin => {
+            let dataset = match load_spam_assassin(&config.path, config.max_bytes) {
+                Err(e @ DataError::MissingDataset { .. }) if fetch_missing => {
+                    fetch("spamassassin", e)?;
+                    load_spam_assassin(&config.path, config.max_bytes)?
+                }
+                other => other?,
+            };
+            let tokenizer_path = config
+                .tokenizer
+                .as_ref()
+                .context("`data.tokenizer` is required for text")?;
+            let tokenizer = match TextTokenizer::from_file(tokenizer_path) {
+                Err(e) if fetch_missing && !tokenizer_path.exists() => {
+                    fetch("minilm", e)?;
+                    TextTokenizer::from_file(tokenizer_path)?
+                }
+                other => other?,
+            };
+            let mut ids = Vec::with_capacity(dataset.len());
+            for example in &dataset.examples {
+                ids.push(tokenizer.encode_example(example, config.max_tokens)?.ids);
+            }
+            let labels: Vec<usize> = dataset.examples.iter().map(|e| e.label).collect();
+            let n_classes = dataset.n_classes();
+            let pad = tokenizer.pad_id()?;
+            let vocab_size = tokenizer.vocab_size();
+            let parts =
+                split_indices(ids.len(), config.valid_fraction, config.test_fraction, seed)?;
+            let ids = Arc::new(ids);
+            let labels = Arc::new(labels);
+            Ok(LoadedData::Text(Splits {
+                train: TextSource::new(
+                    ids.clone(),
+                    labels.clone(),
+                    limit(parts.train, config.train_limit),
+                    n_classes,
+                    pad,
+                ),
+                valid: TextSource::new(ids.clone(), labels.clone(), parts.valid, n_classes, pad),
+                test: TextSource::new(
+                    ids,
+                    labels,
+                    limit(parts.test, config.test_limit),
+                    n_classes,
+                    pad,
+                ),
+                n_classes,
+                vocab_size,
+            }))
+        }
+    }
+}

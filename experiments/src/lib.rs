@@ -1,0 +1,116 @@
+//! The `ponder` program as a library: experiment files, data loading, training and
+//! evaluation pipelines, run folders, tables and plots. `main.rs` only parses the
+//! command line.
+
+pub mod config;
+pub mod data;
+pub mod pipeline;
+pub mod progress;
+pub mod report;
+pub mod run;
+
+use anyhow::{Result, bail};
+use burn::tensor::Device;
+use ponder_exits::{
+    EntropyThreshold, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience, Policy,
+};
+
+/// The compute device a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceChoice {
+    /// burn's `flex` CPU backend (multi-threaded, SIMD).
+    Cpu,
+    /// burn's wgpu GPU backend (needs a build with `--features wgpu`).
+    Wgpu,
+}
+
+impl DeviceChoice {
+    /// The burn device and a description for reports.
+    pub fn device(self) -> Result<(Device, String)> {
+        match self {
+            Self::Cpu => Ok((Device::flex(), "cpu (burn flex)".to_string())),
+            Self::Wgpu => wgpu_device(),
+        }
+    }
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_device() -> Result<(Device, String)> {
+    Ok((
+        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+        "wgpu (default adapter)".to_string(),
+    ))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_device() -> Result<(Device, String)> {
+    bail!(
+        "this `ponder` was built without the wgpu backend; rebuild with `cargo build --release -p ponder-experiments --features wgpu`"
+    )
+}
+
+/// Parses a policy written as `full`, `oracle`, `max_prob=T`, `entropy=S`,
+/// `patience=T` or `fixed=L`.
+pub fn parse_policy(spec: &str) -> Result<Policy> {
+    let (name, value) = match spec.split_once('=') {
+        Some((n, v)) => (n.trim(), Some(v.trim())),
+        None => (spec.trim(), None),
+    };
+    let number = |what: &str| -> Result<f64> {
+        let Some(v) = value else {
+            bail!("policy `{spec}`: `{what}` needs a value, as in `{what}=…`")
+        };
+        v.parse::<f64>()
+            .map_err(|_| anyhow::anyhow!("policy `{spec}`: `{v}` is not a number"))
+    };
+    let integer = |what: &str| -> Result<usize> {
+        let x = number(what)?;
+        if x < 0.0 || x.fract() != 0.0 {
+            bail!("policy `{spec}`: `{what}` needs a whole number ≥ 0");
+        }
+        Ok(x as usize)
+    };
+    Ok(match name {
+        "full" => Policy::Full(NeverExit),
+        "oracle" => Policy::Oracle(Oracle),
+        "max_prob" => Policy::MaxProb(MaxProbThreshold::new(number(name)? as f32)?),
+        "entropy" => Policy::Entropy(EntropyThreshold::new(number(name)? as f32)?),
+        "patience" => Policy::Patience(Patience::new(integer(name)?)),
+        "fixed" => Policy::Fixed(FixedLayer::new(integer(name)?)?),
+        other => bail!(
+            "unknown policy `{other}`: use full, oracle, max_prob=T, entropy=S, patience=T or fixed=L"
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_and_bad_ones_are_named() {
+        assert_eq!(
+            parse_policy("patience=2").unwrap(),
+            Policy::Patience(Patience::new(2))
+        );
+        assert!(matches!(
+            parse_policy("max_prob=0.9").unwrap(),
+            Policy::MaxProb(_)
+        ));
+        let e = parse_policy("max_prob=1.5").unwrap_err().to_string();
+        assert!(e.contains("max_prob") && e.contains("1.5"), "{e}");
+        assert!(
+            parse_policy("entropy")
+                .unwrap_err()
+                .to_string()
+                .contains("needs a value")
+        );
+        assert!(parse_policy("patience=1.5").is_err());
+        assert!(
+            parse_policy("bogus=1")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown policy")
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! Tables and plots of comparison results.
+
+use std::fmt::Write as _;
+
+use anyhow::{Result, anyhow};
+use plotters::prelude::*;
+
+use crate::pipeline::{CompareResults, PolicyResult};
+
+/// The comparison as a Markdown table (also readable as plain text), one block per
+/// model, followed by the summary.
+pub fn table(results: &CompareResults) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: {} test examples, {} layers, device {}\n",
+        results.experiment, results.n_test, results.n_layers, results.device
+    );
+    let _ = writeln!(
+        s,
+        "| model | policy | accuracy % | mean exit layer | layer speed-up | FLOP speed-up | wall speed-up |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+    for model in &results.models {
+        for r in &model.policies {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.2} | {:.2} | {:.2}× | {:.2}× | {:.2}× |",
+                r.method,
+                r.policy,
+                r.accuracy * 100.0,
+                r.mean_exit_layer,
+                r.layer_speedup,
+                r.flop_speedup,
+                r.wall_speedup
+            );
+        }
+    }
+    let _ = writeln!(s);
+    for model in &results.models {
+        let layers: Vec<String> = model
+            .test_layer_accuracy
+            .iter()
+            .map(|a| format!("{:.2}", a * 100.0))
+            .collect();
+        let _ = writeln!(
+            s,
+            "- {}: test accuracy of each exit (all layers run): [{}] %",
+            model.method,
+            layers.join(", ")
+        );
+    }
+    for line in summary(results) {
+        let _ = writeln!(s, "- {line}");
+    }
+    s
+}
+
+/// Headline findings: the best speed-up within one point of full-depth accuracy, and
+/// the final-exit accuracy of each model against a final-only baseline if present.
+pub fn summary(results: &CompareResults) -> Vec<String> {
+    let mut lines = Vec::new();
+    for model in &results.models {
+        let Some(full) = model.policies.iter().find(|r| r.family == "full") else {
+            continue;
+        };
+        let best = model
+            .policies
+            .iter()
+            .filter(|r| r.family != "oracle" && r.family != "full")
+            .filter(|r| r.accuracy >= full.accuracy - 0.01)
+            .max_by(|a, b| a.flop_speedup.total_cmp(&b.flop_speedup));
+        match best {
+            Some(r) => lines.push(format!(
+                "{}: best FLOP speed-up within 1 point of full depth ({:.2}%): {} at {:.2}% ({:.2}× FLOPs, {:.2}× wall-clock)",
+                model.method,
+                full.accuracy * 100.0,
+                r.policy,
+                r.accuracy * 100.0,
+                r.flop_speedup,
+                r.wall_speedup
+            )),
+            None => lines.push(format!("{}: no policy stays within 1 point of full depth", model.method)),
+        }
+    }
+    let baseline = results
+        .models
+        .iter()
+        .find(|m| m.method == "dee_bert" || m.method == "final_only");
+    if let Some(base) = baseline {
+        let base_final = base.test_layer_accuracy.last().copied().unwrap_or(0.0);
+        for model in results.models.iter().filter(|m| m.method == "pabee") {
+            let last = model.test_layer_accuracy.last().copied().unwrap_or(0.0);
+            lines.push(format!(
+                "last-exit accuracy of {} {:.2}% vs the final-head-only backbone ({}, stage 1) {:.2}%: difference {:+.2} points",
+                model.method,
+                last * 100.0,
+                base.method,
+                base_final * 100.0,
+                (last - base_final) * 100.0
+            ));
+        }
+    }
+    lines
+}
+
+const COLORS: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+];
+
+fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("drawing the plot: {e:?}")
+}
+
+/// Accuracy against FLOP speed-up, one curve per (model, policy family), as SVG.
+pub fn accuracy_plot(results: &CompareResults) -> Result<String> {
+    let rows: Vec<&PolicyResult> = results
+        .models
+        .iter()
+        .flat_map(|m| m.policies.iter())
+        .filter(|r| r.family != "oracle")
+        .collect();
+    let max_x = rows.iter().map(|r| r.flop_speedup).fold(1.0, f64::max) * 1.05;
+    let min_y = rows
+        .iter()
+        .map(|r| r.accuracy * 100.0)
+        .fold(100.0, f64::min);
+    let max_y = rows.iter().map(|r| r.accuracy * 100.0).fold(0.0, f64::max);
+    let pad = ((max_y - min_y) * 0.05).max(0.5);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 600)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!("{}: accuracy vs compute", results.experiment),
+                ("sans-serif", 22),
+            )
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.9f64..max_x, (min_y - pad)..(max_y + pad))
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("FLOP speed-up (×)")
+            .y_desc("test accuracy (%)")
+            .draw()
+            .map_err(plot_err)?;
+        let mut series = 0usize;
+        for model in &results.models {
+            let full = model.policies.iter().find(|r| r.family == "full");
+            for family in ["max_prob", "entropy", "patience", "fixed"] {
+                let mut points: Vec<(f64, f64)> = model
+                    .policies
+                    .iter()
+                    .filter(|r| r.family == family)
+                    .chain(full)
+                    .map(|r| (r.flop_speedup, r.accuracy * 100.0))
+                    .collect();
+                if points.len() < 2 {
+                    continue;
+                }
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                let color = COLORS[series % COLORS.len()];
+                series += 1;
+                chart
+                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                    .map_err(plot_err)?
+                    .label(format!("{} / {family}", model.method))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(plot_err)?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerLeft)
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
+/// Exit-layer histograms of a few policies of the first model, as SVG.
+pub fn histogram_plot(results: &CompareResults) -> Result<String> {
+    let mut svg = String::new();
+    let Some(model) = results.models.first() else {
+        return Ok(svg);
+    };
+    // one policy per family: the one with the best FLOP speed-up within 1 point
+    let full_acc = model
+        .policies
+        .iter()
+        .find(|r| r.family == "full")
+        .map_or(0.0, |r| r.accuracy);
+    let mut chosen: Vec<&PolicyResult> = Vec::new();
+    for family in ["max_prob", "entropy", "patience", "oracle"] {
+        if let Some(r) = model
+            .policies
+            .iter()
+            .filter(|r| r.family == family && (family == "oracle" || r.accuracy >= full_acc - 0.01))
+            .max_by(|a, b| a.flop_speedup.total_cmp(&b.flop_speedup))
+        {
+            chosen.push(r);
+        }
+    }
+    let n_layers = results.n_layers;
+    let max_share = chosen
+        .iter()
+        .flat_map(|r| {
+            let total: u64 = r.exit_histogram.iter().sum();
+            r.exit_histogram
+                .iter()
+                .map(move |&c| c as f64 / total.max(1) as f64)
+        })
+        .fold(0.0, f64::max);
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 500)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                format!(
+                    "{} ({}): where test samples exit",
+                    results.experiment, model.method
+                ),
+                ("sans-serif", 22),
+            )
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(
+                0.5f64..(n_layers as f64 + 0.5),
+                0f64..(max_share * 105.0).max(1.0),
+            )
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("exit layer")
+            .y_desc("share of samples (%)")
+            .draw()
+            .map_err(plot_err)?;
+        let width = 0.8 / chosen.len().max(1) as f64;
+        for (k, r) in chosen.iter().enumerate() {
+            let color = COLORS[k % COLORS.len()];
+            let total: u64 = r.exit_histogram.iter().sum();
+            chart
+                .draw_series(r.exit_histogram.iter().enumerate().map(|(l, &c)| {
+                    let x0 = (l + 1) as f64 - 0.4 + k as f64 * width;
+                    let share = c as f64 / total.max(1) as f64 * 100.0;
+                    Rectangle::new([(x0, 0.0), (x0 + width, share)], color.filled())
+                }))
+                .map_err(plot_err)?
+                .label(r.policy.clone())
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled())
+                });
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}

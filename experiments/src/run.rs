@@ -1,0 +1,110 @@
+//! Run folders: everything a run writes, each file written atomically.
+//!
+//! ```text
+//! runs/NAME-TIMESTAMP/
+//!   config.toml              the resolved experiment (what was actually run)
+//!   models/METHOD/           one trained model per method
+//!     last/                  resumable checkpoint (model, optimizer, training state)
+//!     best.bpk               best weights on validation
+//!     metrics.json           per-epoch log (loss, validation accuracy of every exit)
+//!   results.json             every evaluated policy: accuracy, exits, speed-ups
+//!   results.md               the same as a table
+//!   accuracy_vs_flops.svg    accuracy against FLOP speed-up, one curve per policy
+//!   exit_histogram.svg       where samples exit, for a few policies
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use ponder_models::{CheckpointFiles, Method, write_atomic};
+
+use crate::config::Experiment;
+
+/// A run folder.
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    root: PathBuf,
+}
+
+/// The folder name of a method.
+pub fn method_name(method: Method) -> &'static str {
+    match method {
+        Method::Pabee => "pabee",
+        Method::DeeBert => "dee_bert",
+        Method::FinalOnly => "final_only",
+    }
+}
+
+impl RunFolder {
+    /// A new run folder under `parent`, named after the experiment and the time, with
+    /// the resolved experiment written into it.
+    pub fn create(parent: &Path, experiment: &Experiment) -> Result<Self> {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let root = parent.join(format!("{}-{stamp}", experiment.name));
+        Self::create_at(root, experiment)
+    }
+
+    /// A new run folder at exactly `root` (which must not hold a run already).
+    pub fn create_at(root: PathBuf, experiment: &Experiment) -> Result<Self> {
+        if root.join("config.toml").exists() {
+            bail!(
+                "{} already holds a run; use --resume {} to continue it, or another --run-dir",
+                root.display(),
+                root.display()
+            );
+        }
+        std::fs::create_dir_all(&root)
+            .with_context(|| format!("creating run folder {}", root.display()))?;
+        let run = Self { root };
+        let text = toml::to_string_pretty(experiment).context("serialising the experiment")?;
+        run.write("config.toml", text.as_bytes())?;
+        Ok(run)
+    }
+
+    /// An existing run folder, with its resolved experiment.
+    pub fn open(root: &Path) -> Result<(Self, Experiment)> {
+        let config = root.join("config.toml");
+        if !config.is_file() {
+            bail!(
+                "{} is not a run folder: it has no config.toml",
+                root.display()
+            );
+        }
+        let experiment = Experiment::load(&config)?;
+        Ok((
+            Self {
+                root: root.to_path_buf(),
+            },
+            experiment,
+        ))
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Writes a file of the run atomically.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let path = self.root.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        write_atomic(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The checkpoint folder of a method's model.
+    pub fn checkpoints(&self, method: Method) -> CheckpointFiles {
+        CheckpointFiles::new(self.model_dir(method))
+    }
+
+    /// The folder of a method's model.
+    pub fn model_dir(&self, method: Method) -> PathBuf {
+        self.root.join("models").join(method_name(method))
+    }
+}
