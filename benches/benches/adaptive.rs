@@ -4,6 +4,7 @@
 //! the wall-clock speed-up measured here; the target is wall-clock ≥ 0.8 × FLOP
 //! speed-up, i.e. exited rows really leave the batch. The device is synced before the
 //! clock stops (reading the logits back does that).
+#![allow(missing_docs)] // criterion_group! generates an undocumented function
 
 use std::time::{Duration, Instant};
 
@@ -67,7 +68,7 @@ fn bench_adaptive(c: &mut Criterion) {
     // The summary the criterion ids cannot show: wall-clock against FLOP speed-up.
     let full_time = median_time(&model, &input, &NeverExit);
     println!("\nwall-clock vs FLOP speed-up ({device_name}, batch {BATCH}, median of 31):");
-    let mut report = |name: &str, flops: u64, time: Duration| {
+    let report = |name: &str, flops: u64, time: Duration| {
         let flop_speedup = full_flops as f64 / flops as f64;
         let wall_speedup = full_time.as_secs_f64() / time.as_secs_f64();
         println!(

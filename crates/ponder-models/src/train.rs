@@ -423,10 +423,11 @@ pub fn fit<S: ClassificationSource>(
                 state.stage_step += 1;
                 state.epoch_loss_sum += value;
                 observer.on_step(&state, value);
-                if config.checkpoint_every > 0 && state.global_step % config.checkpoint_every == 0 {
-                    if let Some(files) = checkpoints {
-                        files.save_last(&model, &optim, &state)?;
-                    }
+                if let Some(files) = checkpoints
+                    && config.checkpoint_every > 0
+                    && state.global_step.is_multiple_of(config.checkpoint_every)
+                {
+                    files.save_last(&model, &optim, &state)?;
                 }
                 if observer.should_stop(&state) {
                     return Ok(TrainOutcome {

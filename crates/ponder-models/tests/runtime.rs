@@ -231,7 +231,7 @@ fn mixed_exits_in_an_image_batch_equal_each_row_alone() {
     check_mixed_batch(
         &model,
         input,
-        |row| EncoderInput::Images(images.clone().slice([row..row + 1])),
+        |row| EncoderInput::Images(images.clone().narrow(0, row, 1)),
         vec![4, 2, 1, 3, 2],
     );
 }
@@ -282,4 +282,41 @@ fn flops_of_full_depth_match_the_full_depth_count() {
         out.flops,
         full + heads
     );
+}
+
+#[test]
+fn threshold_extremes_exit_everything_at_layer_1_or_never() {
+    use ponder_exits::{EntropyThreshold, MaxProbThreshold};
+    let d = device();
+    let model = text_model(false, false);
+    let input = text_input(&[5, 9, 3, 9, 2], &d);
+    let n = model.n_layers();
+    let first = |p: &dyn Fn(EncoderInput) -> Vec<usize>| p(input.clone());
+    let all_at_1 = first(&|i| {
+        model
+            .adaptive(i, &MaxProbThreshold::new(0.0).unwrap(), None)
+            .exit_layer
+    });
+    assert_eq!(all_at_1, vec![1; 5]);
+    let never = first(&|i| {
+        model
+            .adaptive(i, &MaxProbThreshold::new(1.0).unwrap(), None)
+            .exit_layer
+    });
+    assert_eq!(never, vec![n; 5]);
+    let all_at_1 = first(&|i| {
+        model
+            .adaptive(i, &EntropyThreshold::new(f32::INFINITY).unwrap(), None)
+            .exit_layer
+    });
+    assert_eq!(all_at_1, vec![1; 5]);
+    let never = first(&|i| {
+        model
+            .adaptive(i, &EntropyThreshold::new(0.0).unwrap(), None)
+            .exit_layer
+    });
+    assert_eq!(never, vec![n; 5]);
+    // exit at layer 1 gives the layer-1 cut logits
+    let out = model.adaptive(input.clone(), &MaxProbThreshold::new(0.0).unwrap(), None);
+    assert_eq!(host(out.logits), cut_logits(&model, input, 1));
 }

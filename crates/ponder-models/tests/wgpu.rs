@@ -80,7 +80,7 @@ fn wgpu_runner_matches_cpu_and_rows_run_alone() {
     let logits = host(out.logits);
     for (row, &layer) in plan.iter().enumerate() {
         let alone = model_gpu.adaptive(
-            EncoderInput::Images(images_gpu.clone().slice([row..row + 1])),
+            EncoderInput::Images(images_gpu.clone().narrow(0, row, 1)),
             &FixedLayer::new(layer).unwrap(),
             None,
         );

@@ -145,7 +145,7 @@ impl EncoderConfig {
                 return Err(PonderError::config(key, "must be positive"));
             }
         }
-        if self.d_model % self.n_heads != 0 {
+        if !self.d_model.is_multiple_of(self.n_heads) {
             return Err(PonderError::config(
                 "n_heads",
                 format!(

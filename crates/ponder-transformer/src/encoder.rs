@@ -10,6 +10,8 @@ use crate::config::{EmbeddingKind, EncoderConfig};
 use crate::embedding::{PatchEmbedding, TextEmbedding};
 
 /// What the encoder consumes.
+// burn tensors are large handles; boxing them would only add indirection
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum EncoderInput {
     /// Token ids with optional segment ids and padding mask.

@@ -1,0 +1,172 @@
+//! The `ponder` binary on bad input: clear message naming the file or key, non-zero
+//! exit code, no panic. And `--help` explains itself.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn ponder(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ponder"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("running ponder")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_clean_failure(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert!(
+        !out.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panicked: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr does not mention {n:?}: {err}");
+    }
+}
+
+const BASE: &str = r#"name = "cli-test"
+[data]
+dataset = "fashion-mnist"
+path = "DATA"
+[model]
+n_layers = 2
+d_model = 16
+n_heads = 2
+d_ff = 32
+[train]
+epochs = 1
+batch_size = 8
+"#;
+
+fn write_experiment(dir: &Path, extra: &str, data: &Path) -> std::path::PathBuf {
+    let path = dir.join("exp.toml");
+    let text = format!(
+        "{}{extra}",
+        BASE.replace("DATA", &data.display().to_string())
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ponder(&["--help"], dir.path());
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["compare", "train", "eval", "--device"] {
+        assert!(text.contains(word), "--help lacks {word}: {text}");
+    }
+}
+
+#[test]
+fn unknown_config_key_names_key_and_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = write_experiment(dir.path(), "epochz = 3\n", dir.path());
+    let out = ponder(&["train", exp.to_str().unwrap(), "--no-fetch"], dir.path());
+    assert_clean_failure(&out, &["epochz", "exp.toml"]);
+}
+
+#[test]
+fn threshold_out_of_range_names_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = write_experiment(dir.path(), "[compare]\nmax_prob = [0.9, 1.7]\n", dir.path());
+    let out = ponder(
+        &["compare", exp.to_str().unwrap(), "--no-fetch"],
+        dir.path(),
+    );
+    assert_clean_failure(&out, &["max_prob", "1.7", "exp.toml"]);
+    let out = ponder(
+        &[
+            "eval",
+            "--run",
+            dir.path().to_str().unwrap(),
+            "--policy",
+            "entropy=-2",
+        ],
+        dir.path(),
+    );
+    assert_clean_failure(&out, &[]);
+}
+
+#[test]
+fn missing_data_folder_says_how_to_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-folder");
+    let exp = write_experiment(dir.path(), "", &missing);
+    let out = ponder(
+        &[
+            "train",
+            exp.to_str().unwrap(),
+            "--no-fetch",
+            "--run-dir",
+            dir.path().join("run").to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_clean_failure(&out, &["no-such-folder", "fetch-data.sh"]);
+}
+
+#[test]
+fn truncated_idx_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("fm");
+    std::fs::create_dir_all(&data).unwrap();
+    // a valid header announcing 100 images of 28×28, followed by only 10 bytes
+    let mut images = vec![0u8, 0, 8, 3];
+    images.extend(100u32.to_be_bytes());
+    images.extend(28u32.to_be_bytes());
+    images.extend(28u32.to_be_bytes());
+    images.extend([0u8; 10]);
+    let mut labels = vec![0u8, 0, 8, 1];
+    labels.extend(100u32.to_be_bytes());
+    labels.extend([0u8; 100]);
+    for split in ["train", "t10k"] {
+        std::fs::write(data.join(format!("{split}-images-idx3-ubyte")), &images).unwrap();
+        std::fs::write(data.join(format!("{split}-labels-idx1-ubyte")), &labels).unwrap();
+    }
+    let exp = write_experiment(dir.path(), "", &data);
+    let out = ponder(
+        &[
+            "train",
+            exp.to_str().unwrap(),
+            "--no-fetch",
+            "--run-dir",
+            dir.path().join("run").to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert_clean_failure(&out, &["images-idx3-ubyte", "truncated"]);
+}
+
+#[test]
+fn resume_of_a_folder_that_is_not_a_run_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ponder(
+        &["compare", "--resume", dir.path().to_str().unwrap()],
+        dir.path(),
+    );
+    assert_clean_failure(&out, &["not a run folder"]);
+}
+
+#[test]
+fn bad_override_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let exp = write_experiment(dir.path(), "", dir.path());
+    let out = ponder(
+        &[
+            "train",
+            exp.to_str().unwrap(),
+            "--set",
+            "train.learning_rate=5",
+            "--no-fetch",
+        ],
+        dir.path(),
+    );
+    assert_clean_failure(&out, &["learning_rate"]);
+}
