@@ -286,37 +286,21 @@ fn flops_of_full_depth_match_the_full_depth_count() {
 
 #[test]
 fn threshold_extremes_exit_everything_at_layer_1_or_never() {
-    use ponder_exits::{EntropyThreshold, MaxProbThreshold};
+    use ponder_exits::{EntropyThreshold, MaxProbThreshold, Policy};
     let d = device();
     let model = text_model(false, false);
     let input = text_input(&[5, 9, 3, 9, 2], &d);
     let n = model.n_layers();
-    let first = |p: &dyn Fn(EncoderInput) -> Vec<usize>| p(input.clone());
-    let all_at_1 = first(&|i| {
-        model
-            .adaptive(i, &MaxProbThreshold::new(0.0).unwrap(), None)
-            .exit_layer
-    });
-    assert_eq!(all_at_1, vec![1; 5]);
-    let never = first(&|i| {
-        model
-            .adaptive(i, &MaxProbThreshold::new(1.0).unwrap(), None)
-            .exit_layer
-    });
-    assert_eq!(never, vec![n; 5]);
-    let all_at_1 = first(&|i| {
-        model
-            .adaptive(i, &EntropyThreshold::new(f32::INFINITY).unwrap(), None)
-            .exit_layer
-    });
-    assert_eq!(all_at_1, vec![1; 5]);
-    let never = first(&|i| {
-        model
-            .adaptive(i, &EntropyThreshold::new(0.0).unwrap(), None)
-            .exit_layer
-    });
-    assert_eq!(never, vec![n; 5]);
-    // exit at layer 1 gives the layer-1 cut logits
-    let out = model.adaptive(input.clone(), &MaxProbThreshold::new(0.0).unwrap(), None);
-    assert_eq!(host(out.logits), cut_logits(&model, input, 1));
+    let cases = [
+        (Policy::MaxProb(MaxProbThreshold::new(0.0).unwrap()), 1),
+        (Policy::MaxProb(MaxProbThreshold::new(1.0).unwrap()), n),
+        (Policy::Entropy(EntropyThreshold::new(f32::INFINITY).unwrap()), 1),
+        (Policy::Entropy(EntropyThreshold::new(0.0).unwrap()), n),
+    ];
+    for (policy, layer) in cases {
+        let out = model.adaptive(input.clone(), &policy, None);
+        assert_eq!(out.exit_layer, vec![layer; 5], "{}", policy.name());
+        // and the logits are those of the model cut at that layer
+        assert_eq!(host(out.logits), cut_logits(&model, input.clone(), layer));
+    }
 }
