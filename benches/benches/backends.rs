@@ -61,7 +61,9 @@ fn backends() -> Vec<(&'static str, Device)> {
 
 fn bench_backends(c: &mut Criterion) {
     let mut group = c.benchmark_group("backend");
-    group.sample_size(10).measurement_time(Duration::from_secs(6));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(6));
     for (name, device) in backends() {
         let m = model(&device).valid();
         let x = input(&device);
@@ -69,7 +71,11 @@ fn bench_backends(c: &mut Criterion) {
         group.bench_function(format!("{name}/forward-4x128-32x64"), |b| {
             b.iter(|| {
                 let state = m.encoder.forward_cut(x.clone(), n);
-                let _ = m.encoder.pooled(&state).try_into_vec_as::<f32>().expect("features");
+                let _ = m
+                    .encoder
+                    .pooled(&state)
+                    .try_into_vec_as::<f32>()
+                    .expect("features");
             })
         });
         let ad = device.clone().autodiff();

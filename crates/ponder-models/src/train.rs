@@ -126,8 +126,9 @@ pub enum StageLoss {
     DepthWeighted,
     /// Cross-entropy of the final exit; validation: final exit accuracy.
     Final,
-    /// Sum of the internal exits' losses on detached (frozen) backbone features;
-    /// validation: mean accuracy of the internal exits.
+    /// Sum of the internal exits' losses on the features of the frozen backbone (run
+    /// without autodiff, in evaluation mode); validation: mean accuracy of the internal
+    /// exits.
     Internal,
 }
 
@@ -287,12 +288,15 @@ fn stage_loss(
             loss::cross_entropy(logits, targets)
         }
         StageLoss::Internal => {
+            // The backbone is frozen: run it as a feature extractor, without autodiff
+            // and in evaluation mode, and train only the heads on its features.
             let n = model.n_layers();
-            let mut state = model.encoder.embed_input(batch.input.clone());
+            let encoder = model.encoder.valid();
+            let mut state = encoder.embed_input(batch.input.clone().without_autodiff());
             let mut losses = Vec::with_capacity(n - 1);
             for l in 0..n - 1 {
-                state = model.encoder.layer_forward(l, state);
-                let features = model.encoder.pooled(&state).detach();
+                state = encoder.layer_forward(l, state);
+                let features = encoder.pooled(&state).autodiff();
                 losses.push(loss::cross_entropy(
                     model.heads.logits(l, features),
                     targets.clone(),

@@ -294,7 +294,10 @@ fn threshold_extremes_exit_everything_at_layer_1_or_never() {
     let cases = [
         (Policy::MaxProb(MaxProbThreshold::new(0.0).unwrap()), 1),
         (Policy::MaxProb(MaxProbThreshold::new(1.0).unwrap()), n),
-        (Policy::Entropy(EntropyThreshold::new(f32::INFINITY).unwrap()), 1),
+        (
+            Policy::Entropy(EntropyThreshold::new(f32::INFINITY).unwrap()),
+            1,
+        ),
         (Policy::Entropy(EntropyThreshold::new(0.0).unwrap()), n),
     ];
     for (policy, layer) in cases {

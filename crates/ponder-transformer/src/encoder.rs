@@ -44,6 +44,22 @@ impl EncoderInput {
         }
     }
 
+    /// The same input without autodiff (for a frozen backbone run in evaluation mode).
+    pub fn without_autodiff(self) -> Self {
+        match self {
+            Self::Tokens {
+                ids,
+                type_ids,
+                mask_pad,
+            } => Self::Tokens {
+                ids: ids.without_autodiff(),
+                type_ids: type_ids.map(|t| t.without_autodiff()),
+                mask_pad: mask_pad.map(|m| m.without_autodiff()),
+            },
+            Self::Images(images) => Self::Images(images.without_autodiff()),
+        }
+    }
+
     /// Number of rows.
     pub fn batch_size(&self) -> usize {
         match self {
