@@ -255,6 +255,14 @@ impl Experiment {
         if self.compare.methods.is_empty() {
             bail!("invalid value for `compare.methods`: name at least one method");
         }
+        if self.model.n_layers < 2
+            && (self.compare.methods.contains(&Method::DeeBert)
+                || self.train.method == Method::DeeBert)
+        {
+            bail!(
+                "invalid value for `model.n_layers`: DeeBERT (in `compare.methods` or `train.method`) needs at least 2 layers"
+            );
+        }
         if self.compare.batch_size == 0 {
             bail!("invalid value for `compare.batch_size`: must be at least 1");
         }
@@ -316,8 +324,8 @@ impl Experiment {
         Ok(out)
     }
 
-    /// Which methods `compare` trains; DeeBERT's stage 1 is the final-only baseline, so
-    /// a final-only model is added when DeeBERT is asked for and it is not.
+    /// Which methods `compare` trains (DeeBERT's stage 1 doubles as the final-head-only
+    /// baseline, so `final_only` is only needed without DeeBERT).
     pub fn methods(&self) -> Vec<Method> {
         self.compare.methods.clone()
     }
@@ -376,6 +384,12 @@ d_ff = 64
     fn bad_model_shape_is_named() {
         let err = Experiment::parse(&MINIMAL.replace("n_heads = 4", "n_heads = 5")).unwrap_err();
         assert!(format!("{err:#}").contains("n_heads"));
+    }
+
+    #[test]
+    fn deebert_needs_two_layers() {
+        let err = Experiment::parse(&MINIMAL.replace("n_layers = 4", "n_layers = 1")).unwrap_err();
+        assert!(format!("{err:#}").contains("n_layers"));
     }
 
     #[test]

@@ -74,6 +74,19 @@ pub fn load(config: &DataConfig, seed: u64, fetch_missing: bool) -> Result<Loade
                 }
                 other => other?,
             };
+            for (name, set) in [
+                ("training", &splits.train_images),
+                ("test", &splits.test_images),
+            ] {
+                if set.n_rows != 28 || set.n_cols != 28 {
+                    bail!(
+                        "the {name} images in {} are {}×{}; the image encoder is built for 28×28",
+                        config.path.display(),
+                        set.n_rows,
+                        set.n_cols
+                    );
+                }
+            }
             let n_classes = ponder_data::MNIST_CLASSES;
             let parts =
                 split_train_valid(splits.train_images.n_images, config.valid_fraction, seed)?;
@@ -115,8 +128,16 @@ pub fn load(config: &DataConfig, seed: u64, fetch_missing: bool) -> Result<Loade
                 other => other?,
             };
             let mut ids = Vec::with_capacity(dataset.len());
-            for example in &dataset.examples {
-                ids.push(tokenizer.encode_example(example, config.max_tokens)?.ids);
+            for (i, example) in dataset.examples.iter().enumerate() {
+                let encoded = tokenizer.encode_example(example, config.max_tokens)?.ids;
+                if encoded.is_empty() {
+                    bail!(
+                        "text {i} of {} encodes to no tokens with {}: the tokenizer must add [CLS]/[SEP]",
+                        config.path.display(),
+                        tokenizer_path.display()
+                    );
+                }
+                ids.push(encoded);
             }
             let labels: Vec<usize> = dataset.examples.iter().map(|e| e.label).collect();
             let n_classes = dataset.n_classes();

@@ -68,11 +68,11 @@ pub fn evaluate<P: ExitPolicy>(
     let mut flops = Vec::new();
     let mut correct = 0usize;
     let mut seconds = 0.0;
-    let mut full_depth_flops = 0u64;
+    // full-depth FLOPs of every row, from its own batch's (padded) length
+    let mut full_depth_total = 0f64;
     for batch in batches {
-        if full_depth_flops == 0 {
-            full_depth_flops = model.full_depth_flops(&batch.input);
-        }
+        full_depth_total +=
+            model.full_depth_flops(&batch.input) as f64 * batch.targets.len() as f64;
         let start = Instant::now();
         let out = model.adaptive(batch.input.clone(), policy, Some(&batch.targets));
         let logits = host(out.logits);
@@ -88,6 +88,7 @@ pub fn evaluate<P: ExitPolicy>(
         flops.extend(out.flops);
     }
     let n = predictions.len().max(1);
+    let full_depth_flops = (full_depth_total / n as f64).round() as u64;
     EvalOutput {
         policy: policy.name(),
         accuracy: correct as f64 / n as f64,

@@ -355,6 +355,12 @@ pub fn fit<S: ClassificationSource>(
             ),
         ));
     }
+    if config.method == Method::DeeBert && model.n_layers() < 2 {
+        return Err(PonderError::config(
+            "train.method",
+            "DeeBERT trains internal exits, so the model needs at least 2 layers",
+        ));
+    }
     let stages = config.method.stages(config);
     let steps_per_epoch = train.len().div_ceil(config.batch_size);
     let total_steps: usize = stages.iter().map(|(_, e)| e * steps_per_epoch).sum();
