@@ -21,6 +21,10 @@ pub struct ClassifierHeadsConfig {
     pub shared: bool,
     /// Each head has its own pooler `tanh(W·f + b)` before its classifier (DeeBERT's
     /// off-ramps). Default: false.
+    ///
+    /// Unlike DeeBERT's reference code, these poolers read the backbone's features (the
+    /// shared pooler's output), not the raw `[CLS]` state, and start from a random
+    /// initialisation instead of a copy of the main pooler.
     #[config(default = false)]
     pub pooler_per_head: bool,
     /// Dropout on the classifier input, in training only. Default: 0.1.
