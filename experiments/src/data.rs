@@ -129,7 +129,7 @@ pub fn load(config: &DataConfig, seed: u64, fetch_missing: bool) -> Result<Loade
             };
             let mut ids = Vec::with_capacity(dataset.len());
             for (i, example) in dataset.examples.iter().enumerate() {
-                let encoded = tokenizer.encode_example(example, config.max_tokens)?.ids;
+                let encoded = tokenizer.encode_example(example, config.max_tokens)?;
                 if encoded.is_empty() {
                     bail!(
                         "text {i} of {} encodes to no tokens with {}: the tokenizer must add [CLS]/[SEP]",

@@ -32,7 +32,8 @@ pub trait LayerwiseBackbone {
     fn batch_size(&self, hidden: &Self::Hidden) -> usize;
     /// FLOPs of [`embed`](Self::embed) for one row of this hidden state.
     fn embed_flops(&self, hidden: &Self::Hidden) -> u64;
-    /// FLOPs of layer `layer_idx` for one row of this hidden state (after it ran).
+    /// FLOPs of layer `layer_idx` for one row of a hidden state of this shape (the runner
+    /// also asks it on the embedded state, for the full-depth count).
     fn layer_flops(&self, layer_idx: usize, hidden: &Self::Hidden) -> u64;
     /// FLOPs of [`features`](Self::features) for one row.
     fn features_flops(&self, hidden: &Self::Hidden) -> u64;

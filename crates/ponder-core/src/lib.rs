@@ -28,7 +28,9 @@ pub use backbone::{ExitHeads, LayerwiseBackbone};
 pub use error::{PonderError, Result};
 pub use flops::{linear_flops, transformer_layer_flops};
 pub use policy::{ExitPolicy, ExitSignals, argmax, retain, softmax};
-pub use runner::{AdaptiveOutput, AllLayersOutput, forward_all_layers, index_tensor, run_adaptive};
+pub use runner::{
+    AdaptiveOutput, AllLayersOutput, forward_all_layers, index_tensor, run_adaptive, to_host,
+};
 pub use stats::ExitStats;
 
 /// Re-export of burn so downstream crates and tests use the same version.

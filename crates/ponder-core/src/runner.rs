@@ -18,6 +18,9 @@ pub struct AdaptiveOutput {
     /// FLOPs actually spent on each row: embedding, the layers it went through, and the
     /// heads evaluated on it.
     pub flops: Vec<u64>,
+    /// FLOPs of one row of this batch through every layer and the final head only: the
+    /// full-depth model a speed-up is measured against.
+    pub full_depth_flops: u64,
 }
 
 /// The heads' outputs at every layer for every row (training and analysis).
@@ -37,8 +40,11 @@ pub fn index_tensor(rows: &[usize], device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(data, [rows.len()]), device)
 }
 
-/// Copies a tensor to the host as `f32`.
-pub(crate) fn to_host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+/// Copies a tensor to the host as `f32` (this syncs the device).
+///
+/// # Panics
+/// If the device fails to read the tensor back.
+pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
     tensor
         .try_into_vec_as::<f32>()
         .unwrap_or_else(|e| panic!("reading a tensor back to the host failed: {e}"))
@@ -108,7 +114,15 @@ where
         );
     }
 
-    let mut flops = vec![backbone.embed_flops(&hidden); batch_size];
+    let embed_flops = backbone.embed_flops(&hidden);
+    // FLOP counts depend on the state's shape only, which the layers keep
+    let full_depth_flops = embed_flops
+        + (0..n_layers)
+            .map(|l| backbone.layer_flops(l, &hidden))
+            .sum::<u64>()
+        + backbone.features_flops(&hidden)
+        + heads.flops(n_layers - 1);
+    let mut flops = vec![embed_flops; batch_size];
     let mut exit_layer = vec![0usize; batch_size];
     // original row index of each active row
     let mut active: Vec<usize> = (0..batch_size).collect();
@@ -210,5 +224,6 @@ where
         logits,
         exit_layer,
         flops,
+        full_depth_flops,
     }
 }

@@ -84,57 +84,6 @@ impl ExitStats {
             },
         }
     }
-
-    /// Merges the statistics of two disjoint sets of samples of the same model.
-    pub fn merge(&self, other: &Self) -> Self {
-        assert_eq!(
-            self.n_layers, other.n_layers,
-            "ExitStats::merge: different depths"
-        );
-        let n = self.n_samples + other.n_samples;
-        let w = |a: f64, b: f64| {
-            if n == 0 {
-                0.0
-            } else {
-                (a * self.n_samples as f64 + b * other.n_samples as f64) / n as f64
-            }
-        };
-        let mean_exit_layer = w(self.mean_exit_layer, other.mean_exit_layer);
-        let mean_flops = w(self.mean_flops, other.mean_flops);
-        // full-depth FLOPs per sample are the same for both halves
-        let full = if self.mean_flops > 0.0 {
-            self.flop_speedup * self.mean_flops
-        } else {
-            other.flop_speedup * other.mean_flops
-        };
-        Self {
-            n_layers: self.n_layers,
-            n_samples: n,
-            histogram: self
-                .histogram
-                .iter()
-                .zip(&other.histogram)
-                .map(|(a, b)| a + b)
-                .collect(),
-            mean_exit_layer,
-            layer_speedup: if mean_exit_layer > 0.0 {
-                self.n_layers as f64 / mean_exit_layer
-            } else {
-                0.0
-            },
-            saved_fraction: if n == 0 {
-                0.0
-            } else {
-                1.0 - mean_exit_layer / self.n_layers as f64
-            },
-            mean_flops,
-            flop_speedup: if mean_flops > 0.0 {
-                full / mean_flops
-            } else {
-                0.0
-            },
-        }
-    }
 }
 
 #[cfg(test)]
@@ -149,17 +98,6 @@ mod tests {
         assert!((s.layer_speedup - 1.6).abs() < 1e-12);
         assert!((s.saved_fraction - 0.375).abs() < 1e-12);
         assert!((s.flop_speedup - 1.6).abs() < 1e-12);
-    }
-
-    #[test]
-    fn merge_equals_stats_of_union() {
-        let a = ExitStats::new(&[1, 2], &[10, 20], 4, 40);
-        let b = ExitStats::new(&[4, 4, 3], &[40, 40, 30], 4, 40);
-        let all = ExitStats::new(&[1, 2, 4, 4, 3], &[10, 20, 40, 40, 30], 4, 40);
-        let m = a.merge(&b);
-        assert_eq!(m.histogram, all.histogram);
-        assert!((m.mean_exit_layer - all.mean_exit_layer).abs() < 1e-12);
-        assert!((m.flop_speedup - all.flop_speedup).abs() < 1e-9);
     }
 
     #[test]

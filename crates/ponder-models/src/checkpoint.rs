@@ -123,23 +123,35 @@ impl CheckpointFiles {
         Ok(())
     }
 
+    /// The folder of the latest checkpoint: `last/`, or `last.old/` when a save was
+    /// interrupted between its two renames.
+    fn last_dir(&self) -> PathBuf {
+        let dir = self.last();
+        if dir.join("state.json").is_file() {
+            dir
+        } else {
+            self.dir.join("last.old")
+        }
+    }
+
+    /// Reads only the training state of the latest checkpoint (is it finished? where
+    /// is it?), without loading any weights.
+    pub fn load_state(&self) -> Result<TrainState> {
+        let state_path = self.last_dir().join("state.json");
+        let bytes = fs::read(&state_path).map_err(io("reading", &state_path))?;
+        // serde_json's `float_roundtrip` feature (set in the workspace) reads every float
+        // back exactly, so a resumed run continues with bit-identical state.
+        serde_json::from_slice(&bytes).map_err(|e| ckpt_err(&state_path, e))
+    }
+
     /// Loads the latest checkpoint into `model` and `optim`.
     pub fn load_last(
         &self,
         model: MultiExitClassifier,
         optim: ModuleOptimizer,
     ) -> Result<(MultiExitClassifier, ModuleOptimizer, TrainState)> {
-        let mut dir = self.last();
-        if !dir.join("state.json").is_file() {
-            // interrupted between the two renames of `save_last`
-            dir = self.dir.join("last.old");
-        }
-        let state_path = dir.join("state.json");
-        let bytes = fs::read(&state_path).map_err(io("reading", &state_path))?;
-        // serde_json's `float_roundtrip` feature (set in the workspace) reads every float
-        // back exactly, so a resumed run continues with bit-identical state.
-        let state: TrainState =
-            serde_json::from_slice(&bytes).map_err(|e| ckpt_err(&state_path, e))?;
+        let state = self.load_state()?;
+        let dir = self.last_dir();
         let model_path = dir.join("model.bpk");
         let model = model
             .try_load_file(&model_path)

@@ -3,10 +3,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::Device;
-use ponder_core::{
-    AdaptiveOutput, AllLayersOutput, ExitPolicy, LayerwiseBackbone, forward_all_layers,
-    run_adaptive,
-};
+use ponder_core::{AdaptiveOutput, AllLayersOutput, ExitPolicy, forward_all_layers, run_adaptive};
 use ponder_exits::{ClassifierHeads, ClassifierHeadsConfig};
 use ponder_transformer::{Encoder, EncoderConfig, EncoderInput};
 
@@ -75,22 +72,5 @@ impl MultiExitClassifier {
         targets: Option<&[usize]>,
     ) -> AdaptiveOutput {
         run_adaptive(&self.encoder, &self.heads, policy, input, targets)
-    }
-
-    /// FLOPs of one row through all layers and the final head only (the full-depth
-    /// model a speed-up is measured against), for an input of `seq_len` positions.
-    pub fn full_depth_flops(&self, input: &EncoderInput) -> u64 {
-        // embed a single row to learn the sequence length, without running layers
-        let one = input
-            .clone()
-            .select_rows(ponder_core::index_tensor(&[0], &self.encoder.device()));
-        let hidden = self.encoder.embed(one);
-        let layers: u64 = (0..self.n_layers())
-            .map(|l| self.encoder.layer_flops(l, &hidden))
-            .sum();
-        self.encoder.embed_flops(&hidden)
-            + layers
-            + self.encoder.features_flops(&hidden)
-            + ponder_core::ExitHeads::flops(&self.heads, self.n_layers() - 1)
     }
 }

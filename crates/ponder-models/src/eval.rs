@@ -2,8 +2,8 @@
 
 use std::time::Instant;
 
-use burn::tensor::{Device, Tensor};
-use ponder_core::{ExitPolicy, ExitStats, argmax, softmax};
+use burn::tensor::Device;
+use ponder_core::{ExitPolicy, ExitStats, argmax, softmax, to_host};
 
 use crate::classifier::MultiExitClassifier;
 use crate::source::{Batch, ClassificationSource};
@@ -49,11 +49,6 @@ pub fn make_batches<S: ClassificationSource>(
         .collect()
 }
 
-fn host(t: Tensor<2>) -> Vec<f32> {
-    t.try_into_vec_as::<f32>()
-        .unwrap_or_else(|e| panic!("reading logits back to the host failed: {e}"))
-}
-
 /// Evaluates `policy` on prepared `batches` through the batched adaptive runner.
 pub fn evaluate<P: ExitPolicy>(
     model: &MultiExitClassifier,
@@ -71,12 +66,11 @@ pub fn evaluate<P: ExitPolicy>(
     // full-depth FLOPs of every row, from its own batch's (padded) length
     let mut full_depth_total = 0f64;
     for batch in batches {
-        full_depth_total +=
-            model.full_depth_flops(&batch.input) as f64 * batch.targets.len() as f64;
         let start = Instant::now();
         let out = model.adaptive(batch.input.clone(), policy, Some(&batch.targets));
-        let logits = host(out.logits);
+        let logits = to_host(out.logits);
         seconds += start.elapsed().as_secs_f64();
+        full_depth_total += out.full_depth_flops as f64 * batch.targets.len() as f64;
         for (r, &target) in batch.targets.iter().enumerate() {
             let row = &logits[r * n_classes..(r + 1) * n_classes];
             let pred = argmax(row);
@@ -109,7 +103,7 @@ pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> Layer
     for batch in batches {
         let out = model.forward_all(batch.input.clone());
         for (l, logits) in out.logits.into_iter().enumerate() {
-            let logits = host(logits);
+            let logits = to_host(logits);
             for (r, &target) in batch.targets.iter().enumerate() {
                 correct[l] +=
                     usize::from(argmax(&logits[r * n_classes..(r + 1) * n_classes]) == target);

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use ponder_data::ImageSet;
+use ponder_data::{Encoded, ImageSet, TokenBatch};
 use ponder_transformer::EncoderInput;
 
 /// A batch: the encoder's input and the class of each row.
@@ -136,10 +136,10 @@ impl ClassificationSource for ImageSource {
 }
 
 /// Tokenized texts with their classes; batches are right-padded to their longest
-/// sequence, with a padding mask.
+/// sequence by [`TokenBatch`], with a padding mask and the segment ids.
 #[derive(Debug, Clone)]
 pub struct TextSource {
-    ids: Arc<Vec<Vec<u32>>>,
+    encoded: Arc<Vec<Encoded>>,
     labels: Arc<Vec<usize>>,
     indices: Vec<usize>,
     n_classes: usize,
@@ -147,28 +147,35 @@ pub struct TextSource {
 }
 
 impl TextSource {
-    /// The examples `indices` of the token-id sequences `ids` and their `labels`.
+    /// The examples `indices` of the tokenized texts `encoded` and their `labels`.
     ///
     /// # Panics
-    /// If the lengths differ, an index is out of range or a sequence is empty.
+    /// If the lengths differ, an index is out of range, a sequence is empty or its ids
+    /// and segment ids differ in length (the loaders check texts before this).
     pub fn new(
-        ids: Arc<Vec<Vec<u32>>>,
+        encoded: Arc<Vec<Encoded>>,
         labels: Arc<Vec<usize>>,
         indices: Vec<usize>,
         n_classes: usize,
         pad_id: u32,
     ) -> Self {
-        assert_eq!(ids.len(), labels.len(), "TextSource: one label per text");
+        assert_eq!(
+            encoded.len(),
+            labels.len(),
+            "TextSource: one label per text"
+        );
         assert!(
-            indices.iter().all(|&i| i < ids.len()),
+            indices.iter().all(|&i| i < encoded.len()),
             "TextSource: index out of range"
         );
         assert!(
-            ids.iter().all(|s| !s.is_empty()),
-            "TextSource: empty token sequence"
+            encoded
+                .iter()
+                .all(|e| !e.is_empty() && e.ids.len() == e.type_ids.len()),
+            "TextSource: empty sequence, or ids and segment ids of different lengths"
         );
         Self {
-            ids,
+            encoded,
             labels,
             indices,
             n_classes,
@@ -191,34 +198,31 @@ impl ClassificationSource for TextSource {
     }
 
     fn batch(&self, positions: &[usize], device: &Device) -> Batch {
-        let seqs: Vec<&Vec<u32>> = positions
+        let rows: Vec<&Encoded> = positions
             .iter()
-            .map(|&p| &self.ids[self.indices[p]])
+            .map(|&p| &self.encoded[self.indices[p]])
             .collect();
-        let seq_len = seqs.iter().map(|s| s.len()).max().unwrap_or(1);
-        let b = seqs.len();
-        let mut ids = Vec::with_capacity(b * seq_len);
-        let mut pad = Vec::with_capacity(b * seq_len);
-        for s in &seqs {
-            for t in 0..seq_len {
-                ids.push(s.get(t).map_or(self.pad_id as i64, |&v| v as i64));
-                pad.push(t >= s.len());
-            }
-        }
         let targets = positions
             .iter()
             .map(|&p| self.labels[self.indices[p]])
             .collect();
-        let any_pad = pad.iter().any(|&p| p);
+        let tokens = TokenBatch::from_encoded(&rows, targets, self.pad_id)
+            .unwrap_or_else(|e| panic!("TextSource: {e}"));
+        let shape = [tokens.batch_size, tokens.seq_len];
+        let int = |v: &[u32]| {
+            let data: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+            Tensor::<2, Int>::from_data(TensorData::new(data, shape), device)
+        };
+        let any_pad = tokens.mask.iter().any(|&real| !real);
+        let pad: Vec<bool> = tokens.mask.iter().map(|&real| !real).collect();
         Batch {
             input: EncoderInput::Tokens {
-                ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, seq_len]), device),
-                type_ids: None,
-                mask_pad: any_pad.then(|| {
-                    Tensor::<2, Bool>::from_data(TensorData::new(pad, [b, seq_len]), device)
-                }),
+                ids: int(&tokens.ids),
+                type_ids: Some(int(&tokens.type_ids)),
+                mask_pad: any_pad
+                    .then(|| Tensor::<2, Bool>::from_data(TensorData::new(pad, shape), device)),
             },
-            targets,
+            targets: tokens.labels,
         }
     }
 }

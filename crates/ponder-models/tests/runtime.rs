@@ -193,30 +193,28 @@ fn check_mixed_batch(
     let _ = d;
 }
 
+/// Row `row` of `text_input(lengths)`, unpadded and alone.
+fn text_row_alone(lengths: &[usize], row: usize, device: &Device) -> EncoderInput {
+    let EncoderInput::Tokens { ids, .. } = text_input(lengths, device) else {
+        unreachable!()
+    };
+    EncoderInput::Tokens {
+        ids: ids.slice([row..row + 1, 0..lengths[row]]),
+        type_ids: None,
+        mask_pad: None,
+    }
+}
+
 #[test]
 fn mixed_exits_in_a_padded_text_batch_equal_each_row_alone() {
     let d = device();
     let model = text_model(false, false);
     let lengths = [6usize, 3, 9, 4, 7, 2];
-    let plan = vec![3, 1, 4, 2, 1, 4];
     check_mixed_batch(
         &model,
         text_input(&lengths, &d),
-        |row| {
-            // the same row, unpadded, alone
-            let full = text_input(&lengths, &d);
-            let EncoderInput::Tokens { ids, .. } = full else {
-                unreachable!()
-            };
-            let len = lengths[row];
-            let ids = ids.slice([row..row + 1, 0..len]);
-            EncoderInput::Tokens {
-                ids,
-                type_ids: None,
-                mask_pad: None,
-            }
-        },
-        plan,
+        |row| text_row_alone(&lengths, row, &d),
+        vec![3, 1, 4, 2, 1, 4],
     );
 }
 
@@ -244,17 +242,7 @@ fn mixed_exits_with_albert_pre_norm() {
     check_mixed_batch(
         &model,
         text_input(&lengths, &d),
-        |row| {
-            let full = text_input(&lengths, &d);
-            let EncoderInput::Tokens { ids, .. } = full else {
-                unreachable!()
-            };
-            EncoderInput::Tokens {
-                ids: ids.slice([row..row + 1, 0..lengths[row]]),
-                type_ids: None,
-                mask_pad: None,
-            }
-        },
+        |row| text_row_alone(&lengths, row, &d),
         vec![2, 4, 1],
     );
 }
@@ -265,9 +253,17 @@ fn flops_of_full_depth_match_the_full_depth_count() {
     let model = vit_model();
     let input = image_input(3, &d);
     let out = model.adaptive(input.clone(), &NeverExit, None);
+    // the full-depth model: embedding, every layer, the features and the final head
+    let hidden = model.encoder.embed(input.clone());
+    let full = model.encoder.embed_flops(&hidden)
+        + (0..model.n_layers())
+            .map(|l| model.encoder.layer_flops(l, &hidden))
+            .sum::<u64>()
+        + model.encoder.features_flops(&hidden)
+        + ponder_core::ExitHeads::flops(&model.heads, model.n_layers() - 1);
+    assert_eq!(out.full_depth_flops, full);
     // never-exit evaluates every head, so it costs the full-depth FLOPs plus the
     // internal heads
-    let full = model.full_depth_flops(&input);
     let heads: u64 = (0..model.n_layers() - 1)
         .map(|l| {
             ponder_core::ExitHeads::flops(&model.heads, l)
