@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ponder_exits::{
-    EntropyThreshold, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience, Policy,
+    EntropyThreshold, Expectation, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience,
+    Policy, PonderSample, QExit,
 };
 use ponder_models::{Method, TrainConfig};
 use ponder_transformer::{EmbeddingKind, EncoderConfig};
@@ -129,8 +130,12 @@ fn default_patch() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompareConfig {
-    /// Training methods, one model each: `pabee`, `dee_bert`, `final_only`.
+    /// Training methods, one model each (per seed): `pabee`, `dee_bert`, `final_only`,
+    /// `palbert`, `ponder_net`.
     pub methods: Vec<Method>,
+    /// Train every method once per seed (overriding `train.seed`) and report mean ± std
+    /// over seeds. Empty: one model per method, with `train.seed`.
+    pub seeds: Vec<u64>,
     /// Max-probability thresholds to sweep, each in `[0, 1]`.
     pub max_prob: Vec<f32>,
     /// Entropy thresholds to sweep, each `≥ 0`.
@@ -141,6 +146,17 @@ pub struct CompareConfig {
     pub fixed_layers: bool,
     /// Also evaluate the oracle (analysis only: it reads the labels).
     pub oracle: bool,
+    /// Models with a halting head: PALBERT's Q-exit quantiles to sweep, each in `[0, 1]`.
+    pub q_exit: Vec<f64>,
+    /// Models with a halting head: also evaluate PonderNet's sampling (seed 0).
+    pub sample: bool,
+    /// Models with a halting head: also evaluate the expectation over the exit
+    /// distribution (full depth, mixture of every layer's prediction).
+    pub expectation: bool,
+    /// Models with a halting head: evaluate the first Q-exit quantile and sampling this
+    /// many times (sampling with seeds 0, 1, …) and report how much each example's exit
+    /// layer varies (0: skip).
+    pub repeats: usize,
     /// Batch size of evaluation.
     pub batch_size: usize,
 }
@@ -152,8 +168,13 @@ impl Default for CompareConfig {
             max_prob: vec![0.5, 0.7, 0.8, 0.9, 0.95, 0.99],
             entropy: vec![0.05, 0.1, 0.2, 0.4, 0.6],
             patience: vec![1, 2, 3],
+            seeds: Vec::new(),
             fixed_layers: true,
             oracle: true,
+            q_exit: vec![0.3, 0.5, 0.7, 0.9],
+            sample: true,
+            expectation: true,
+            repeats: 10,
             batch_size: 256,
         }
     }
@@ -181,31 +202,7 @@ impl Experiment {
             return Ok(self);
         }
         let mut value = toml::Value::try_from(&self)?;
-        for item in overrides {
-            let (key, raw) = item
-                .split_once('=')
-                .with_context(|| format!("override `{item}` is not of the form key=value"))?;
-            let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
-                .map(|mut t| {
-                    t.remove("v")
-                        .unwrap_or(toml::Value::String(raw.to_string()))
-                })
-                .unwrap_or_else(|_| toml::Value::String(raw.to_string()));
-            let mut slot = &mut value;
-            let parts: Vec<&str> = key.split('.').collect();
-            for (i, part) in parts.iter().enumerate() {
-                let table = slot
-                    .as_table_mut()
-                    .with_context(|| format!("override `{key}`: `{part}` is not inside a table"))?;
-                if i + 1 == parts.len() {
-                    table.insert(part.to_string(), parsed.clone());
-                    break;
-                }
-                slot = table
-                    .entry(part.to_string())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-            }
-        }
+        apply_overrides(&mut value, overrides)?;
         let text = toml::to_string(&value)?;
         Self::parse(&text).context("after applying the --set overrides")
     }
@@ -262,6 +259,10 @@ impl Experiment {
             bail!(
                 "invalid value for `model.n_layers`: DeeBERT (in `compare.methods` or `train.method`) needs at least 2 layers"
             );
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(s) = self.compare.seeds.iter().find(|&&s| !seen.insert(s)) {
+            bail!("invalid value for `compare.seeds`: seed {s} appears twice");
         }
         if self.compare.batch_size == 0 {
             bail!("invalid value for `compare.batch_size`: must be at least 1");
@@ -321,6 +322,15 @@ impl Experiment {
         if c.oracle {
             out.push(Policy::Oracle(Oracle));
         }
+        for &q in &c.q_exit {
+            out.push(Policy::QExit(QExit::new(q).context("in `compare.q_exit`")?));
+        }
+        if c.sample {
+            out.push(Policy::Sample(PonderSample::new(0)));
+        }
+        if c.expectation {
+            out.push(Policy::Expectation(Expectation::new(0.0)?));
+        }
         Ok(out)
     }
 
@@ -330,13 +340,54 @@ impl Experiment {
         self.compare.methods.clone()
     }
 
-    /// The training configuration of one method.
-    pub fn train_config(&self, method: Method) -> TrainConfig {
+    /// The seeds `compare` trains each method with.
+    pub fn seeds(&self) -> Vec<u64> {
+        if self.compare.seeds.is_empty() {
+            vec![self.train.seed]
+        } else {
+            self.compare.seeds.clone()
+        }
+    }
+
+    /// The training configuration of one method at one seed.
+    pub fn train_config(&self, method: Method, seed: u64) -> TrainConfig {
         TrainConfig {
             method,
+            seed,
             ..self.train.clone()
         }
     }
+}
+
+/// Applies `key=value` overrides (TOML values, dotted keys such as `train.epochs=2`;
+/// a value that is not valid TOML is taken as a string) to a parsed TOML document.
+pub fn apply_overrides(value: &mut toml::Value, overrides: &[String]) -> Result<()> {
+    for item in overrides {
+        let (key, raw) = item
+            .split_once('=')
+            .with_context(|| format!("override `{item}` is not of the form key=value"))?;
+        let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .map(|mut t| {
+                t.remove("v")
+                    .unwrap_or(toml::Value::String(raw.to_string()))
+            })
+            .unwrap_or_else(|_| toml::Value::String(raw.to_string()));
+        let mut slot = &mut *value;
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let table = slot
+                .as_table_mut()
+                .with_context(|| format!("override `{key}`: `{part}` is not inside a table"))?;
+            if i + 1 == parts.len() {
+                table.insert(part.to_string(), parsed.clone());
+                break;
+            }
+            slot = table
+                .entry(part.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod data;
+pub mod parity;
 pub mod pipeline;
 pub mod progress;
 pub mod report;
@@ -12,8 +13,10 @@ pub mod run;
 use anyhow::{Result, bail};
 use burn::tensor::Device;
 use ponder_exits::{
-    EntropyThreshold, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience, Policy,
+    EntropyThreshold, Expectation, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience,
+    Policy, PonderSample, QExit,
 };
+use ponder_models::Method;
 
 /// The compute device a run uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -49,8 +52,33 @@ fn wgpu_device() -> Result<(Device, String)> {
     )
 }
 
+/// Parses a training method: `pabee`, `dee_bert`, `final_only`, `palbert` or
+/// `ponder_net`.
+pub fn parse_method(name: &str) -> Result<Method> {
+    Ok(match name.trim() {
+        "pabee" => Method::Pabee,
+        "dee_bert" | "deebert" => Method::DeeBert,
+        "final_only" => Method::FinalOnly,
+        "palbert" => Method::Palbert,
+        "ponder_net" | "pondernet" => Method::PonderNet,
+        other => bail!(
+            "unknown method `{other}`: use pabee, dee_bert, final_only, palbert or ponder_net"
+        ),
+    })
+}
+
+/// Every training method, in table order.
+pub const ALL_METHODS: [Method; 5] = [
+    Method::Pabee,
+    Method::DeeBert,
+    Method::FinalOnly,
+    Method::Palbert,
+    Method::PonderNet,
+];
+
 /// Parses a policy written as `full`, `oracle`, `max_prob=T`, `entropy=S`,
-/// `patience=T` or `fixed=L`.
+/// `patience=T`, `fixed=L`, or, for models with a halting head, `q_exit=Q`,
+/// `sample=SEED` or `expectation`.
 pub fn parse_policy(spec: &str) -> Result<Policy> {
     let (name, value) = match spec.split_once('=') {
         Some((n, v)) => (n.trim(), Some(v.trim())),
@@ -77,8 +105,11 @@ pub fn parse_policy(spec: &str) -> Result<Policy> {
         "entropy" => Policy::Entropy(EntropyThreshold::new(number(name)? as f32)?),
         "patience" => Policy::Patience(Patience::new(integer(name)?)),
         "fixed" => Policy::Fixed(FixedLayer::new(integer(name)?)?),
+        "q_exit" => Policy::QExit(QExit::new(number(name)?)?),
+        "sample" => Policy::Sample(PonderSample::new(integer(name)? as u64)),
+        "expectation" => Policy::Expectation(Expectation::new(0.0)?),
         other => bail!(
-            "unknown policy `{other}`: use full, oracle, max_prob=T, entropy=S, patience=T or fixed=L"
+            "unknown policy `{other}`: use full, oracle, max_prob=T, entropy=S, patience=T, fixed=L, q_exit=Q, sample=SEED or expectation"
         ),
     })
 }
@@ -106,6 +137,31 @@ mod tests {
                 .contains("needs a value")
         );
         assert!(parse_policy("patience=1.5").is_err());
+        assert_eq!(
+            parse_policy("q_exit=0.5").unwrap(),
+            Policy::QExit(QExit::new(0.5).unwrap())
+        );
+        assert!(
+            parse_policy("q_exit=2")
+                .unwrap_err()
+                .to_string()
+                .contains("q_exit")
+        );
+        assert!(matches!(
+            parse_policy("sample=3").unwrap(),
+            Policy::Sample(_)
+        ));
+        assert!(matches!(
+            parse_policy("expectation").unwrap(),
+            Policy::Expectation(_)
+        ));
+        assert!(parse_method("palbert").is_ok() && parse_method("ponder_net").is_ok());
+        assert!(
+            parse_method("alberto")
+                .unwrap_err()
+                .to_string()
+                .contains("alberto")
+        );
         assert!(
             parse_policy("bogus=1")
                 .unwrap_err()

@@ -8,13 +8,15 @@ use burn::module::Module;
 use clap::{Parser, Subcommand};
 use ponder_experiments::config::Experiment;
 use ponder_experiments::data::{self, LoadedData, Splits};
+use ponder_experiments::parity::{self, ParityExperiment};
 use ponder_experiments::pipeline::{self, CompareResults, ModelResult};
 use ponder_experiments::report;
-use ponder_experiments::run::{RunFolder, method_name};
-use ponder_experiments::{DeviceChoice, parse_policy};
+use ponder_experiments::run::{RunFolder, method_name, model_name};
+use ponder_experiments::{ALL_METHODS, DeviceChoice, parse_method, parse_policy};
 use ponder_models::{ClassificationSource, Method, layer_accuracies, make_batches};
 
 const DEFAULT_EXPERIMENT: &str = "experiments/configs/fashion-mnist-vit.toml";
+const DEFAULT_PARITY: &str = "experiments/configs/parity-interpolation.toml";
 
 /// Early-exit (adaptive-depth) networks: train multi-exit models, evaluate exit
 /// policies, and compare accuracy against compute.
@@ -42,7 +44,8 @@ enum Command {
     Compare {
         #[command(flatten)]
         run: RunArgs,
-        /// Only these methods (comma-separated: pabee, dee_bert, final_only).
+        /// Only these methods (comma-separated: pabee, dee_bert, final_only, palbert,
+        /// ponder_net).
         #[arg(long, value_delimiter = ',')]
         methods: Vec<String>,
     },
@@ -51,9 +54,29 @@ enum Command {
     Train {
         #[command(flatten)]
         run: RunArgs,
-        /// Training method: pabee, dee_bert or final_only.
+        /// Training method: pabee, dee_bert, final_only, palbert or ponder_net.
         #[arg(long)]
         method: Option<String>,
+    },
+    /// PonderNet on the parity task: train the GRU step model with the PonderNet loss,
+    /// then report accuracy and pondering steps per difficulty for sampling, Q-exit,
+    /// the expectation and full depth, with a steps-vs-difficulty plot. Presets:
+    /// experiments/configs/parity-interpolation.toml (default) and
+    /// parity-extrapolation.toml.
+    Parity {
+        /// Parity experiment file (TOML).
+        #[arg(default_value = DEFAULT_PARITY)]
+        experiment: PathBuf,
+        /// Override a value, as `section.key=value` (e.g. `--set train.steps=2000`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Where to create the run folder (default: runs/NAME-TIMESTAMP).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Evaluate the model already trained in this run folder (its config.toml is
+        /// used) instead of training a new one.
+        #[arg(long, value_name = "RUN_FOLDER", conflicts_with = "run_dir")]
+        resume: Option<PathBuf>,
     },
     /// Evaluate policies on the models already trained in a run folder.
     Eval {
@@ -61,7 +84,9 @@ enum Command {
         #[arg(long)]
         run: PathBuf,
         /// Policies to evaluate (repeatable): full, oracle, max_prob=T, entropy=S,
-        /// patience=T, fixed=L. Default: the experiment's comparison sweep.
+        /// patience=T, fixed=L, and for models with a halting head (palbert,
+        /// ponder_net) q_exit=Q, sample=SEED, expectation. Default: the experiment's
+        /// comparison sweep.
         #[arg(long = "policy")]
         policies: Vec<String>,
         /// Do not fetch missing data sets.
@@ -89,15 +114,6 @@ struct RunArgs {
     /// Do not fetch missing data sets.
     #[arg(long)]
     no_fetch: bool,
-}
-
-fn parse_method(name: &str) -> Result<Method> {
-    Ok(match name.trim() {
-        "pabee" => Method::Pabee,
-        "dee_bert" | "deebert" => Method::DeeBert,
-        "final_only" => Method::FinalOnly,
-        other => bail!("unknown method `{other}`: use pabee, dee_bert or final_only"),
-    })
 }
 
 fn open_run(args: &RunArgs) -> Result<(RunFolder, Experiment)> {
@@ -167,13 +183,18 @@ fn train_one<S: ClassificationSource>(
     dev: &burn::tensor::Device,
     method: Method,
 ) -> Result<ModelResult> {
-    let (model, best, seconds) = pipeline::train_or_load(experiment, method, splits, run, dev)?;
+    let (model, best, seconds) =
+        pipeline::train_or_load(experiment, method, None, splits, run, dev)?;
     let model = model.valid();
     let batches = make_batches(&splits.test, experiment.compare.batch_size, dev);
-    let accuracy = layer_accuracies(&model, &batches).accuracy;
+    let layers = layer_accuracies(&model, &batches);
     Ok(ModelResult {
         method: method_name(method).to_string(),
-        test_layer_accuracy: accuracy,
+        seed: experiment.train.seed,
+        test_layer_accuracy: layers.accuracy,
+        test_exit_distribution_accuracy: layers.exit_distribution_accuracy,
+        test_expected_depth: layers.expected_depth,
+        exit_spread: Vec::new(),
         best_valid_metric: best,
         train_seconds: seconds,
         policies: Vec::new(),
@@ -223,9 +244,16 @@ fn eval_cmd(device: DeviceChoice, root: PathBuf, specs: Vec<String>, no_fetch: b
             .map(|s| parse_policy(s))
             .collect::<Result<Vec<_>>>()?
     };
-    let trained: Vec<Method> = [Method::Pabee, Method::DeeBert, Method::FinalOnly]
+    let several = !experiment.compare.seeds.is_empty();
+    let trained: Vec<(Method, u64)> = experiment
+        .seeds()
         .into_iter()
-        .filter(|&m| run.checkpoints(m).best_model().is_file())
+        .flat_map(|seed| ALL_METHODS.into_iter().map(move |m| (m, seed)))
+        .filter(|&(m, seed)| {
+            run.checkpoints(m, several.then_some(seed))
+                .best_model()
+                .is_file()
+        })
         .collect();
     if trained.is_empty() {
         bail!(
@@ -253,24 +281,34 @@ fn eval_models<S: ClassificationSource>(
     run: &RunFolder,
     dev: &burn::tensor::Device,
     dev_name: &str,
-    methods: &[Method],
+    methods: &[(Method, u64)],
     policies: &[ponder_exits::Policy],
 ) -> Result<CompareResults> {
     let batches = make_batches(&splits.test, experiment.compare.batch_size, dev);
+    let several = !experiment.compare.seeds.is_empty();
     let mut models = Vec::new();
-    for &method in methods {
+    for &(method, seed) in methods {
         let model =
             pipeline::model_config(experiment, method, splits.n_classes, splits.vocab_size)?
                 .init(dev);
-        let files = run.checkpoints(method);
+        let files = run.checkpoints(method, several.then_some(seed));
         let model = files
             .load_best(model)
-            .with_context(|| format!("loading the {} model", method_name(method)))?
+            .with_context(|| {
+                format!(
+                    "loading the {} model",
+                    model_name(method, several.then_some(seed))
+                )
+            })?
             .valid();
-        let accuracy = layer_accuracies(&model, &batches).accuracy;
+        let layers = layer_accuracies(&model, &batches);
         models.push(ModelResult {
             method: method_name(method).to_string(),
-            test_layer_accuracy: accuracy,
+            seed,
+            test_layer_accuracy: layers.accuracy,
+            test_exit_distribution_accuracy: layers.exit_distribution_accuracy,
+            test_expected_depth: layers.expected_depth,
+            exit_spread: Vec::new(),
             best_valid_metric: None,
             train_seconds: 0.0,
             policies: pipeline::evaluate_policies(method, &model, &batches, policies),
@@ -281,8 +319,52 @@ fn eval_models<S: ClassificationSource>(
         device: dev_name.to_string(),
         n_test: splits.test.len(),
         n_layers: experiment.model.n_layers,
+        seed_summary: if several {
+            pipeline::seed_summary(&models)
+        } else {
+            Vec::new()
+        },
         models,
     })
+}
+
+fn parity_cmd(
+    device: DeviceChoice,
+    path: PathBuf,
+    overrides: Vec<String>,
+    run_dir: Option<PathBuf>,
+    resume: Option<PathBuf>,
+) -> Result<()> {
+    let (dev, _) = device.device()?;
+    let (run, experiment) = match resume {
+        Some(root) => {
+            let run = RunFolder::existing(&root)?;
+            let experiment = ParityExperiment::load(&root.join("config.toml"), &[])?;
+            (run, experiment)
+        }
+        None => {
+            let experiment = ParityExperiment::load(&path, &overrides)?;
+            let root = run_dir
+                .unwrap_or_else(|| RunFolder::timestamped(Path::new("runs"), &experiment.name));
+            let text = toml::to_string_pretty(&experiment).context("serialising the experiment")?;
+            (RunFolder::create_with_config(root, &text)?, experiment)
+        }
+    };
+    eprintln!("run folder: {}", run.root().display());
+    let results = parity::run(&experiment, &run, &dev)?;
+    let table = parity::table(&results);
+    run.write("results.json", &serde_json::to_vec_pretty(&results)?)?;
+    run.write("results.md", table.as_bytes())?;
+    run.write(
+        "steps_vs_difficulty.svg",
+        parity::steps_plot(&results)?.as_bytes(),
+    )?;
+    println!("{table}");
+    println!(
+        "wrote {0}/results.json, results.md, steps_vs_difficulty.svg, metrics.json, model.bpk",
+        run.root().display()
+    );
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -295,6 +377,12 @@ fn main() -> ExitCode {
             policies,
             no_fetch,
         } => eval_cmd(cli.device, run, policies, no_fetch),
+        Command::Parity {
+            experiment,
+            overrides,
+            run_dir,
+            resume,
+        } => parity_cmd(cli.device, experiment, overrides, run_dir, resume),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use ponder_core::ExitPolicy;
-use ponder_exits::{NeverExit, Policy};
+use ponder_exits::{HaltingHeadConfig, NeverExit, Policy, PonderSample};
 use ponder_models::{
     Batch, ClassificationSource, Method, MultiExitClassifier, MultiExitConfig, evaluate, fit,
     layer_accuracies, make_batches,
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Experiment;
 use crate::data::Splits;
 use crate::progress::TrainProgress;
-use crate::run::{RunFolder, method_name};
+use crate::run::{RunFolder, method_name, model_name};
 
 /// One evaluated (model, policy) pair: a row of the comparison table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,14 +49,73 @@ pub struct PolicyResult {
 pub struct ModelResult {
     /// Training method.
     pub method: String,
+    /// Training seed.
+    #[serde(default)]
+    pub seed: u64,
     /// Test accuracy of every exit with all layers run.
     pub test_layer_accuracy: Vec<f64>,
+    /// With a halting head: test accuracy under the exit distribution (λ_N = 1), the
+    /// mean accuracy of sampling.
+    #[serde(default)]
+    pub test_exit_distribution_accuracy: Option<f64>,
+    /// With a halting head: the mean expected exit layer on the test set.
+    #[serde(default)]
+    pub test_expected_depth: Option<f64>,
+    /// With a halting head: how much each example's exit layer varies over repeated
+    /// evaluations (`compare.repeats`).
+    #[serde(default)]
+    pub exit_spread: Vec<SpreadResult>,
     /// Best validation metric and where it was reached.
     pub best_valid_metric: Option<f64>,
     /// Seconds spent training in this process (0 when the model was already trained).
     pub train_seconds: f64,
     /// One row per policy.
     pub policies: Vec<PolicyResult>,
+}
+
+/// Repeated evaluations of one policy: the spread of each example's exit layer
+/// (PALBERT's argument: Q-exit is deterministic, sampling is not).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpreadResult {
+    /// The policy (for sampling: the first seed's name; seeds 0, 1, … were used).
+    pub policy: String,
+    /// Number of evaluations.
+    pub repeats: usize,
+    /// Mean over examples of the standard deviation of the exit layer across repeats.
+    pub mean_exit_layer_std: f64,
+    /// Largest such standard deviation.
+    pub max_exit_layer_std: f64,
+    /// Fraction of examples whose exit layer is not the same in every repeat.
+    pub varying_fraction: f64,
+    /// Accuracy of each repeat.
+    pub accuracies: Vec<f64>,
+    /// Mean exit layer of each repeat.
+    pub mean_exit_layers: Vec<f64>,
+}
+
+/// One (method, policy) over every seed of a run: mean ± standard deviation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedSummary {
+    /// Training method.
+    pub method: String,
+    /// Policy.
+    pub policy: String,
+    /// Policy family.
+    pub family: String,
+    /// Number of seeds.
+    pub n_seeds: usize,
+    /// Mean test accuracy.
+    pub accuracy_mean: f64,
+    /// Standard deviation of the test accuracy over seeds (n − 1 denominator).
+    pub accuracy_std: f64,
+    /// Mean of the mean exit layer.
+    pub mean_exit_layer_mean: f64,
+    /// Its standard deviation over seeds.
+    pub mean_exit_layer_std: f64,
+    /// Mean FLOP speed-up.
+    pub flop_speedup_mean: f64,
+    /// Mean wall-clock speed-up.
+    pub wall_speedup_mean: f64,
 }
 
 /// The results of a comparison.
@@ -70,12 +129,68 @@ pub struct CompareResults {
     pub n_test: usize,
     /// Number of layers.
     pub n_layers: usize,
-    /// One entry per trained model.
+    /// One entry per trained model (per method and seed).
     pub models: Vec<ModelResult>,
+    /// With several seeds: every (method, policy) as mean ± std over seeds.
+    #[serde(default)]
+    pub seed_summary: Vec<SeedSummary>,
 }
 
-/// The model of `method` for this experiment (PABEE's per-layer heads; DeeBERT's
-/// off-ramps also get a pooler each).
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+/// Aggregates the models of each method over seeds, one row per (method, policy), in
+/// the order they first appear.
+pub fn seed_summary(models: &[ModelResult]) -> Vec<SeedSummary> {
+    let mut keys: Vec<(String, String, String)> = Vec::new();
+    for m in models {
+        for r in &m.policies {
+            let key = (m.method.clone(), r.policy.clone(), r.family.clone());
+            if !keys.contains(&key) {
+                keys.push(key);
+            }
+        }
+    }
+    keys.into_iter()
+        .map(|(method, policy, family)| {
+            let rows: Vec<&PolicyResult> = models
+                .iter()
+                .filter(|m| m.method == method)
+                .flat_map(|m| m.policies.iter().filter(|r| r.policy == policy))
+                .collect();
+            let pick = |f: fn(&PolicyResult) -> f64| {
+                mean_std(&rows.iter().map(|r| f(r)).collect::<Vec<_>>())
+            };
+            let (accuracy_mean, accuracy_std) = pick(|r| r.accuracy);
+            let (mean_exit_layer_mean, mean_exit_layer_std) = pick(|r| r.mean_exit_layer);
+            SeedSummary {
+                method,
+                policy,
+                family,
+                n_seeds: rows.len(),
+                accuracy_mean,
+                accuracy_std,
+                mean_exit_layer_mean,
+                mean_exit_layer_std,
+                flop_speedup_mean: pick(|r| r.flop_speedup).0,
+                wall_speedup_mean: pick(|r| r.wall_speedup).0,
+            }
+        })
+        .collect()
+}
+
+/// The model of `method` for this experiment: PABEE's per-layer heads; DeeBERT's
+/// off-ramps also get a pooler each; PALBERT has one head shared by every layer and
+/// the Lambda layer (with the head dropout on its input); PonderNet one shared head and
+/// a linear λ head.
 pub fn model_config(
     experiment: &Experiment,
     method: Method,
@@ -83,25 +198,37 @@ pub fn model_config(
     vocab_size: usize,
 ) -> Result<MultiExitConfig> {
     let encoder = experiment.encoder_config(vocab_size.max(1), experiment.data.max_tokens)?;
+    let d = encoder.d_model;
+    let halting = match method {
+        Method::Palbert => {
+            Some(HaltingHeadConfig::palbert(d).with_dropout(experiment.model.head_dropout))
+        }
+        Method::PonderNet => Some(HaltingHeadConfig::new(d)),
+        Method::Pabee | Method::DeeBert | Method::FinalOnly => None,
+    };
     Ok(MultiExitConfig::new(encoder, n_classes)
         .with_pooler_per_head(method == Method::DeeBert)
+        .with_shared_head(method.has_halting())
+        .with_halting(halting)
         .with_head_dropout(experiment.model.head_dropout))
 }
 
-/// Trains the model of `method`, or resumes its training, or loads it when finished.
+/// Trains the model of `method` (with `seed`, in a run of several seeds; else with
+/// `train.seed`), or resumes its training, or loads it when finished.
 pub fn train_or_load<S: ClassificationSource>(
     experiment: &Experiment,
     method: Method,
+    seed: Option<u64>,
     splits: &Splits<S>,
     run: &RunFolder,
     device: &Device,
 ) -> Result<(MultiExitClassifier, Option<f64>, f64)> {
-    let config = experiment.train_config(method);
+    let config = experiment.train_config(method, seed.unwrap_or(experiment.train.seed));
     let ad = device.clone().autodiff();
     ad.seed(config.seed);
     let model = model_config(experiment, method, splits.n_classes, splits.vocab_size)?.init(&ad);
-    let files = run.checkpoints(method);
-    let name = method_name(method);
+    let files = run.checkpoints(method, seed);
+    let name = &model_name(method, seed);
     if files.has_last() {
         let state_done = files
             .load_state()
@@ -142,13 +269,24 @@ pub fn train_or_load<S: ClassificationSource>(
     ))
 }
 
-/// Evaluates every policy on one model over the prepared test batches.
+/// The policies of `policies` that apply to a model: those reading halting
+/// probabilities only for models with a halting head.
+pub fn applicable(policies: &[Policy], model: &MultiExitClassifier) -> Vec<Policy> {
+    policies
+        .iter()
+        .filter(|p| model.halting.is_some() || !p.needs_halting())
+        .cloned()
+        .collect()
+}
+
+/// Evaluates every applicable policy on one model over the prepared test batches.
 pub fn evaluate_policies(
     method: Method,
     model: &MultiExitClassifier,
     batches: &[Batch],
     policies: &[Policy],
 ) -> Vec<PolicyResult> {
+    let policies = &applicable(policies, model);
     let bar = ProgressBar::new(policies.len() as u64 + 1);
     bar.set_style(
         ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} policies {msg}")
@@ -188,7 +326,49 @@ pub fn evaluate_policies(
     rows
 }
 
-/// Trains (or loads) every method's model and evaluates every policy on the test set.
+/// Evaluates a policy `repeats` times and measures how much each example's exit layer
+/// varies. For sampling, repeat `k` uses seed `k`.
+pub fn exit_spread(
+    model: &MultiExitClassifier,
+    batches: &[Batch],
+    policy: &Policy,
+    repeats: usize,
+) -> SpreadResult {
+    let mut layers: Vec<Vec<usize>> = Vec::with_capacity(repeats);
+    let mut accuracies = Vec::with_capacity(repeats);
+    let mut means = Vec::with_capacity(repeats);
+    for k in 0..repeats {
+        let out = match policy {
+            Policy::Sample(_) => {
+                evaluate(model, batches, &Policy::Sample(PonderSample::new(k as u64)))
+            }
+            p => evaluate(model, batches, p),
+        };
+        accuracies.push(out.accuracy);
+        means.push(out.stats.mean_exit_layer);
+        layers.push(out.exit_layers);
+    }
+    let n = layers.first().map_or(0, Vec::len);
+    let stds: Vec<f64> = (0..n)
+        .map(|i| {
+            let v: Vec<f64> = layers.iter().map(|l| l[i] as f64).collect();
+            let mean = v.iter().sum::<f64>() / v.len() as f64;
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()
+        })
+        .collect();
+    SpreadResult {
+        policy: policy.name(),
+        repeats,
+        mean_exit_layer_std: stds.iter().sum::<f64>() / n.max(1) as f64,
+        max_exit_layer_std: stds.iter().copied().fold(0.0, f64::max),
+        varying_fraction: stds.iter().filter(|&&s| s > 0.0).count() as f64 / n.max(1) as f64,
+        accuracies,
+        mean_exit_layers: means,
+    }
+}
+
+/// Trains (or loads) every method's model (once per seed) and evaluates every policy on
+/// the test set.
 pub fn compare<S: ClassificationSource>(
     experiment: &Experiment,
     splits: &Splits<S>,
@@ -202,25 +382,52 @@ pub fn compare<S: ClassificationSource>(
     }
     let policies = experiment.policies()?;
     let test_batches = make_batches(&splits.test, experiment.compare.batch_size, device);
+    let several = !experiment.compare.seeds.is_empty();
     let mut models = Vec::new();
-    for &method in methods {
-        let (model, best, seconds) = train_or_load(experiment, method, splits, run, device)?;
-        let model = model.valid();
-        let layers = layer_accuracies(&model, &test_batches).accuracy;
-        let rows = evaluate_policies(method, &model, &test_batches, &policies);
-        models.push(ModelResult {
-            method: method_name(method).to_string(),
-            test_layer_accuracy: layers,
-            best_valid_metric: best,
-            train_seconds: seconds,
-            policies: rows,
-        });
+    for seed in experiment.seeds() {
+        for &method in methods {
+            let id = several.then_some(seed);
+            let (model, best, seconds) =
+                train_or_load(experiment, method, id, splits, run, device)?;
+            let model = model.valid();
+            let layers = layer_accuracies(&model, &test_batches);
+            let rows = evaluate_policies(method, &model, &test_batches, &policies);
+            let mut spread = Vec::new();
+            if model.halting.is_some() && experiment.compare.repeats > 0 {
+                let first_q = policies.iter().find(|p| matches!(p, Policy::QExit(_)));
+                let sample = Policy::Sample(PonderSample::new(0));
+                for p in first_q.into_iter().chain([&sample]) {
+                    spread.push(exit_spread(
+                        &model,
+                        &test_batches,
+                        p,
+                        experiment.compare.repeats,
+                    ));
+                }
+            }
+            models.push(ModelResult {
+                method: method_name(method).to_string(),
+                seed,
+                test_layer_accuracy: layers.accuracy,
+                test_exit_distribution_accuracy: layers.exit_distribution_accuracy,
+                test_expected_depth: layers.expected_depth,
+                exit_spread: spread,
+                best_valid_metric: best,
+                train_seconds: seconds,
+                policies: rows,
+            });
+        }
     }
     Ok(CompareResults {
         experiment: experiment.name.clone(),
         device: device_name.to_string(),
         n_test: splits.test.len(),
         n_layers: experiment.model.n_layers,
+        seed_summary: if several {
+            seed_summary(&models)
+        } else {
+            Vec::new()
+        },
         models,
     })
 }

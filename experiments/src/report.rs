@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 
-use crate::pipeline::{CompareResults, PolicyResult};
+use crate::pipeline::{CompareResults, PolicyResult, SeedSummary};
 
 /// The comparison as a Markdown table (also readable as plain text), one block per
 /// model, followed by the summary.
@@ -16,6 +16,162 @@ pub fn table(results: &CompareResults) -> String {
         "{}: {} test examples, {} layers, device {}\n",
         results.experiment, results.n_test, results.n_layers, results.device
     );
+    if !results.seed_summary.is_empty() {
+        seed_table(&mut s, results);
+    } else {
+        policy_table(&mut s, results);
+    }
+    let _ = writeln!(s);
+    for model in &results.models {
+        let layers: Vec<String> = model
+            .test_layer_accuracy
+            .iter()
+            .map(|a| format!("{:.2}", a * 100.0))
+            .collect();
+        let name = if results.seed_summary.is_empty() {
+            model.method.clone()
+        } else {
+            format!("{} (seed {})", model.method, model.seed)
+        };
+        let _ = writeln!(
+            s,
+            "- {name}: test accuracy of each exit (all layers run): [{}] %",
+            layers.join(", ")
+        );
+        if let (Some(acc), Some(depth)) = (
+            model.test_exit_distribution_accuracy,
+            model.test_expected_depth,
+        ) {
+            let _ = writeln!(
+                s,
+                "- {name}: under its exit distribution: accuracy {:.2}%, expected exit layer {depth:.2}",
+                acc * 100.0
+            );
+        }
+        for spread in &model.exit_spread {
+            let _ = writeln!(
+                s,
+                "- {name}: {} over {} evaluations: per-example std of the exit layer {:.3} (max {:.2}), {:.1}% of examples change exit layer; accuracy {}",
+                spread.policy,
+                spread.repeats,
+                spread.mean_exit_layer_std,
+                spread.max_exit_layer_std,
+                spread.varying_fraction * 100.0,
+                {
+                    let (lo, hi) = spread
+                        .accuracies
+                        .iter()
+                        .fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x), b.max(x)));
+                    format!("{:.2}–{:.2}%", lo * 100.0, hi * 100.0)
+                }
+            );
+        }
+    }
+    for line in summary(results) {
+        let _ = writeln!(s, "- {line}");
+    }
+    s
+}
+
+/// Rows of several seeds: mean ± std per (method, policy), then the matched-compute
+/// comparison.
+fn seed_table(s: &mut String, results: &CompareResults) {
+    let n_seeds = results
+        .seed_summary
+        .iter()
+        .map(|r| r.n_seeds)
+        .max()
+        .unwrap_or(0);
+    let _ = writeln!(s, "mean ± std over {n_seeds} seeds\n");
+    let _ = writeln!(
+        s,
+        "| model | policy | accuracy % | mean exit layer | FLOP speed-up | wall speed-up |"
+    );
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|");
+    for r in &results.seed_summary {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2}× | {:.2}× |",
+            r.method,
+            r.policy,
+            r.accuracy_mean * 100.0,
+            r.accuracy_std * 100.0,
+            r.mean_exit_layer_mean,
+            r.mean_exit_layer_std,
+            r.flop_speedup_mean,
+            r.wall_speedup_mean
+        );
+    }
+    let matched = matched_compute(results);
+    if !matched.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nat matched compute (each model's policy whose mean exit layer is closest to the reference)\n"
+        );
+        let _ = writeln!(s, "| model | policy | accuracy % | mean exit layer |");
+        let _ = writeln!(s, "|---|---|---:|---:|");
+        for r in matched {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.2} ± {:.2} | {:.2} ± {:.2} |",
+                r.method,
+                r.policy,
+                r.accuracy_mean * 100.0,
+                r.accuracy_std * 100.0,
+                r.mean_exit_layer_mean,
+                r.mean_exit_layer_std
+            );
+        }
+    }
+}
+
+/// The matched-compute comparison: the reference is PALBERT's first Q-exit row (else
+/// the first halting model's); for every other method, its sampling row if it has one
+/// (PonderNet's own policy) and the (non-oracle, non-full) policy whose mean exit layer
+/// is closest to the reference's.
+pub fn matched_compute(results: &CompareResults) -> Vec<&SeedSummary> {
+    let rows = &results.seed_summary;
+    let reference = rows
+        .iter()
+        .find(|r| r.method == "palbert" && r.family == "q_exit")
+        .or_else(|| rows.iter().find(|r| r.family == "q_exit"));
+    let Some(reference) = reference else {
+        return Vec::new();
+    };
+    let mut out = vec![reference];
+    let mut methods: Vec<&str> = Vec::new();
+    for r in rows {
+        if r.method != reference.method && !methods.contains(&r.method.as_str()) {
+            methods.push(&r.method);
+        }
+    }
+    for method in methods {
+        // PonderNet's own policy is sampling: show it, then the closest row if another
+        if let Some(sample) = rows
+            .iter()
+            .find(|r| r.method == method && r.family == "sample")
+        {
+            out.push(sample);
+        }
+        let closest = rows
+            .iter()
+            .filter(|r| r.method == method && r.family != "oracle" && r.family != "full")
+            .min_by(|a, b| {
+                (a.mean_exit_layer_mean - reference.mean_exit_layer_mean)
+                    .abs()
+                    .total_cmp(&(b.mean_exit_layer_mean - reference.mean_exit_layer_mean).abs())
+            });
+        if let Some(c) = closest
+            && !out.iter().any(|r| std::ptr::eq(*r, c))
+        {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One row per (model, policy).
+fn policy_table(s: &mut String, results: &CompareResults) {
     let _ = writeln!(
         s,
         "| model | policy | accuracy % | mean exit layer | layer speed-up | FLOP speed-up | wall speed-up |"
@@ -36,31 +192,19 @@ pub fn table(results: &CompareResults) -> String {
             );
         }
     }
-    let _ = writeln!(s);
-    for model in &results.models {
-        let layers: Vec<String> = model
-            .test_layer_accuracy
-            .iter()
-            .map(|a| format!("{:.2}", a * 100.0))
-            .collect();
-        let _ = writeln!(
-            s,
-            "- {}: test accuracy of each exit (all layers run): [{}] %",
-            model.method,
-            layers.join(", ")
-        );
-    }
-    for line in summary(results) {
-        let _ = writeln!(s, "- {line}");
-    }
-    s
 }
 
 /// Headline findings: the best speed-up within one point of full-depth accuracy, and
 /// the final-exit accuracy of each model against a final-only baseline if present.
 pub fn summary(results: &CompareResults) -> Vec<String> {
     let mut lines = Vec::new();
+    let several = !results.seed_summary.is_empty();
     for model in &results.models {
+        let name = if several {
+            format!("{} (seed {})", model.method, model.seed)
+        } else {
+            model.method.clone()
+        };
         let Some(full) = model.policies.iter().find(|r| r.family == "full") else {
             continue;
         };
@@ -72,15 +216,14 @@ pub fn summary(results: &CompareResults) -> Vec<String> {
             .max_by(|a, b| a.flop_speedup.total_cmp(&b.flop_speedup));
         match best {
             Some(r) => lines.push(format!(
-                "{}: best FLOP speed-up within 1 point of full depth ({:.2}%): {} at {:.2}% ({:.2}× FLOPs, {:.2}× wall-clock)",
-                model.method,
+                "{name}: best FLOP speed-up within 1 point of full depth ({:.2}%): {} at {:.2}% ({:.2}× FLOPs, {:.2}× wall-clock)",
                 full.accuracy * 100.0,
                 r.policy,
                 r.accuracy * 100.0,
                 r.flop_speedup,
                 r.wall_speedup
             )),
-            None => lines.push(format!("{}: no policy stays within 1 point of full depth", model.method)),
+            None => lines.push(format!("{name}: no policy stays within 1 point of full depth")),
         }
     }
     let baseline = results
@@ -119,12 +262,44 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing the plot: {e:?}")
 }
 
-/// Accuracy against FLOP speed-up, one curve per (model, policy family), as SVG.
+/// The curves to plot: each model's rows, or with several seeds each method's means.
+fn plotted(results: &CompareResults) -> Vec<(String, Vec<PolicyResult>)> {
+    if results.seed_summary.is_empty() {
+        return results
+            .models
+            .iter()
+            .map(|m| (m.method.clone(), m.policies.clone()))
+            .collect();
+    }
+    let mut out: Vec<(String, Vec<PolicyResult>)> = Vec::new();
+    for r in &results.seed_summary {
+        let row = PolicyResult {
+            method: r.method.clone(),
+            family: r.family.clone(),
+            policy: r.policy.clone(),
+            accuracy: r.accuracy_mean,
+            mean_exit_layer: r.mean_exit_layer_mean,
+            layer_speedup: results.n_layers as f64 / r.mean_exit_layer_mean.max(1e-9),
+            flop_speedup: r.flop_speedup_mean,
+            wall_speedup: r.wall_speedup_mean,
+            wall_seconds: 0.0,
+            exit_histogram: Vec::new(),
+        };
+        match out.iter_mut().find(|(m, _)| *m == r.method) {
+            Some((_, rows)) => rows.push(row),
+            None => out.push((r.method.clone(), vec![row])),
+        }
+    }
+    out
+}
+
+/// Accuracy against FLOP speed-up, one curve per (model, policy family), as SVG (with
+/// several seeds: the means over seeds).
 pub fn accuracy_plot(results: &CompareResults) -> Result<String> {
-    let rows: Vec<&PolicyResult> = results
-        .models
+    let models = plotted(results);
+    let rows: Vec<&PolicyResult> = models
         .iter()
-        .flat_map(|m| m.policies.iter())
+        .flat_map(|(_, p)| p.iter())
         .filter(|r| r.family != "oracle")
         .collect();
     let max_x = rows.iter().map(|r| r.flop_speedup).fold(1.0, f64::max) * 1.05;
@@ -155,11 +330,10 @@ pub fn accuracy_plot(results: &CompareResults) -> Result<String> {
             .draw()
             .map_err(plot_err)?;
         let mut series = 0usize;
-        for model in &results.models {
-            let full = model.policies.iter().find(|r| r.family == "full");
-            for family in ["max_prob", "entropy", "patience", "fixed"] {
-                let mut points: Vec<(f64, f64)> = model
-                    .policies
+        for (method, policies) in &models {
+            let full = policies.iter().find(|r| r.family == "full");
+            for family in ["max_prob", "entropy", "patience", "fixed", "q_exit"] {
+                let mut points: Vec<(f64, f64)> = policies
                     .iter()
                     .filter(|r| r.family == family)
                     .chain(full)
@@ -174,7 +348,7 @@ pub fn accuracy_plot(results: &CompareResults) -> Result<String> {
                 chart
                     .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
                     .map_err(plot_err)?
-                    .label(format!("{} / {family}", model.method))
+                    .label(format!("{method} / {family}"))
                     .legend(move |(x, y)| {
                         PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                     });
@@ -208,7 +382,9 @@ pub fn histogram_plot(results: &CompareResults) -> Result<String> {
         .find(|r| r.family == "full")
         .map_or(0.0, |r| r.accuracy);
     let mut chosen: Vec<&PolicyResult> = Vec::new();
-    for family in ["max_prob", "entropy", "patience", "oracle"] {
+    for family in [
+        "max_prob", "entropy", "patience", "q_exit", "sample", "oracle",
+    ] {
         if let Some(r) = model
             .policies
             .iter()

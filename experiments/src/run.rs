@@ -3,7 +3,8 @@
 //! ```text
 //! runs/NAME-TIMESTAMP/
 //!   config.toml              the resolved experiment (what was actually run)
-//!   models/METHOD/           one trained model per method
+//!   models/METHOD/           one trained model per method (METHOD-seedS when
+//!                            `compare.seeds` names several seeds)
 //!     last/                  resumable checkpoint (model, optimizer, training state)
 //!     best.bpk               best weights on validation
 //!     metrics.json           per-epoch log (loss, validation accuracy of every exit)
@@ -33,6 +34,17 @@ pub fn method_name(method: Method) -> &'static str {
         Method::Pabee => "pabee",
         Method::DeeBert => "dee_bert",
         Method::FinalOnly => "final_only",
+        Method::Palbert => "palbert",
+        Method::PonderNet => "ponder_net",
+    }
+}
+
+/// The name of a model in a run: the method, and `-seedS` in runs that train several
+/// seeds.
+pub fn model_name(method: Method, seed: Option<u64>) -> String {
+    match seed {
+        Some(s) => format!("{}-seed{s}", method_name(method)),
+        None => method_name(method).to_string(),
     }
 }
 
@@ -40,16 +52,18 @@ impl RunFolder {
     /// A new run folder under `parent`, named after the experiment and the time, with
     /// the resolved experiment written into it.
     pub fn create(parent: &Path, experiment: &Experiment) -> Result<Self> {
-        let stamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let root = parent.join(format!("{}-{stamp}", experiment.name));
-        Self::create_at(root, experiment)
+        Self::create_at(Self::timestamped(parent, &experiment.name), experiment)
     }
 
     /// A new run folder at exactly `root` (which must not hold a run already).
     pub fn create_at(root: PathBuf, experiment: &Experiment) -> Result<Self> {
+        let text = toml::to_string_pretty(experiment).context("serialising the experiment")?;
+        Self::create_with_config(root, &text)
+    }
+
+    /// A new run folder at exactly `root` (which must not hold a run already), with
+    /// `config_toml` written as its `config.toml`.
+    pub fn create_with_config(root: PathBuf, config_toml: &str) -> Result<Self> {
         if root.join("config.toml").exists() {
             bail!(
                 "{} already holds a run; use --resume {} to continue it, or another --run-dir",
@@ -60,9 +74,30 @@ impl RunFolder {
         std::fs::create_dir_all(&root)
             .with_context(|| format!("creating run folder {}", root.display()))?;
         let run = Self { root };
-        let text = toml::to_string_pretty(experiment).context("serialising the experiment")?;
-        run.write("config.toml", text.as_bytes())?;
+        run.write("config.toml", config_toml.as_bytes())?;
         Ok(run)
+    }
+
+    /// A run folder at `root` as it is, without reading its config.
+    pub fn existing(root: &Path) -> Result<Self> {
+        if !root.join("config.toml").is_file() {
+            bail!(
+                "{} is not a run folder: it has no config.toml",
+                root.display()
+            );
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// A fresh folder name under `parent` for a run called `name`: `NAME-UNIXTIME`.
+    pub fn timestamped(parent: &Path, name: &str) -> PathBuf {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        parent.join(format!("{name}-{stamp}"))
     }
 
     /// An existing run folder, with its resolved experiment.
@@ -98,13 +133,14 @@ impl RunFolder {
         write_atomic(&path, bytes).with_context(|| format!("writing {}", path.display()))
     }
 
-    /// The checkpoint folder of a method's model.
-    pub fn checkpoints(&self, method: Method) -> CheckpointFiles {
-        CheckpointFiles::new(self.model_dir(method))
+    /// The checkpoint folder of a method's model (`seed`: for runs that train several
+    /// seeds).
+    pub fn checkpoints(&self, method: Method, seed: Option<u64>) -> CheckpointFiles {
+        CheckpointFiles::new(self.model_dir(method, seed))
     }
 
-    /// The folder of a method's model.
-    pub fn model_dir(&self, method: Method) -> PathBuf {
-        self.root.join("models").join(method_name(method))
+    /// The folder of a method's model (`seed`: for runs that train several seeds).
+    pub fn model_dir(&self, method: Method, seed: Option<u64>) -> PathBuf {
+        self.root.join("models").join(model_name(method, seed))
     }
 }

@@ -114,6 +114,30 @@ pub trait ExitPolicy {
     fn decide(&self, signals: &ExitSignals<'_>, carry: &mut Self::Carry) -> Vec<bool>;
     /// Keeps the carry of the given active rows, in the given order.
     fn retain_rows(&self, carry: Self::Carry, rows: &[usize]) -> Self::Carry;
+
+    /// Whether the policy makes the output of exiting rows itself with
+    /// [`exit_output`](Self::exit_output) (e.g. PonderNet's expectation over the layers
+    /// run so far) instead of reporting the exit layer's logits. When it does, the
+    /// runner also calls [`decide`](Self::decide) at the last layer (ignoring its
+    /// answer: every row exits there) so the carry sees every layer. Default: `false`.
+    fn mixes_outputs(&self) -> bool {
+        false
+    }
+
+    /// The outputs, row-major `[rows.len(), n_classes]` (logits or log-probabilities:
+    /// anything whose softmax is the prediction), of the active rows `rows` that exit
+    /// after this layer; called after [`decide`](Self::decide), only when
+    /// [`mixes_outputs`](Self::mixes_outputs). The default is the layer's own logits.
+    fn exit_output(
+        &self,
+        signals: &ExitSignals<'_>,
+        _carry: &Self::Carry,
+        rows: &[usize],
+    ) -> Vec<f32> {
+        rows.iter()
+            .flat_map(|&r| signals.row(r).iter().copied())
+            .collect()
+    }
 }
 
 /// Keeps `rows` (in order) of a per-row vector: the usual `retain_rows` of a carry.

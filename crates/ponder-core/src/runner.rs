@@ -143,7 +143,8 @@ where
         let features = backbone.features(&hidden);
         let (logits, halting) = heads.forward(layer_idx, features, &mut head_state);
 
-        if layer_idx + 1 == n_layers {
+        let last = layer_idx + 1 == n_layers;
+        if last && !policy.mixes_outputs() {
             for &row in &active {
                 exit_layer[row] = n_layers;
             }
@@ -160,7 +161,10 @@ where
         if let Some(t) = &active_targets {
             signals = signals.with_targets(t);
         }
-        let decision = policy.decide(&signals, &mut carry);
+        let mut decision = policy.decide(&signals, &mut carry);
+        if last {
+            decision = vec![true; active.len()];
+        }
         assert_eq!(
             decision.len(),
             active.len(),
@@ -179,14 +183,29 @@ where
         for &row in &exit_rows {
             exit_layer[row] = layer_idx + 1;
         }
+        let exit_logits = if policy.mixes_outputs() {
+            let values = policy.exit_output(&signals, &carry, &exit_local);
+            assert_eq!(
+                values.len(),
+                exit_local.len() * n_classes,
+                "policy {} made {} outputs for {} rows of {n_classes} classes",
+                policy.name(),
+                values.len(),
+                exit_local.len()
+            );
+            Tensor::from_data(
+                TensorData::new(values, [exit_local.len(), n_classes]),
+                &device,
+            )
+        } else if stay_local.is_empty() {
+            logits
+        } else {
+            logits.select(0, index_tensor(&exit_local, &device))
+        };
+        exited.push((exit_rows, exit_logits));
         if stay_local.is_empty() {
-            exited.push((exit_rows, logits));
             break;
         }
-        exited.push((
-            exit_rows,
-            logits.select(0, index_tensor(&exit_local, &device)),
-        ));
 
         let keep = index_tensor(&stay_local, &device);
         hidden = backbone.select_rows(hidden, keep.clone());

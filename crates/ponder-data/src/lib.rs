@@ -63,6 +63,7 @@ pub mod gzip;
 pub mod idx;
 pub mod image;
 pub mod mnist;
+pub mod parity;
 pub mod split;
 pub mod text;
 pub mod tokenize;
@@ -80,6 +81,7 @@ pub use image::ImageDataset;
 pub use mnist::{
     FASHION_MNIST_CLASS_NAMES, FASHION_MNIST_HINT, MNIST_CLASSES, MnistSplits, load_fashion_mnist,
 };
+pub use parity::{ParitySet, parity_set};
 pub use split::{Splits, shuffled_indices, split_indices, split_train_valid};
 pub use text::{TextDataset, TextExample};
 pub use tokenize::{Encoded, TextTokenizer};

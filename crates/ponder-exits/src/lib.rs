@@ -8,15 +8,24 @@
 //!   counting rules of the reference code), [`PatienceRegression`], [`FixedLayer`],
 //!   [`NeverExit`], and the analysis-only [`Oracle`]. [`Policy`] is a sum of them, for
 //!   code that picks a policy at run time.
+//! * **Halting heads** ([`HaltingHead`]): PonderNet's linear λ head and PALBERT's Lambda
+//!   layer (current and previous features, three tanh blocks); [`HaltingHeads`] pairs
+//!   one with classifiers as the exit heads of PonderNet and PALBERT, and the policies
+//!   [`QExit`] (PALBERT), [`PonderSample`] (PonderNet) and [`Expectation`] read their λ.
 //! * **Losses** ([`loss`]): cross-entropy per layer, PABEE's depth-weighted sum
-//!   `Σ i·L_i / Σ i`, and DeeBERT's two stages.
+//!   `Σ i·L_i / Σ i`, and DeeBERT's two stages; [`ponder`]: the exit distribution, the
+//!   truncated geometric prior, both KL directions and the PonderNet loss.
 
+mod halting;
 mod heads;
 pub mod loss;
 mod policy;
+pub mod ponder;
 
+pub use halting::{HaltingHead, HaltingHeadConfig, HaltingHeads};
 pub use heads::{ClassifierHeads, ClassifierHeadsConfig};
 pub use policy::{
-    EntropyThreshold, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience,
-    PatienceRegression, Policy, PolicyCarry, entropy,
+    EntropyThreshold, Expectation, FixedLayer, HaltingCarry, MaxProbThreshold, MixtureCarry,
+    NeverExit, Oracle, Patience, PatienceRegression, Policy, PolicyCarry, PonderSample, QExit,
+    SampleCarry, entropy,
 };

@@ -10,10 +10,22 @@ use burn::tensor::{Int, Tensor};
 /// - targets: `[batch_size]`
 /// - output: `[1]`
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    cross_entropy_per_row(logits, targets).mean().reshape([1])
+}
+
+/// Cross-entropy of each row of `logits` against its class index.
+///
+/// # Shapes
+/// - logits: `[batch_size, n_classes]`
+/// - targets: `[batch_size]`
+/// - output: `[batch_size]`
+pub fn cross_entropy_per_row(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     let [batch_size, _] = logits.dims();
     let log_probs = log_softmax(logits, 1);
-    let picked = log_probs.gather(1, targets.reshape([batch_size, 1]));
-    picked.mean().neg().reshape([1])
+    log_probs
+        .gather(1, targets.reshape([batch_size, 1]))
+        .reshape([batch_size])
+        .neg()
 }
 
 /// PABEE's depth-weighted loss `Σ_i i·L_i / Σ_i i` over per-layer losses, with 1-based

@@ -4,7 +4,9 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::Device;
 use ponder_core::{AdaptiveOutput, AllLayersOutput, ExitPolicy, forward_all_layers, run_adaptive};
-use ponder_exits::{ClassifierHeads, ClassifierHeadsConfig};
+use ponder_exits::{
+    ClassifierHeads, ClassifierHeadsConfig, HaltingHead, HaltingHeadConfig, HaltingHeads,
+};
 use ponder_transformer::{Encoder, EncoderConfig, EncoderInput};
 
 /// Configuration of a [`MultiExitClassifier`].
@@ -24,6 +26,10 @@ pub struct MultiExitConfig {
     /// Dropout on the classifier input. Default: 0.1.
     #[config(default = 0.1)]
     pub head_dropout: f64,
+    /// A halting head (PonderNet's linear λ head, PALBERT's Lambda layer), for the
+    /// methods that learn an exit distribution. Default: none.
+    #[config(default = "None")]
+    pub halting: Option<HaltingHeadConfig>,
 }
 
 impl MultiExitConfig {
@@ -40,6 +46,7 @@ impl MultiExitConfig {
             .with_pooler_per_head(self.pooler_per_head)
             .with_dropout(self.head_dropout)
             .init(device),
+            halting: self.halting.as_ref().map(|h| h.init(device)),
         }
     }
 }
@@ -51,6 +58,8 @@ pub struct MultiExitClassifier {
     pub encoder: Encoder,
     /// The exit heads.
     pub heads: ClassifierHeads,
+    /// The halting head, if the model learns an exit distribution.
+    pub halting: Option<HaltingHead>,
 }
 
 impl MultiExitClassifier {
@@ -59,9 +68,21 @@ impl MultiExitClassifier {
         self.encoder.n_layers
     }
 
-    /// Every exit's logits for every row (training).
+    /// The classifiers paired with the halting head, if there is one.
+    pub fn halting_heads(&self) -> Option<HaltingHeads<'_>> {
+        self.halting.as_ref().map(|halting| HaltingHeads {
+            classifiers: &self.heads,
+            halting,
+        })
+    }
+
+    /// Every exit's logits (and halting probabilities, with a halting head) for every
+    /// row (training).
     pub fn forward_all(&self, input: EncoderInput) -> AllLayersOutput {
-        forward_all_layers(&self.encoder, &self.heads, input)
+        match self.halting_heads() {
+            Some(heads) => forward_all_layers(&self.encoder, &heads, input),
+            None => forward_all_layers(&self.encoder, &self.heads, input),
+        }
     }
 
     /// Adaptive inference under `policy` through the batched runner.
@@ -71,6 +92,9 @@ impl MultiExitClassifier {
         policy: &P,
         targets: Option<&[usize]>,
     ) -> AdaptiveOutput {
-        run_adaptive(&self.encoder, &self.heads, policy, input, targets)
+        match self.halting_heads() {
+            Some(heads) => run_adaptive(&self.encoder, &heads, policy, input, targets),
+            None => run_adaptive(&self.encoder, &self.heads, policy, input, targets),
+        }
     }
 }

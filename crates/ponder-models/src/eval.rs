@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use burn::tensor::Device;
 use ponder_core::{ExitPolicy, ExitStats, argmax, softmax, to_host};
+use ponder_exits::ponder::{self, LastLayer};
 
 use crate::classifier::MultiExitClassifier;
 use crate::source::{Batch, ClassificationSource};
@@ -33,6 +34,11 @@ pub struct EvalOutput {
 pub struct LayerAccuracy {
     /// `accuracy[l]`: accuracy of the head after layer `l + 1`.
     pub accuracy: Vec<f64>,
+    /// With a halting head: the accuracy under the exit distribution (λ_N = 1),
+    /// `mean_b Σ_n p_{n,b}·[exit n right on b]`: the mean accuracy of sampling.
+    pub exit_distribution_accuracy: Option<f64>,
+    /// With a halting head: the mean expected exit layer `mean_b Σ_n n·p_{n,b}`.
+    pub expected_depth: Option<f64>,
 }
 
 /// Cuts `source` into batches on `device` (done once, outside any timed region).
@@ -100,21 +106,39 @@ pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> Layer
     let n_classes = model.heads.n_classes;
     let mut correct = vec![0usize; n_layers];
     let mut total = 0usize;
+    // Σ over rows of Σ_n p_n·[right], and of Σ_n n·p_n
+    let mut expected_correct = 0f64;
+    let mut expected_layers = 0f64;
     for batch in batches {
         let out = model.forward_all(batch.input.clone());
+        let p: Option<Vec<Vec<f32>>> =
+            out.halting
+                .iter()
+                .cloned()
+                .collect::<Option<Vec<_>>>()
+                .map(|lambdas| {
+                    ponder::exit_distribution(&lambdas, LastLayer::ForceHalt)
+                        .into_iter()
+                        .map(to_host)
+                        .collect()
+                });
         for (l, logits) in out.logits.into_iter().enumerate() {
             let logits = to_host(logits);
             for (r, &target) in batch.targets.iter().enumerate() {
-                correct[l] +=
-                    usize::from(argmax(&logits[r * n_classes..(r + 1) * n_classes]) == target);
+                let right = argmax(&logits[r * n_classes..(r + 1) * n_classes]) == target;
+                correct[l] += usize::from(right);
+                if let Some(p) = &p {
+                    expected_correct += f64::from(u8::from(right)) * p[l][r] as f64;
+                    expected_layers += (l + 1) as f64 * p[l][r] as f64;
+                }
             }
         }
         total += batch.targets.len();
     }
+    let n = total.max(1) as f64;
     LayerAccuracy {
-        accuracy: correct
-            .into_iter()
-            .map(|c| c as f64 / total.max(1) as f64)
-            .collect(),
+        accuracy: correct.into_iter().map(|c| c as f64 / n).collect(),
+        exit_distribution_accuracy: model.halting.as_ref().map(|_| expected_correct / n),
+        expected_depth: model.halting.as_ref().map(|_| expected_layers / n),
     }
 }

@@ -16,11 +16,19 @@
 mod checkpoint;
 mod classifier;
 mod eval;
+mod parity;
 mod source;
 mod train;
 
 pub use checkpoint::{CheckpointFiles, write_atomic};
 pub use classifier::{MultiExitClassifier, MultiExitConfig};
 pub use eval::{EvalOutput, LayerAccuracy, evaluate, layer_accuracies, make_batches};
+pub use parity::{
+    DifficultyRow, ParityEval, ParityLog, ParityModel, ParityModelConfig, ParityObserver,
+    ParityState, ParityTrainConfig, distribution_accuracy, evaluate_parity, fit_parity,
+    parity_tensors,
+};
 pub use source::{Batch, ClassificationSource, ImageSource, TextSource};
-pub use train::{EpochLog, Method, TrainConfig, TrainObserver, TrainOutcome, TrainState, fit};
+pub use train::{
+    EpochLog, Method, PonderConfig, TrainConfig, TrainObserver, TrainOutcome, TrainState, fit,
+};

@@ -9,14 +9,15 @@ use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 use ponder_core::{PonderError, Result};
 use ponder_exits::loss;
+use ponder_exits::ponder::{self, KlDirection, LastLayer};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointFiles;
 use crate::classifier::MultiExitClassifier;
-use crate::eval::{layer_accuracies, make_batches};
+use crate::eval::{LayerAccuracy, layer_accuracies, make_batches};
 use crate::source::{Batch, ClassificationSource};
 
 /// How the exits are trained.
@@ -30,6 +31,107 @@ pub enum Method {
     DeeBert,
     /// Only the final head (the baseline a multi-exit model is compared with).
     FinalOnly,
+    /// PALBERT: a shared head and the Lambda layer, trained on the PonderNet loss
+    /// ([`PonderConfig`]); inference by Q-exit.
+    Palbert,
+    /// PonderNet: a shared head and a linear λ head, trained on the same loss (PALBERT's
+    /// "PonderNet-ALBERT" ablation); inference by sampling.
+    PonderNet,
+}
+
+impl Method {
+    /// Whether the method learns an exit distribution (its model has a halting head).
+    pub fn has_halting(&self) -> bool {
+        matches!(self, Method::Palbert | Method::PonderNet)
+    }
+}
+
+/// The PonderNet loss of [`Method::Palbert`] and [`Method::PonderNet`]:
+/// `Σ_n mean_b(p_n·ℓ_n) + β·KL` (`methods.md` §1.2, §2.4). Defaults are PALBERT's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PonderConfig {
+    /// Weight β of the KL term. Default: 0.5 (PALBERT's README).
+    pub beta: f32,
+    /// Parameter λ_p of the geometric prior (mean ≈ 1/λ_p layers). Default: 0.1.
+    pub lambda_p: f64,
+    /// Put the prior's mass beyond the last layer on the last layer (PALBERT) instead of
+    /// truncating it (labml). Default: true.
+    pub prior_leftover_on_last: bool,
+    /// Direction of the KL: `prior_to_exits` = KL(p_G ‖ p), what the reference code
+    /// computes; `exits_to_prior` = KL(p ‖ p_G), what the paper writes. Default:
+    /// `prior_to_exits`.
+    pub kl: KlDirection,
+    /// The last layer: `force_halt` (λ_N = 1, Σp = 1) or `{ epsilon_floor = ε }`
+    /// (PALBERT). Default: `{ epsilon_floor = 0.05 }`.
+    pub last_layer: LastLayer,
+}
+
+impl Default for PonderConfig {
+    fn default() -> Self {
+        Self {
+            beta: 0.5,
+            lambda_p: 0.1,
+            prior_leftover_on_last: true,
+            kl: KlDirection::PriorToExits,
+            last_layer: LastLayer::EpsilonFloor(0.05),
+        }
+    }
+}
+
+impl PonderConfig {
+    /// Checks every value, naming the key at fault (under `prefix`).
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        if !(self.beta >= 0.0 && self.beta.is_finite()) {
+            return Err(PonderError::config(
+                format!("{prefix}.beta"),
+                format!("{} is not ≥ 0", self.beta),
+            ));
+        }
+        if !(self.lambda_p > 0.0 && self.lambda_p <= 1.0) {
+            return Err(PonderError::config(
+                format!("{prefix}.lambda_p"),
+                format!("{} is not in (0, 1]", self.lambda_p),
+            ));
+        }
+        if let LastLayer::EpsilonFloor(eps) = self.last_layer
+            && !(eps > 0.0 && eps < 1.0)
+        {
+            return Err(PonderError::config(
+                format!("{prefix}.last_layer"),
+                format!("epsilon_floor = {eps} is not in (0, 1)"),
+            ));
+        }
+        if self.kl == KlDirection::ExitsToPrior && self.lambda_p >= 1.0 {
+            return Err(PonderError::config(
+                format!("{prefix}.kl"),
+                "KL(p ‖ prior) needs a prior > 0 at every layer: λ_p must be < 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The loss of one batch from the logits and halting probabilities of every layer.
+    ///
+    /// # Shapes
+    /// - logits: `N` tensors `[batch_size, n_classes]`
+    /// - lambdas: `N` tensors `[batch_size]`
+    /// - targets: `[batch_size]`
+    pub fn loss(
+        &self,
+        logits: Vec<Tensor<2>>,
+        lambdas: &[Tensor<1>],
+        targets: Tensor<1, Int>,
+    ) -> ponder::PonderLoss {
+        let n = logits.len();
+        let p = ponder::exit_distribution(lambdas, self.last_layer);
+        let losses: Vec<Tensor<1>> = logits
+            .into_iter()
+            .map(|l| loss::cross_entropy_per_row(l, targets.clone()))
+            .collect();
+        let prior = ponder::geometric_prior(self.lambda_p, n, self.prior_leftover_on_last);
+        ponder::ponder_loss(&p, &losses, &prior, self.beta, self.kl)
+    }
 }
 
 /// Training hyper-parameters. Every field has a default.
@@ -60,6 +162,8 @@ pub struct TrainConfig {
     /// Also write a resumable checkpoint every this many steps (0: only at the end of
     /// each epoch). Default: 0.
     pub checkpoint_every: usize,
+    /// The PonderNet loss of PALBERT and PonderNet.
+    pub ponder: PonderConfig,
 }
 
 impl Default for TrainConfig {
@@ -76,6 +180,7 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             seed: 42,
             checkpoint_every: 0,
+            ponder: PonderConfig::default(),
         }
     }
 }
@@ -114,7 +219,7 @@ impl TrainConfig {
         if !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) {
             return err("grad_clip", format!("{} is not ≥ 0", self.grad_clip));
         }
-        Ok(())
+        self.ponder.validate("train.ponder")
     }
 }
 
@@ -130,6 +235,10 @@ pub enum StageLoss {
     /// without autodiff, in evaluation mode); validation: mean accuracy of the internal
     /// exits.
     Internal,
+    /// The PonderNet loss over all exits ([`PonderConfig`]); validation: accuracy under
+    /// the exit distribution with λ_N = 1, `mean_b Σ_n p_n·[exit n is right]` (what
+    /// sampling gets on average).
+    Ponder,
 }
 
 impl Method {
@@ -138,6 +247,7 @@ impl Method {
         match self {
             Method::Pabee => vec![(StageLoss::DepthWeighted, config.epochs)],
             Method::FinalOnly => vec![(StageLoss::Final, config.epochs)],
+            Method::Palbert | Method::PonderNet => vec![(StageLoss::Ponder, config.epochs)],
             Method::DeeBert => vec![
                 (StageLoss::Final, config.epochs),
                 (StageLoss::Internal, config.stage2_epochs),
@@ -268,6 +378,7 @@ fn stage_loss(
     model: &MultiExitClassifier,
     batch: &Batch,
     kind: StageLoss,
+    ponder_config: &PonderConfig,
     device: &Device,
 ) -> Tensor<1> {
     let targets = batch.targets_tensor(device);
@@ -286,6 +397,15 @@ fn stage_loss(
             let state = model.encoder.forward_cut(batch.input.clone(), n);
             let logits = model.heads.logits(n - 1, model.encoder.pooled(&state));
             loss::cross_entropy(logits, targets)
+        }
+        StageLoss::Ponder => {
+            let out = model.forward_all(batch.input.clone());
+            let lambdas: Vec<Tensor<1>> = out
+                .halting
+                .into_iter()
+                .map(|h| h.unwrap_or_else(|| unreachable!("fit checks for a halting head")))
+                .collect();
+            ponder_config.loss(out.logits, &lambdas, targets).total
         }
         StageLoss::Internal => {
             // The backbone is frozen: run it as a feature extractor, without autodiff
@@ -307,9 +427,13 @@ fn stage_loss(
     }
 }
 
-fn valid_metric(kind: StageLoss, accuracy: &[f64]) -> f64 {
+fn valid_metric(kind: StageLoss, layers: &LayerAccuracy) -> f64 {
+    let accuracy = &layers.accuracy;
     let n = accuracy.len();
     match kind {
+        StageLoss::Ponder => layers
+            .exit_distribution_accuracy
+            .unwrap_or_else(|| unreachable!("fit checks for a halting head")),
         StageLoss::DepthWeighted => accuracy.iter().sum::<f64>() / n as f64,
         StageLoss::Final => accuracy[n - 1],
         StageLoss::Internal => {
@@ -352,6 +476,25 @@ pub fn fit<S: ClassificationSource>(
                 "{} training and {} validation examples: both must be non-empty",
                 train.len(),
                 valid.len()
+            ),
+        ));
+    }
+    if config.method.has_halting() != model.halting.is_some() {
+        return Err(PonderError::config(
+            "train.method",
+            format!(
+                "{:?} {} a halting head, but the model {}",
+                config.method,
+                if config.method.has_halting() {
+                    "needs"
+                } else {
+                    "does not train"
+                },
+                if model.halting.is_some() {
+                    "has one"
+                } else {
+                    "has none"
+                }
             ),
         ));
     }
@@ -412,7 +555,7 @@ pub fn fit<S: ClassificationSource>(
                         .wrapping_add(state.global_step as u64),
                 );
                 let batch = train.batch(chunks[state.batch], device);
-                let loss = stage_loss(&model, &batch, kind, device);
+                let loss = stage_loss(&model, &batch, kind, &config.ponder, device);
                 let value = loss.clone().into_scalar::<f32>() as f64;
                 if !value.is_finite() {
                     return Err(PonderError::NonFinite {
@@ -448,8 +591,9 @@ pub fn fit<S: ClassificationSource>(
                 }
             }
             let eval_model = model.valid();
-            let accuracy = layer_accuracies(&eval_model, &valid_batches).accuracy;
-            let metric = valid_metric(kind, &accuracy);
+            let layers = layer_accuracies(&eval_model, &valid_batches);
+            let metric = valid_metric(kind, &layers);
+            let accuracy = layers.accuracy;
             let log = EpochLog {
                 stage: state.stage,
                 epoch: state.epoch,

@@ -2,9 +2,11 @@
 
 use ponder_core::{ExitPolicy, ExitSignals};
 
+use super::halting::{HaltingCarry, MixtureCarry, SampleCarry};
 use super::patience::{PatienceCarry, RegressionCarry};
 use super::{
-    EntropyThreshold, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience, PatienceRegression,
+    EntropyThreshold, Expectation, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience,
+    PatienceRegression, PonderSample, QExit,
 };
 
 /// Any of the policies of this crate, chosen at run time (from a config file or the
@@ -25,6 +27,12 @@ pub enum Policy {
     Full(NeverExit),
     /// See [`Oracle`].
     Oracle(Oracle),
+    /// See [`QExit`] (needs a halting head).
+    QExit(QExit),
+    /// See [`PonderSample`] (needs a halting head).
+    Sample(PonderSample),
+    /// See [`Expectation`] (needs a halting head).
+    Expectation(Expectation),
 }
 
 /// The carry of a [`Policy`].
@@ -36,6 +44,12 @@ pub enum PolicyCarry {
     Patience(PatienceCarry),
     /// [`PatienceRegression`].
     Regression(RegressionCarry),
+    /// [`QExit`].
+    Halting(HaltingCarry),
+    /// [`PonderSample`].
+    Sample(SampleCarry),
+    /// [`Expectation`].
+    Mixture(MixtureCarry),
 }
 
 impl Policy {
@@ -49,7 +63,19 @@ impl Policy {
             Self::Fixed(_) => "fixed",
             Self::Full(_) => "full",
             Self::Oracle(_) => "oracle",
+            Self::QExit(_) => "q_exit",
+            Self::Sample(_) => "sample",
+            Self::Expectation(_) => "expectation",
         }
+    }
+
+    /// Whether the policy reads halting probabilities (so the model needs a halting
+    /// head).
+    pub fn needs_halting(&self) -> bool {
+        matches!(
+            self,
+            Self::QExit(_) | Self::Sample(_) | Self::Expectation(_)
+        )
     }
 }
 
@@ -65,6 +91,9 @@ impl ExitPolicy for Policy {
             Self::Fixed(p) => p.name(),
             Self::Full(p) => p.name(),
             Self::Oracle(p) => p.name(),
+            Self::QExit(p) => p.name(),
+            Self::Sample(p) => p.name(),
+            Self::Expectation(p) => p.name(),
         }
     }
 
@@ -72,6 +101,9 @@ impl ExitPolicy for Policy {
         match self {
             Self::Patience(p) => PolicyCarry::Patience(p.start(batch_size)),
             Self::PatienceRegression(p) => PolicyCarry::Regression(p.start(batch_size)),
+            Self::QExit(p) => PolicyCarry::Halting(p.start(batch_size)),
+            Self::Sample(p) => PolicyCarry::Sample(p.start(batch_size)),
+            Self::Expectation(p) => PolicyCarry::Mixture(p.start(batch_size)),
             _ => PolicyCarry::None,
         }
     }
@@ -85,6 +117,9 @@ impl ExitPolicy for Policy {
             (Self::Oracle(p), _) => p.decide(signals, &mut ()),
             (Self::Patience(p), PolicyCarry::Patience(c)) => p.decide(signals, c),
             (Self::PatienceRegression(p), PolicyCarry::Regression(c)) => p.decide(signals, c),
+            (Self::QExit(p), PolicyCarry::Halting(c)) => p.decide(signals, c),
+            (Self::Sample(p), PolicyCarry::Sample(c)) => p.decide(signals, c),
+            (Self::Expectation(p), PolicyCarry::Mixture(c)) => p.decide(signals, c),
             (p, c) => panic!("policy {} given a carry of another policy: {c:?}", p.name()),
         }
     }
@@ -97,7 +132,35 @@ impl ExitPolicy for Policy {
             (Self::PatienceRegression(p), PolicyCarry::Regression(c)) => {
                 PolicyCarry::Regression(p.retain_rows(c, rows))
             }
+            (Self::QExit(p), PolicyCarry::Halting(c)) => {
+                PolicyCarry::Halting(p.retain_rows(c, rows))
+            }
+            (Self::Sample(p), PolicyCarry::Sample(c)) => {
+                PolicyCarry::Sample(p.retain_rows(c, rows))
+            }
+            (Self::Expectation(p), PolicyCarry::Mixture(c)) => {
+                PolicyCarry::Mixture(p.retain_rows(c, rows))
+            }
             (_, c) => c,
+        }
+    }
+
+    fn mixes_outputs(&self) -> bool {
+        matches!(self, Self::Expectation(_))
+    }
+
+    fn exit_output(
+        &self,
+        signals: &ExitSignals<'_>,
+        carry: &PolicyCarry,
+        rows: &[usize],
+    ) -> Vec<f32> {
+        match (self, carry) {
+            (Self::Expectation(p), PolicyCarry::Mixture(c)) => p.exit_output(signals, c, rows),
+            _ => rows
+                .iter()
+                .flat_map(|&r| signals.row(r).iter().copied())
+                .collect(),
         }
     }
 }

@@ -1,0 +1,311 @@
+//! PonderNet's exit distribution, geometric prior and loss (`methods.md` §1.1–1.2, §2.3–2.4,
+//! pitfalls 1–3 and 19).
+//!
+//! With conditional halting probabilities `λ_n` from a [`HaltingHead`](crate::HaltingHead),
+//! the probability of exiting at layer `n` is `p_n = λ_n · Π_{j<n}(1 − λ_j)`, and the
+//! loss is `Σ_n mean_b(p_n·ℓ_n) + β·KL` against a geometric prior truncated to `N`
+//! layers. Everything here is computed in `f32`, whatever precision the model runs in
+//! (products of `1 − λ` over many layers underflow in half precision).
+
+use burn::tensor::{FloatDType, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// What happens at the last layer, where the product of `1 − λ` leaves mass unassigned.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LastLayer {
+    /// `λ_N := 1`: the last layer takes all the remaining mass, so `Σ p = 1` exactly
+    /// (labml's PonderNet). `λ_N` itself is ignored.
+    ForceHalt,
+    /// PALBERT: `λ_N` is not forced, so `Σ p ≤ 1`; once a row's cumulative probability
+    /// exceeds `1 − ε`, its later `p` are set to `ε / N` (keeps `log p` finite in the KL).
+    EpsilonFloor(f32),
+}
+
+/// Which KL divergence regularises the exit distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlDirection {
+    /// `KL(p_G ‖ p) = Σ_k p_G(k)(log p_G(k) − log p_k)`: what the reference code computes
+    /// (`KLDivLoss(log p, p_G)` in PyTorch's argument order, labml and PALBERT alike).
+    PriorToExits,
+    /// `KL(p ‖ p_G) = Σ_k p_k(log p_k − log p_G(k))`: what the PonderNet paper writes.
+    ExitsToPrior,
+}
+
+/// The smallest probability `log` is taken of (pitfall 2: clamp before `log`).
+const LOG_FLOOR: f32 = 1e-10;
+
+/// The exit distribution `p_n = λ_n · Π_{j<n}(1 − λ_j)` for every layer, per row.
+///
+/// # Shapes
+/// - lambdas: `N` tensors `[batch_size]` (one per layer, values in `[0, 1]`)
+/// - output: `N` tensors `[batch_size]`, in `f32`
+///
+/// # Panics
+/// If `lambdas` is empty or an ε is outside `(0, 1)`.
+pub fn exit_distribution(lambdas: &[Tensor<1>], last: LastLayer) -> Vec<Tensor<1>> {
+    let n = lambdas.len();
+    assert!(n > 0, "exit_distribution: no layers");
+    let first = lambdas[0].clone().cast(FloatDType::F32);
+    let mut cond = first.ones_like();
+    let mut cdf = first.zeros_like();
+    let mut out = Vec::with_capacity(n);
+    for (i, lambda) in lambdas.iter().enumerate() {
+        let lambda = lambda.clone().cast(FloatDType::F32);
+        let p = match last {
+            LastLayer::ForceHalt if i + 1 == n => cond.clone(),
+            LastLayer::ForceHalt => lambda.clone() * cond.clone(),
+            LastLayer::EpsilonFloor(eps) => {
+                assert!(
+                    eps > 0.0 && eps < 1.0,
+                    "exit_distribution: ε = {eps} is not in (0, 1)"
+                );
+                let done = cdf.clone().greater_elem(1.0 - eps);
+                (lambda.clone() * cond.clone()).mask_fill(done, eps / n as f32)
+            }
+        };
+        cond = cond * lambda.neg().add_scalar(1.0);
+        cdf = cdf + p.clone();
+        out.push(p);
+    }
+    out
+}
+
+/// The expected exit layer `Σ_n n·p_n` (1-based) per row.
+///
+/// # Shapes
+/// - p: `N` tensors `[batch_size]`
+/// - output: `[batch_size]`
+pub fn expected_depth(p: &[Tensor<1>]) -> Tensor<1> {
+    p.iter()
+        .enumerate()
+        .map(|(i, p)| p.clone().mul_scalar((i + 1) as f32))
+        .reduce(|a, b| a + b)
+        .unwrap_or_else(|| panic!("expected_depth: no layers"))
+}
+
+/// The geometric prior `p_G(k) = λ_p (1 − λ_p)^{k−1}`, `k = 1..n`, truncated to `n`
+/// layers. With `leftover_on_last` the mass beyond `n` goes to the last layer so the
+/// prior sums to 1 (PALBERT); without it the raw first `n` masses are used (labml).
+///
+/// # Panics
+/// If `lambda_p` is not in `(0, 1]` or `n` is 0.
+pub fn geometric_prior(lambda_p: f64, n: usize, leftover_on_last: bool) -> Vec<f32> {
+    assert!(
+        lambda_p > 0.0 && lambda_p <= 1.0,
+        "geometric_prior: λ_p = {lambda_p} is not in (0, 1]"
+    );
+    assert!(n > 0, "geometric_prior: no layers");
+    let mut prior: Vec<f64> = (0..n)
+        .map(|k| lambda_p * (1.0 - lambda_p).powi(k as i32))
+        .collect();
+    if leftover_on_last {
+        let head: f64 = prior[..n - 1].iter().sum();
+        prior[n - 1] = 1.0 - head;
+    }
+    prior.into_iter().map(|v| v as f32).collect()
+}
+
+/// The KL divergence between the exit distribution and a prior, averaged over the rows.
+///
+/// `p` is clamped to `1e-10` before its log is taken; prior entries of 0 contribute 0.
+///
+/// # Shapes
+/// - p: `N` tensors `[batch_size]`
+/// - output: `[1]`
+///
+/// # Panics
+/// If `prior` does not have one entry per layer, or the paper's direction meets a prior
+/// entry of 0.
+pub fn kl_to_prior(p: &[Tensor<1>], prior: &[f32], direction: KlDirection) -> Tensor<1> {
+    assert_eq!(
+        p.len(),
+        prior.len(),
+        "kl_to_prior: {} layers but a prior of {}",
+        p.len(),
+        prior.len()
+    );
+    let terms = p.iter().zip(prior).filter_map(|(p, &g)| {
+        let p = p.clone().cast(FloatDType::F32);
+        match direction {
+            KlDirection::PriorToExits if g > 0.0 => Some(
+                p.clamp_min(LOG_FLOOR)
+                    .log()
+                    .neg()
+                    .add_scalar(g.ln())
+                    .mul_scalar(g),
+            ),
+            KlDirection::PriorToExits => None,
+            KlDirection::ExitsToPrior => {
+                assert!(
+                    g > 0.0,
+                    "kl_to_prior: KL(p ‖ prior) needs a prior > 0 everywhere"
+                );
+                let log_p = p.clone().clamp_min(LOG_FLOOR).log();
+                Some(p * log_p.sub_scalar(g.ln()))
+            }
+        }
+    });
+    terms
+        .reduce(|a, b| a + b)
+        .unwrap_or_else(|| panic!("kl_to_prior: the prior is 0 everywhere"))
+        .mean()
+        .reshape([1])
+}
+
+/// The PonderNet loss and its parts.
+#[derive(Debug, Clone)]
+pub struct PonderLoss {
+    /// `task + β·kl`, `[1]`.
+    pub total: Tensor<1>,
+    /// `Σ_n mean_b(p_n·ℓ_n)`, `[1]`.
+    pub task: Tensor<1>,
+    /// The KL term (before β), `[1]`.
+    pub kl: Tensor<1>,
+}
+
+/// PonderNet's loss `Σ_n mean_b(p_{n,b}·ℓ_{n,b}) + β·KL(·)` (`methods.md` §1.2, §2.4).
+///
+/// Every layer's loss is used, so `p` and `per_row_losses` must have one entry per
+/// layer (unlike PALBERT's early break, pitfall 3, nothing is dropped).
+///
+/// # Shapes
+/// - p, per_row_losses: `N` tensors `[batch_size]`
+///
+/// # Panics
+/// If the lengths differ or are 0.
+pub fn ponder_loss(
+    p: &[Tensor<1>],
+    per_row_losses: &[Tensor<1>],
+    prior: &[f32],
+    beta: f32,
+    direction: KlDirection,
+) -> PonderLoss {
+    assert_eq!(
+        p.len(),
+        per_row_losses.len(),
+        "ponder_loss: {} exit probabilities but {} layer losses",
+        p.len(),
+        per_row_losses.len()
+    );
+    let task = p
+        .iter()
+        .zip(per_row_losses)
+        .map(|(p, l)| (p.clone() * l.clone().cast(FloatDType::F32)).mean())
+        .reduce(|a, b| a + b)
+        .unwrap_or_else(|| panic!("ponder_loss: no layers"))
+        .reshape([1]);
+    let kl = kl_to_prior(p, prior, direction);
+    PonderLoss {
+        total: task.clone() + kl.clone().mul_scalar(beta),
+        task,
+        kl,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, TensorData};
+
+    fn col(values: &[f32]) -> Tensor<1> {
+        Tensor::from_data(
+            TensorData::new(values.to_vec(), [values.len()]),
+            &Device::flex(),
+        )
+    }
+
+    fn host(t: Tensor<1>) -> Vec<f32> {
+        ponder_core::to_host(t)
+    }
+
+    #[test]
+    fn forced_last_layer_sums_to_one() {
+        // three rows with very different λ sequences over 12 layers
+        let lambdas: Vec<Tensor<1>> = (0..12)
+            .map(|i| col(&[0.01, 0.9, (i as f32 * 0.37).sin().abs()]))
+            .collect();
+        let p = exit_distribution(&lambdas, LastLayer::ForceHalt);
+        let total = host(p.into_iter().reduce(|a, b| a + b).unwrap());
+        for t in total {
+            assert!((t - 1.0).abs() < 1e-6, "Σp = {t}");
+        }
+    }
+
+    #[test]
+    fn expected_depth_matches_closed_form_for_constant_lambda() {
+        for &(lambda, n) in &[(0.1f32, 12usize), (0.3, 6), (0.5, 20), (0.9, 3)] {
+            let lambdas: Vec<Tensor<1>> = (0..n).map(|_| col(&[lambda])).collect();
+            let p = exit_distribution(&lambdas, LastLayer::ForceHalt);
+            let got = host(expected_depth(&p))[0] as f64;
+            // E[min(G, N)] for G geometric: Σ_{k<N} (1−λ)^k
+            let l = lambda as f64;
+            let expected = (1.0 - (1.0 - l).powi(n as i32)) / l;
+            assert!(
+                (got - expected).abs() < 1e-5,
+                "λ={lambda} N={n}: {got} vs {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn epsilon_floor_follows_palbert() {
+        // λ = 0.99 everywhere: cdf passes 1 − ε after layer 1, later p are ε/N
+        let eps = 0.05;
+        let lambdas: Vec<Tensor<1>> = (0..4).map(|_| col(&[0.99, 0.1])).collect();
+        let p: Vec<Vec<f32>> = exit_distribution(&lambdas, LastLayer::EpsilonFloor(eps))
+            .into_iter()
+            .map(host)
+            .collect();
+        assert!((p[0][0] - 0.99).abs() < 1e-6);
+        for layer in &p[1..] {
+            assert!((layer[0] - eps / 4.0).abs() < 1e-7, "{layer:?}");
+        }
+        // the slow row is never floored: p = 0.1·0.9^(n−1), Σ p < 1
+        for (i, layer) in p.iter().enumerate() {
+            assert!((layer[1] - 0.1 * 0.9f32.powi(i as i32)).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn prior_truncation_options() {
+        let raw = geometric_prior(0.2, 5, false);
+        assert!((raw[4] - 0.2 * 0.8f32.powi(4)).abs() < 1e-7);
+        assert!(raw.iter().sum::<f32>() < 1.0);
+        let normalised = geometric_prior(0.2, 5, true);
+        assert!((normalised.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!((normalised[4] - 0.8f32.powi(4)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn kl_is_zero_at_the_prior_in_both_directions_and_positive_elsewhere() {
+        let prior = geometric_prior(0.3, 6, true);
+        let p: Vec<Tensor<1>> = prior.iter().map(|&g| col(&[g, g])).collect();
+        for dir in [KlDirection::PriorToExits, KlDirection::ExitsToPrior] {
+            let kl = host(kl_to_prior(&p, &prior, dir))[0];
+            assert!(kl.abs() < 1e-6, "{dir:?}: {kl}");
+        }
+        let uniform: Vec<Tensor<1>> = (0..6).map(|_| col(&[1.0 / 6.0])).collect();
+        let forward = host(kl_to_prior(&uniform, &prior, KlDirection::ExitsToPrior))[0];
+        let reverse = host(kl_to_prior(&uniform, &prior, KlDirection::PriorToExits))[0];
+        assert!(forward > 0.0 && reverse > 0.0 && (forward - reverse).abs() > 1e-4);
+        // KL(uniform ‖ prior) by hand
+        let by_hand: f32 = prior
+            .iter()
+            .map(|&g| (1.0f32 / 6.0) * ((1.0f32 / 6.0).ln() - g.ln()))
+            .sum();
+        assert!((forward - by_hand).abs() < 1e-5);
+    }
+
+    #[test]
+    fn loss_weights_layer_losses_by_exit_probability() {
+        let p = vec![col(&[0.25, 1.0]), col(&[0.75, 0.0])];
+        let losses = vec![col(&[2.0, 4.0]), col(&[1.0, 8.0])];
+        let prior = geometric_prior(0.5, 2, true);
+        let out = ponder_loss(&p, &losses, &prior, 0.0, KlDirection::PriorToExits);
+        // layer 1: mean(0.5, 4) = 2.25; layer 2: mean(0.75, 0) = 0.375
+        assert!((host(out.task)[0] - 2.625).abs() < 1e-6);
+        assert!((host(out.total)[0] - 2.625).abs() < 1e-6);
+    }
+}
