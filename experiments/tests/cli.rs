@@ -59,7 +59,7 @@ fn help_explains_the_commands() {
     let out = ponder(&["--help"], dir.path());
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["compare", "train", "eval", "--device"] {
+    for word in ["compare", "train", "eval", "parity", "--device"] {
         assert!(text.contains(word), "--help lacks {word}: {text}");
     }
 }
@@ -169,4 +169,72 @@ fn bad_override_is_named() {
         dir.path(),
     );
     assert_clean_failure(&out, &["learning_rate"]);
+}
+
+const PARITY: &str = r#"name = "parity-test"
+[task]
+n_elems = 6
+mode = "extrapolation"
+n_valid = 64
+n_test = 96
+[model]
+n_hidden = 8
+max_steps = 5
+[train]
+steps = 40
+batch_size = 16
+eval_every = 20
+"#;
+
+#[test]
+fn parity_runs_end_to_end_and_writes_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("parity.toml");
+    std::fs::write(&config, PARITY).unwrap();
+    let run = dir.path().join("run");
+    let out = ponder(
+        &[
+            "parity",
+            config.to_str().unwrap(),
+            "--run-dir",
+            run.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    for file in [
+        "config.toml",
+        "model.bpk",
+        "metrics.json",
+        "results.json",
+        "results.md",
+        "steps_vs_difficulty.svg",
+    ] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    let table = std::fs::read_to_string(run.join("results.md")).unwrap();
+    // extrapolation: tested on 4..=6 and, for reference, on 1..=3 non-zero elements
+    assert!(table.contains("4..=6") && table.contains("1..=3"), "{table}");
+    assert!(table.contains("q_exit=0.5") && table.contains("sample(seed=0)"), "{table}");
+    // a second call on the same folder loads the model instead of training again
+    let again = ponder(&["parity", "--resume", run.to_str().unwrap()], dir.path());
+    assert!(again.status.success(), "stderr: {}", stderr(&again));
+    assert!(stderr(&again).contains("already trained"));
+}
+
+#[test]
+fn parity_bad_config_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("parity.toml");
+    std::fs::write(&config, PARITY.replace("max_steps = 5", "max_stepz = 5")).unwrap();
+    let out = ponder(&["parity", config.to_str().unwrap()], dir.path());
+    assert_clean_failure(&out, &["max_stepz"]);
+    std::fs::write(&config, format!("{PARITY}[train.ponder]\nbeta = -1\n")).unwrap();
+    let out = ponder(&["parity", config.to_str().unwrap()], dir.path());
+    assert_clean_failure(&out, &["train.ponder.beta"]);
+    let out = ponder(
+        &["parity", config.to_str().unwrap(), "--set", "task.n_elems=1"],
+        dir.path(),
+    );
+    assert_clean_failure(&out, &["n_elems"]);
 }
