@@ -43,7 +43,9 @@ fn case(d_model: usize, d_ff: usize, seq_len: usize, batch: usize, device: &Devi
     .with_dropout(0.0);
     let encoder = config.init(device).valid();
     let lambda = HaltingHeadConfig::palbert(d_model).init(device).valid();
-    let ids: Vec<i64> = (0..batch * seq_len).map(|i| (1 + i * 7 % 997) as i64).collect();
+    let ids: Vec<i64> = (0..batch * seq_len)
+        .map(|i| (1 + i * 7 % 997) as i64)
+        .collect();
     let input = EncoderInput::Tokens {
         ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [batch, seq_len]), device),
         type_ids: None,
@@ -71,7 +73,10 @@ fn layer(c: &Case) {
 
 /// The Lambda layer, λ to the host, and the Q-exit decision for every row.
 fn decision(c: &Case, policy: &QExit) -> Vec<bool> {
-    let lambda = to_host(c.lambda.forward(c.current.clone(), Some(c.previous.clone())));
+    let lambda = to_host(
+        c.lambda
+            .forward(c.current.clone(), Some(c.previous.clone())),
+    );
     let rows = lambda.len();
     let logits = vec![0.0f32; rows * 2];
     let signals = ExitSignals::new(2, 6, 2, &logits).with_halting(&lambda);

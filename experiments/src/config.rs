@@ -222,6 +222,11 @@ impl Experiment {
         }
         self.train.validate()?;
         self.encoder_config(10, 1)?.validate()?;
+        if self.train.method.has_halting() || self.compare.methods.iter().any(|m| m.has_halting()) {
+            self.train
+                .ponder
+                .validate_for("train.ponder", self.model.n_layers)?;
+        }
         if !(0.0..1.0).contains(&self.data.valid_fraction) || self.data.valid_fraction == 0.0 {
             bail!(
                 "invalid value for `data.valid_fraction`: {} is not in (0, 1)",

@@ -78,7 +78,8 @@ pub const ALL_METHODS: [Method; 5] = [
 
 /// Parses a policy written as `full`, `oracle`, `max_prob=T`, `entropy=S`,
 /// `patience=T`, `fixed=L`, or, for models with a halting head, `q_exit=Q`,
-/// `sample=SEED` or `expectation`.
+/// `sample=SEED`, `expectation` or `expectation=TOL` (stop a row once its unassigned
+/// mass is at most TOL).
 pub fn parse_policy(spec: &str) -> Result<Policy> {
     let (name, value) = match spec.split_once('=') {
         Some((n, v)) => (n.trim(), Some(v.trim())),
@@ -106,8 +107,19 @@ pub fn parse_policy(spec: &str) -> Result<Policy> {
         "patience" => Policy::Patience(Patience::new(integer(name)?)),
         "fixed" => Policy::Fixed(FixedLayer::new(integer(name)?)?),
         "q_exit" => Policy::QExit(QExit::new(number(name)?)?),
-        "sample" => Policy::Sample(PonderSample::new(integer(name)? as u64)),
-        "expectation" => Policy::Expectation(Expectation::new(0.0)?),
+        "sample" => {
+            let Some(v) = value else {
+                bail!("policy `{spec}`: `sample` needs a seed, as in `sample=0`")
+            };
+            let seed = v.parse::<u64>().map_err(|_| {
+                anyhow::anyhow!("policy `{spec}`: `{v}` is not a seed (a whole number ≥ 0)")
+            })?;
+            Policy::Sample(PonderSample::new(seed))
+        }
+        "expectation" => Policy::Expectation(Expectation::new(match value {
+            Some(_) => number(name)?,
+            None => 0.0,
+        })?),
         other => bail!(
             "unknown policy `{other}`: use full, oracle, max_prob=T, entropy=S, patience=T, fixed=L, q_exit=Q, sample=SEED or expectation"
         ),

@@ -57,6 +57,10 @@ enum Command {
         /// Training method: pabee, dee_bert, final_only, palbert or ponder_net.
         #[arg(long)]
         method: Option<String>,
+        /// In an experiment with `compare.seeds`: which of its seeds to train (default:
+        /// the first), into the model folder `compare` uses for it.
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// PonderNet on the parity task: train the GRU step model with the PonderNet loss,
     /// then report accuracy and pondering steps per difficulty for sampling, Q-exit,
@@ -73,8 +77,9 @@ enum Command {
         /// Where to create the run folder (default: runs/NAME-TIMESTAMP).
         #[arg(long)]
         run_dir: Option<PathBuf>,
-        /// Evaluate the model already trained in this run folder (its config.toml is
-        /// used) instead of training a new one.
+        /// Continue this run folder with its own config.toml (the experiment file and
+        /// --set are ignored): evaluate its model.bpk, or train it first if the run was
+        /// interrupted before the model was written.
         #[arg(long, value_name = "RUN_FOLDER", conflicts_with = "run_dir")]
         resume: Option<PathBuf>,
     },
@@ -182,15 +187,16 @@ fn train_one<S: ClassificationSource>(
     run: &RunFolder,
     dev: &burn::tensor::Device,
     method: Method,
+    seed: Option<u64>,
 ) -> Result<ModelResult> {
     let (model, best, seconds) =
-        pipeline::train_or_load(experiment, method, None, splits, run, dev)?;
+        pipeline::train_or_load(experiment, method, seed, splits, run, dev)?;
     let model = model.valid();
     let batches = make_batches(&splits.test, experiment.compare.batch_size, dev);
     let layers = layer_accuracies(&model, &batches);
     Ok(ModelResult {
         method: method_name(method).to_string(),
-        seed: experiment.train.seed,
+        seed: seed.unwrap_or(experiment.train.seed),
         test_layer_accuracy: layers.accuracy,
         test_exit_distribution_accuracy: layers.exit_distribution_accuracy,
         test_expected_depth: layers.expected_depth,
@@ -201,20 +207,37 @@ fn train_one<S: ClassificationSource>(
     })
 }
 
-fn train_cmd(device: DeviceChoice, args: RunArgs, method: Option<String>) -> Result<()> {
+fn train_cmd(
+    device: DeviceChoice,
+    args: RunArgs,
+    method: Option<String>,
+    seed: Option<u64>,
+) -> Result<()> {
     let (dev, _) = device.device()?;
     let (run, experiment) = open_run(&args)?;
+    let seeds = &experiment.compare.seeds;
+    let seed = match (seed, seeds.first()) {
+        (Some(s), Some(_)) if !seeds.contains(&s) => {
+            bail!("--seed {s} is not one of the experiment's `compare.seeds` {seeds:?}")
+        }
+        (Some(s), Some(_)) => Some(s),
+        (None, Some(&first)) => Some(first),
+        (Some(s), None) => bail!(
+            "--seed {s}: the experiment has no `compare.seeds`; set `train.seed` instead (--set train.seed={s})"
+        ),
+        (None, None) => None,
+    };
     let method = match method {
         Some(m) => parse_method(&m)?,
         None => experiment.train.method,
     };
     let loaded = data::load(&experiment.data, experiment.train.seed, !args.no_fetch)?;
     let result = match &loaded {
-        LoadedData::Images(s) => train_one(&experiment, s, &run, &dev, method)?,
-        LoadedData::Text(s) => train_one(&experiment, s, &run, &dev, method)?,
+        LoadedData::Images(s) => train_one(&experiment, s, &run, &dev, method, seed)?,
+        LoadedData::Text(s) => train_one(&experiment, s, &run, &dev, method, seed)?,
     };
     run.write(
-        &format!("models/{}/test.json", method_name(method)),
+        &format!("models/{}/test.json", model_name(method, seed)),
         &serde_json::to_vec_pretty(&result)?,
     )?;
     let layers: Vec<String> = result
@@ -258,6 +281,15 @@ fn eval_cmd(device: DeviceChoice, root: PathBuf, specs: Vec<String>, no_fetch: b
     if trained.is_empty() {
         bail!(
             "{} holds no trained model (no models/*/best.bpk); run `ponder train` or `ponder compare` first",
+            root.display()
+        );
+    }
+    if !trained.iter().any(|(m, _)| m.has_halting())
+        && let Some(p) = policies.iter().find(|p| p.needs_halting())
+    {
+        bail!(
+            "policy {} reads halting probabilities, but no model of {} has a halting head (train palbert or ponder_net)",
+            ponder_core::ExitPolicy::name(p),
             root.display()
         );
     }
@@ -371,7 +403,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Compare { run, methods } => compare_cmd(cli.device, run, methods),
-        Command::Train { run, method } => train_cmd(cli.device, run, method),
+        Command::Train { run, method, seed } => train_cmd(cli.device, run, method, seed),
         Command::Eval {
             run,
             policies,

@@ -168,7 +168,7 @@ impl ParityExperiment {
         if self.eval.batch_size == 0 {
             bail!("invalid value for `eval.batch_size`: must be at least 1");
         }
-        self.train.validate()?;
+        self.train.validate_for(self.model.max_steps)?;
         self.policies()?;
         Ok(())
     }

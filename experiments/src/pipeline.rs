@@ -394,9 +394,11 @@ pub fn compare<S: ClassificationSource>(
             let rows = evaluate_policies(method, &model, &test_batches, &policies);
             let mut spread = Vec::new();
             if model.halting.is_some() && experiment.compare.repeats > 0 {
+                // Q-exit is deterministic: its repeats measure that, they do not assume it
                 let first_q = policies.iter().find(|p| matches!(p, Policy::QExit(_)));
                 let sample = Policy::Sample(PonderSample::new(0));
-                for p in first_q.into_iter().chain([&sample]) {
+                let sample = experiment.compare.sample.then_some(&sample);
+                for p in first_q.into_iter().chain(sample) {
                     spread.push(exit_spread(
                         &model,
                         &test_batches,

@@ -214,8 +214,14 @@ fn parity_runs_end_to_end_and_writes_its_folder() {
     }
     let table = std::fs::read_to_string(run.join("results.md")).unwrap();
     // extrapolation: tested on 4..=6 and, for reference, on 1..=3 non-zero elements
-    assert!(table.contains("4..=6") && table.contains("1..=3"), "{table}");
-    assert!(table.contains("q_exit=0.5") && table.contains("sample(seed=0)"), "{table}");
+    assert!(
+        table.contains("4..=6") && table.contains("1..=3"),
+        "{table}"
+    );
+    assert!(
+        table.contains("q_exit=0.5") && table.contains("sample(seed=0)"),
+        "{table}"
+    );
     // a second call on the same folder loads the model instead of training again
     let again = ponder(&["parity", "--resume", run.to_str().unwrap()], dir.path());
     assert!(again.status.success(), "stderr: {}", stderr(&again));
@@ -233,7 +239,12 @@ fn parity_bad_config_names_the_key() {
     let out = ponder(&["parity", config.to_str().unwrap()], dir.path());
     assert_clean_failure(&out, &["train.ponder.beta"]);
     let out = ponder(
-        &["parity", config.to_str().unwrap(), "--set", "task.n_elems=1"],
+        &[
+            "parity",
+            config.to_str().unwrap(),
+            "--set",
+            "task.n_elems=1",
+        ],
         dir.path(),
     );
     assert_clean_failure(&out, &["n_elems"]);

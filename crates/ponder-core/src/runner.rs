@@ -162,9 +162,6 @@ where
             signals = signals.with_targets(t);
         }
         let mut decision = policy.decide(&signals, &mut carry);
-        if last {
-            decision = vec![true; active.len()];
-        }
         assert_eq!(
             decision.len(),
             active.len(),
@@ -173,6 +170,9 @@ where
             decision.len(),
             active.len()
         );
+        if last {
+            decision = vec![true; active.len()];
+        }
 
         let (exit_local, stay_local): (Vec<usize>, Vec<usize>) =
             (0..active.len()).partition(|&i| decision[i]);

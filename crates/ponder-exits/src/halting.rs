@@ -212,4 +212,25 @@ mod tests {
         let state = heads.select_rows(state, ponder_core::index_tensor(&[2], &d));
         assert_eq!(state.map(|s| s.dims()), Some([1, 4]));
     }
+
+    #[test]
+    fn heads_feed_the_previous_layers_features_to_the_lambda_layer() {
+        let d = Device::flex();
+        let classifiers = ClassifierHeadsConfig::new(3, 4, 2).init(&d).valid();
+        let halting = HaltingHeadConfig::palbert(4).init(&d).valid();
+        let heads = HaltingHeads {
+            classifiers: &classifiers,
+            halting: &halting,
+        };
+        let f: Vec<Tensor<2>> = (0..3)
+            .map(|_| Tensor::<2>::random([2, 4], Distribution::Normal(0.0, 1.0), &d))
+            .collect();
+        let mut state = heads.start(2, &d);
+        for (l, features) in f.iter().enumerate() {
+            let (_, lambda) = heads.forward(l, features.clone(), &mut state);
+            let previous = if l == 0 { None } else { Some(f[l - 1].clone()) };
+            let expected = ponder_core::to_host(halting.forward(features.clone(), previous));
+            assert_eq!(ponder_core::to_host(lambda.unwrap()), expected, "layer {l}");
+        }
+    }
 }

@@ -17,8 +17,9 @@ pub enum LastLayer {
     /// `λ_N := 1`: the last layer takes all the remaining mass, so `Σ p = 1` exactly
     /// (labml's PonderNet). `λ_N` itself is ignored.
     ForceHalt,
-    /// PALBERT: `λ_N` is not forced, so `Σ p ≤ 1`; once a row's cumulative probability
-    /// exceeds `1 − ε`, its later `p` are set to `ε / N` (keeps `log p` finite in the KL).
+    /// PALBERT: `λ_N` is not forced, so `Σ p` is not 1 in general (below 1, or a little
+    /// above once the floor applies); once a row's cumulative probability exceeds
+    /// `1 − ε`, its later `p` are set to `ε / N` (keeps `log p` finite in the KL).
     EpsilonFloor(f32),
 }
 
@@ -101,8 +102,8 @@ pub fn geometric_prior(lambda_p: f64, n: usize, leftover_on_last: bool) -> Vec<f
         .map(|k| lambda_p * (1.0 - lambda_p).powi(k as i32))
         .collect();
     if leftover_on_last {
-        let head: f64 = prior[..n - 1].iter().sum();
-        prior[n - 1] = 1.0 - head;
+        // the mass beyond layer n − 1, (1 − λ_p)^{n−1}, in closed form (never negative)
+        prior[n - 1] = (1.0 - lambda_p).powi(n as i32 - 1);
     }
     prior.into_iter().map(|v| v as f32).collect()
 }
@@ -290,12 +291,17 @@ mod tests {
         let forward = host(kl_to_prior(&uniform, &prior, KlDirection::ExitsToPrior))[0];
         let reverse = host(kl_to_prior(&uniform, &prior, KlDirection::PriorToExits))[0];
         assert!(forward > 0.0 && reverse > 0.0 && (forward - reverse).abs() > 1e-4);
-        // KL(uniform ‖ prior) by hand
+        // both directions by hand
         let by_hand: f32 = prior
             .iter()
             .map(|&g| (1.0f32 / 6.0) * ((1.0f32 / 6.0).ln() - g.ln()))
             .sum();
         assert!((forward - by_hand).abs() < 1e-5);
+        let by_hand: f32 = prior
+            .iter()
+            .map(|&g| g * (g.ln() - (1.0f32 / 6.0).ln()))
+            .sum();
+        assert!((reverse - by_hand).abs() < 1e-5);
     }
 
     #[test]
@@ -307,5 +313,15 @@ mod tests {
         // layer 1: mean(0.5, 4) = 2.25; layer 2: mean(0.75, 0) = 0.375
         assert!((host(out.task)[0] - 2.625).abs() < 1e-6);
         assert!((host(out.total)[0] - 2.625).abs() < 1e-6);
+        let with_kl = ponder_loss(&p, &losses, &prior, 0.5, KlDirection::PriorToExits);
+        let kl = host(with_kl.kl)[0];
+        // KL(prior ‖ p) for rows (0.25, 0.75) and (1, ~0) against (0.5, 0.5), p clamped
+        let by_hand = (0.5 * (0.5f32.ln() - 0.25f32.ln())
+            + 0.5 * (0.5f32.ln() - 0.75f32.ln())
+            + 0.5 * (0.5f32.ln() - 1f32.ln())
+            + 0.5 * (0.5f32.ln() - 1e-10f32.ln()))
+            / 2.0;
+        assert!((kl - by_hand).abs() < 1e-4, "{kl} vs {by_hand}");
+        assert!((host(with_kl.total)[0] - (2.625 + 0.5 * kl)).abs() < 1e-5);
     }
 }

@@ -39,6 +39,9 @@ pub struct LayerAccuracy {
     pub exit_distribution_accuracy: Option<f64>,
     /// With a halting head: the mean expected exit layer `mean_b Σ_n n·p_{n,b}`.
     pub expected_depth: Option<f64>,
+    /// With a halting head: the accuracy of Q-exit at q = 0.5 (PALBERT's default),
+    /// decided from the same pass.
+    pub q_exit_accuracy: Option<f64>,
 }
 
 /// Cuts `source` into batches on `device` (done once, outside any timed region).
@@ -109,6 +112,7 @@ pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> Layer
     // Σ over rows of Σ_n p_n·[right], and of Σ_n n·p_n
     let mut expected_correct = 0f64;
     let mut expected_layers = 0f64;
+    let mut q_exit_correct = 0usize;
     for batch in batches {
         let out = model.forward_all(batch.input.clone());
         let p: Option<Vec<Vec<f32>>> =
@@ -122,6 +126,21 @@ pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> Layer
                         .map(to_host)
                         .collect()
                 });
+        let rows = batch.targets.len();
+        // the Q-exit layer of each row: the first with cdf > 0.5 (or the last)
+        let mut q_exit_layer = vec![n_layers - 1; rows];
+        if let Some(p) = &p {
+            for (r, layer) in q_exit_layer.iter_mut().enumerate() {
+                let mut cdf = 0f64;
+                for (l, p_l) in p.iter().enumerate() {
+                    cdf += p_l[r] as f64;
+                    if cdf > 0.5 {
+                        *layer = l;
+                        break;
+                    }
+                }
+            }
+        }
         for (l, logits) in out.logits.into_iter().enumerate() {
             let logits = to_host(logits);
             for (r, &target) in batch.targets.iter().enumerate() {
@@ -130,15 +149,17 @@ pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> Layer
                 if let Some(p) = &p {
                     expected_correct += f64::from(u8::from(right)) * p[l][r] as f64;
                     expected_layers += (l + 1) as f64 * p[l][r] as f64;
+                    q_exit_correct += usize::from(right && q_exit_layer[r] == l);
                 }
             }
         }
-        total += batch.targets.len();
+        total += rows;
     }
     let n = total.max(1) as f64;
     LayerAccuracy {
         accuracy: correct.into_iter().map(|c| c as f64 / n).collect(),
         exit_distribution_accuracy: model.halting.as_ref().map(|_| expected_correct / n),
         expected_depth: model.halting.as_ref().map(|_| expected_layers / n),
+        q_exit_accuracy: model.halting.as_ref().map(|_| q_exit_correct as f64 / n),
     }
 }

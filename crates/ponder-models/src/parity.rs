@@ -221,6 +221,12 @@ impl Default for ParityTrainConfig {
 impl ParityTrainConfig {
     /// Checks every value, naming the key at fault.
     pub fn validate(&self) -> ponder_core::Result<()> {
+        self.validate_for(1)
+    }
+
+    /// [`validate`](Self::validate) for a model of `max_steps` steps (the prior must be
+    /// positive where the chosen KL takes its log).
+    pub fn validate_for(&self, max_steps: usize) -> ponder_core::Result<()> {
         let err = |k: &str, m: String| Err(PonderError::config(format!("train.{k}"), m));
         if self.steps == 0 {
             return err("steps", "must be at least 1".into());
@@ -240,7 +246,7 @@ impl ParityTrainConfig {
         if self.eval_every == 0 {
             return err("eval_every", "must be at least 1".into());
         }
-        self.ponder.validate("train.ponder")
+        self.ponder.validate_for("train.ponder", max_steps)
     }
 }
 
@@ -302,7 +308,7 @@ pub fn fit_parity(
     device: &Device,
     observer: &mut dyn ParityObserver,
 ) -> ponder_core::Result<(ParityModel, Vec<ParityLog>)> {
-    config.validate()?;
+    config.validate_for(model.max_steps)?;
     let mut adam = AdamConfig::new();
     if config.grad_clip > 0.0 {
         adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip)));

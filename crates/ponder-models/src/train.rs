@@ -47,9 +47,11 @@ impl Method {
 }
 
 /// The PonderNet loss of [`Method::Palbert`] and [`Method::PonderNet`]:
-/// `Σ_n mean_b(p_n·ℓ_n) + β·KL` (`methods.md` §1.2, §2.4). Defaults are PALBERT's.
+/// `Σ_n mean_b(p_n·ℓ_n) + β·KL` (`methods.md` §1.2, §2.4). The default is PALBERT's
+/// (the parity model's is labml's); a `[train.ponder]` table that is present must name
+/// every key, so a partial table never mixes in another method's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct PonderConfig {
     /// Weight β of the KL term. Default: 0.5 (PALBERT's README).
     pub beta: f32,
@@ -80,6 +82,27 @@ impl Default for PonderConfig {
 }
 
 impl PonderConfig {
+    /// Checks the values for a model of `n_layers` exits (the prior must be positive
+    /// wherever the chosen KL takes its log), naming the key at fault (under `prefix`).
+    pub fn validate_for(&self, prefix: &str, n_layers: usize) -> Result<()> {
+        self.validate(prefix)?;
+        let prior = ponder::geometric_prior(self.lambda_p, n_layers, self.prior_leftover_on_last);
+        if self.kl == KlDirection::ExitsToPrior
+            && let Some(k) = prior.iter().position(|&g| !(g > 0.0 && g.is_finite()))
+        {
+            return Err(PonderError::config(
+                format!("{prefix}.lambda_p"),
+                format!(
+                    "with λ_p = {} the prior of layer {} of {n_layers} is {} in f32, and KL(p ‖ prior) takes its log: use a smaller λ_p or kl = \"prior_to_exits\"",
+                    self.lambda_p,
+                    k + 1,
+                    prior[k]
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every value, naming the key at fault (under `prefix`).
     pub fn validate(&self, prefix: &str) -> Result<()> {
         if !(self.beta >= 0.0 && self.beta.is_finite()) {
@@ -237,8 +260,11 @@ pub enum StageLoss {
     Internal,
     /// The PonderNet loss over all exits ([`PonderConfig`]); validation: accuracy under
     /// the exit distribution with λ_N = 1, `mean_b Σ_n p_n·[exit n is right]` (what
-    /// sampling gets on average).
+    /// sampling gets on average: PonderNet's inference).
     Ponder,
+    /// The same loss; validation: accuracy of Q-exit at q = 0.5 (PALBERT's inference
+    /// and default threshold).
+    PonderQExit,
 }
 
 impl Method {
@@ -247,7 +273,8 @@ impl Method {
         match self {
             Method::Pabee => vec![(StageLoss::DepthWeighted, config.epochs)],
             Method::FinalOnly => vec![(StageLoss::Final, config.epochs)],
-            Method::Palbert | Method::PonderNet => vec![(StageLoss::Ponder, config.epochs)],
+            Method::Palbert => vec![(StageLoss::PonderQExit, config.epochs)],
+            Method::PonderNet => vec![(StageLoss::Ponder, config.epochs)],
             Method::DeeBert => vec![
                 (StageLoss::Final, config.epochs),
                 (StageLoss::Internal, config.stage2_epochs),
@@ -398,7 +425,7 @@ fn stage_loss(
             let logits = model.heads.logits(n - 1, model.encoder.pooled(&state));
             loss::cross_entropy(logits, targets)
         }
-        StageLoss::Ponder => {
+        StageLoss::Ponder | StageLoss::PonderQExit => {
             let out = model.forward_all(batch.input.clone());
             let lambdas: Vec<Tensor<1>> = out
                 .halting
@@ -433,6 +460,9 @@ fn valid_metric(kind: StageLoss, layers: &LayerAccuracy) -> f64 {
     match kind {
         StageLoss::Ponder => layers
             .exit_distribution_accuracy
+            .unwrap_or_else(|| unreachable!("fit checks for a halting head")),
+        StageLoss::PonderQExit => layers
+            .q_exit_accuracy
             .unwrap_or_else(|| unreachable!("fit checks for a halting head")),
         StageLoss::DepthWeighted => accuracy.iter().sum::<f64>() / n as f64,
         StageLoss::Final => accuracy[n - 1],
@@ -497,6 +527,11 @@ pub fn fit<S: ClassificationSource>(
                 }
             ),
         ));
+    }
+    if config.method.has_halting() {
+        config
+            .ponder
+            .validate_for("train.ponder", model.n_layers())?;
     }
     if config.method == Method::DeeBert && model.n_layers() < 2 {
         return Err(PonderError::config(

@@ -214,13 +214,6 @@ fn q_exit_through_the_runner_matches_the_full_pass_and_rows_run_alone() {
                 close(&got[r * 3..r * 3 + 3], &logits[e - 1][r], 1e-5),
                 "row {r}"
             );
-            // the row alone exits at the same layer with the same logits
-            let alone = model.adaptive(text_input(&lengths[r..=r], r * 7), &policy, None);
-            let alone_full = all_layers(&model, text_input(&[lengths[r]], r * 7));
-            assert_eq!(
-                alone.exit_layer[0],
-                host_exits(&policy, &alone_full.0, &alone_full.1)[0]
-            );
         }
     }
 }
@@ -228,48 +221,50 @@ fn q_exit_through_the_runner_matches_the_full_pass_and_rows_run_alone() {
 #[test]
 fn mixed_batch_rows_equal_rows_run_alone_with_the_lambda_layer() {
     let _guard = serial();
-    let model = palbert_model(5, true);
-    let lengths = [4, 10, 6, 10, 3];
-    // exits planned by a Q-exit whose decisions depend on every earlier λ
-    let (logits, lambdas) = all_layers(&model, text_input(&lengths, 0));
-    let q = (1..40)
-        .map(|k| k as f64 / 40.0)
-        .find(|&q| {
-            let mut e = host_exits(&QExit::new(q).unwrap(), &logits, &lambdas);
-            e.sort_unstable();
-            e.dedup();
-            e.len() >= 2
-        })
-        .expect("some q splits the rows");
-    let policy = QExit::new(q).unwrap();
-    let batch = model.adaptive(text_input(&lengths, 0), &policy, None);
-    let batch_logits = to_host(batch.logits);
-    for r in 0..lengths.len() {
-        // the same row, padded to the batch's length so the sequence is identical
-        let device = Device::flex();
-        let seq_len = 10;
-        let EncoderInput::Tokens { ids, mask_pad, .. } = text_input(&lengths, 0) else {
-            unreachable!()
-        };
-        let rows = ponder_core::index_tensor(&[r], &device);
-        let alone_input = EncoderInput::Tokens {
-            ids: ids.select(0, rows.clone()),
-            type_ids: None,
-            mask_pad: mask_pad.map(|m| m.select(0, rows)),
-        };
-        let alone = model.adaptive(alone_input, &policy, None);
-        assert_eq!(
-            alone.exit_layer[0], batch.exit_layer[r],
-            "row {r} (seq {seq_len})"
-        );
-        assert!(
-            close(
-                &to_host(alone.logits),
-                &batch_logits[r * 3..r * 3 + 3],
-                1e-5
-            ),
-            "row {r}"
-        );
+    for cat_previous in [true, false] {
+        let model = palbert_model(5, cat_previous);
+        let lengths = [4, 10, 6, 10, 3];
+        // exits planned by a Q-exit whose decisions depend on every earlier λ
+        let (logits, lambdas) = all_layers(&model, text_input(&lengths, 0));
+        let q = (1..40)
+            .map(|k| k as f64 / 40.0)
+            .find(|&q| {
+                let mut e = host_exits(&QExit::new(q).unwrap(), &logits, &lambdas);
+                e.sort_unstable();
+                e.dedup();
+                e.len() >= 2
+            })
+            .expect("some q splits the rows");
+        let policy = QExit::new(q).unwrap();
+        let batch = model.adaptive(text_input(&lengths, 0), &policy, None);
+        let batch_logits = to_host(batch.logits);
+        for r in 0..lengths.len() {
+            // the same row, padded to the batch's length so the sequence is identical
+            let device = Device::flex();
+            let seq_len = 10;
+            let EncoderInput::Tokens { ids, mask_pad, .. } = text_input(&lengths, 0) else {
+                unreachable!()
+            };
+            let rows = ponder_core::index_tensor(&[r], &device);
+            let alone_input = EncoderInput::Tokens {
+                ids: ids.select(0, rows.clone()),
+                type_ids: None,
+                mask_pad: mask_pad.map(|m| m.select(0, rows)),
+            };
+            let alone = model.adaptive(alone_input, &policy, None);
+            assert_eq!(
+                alone.exit_layer[0], batch.exit_layer[r],
+                "row {r} (seq {seq_len})"
+            );
+            assert!(
+                close(
+                    &to_host(alone.logits),
+                    &batch_logits[r * 3..r * 3 + 3],
+                    1e-5
+                ),
+                "row {r}"
+            );
+        }
     }
 }
 
@@ -314,21 +309,147 @@ fn expectation_through_the_runner_is_the_corrected_mixture() {
 }
 
 #[test]
-fn sampling_through_the_runner_is_reproducible_and_follows_lambda() {
+fn expectation_with_a_tolerance_exits_rows_at_different_layers_with_their_mixtures() {
+    let _guard = serial();
+    let model = palbert_model(4, true);
+    let lengths = [6, 3, 9, 2, 7, 5];
+    let (logits, lambdas) = all_layers(&model, text_input(&lengths, 0));
+    let n_layers = logits.len();
+    // per row on the host: the layer where Π(1 − λ) first drops to the tolerance, and
+    // the mixture with the remainder on that layer
+    let host = |tol: f64| -> Vec<(usize, Vec<f64>)> {
+        (0..lengths.len())
+            .map(|r| {
+                let (mut cond, mut mix) = (1f64, vec![0f64; 3]);
+                for l in 0..n_layers {
+                    let lam = if l + 1 == n_layers {
+                        1.0
+                    } else {
+                        lambdas[l][r] as f64
+                    };
+                    let p = lam * cond;
+                    cond *= 1.0 - lam;
+                    let probs = softmax(&logits[l][r]);
+                    for (m, &q) in mix.iter_mut().zip(&probs) {
+                        *m += p * q as f64;
+                    }
+                    if cond <= tol || l + 1 == n_layers {
+                        for (m, &q) in mix.iter_mut().zip(&probs) {
+                            *m += cond * q as f64;
+                        }
+                        return (l + 1, mix);
+                    }
+                }
+                unreachable!()
+            })
+            .collect()
+    };
+    // a tolerance that spreads the rows over at least two exit layers
+    let tol = (1..100)
+        .map(|k| k as f64 / 100.0)
+        .find(|&t| {
+            let mut e: Vec<usize> = host(t).into_iter().map(|x| x.0).collect();
+            e.sort_unstable();
+            e.dedup();
+            e.len() >= 2
+        })
+        .expect("some tolerance splits the rows");
+    let expected = host(tol);
+    let out = model.adaptive(
+        text_input(&lengths, 0),
+        &Expectation::new(tol).unwrap(),
+        None,
+    );
+    let got = to_host(out.logits);
+    for (r, (layer, mix)) in expected.iter().enumerate() {
+        assert_eq!(out.exit_layer[r], *layer, "row {r}, tolerance {tol}");
+        let probs = softmax(&got[r * 3..r * 3 + 3]);
+        for k in 0..3 {
+            assert!(
+                (probs[k] as f64 - mix[k]).abs() < 1e-5,
+                "row {r}: {probs:?} vs {mix:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sampling_through_the_runner_follows_the_exit_distribution() {
     let _guard = serial();
     let model = palbert_model(9, false);
-    let lengths = vec![6usize; 64];
-    let run = |seed: u64| {
-        model
-            .adaptive(text_input(&lengths, 0), &PonderSample::new(seed), None)
-            .exit_layer
+    // identical rows: one λ sequence, so the exit layers are draws from one p
+    let n = 4000;
+    let lengths = vec![6usize; n];
+    let input = || {
+        let EncoderInput::Tokens { ids, .. } = text_input(&[6], 0) else {
+            unreachable!()
+        };
+        EncoderInput::Tokens {
+            ids: ids.repeat_dim(0, n),
+            type_ids: None,
+            mask_pad: None,
+        }
     };
-    assert_eq!(run(4), run(4));
-    let seeds: Vec<Vec<usize>> = (0..6).map(run).collect();
+    let (_, lambdas) = all_layers(&model, text_input(&[6], 0));
+    let n_layers = lambdas.len();
+    let mut p = Vec::new();
+    let mut cond = 1f64;
+    for (l, lam) in lambdas.iter().enumerate() {
+        let lam = if l + 1 == n_layers {
+            1.0
+        } else {
+            lam[0] as f64
+        };
+        p.push(lam * cond);
+        cond *= 1.0 - lam;
+    }
+    let out = model.adaptive(input(), &PonderSample::new(3), None);
+    let mut counts = vec![0f64; n_layers];
+    for &e in &out.exit_layer {
+        counts[e - 1] += 1.0;
+    }
+    // χ² over the layers with an expected count of at least 5
+    let (mut stat, mut dof) = (0.0, 0usize);
+    for (c, &q) in counts.iter().zip(&p) {
+        let e = q * n as f64;
+        if e >= 5.0 {
+            stat += (c - e).powi(2) / e;
+            dof += 1;
+        }
+    }
+    assert!(dof >= 2, "p too concentrated to test: {p:?}");
+    // the 99.9% quantile of χ² with at most 5 degrees of freedom is 20.52
     assert!(
-        seeds.windows(2).any(|w| w[0] != w[1]),
-        "different seeds never differ"
+        stat < 20.52,
+        "χ² = {stat} ({dof} cells), counts {counts:?}, p {p:?}"
     );
+    // reproducible per seed, different across seeds
+    let again = model.adaptive(input(), &PonderSample::new(3), None);
+    assert_eq!(out.exit_layer, again.exit_layer);
+    let other = model.adaptive(input(), &PonderSample::new(4), None);
+    assert_ne!(out.exit_layer, other.exit_layer);
+    drop(lengths);
+}
+
+#[test]
+fn a_prior_that_underflows_is_a_config_error_for_the_papers_kl() {
+    use ponder_exits::ponder::KlDirection;
+    let mut config = ponder_models::PonderConfig {
+        kl: KlDirection::ExitsToPrior,
+        lambda_p: 0.99,
+        ..ponder_models::PonderConfig::default()
+    };
+    assert!(config.validate_for("train.ponder", 6).is_ok());
+    let err = config
+        .validate_for("train.ponder", 40)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("train.ponder.lambda_p") && err.contains("layer"),
+        "{err}"
+    );
+    config.kl = KlDirection::PriorToExits;
+    assert!(config.validate_for("train.ponder", 40).is_ok());
 }
 
 #[test]

@@ -35,7 +35,8 @@ impl HaltingCarry {
     /// Adds layer `λ` of row `r`, returning `p` of this layer.
     fn advance(&mut self, r: usize, lambda: f64) -> f64 {
         let p = lambda * self.cond[r];
-        self.cdf[r] += p;
+        // rounding must not take the cdf past 1 (q = 1 never exits early)
+        self.cdf[r] = (self.cdf[r] + p).min(1.0);
         self.cond[r] *= 1.0 - lambda;
         p
     }
