@@ -417,6 +417,25 @@ pub fn table(results: &ParityResults) -> String {
     for r in results
         .results
         .iter()
+        .filter(|r| r.eval.policy != "full" && !r.eval.policy.starts_with("expectation"))
+    {
+        let (k, steps): (Vec<f64>, Vec<f64>) = r
+            .eval
+            .by_difficulty
+            .iter()
+            .map(|d| (d.n_nonzero as f64, d.mean_steps))
+            .unzip();
+        let _ = writeln!(
+            s,
+            "\n{} ({}): Spearman correlation of mean steps with the number of non-zero elements: {:.2}",
+            r.test_set,
+            r.eval.policy,
+            spearman(&k, &steps)
+        );
+    }
+    for r in results
+        .results
+        .iter()
         .filter(|r| r.eval.policy.starts_with("sample"))
     {
         let per: Vec<String> = r
@@ -441,6 +460,48 @@ pub fn table(results: &ParityResults) -> String {
         );
     }
     s
+}
+
+/// Ranks of `values` (1-based; ties get their mean rank).
+fn ranks(values: &[f64]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    let mut out = vec![0.0; values.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0 + 1.0;
+        for &o in &order[i..=j] {
+            out[o] = rank;
+        }
+        i = j + 1;
+    }
+    out
+}
+
+/// Spearman's rank correlation (0 when either side is constant or has < 2 points).
+pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len());
+    if n < 2 {
+        return 0.0;
+    }
+    let (rx, ry) = (ranks(&x[..n]), ranks(&y[..n]));
+    let mean = (n as f64 + 1.0) / 2.0;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for i in 0..n {
+        let (a, b) = (rx[i] - mean, ry[i] - mean);
+        sxy += a * b;
+        sxx += a * a;
+        syy += b * b;
+    }
+    if sxx == 0.0 || syy == 0.0 {
+        0.0
+    } else {
+        sxy / (sxx * syy).sqrt()
+    }
 }
 
 /// Mean steps against the number of non-zero elements, one line per (test set, policy)
@@ -542,6 +603,16 @@ mode = "extrapolation"
     }
 
     #[test]
+    fn spearman_of_monotone_and_reversed_sequences() {
+        let x = [1.0, 2.0, 3.0, 4.0];
+        assert!((spearman(&x, &[1.0, 5.0, 6.0, 9.0]) - 1.0).abs() < 1e-12);
+        assert!((spearman(&x, &[9.0, 6.0, 5.0, 1.0]) + 1.0).abs() < 1e-12);
+        assert_eq!(spearman(&x, &[2.0; 4]), 0.0);
+        // ties share their mean rank
+        assert_eq!(ranks(&[3.0, 1.0, 3.0]), vec![2.5, 1.0, 2.5]);
+    }
+
+    #[test]
     fn bad_values_are_named() {
         let e = parse(&format!("{MINIMAL}\n[train]\nsteps = 0\n")).unwrap_err();
         assert!(format!("{e:#}").contains("train.steps"), "{e:#}");
@@ -549,7 +620,11 @@ mode = "extrapolation"
         assert!(format!("{e:#}").contains("q_exit"), "{e:#}");
         let e = parse(&MINIMAL.replace("extrapolation", "sideways")).unwrap_err();
         assert!(format!("{e:#}").contains("sideways"), "{e:#}");
-        let e = parse(&format!("{MINIMAL}\n[train.ponder]\nlambda_p = 0\n")).unwrap_err();
+        let ponder = "[train.ponder]\nbeta = 0.01\nprior_leftover_on_last = false\nkl = \"prior_to_exits\"\nlast_layer = \"force_halt\"\n";
+        let e = parse(&format!("{MINIMAL}\n{ponder}lambda_p = 0\n")).unwrap_err();
+        assert!(format!("{e:#}").contains("lambda_p"), "{e:#}");
+        // a partial table is an error naming the missing key, not a mix of defaults
+        let e = parse(&format!("{MINIMAL}\n[train.ponder]\nbeta = 0.05\n")).unwrap_err();
         assert!(format!("{e:#}").contains("lambda_p"), "{e:#}");
     }
 }
