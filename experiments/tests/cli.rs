@@ -235,9 +235,14 @@ fn parity_bad_config_names_the_key() {
     std::fs::write(&config, PARITY.replace("max_steps = 5", "max_stepz = 5")).unwrap();
     let out = ponder(&["parity", config.to_str().unwrap()], dir.path());
     assert_clean_failure(&out, &["max_stepz"]);
-    std::fs::write(&config, format!("{PARITY}[train.ponder]\nbeta = -1\n")).unwrap();
+    let ponder_table = "[train.ponder]\nlambda_p = 0.2\nprior_leftover_on_last = false\nkl = \"prior_to_exits\"\nlast_layer = \"force_halt\"\n";
+    std::fs::write(&config, format!("{PARITY}{ponder_table}beta = -1\n")).unwrap();
     let out = ponder(&["parity", config.to_str().unwrap()], dir.path());
     assert_clean_failure(&out, &["train.ponder.beta"]);
+    // a partial table names what it lacks instead of mixing in defaults
+    std::fs::write(&config, format!("{PARITY}[train.ponder]\nbeta = 0.1\n")).unwrap();
+    let out = ponder(&["parity", config.to_str().unwrap()], dir.path());
+    assert_clean_failure(&out, &["lambda_p", "train.ponder"]);
     let out = ponder(
         &[
             "parity",
