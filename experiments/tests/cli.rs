@@ -243,6 +243,7 @@ fn parity_bad_config_names_the_key() {
     std::fs::write(&config, format!("{PARITY}[train.ponder]\nbeta = 0.1\n")).unwrap();
     let out = ponder(&["parity", config.to_str().unwrap()], dir.path());
     assert_clean_failure(&out, &["lambda_p", "train.ponder"]);
+    std::fs::write(&config, PARITY).unwrap();
     let out = ponder(
         &[
             "parity",
