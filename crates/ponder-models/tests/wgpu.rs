@@ -91,3 +91,51 @@ fn wgpu_runner_matches_cpu_and_rows_run_alone() {
         );
     }
 }
+
+#[test]
+fn wgpu_halting_heads_match_cpu() {
+    use ponder_exits::{Expectation, HaltingHeadConfig};
+    let cpu = Device::flex();
+    cpu.seed(5);
+    let encoder = EncoderConfig::tiny_vit()
+        .with_dropout(0.0)
+        .with_share_layers(true);
+    let config = MultiExitConfig::new(encoder.clone(), 10)
+        .with_shared_head(true)
+        .with_head_dropout(0.0)
+        .with_halting(Some(
+            HaltingHeadConfig::palbert(encoder.d_model).with_dropout(0.0),
+        ));
+    let model_cpu = config.init(&cpu).valid();
+    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    let model_gpu = model_cpu.clone().to_device(&gpu);
+    let images_cpu = Tensor::<4>::random([3, 1, 28, 28], Distribution::Normal(0.0, 1.0), &cpu);
+    let images_gpu = images_cpu.clone().to_device(&gpu);
+
+    // λ of every layer (the Lambda layer reads the previous layer's features)
+    let lambdas = |out: ponder_core::AllLayersOutput| -> Vec<f32> {
+        out.halting
+            .into_iter()
+            .flat_map(|h| h.unwrap().try_into_vec_as::<f32>().unwrap())
+            .collect()
+    };
+    let l_cpu = lambdas(model_cpu.forward_all(EncoderInput::Images(images_cpu.clone())));
+    let l_gpu = lambdas(model_gpu.forward_all(EncoderInput::Images(images_gpu.clone())));
+    let diff = max_abs_diff(&l_cpu, &l_gpu);
+    assert!(diff < 1e-4, "wgpu and CPU λ differ by {diff}");
+
+    // the expectation (a policy that makes its own outputs) through the runner
+    let policy = Expectation::new(0.0).unwrap();
+    let e_cpu = host(
+        model_cpu
+            .adaptive(EncoderInput::Images(images_cpu), &policy, None)
+            .logits,
+    );
+    let e_gpu = host(
+        model_gpu
+            .adaptive(EncoderInput::Images(images_gpu), &policy, None)
+            .logits,
+    );
+    let diff = max_abs_diff(&e_cpu, &e_gpu);
+    assert!(diff < 1e-3, "wgpu and CPU expectations differ by {diff}");
+}
