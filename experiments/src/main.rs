@@ -38,8 +38,10 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Train every method of the experiment (default: PABEE and DeeBERT), evaluate every
-    /// policy over its threshold/patience sweep on the test set, print the
+    /// Train every method of the experiment (default: PABEE and DeeBERT; also
+    /// final_only, palbert, ponder_net), once per seed of `compare.seeds`, evaluate every
+    /// policy of its sweep on the test set (thresholds, patience, fixed layers, and
+    /// Q-exit, sampling and the expectation for models with a halting head), print the
     /// accuracy-versus-compute table and plot it.
     Compare {
         #[command(flatten)]
