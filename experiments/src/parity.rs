@@ -138,15 +138,24 @@ impl ParityExperiment {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading parity experiment {}", path.display()))?;
-        let mut value: toml::Value = toml::from_str(&text)
-            .with_context(|| format!("in parity experiment {}", path.display()))?;
-        crate::config::apply_overrides(&mut value, overrides)?;
-        let experiment: Self = value
-            .try_into()
+        let experiment: Self = toml::from_str(&text)
             .with_context(|| format!("in parity experiment {}", path.display()))?;
         experiment
             .validate()
             .with_context(|| format!("in parity experiment {}", path.display()))?;
+        if overrides.is_empty() {
+            return Ok(experiment);
+        }
+        // overrides apply to the resolved experiment, defaults filled in, so
+        // `--set train.ponder.beta=…` changes β and keeps the rest of the loss
+        let mut value = toml::Value::try_from(&experiment)?;
+        crate::config::apply_overrides(&mut value, overrides)?;
+        let experiment: Self = value
+            .try_into()
+            .context("after applying the --set overrides")?;
+        experiment
+            .validate()
+            .context("after applying the --set overrides")?;
         Ok(experiment)
     }
 
@@ -610,6 +619,20 @@ mode = "extrapolation"
         assert_eq!(spearman(&x, &[2.0; 4]), 0.0);
         // ties share their mean rank
         assert_eq!(ranks(&[3.0, 1.0, 3.0]), vec![2.5, 1.0, 2.5]);
+    }
+
+    #[test]
+    fn overrides_change_one_key_of_the_default_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(&path, MINIMAL).unwrap();
+        let e = ParityExperiment::load(&path, &["train.ponder.beta=0.05".into()]).unwrap();
+        let labml = ParityTrainConfig::default().ponder;
+        assert_eq!(e.train.ponder.beta, 0.05);
+        assert_eq!(e.train.ponder.last_layer, labml.last_layer);
+        assert_eq!(e.train.ponder.lambda_p, labml.lambda_p);
+        let err = ParityExperiment::load(&path, &["train.stepz=3".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("stepz"), "{err:#}");
     }
 
     #[test]
