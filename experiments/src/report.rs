@@ -226,23 +226,30 @@ pub fn summary(results: &CompareResults) -> Vec<String> {
             None => lines.push(format!("{name}: no policy stays within 1 point of full depth")),
         }
     }
-    let baseline = results
-        .models
-        .iter()
-        .find(|m| m.method == "dee_bert" || m.method == "final_only");
-    if let Some(base) = baseline {
+    // each PABEE model against the final-head-only model of the same seed
+    for model in results.models.iter().filter(|m| m.method == "pabee") {
+        let Some(base) = results
+            .models
+            .iter()
+            .find(|m| (m.method == "dee_bert" || m.method == "final_only") && m.seed == model.seed)
+        else {
+            continue;
+        };
         let base_final = base.test_layer_accuracy.last().copied().unwrap_or(0.0);
-        for model in results.models.iter().filter(|m| m.method == "pabee") {
-            let last = model.test_layer_accuracy.last().copied().unwrap_or(0.0);
-            lines.push(format!(
-                "last-exit accuracy of {} {:.2}% vs the final-head-only backbone ({}, stage 1) {:.2}%: difference {:+.2} points",
-                model.method,
-                last * 100.0,
-                base.method,
-                base_final * 100.0,
-                (last - base_final) * 100.0
-            ));
-        }
+        let last = model.test_layer_accuracy.last().copied().unwrap_or(0.0);
+        let seed = if several {
+            format!(" (seed {})", model.seed)
+        } else {
+            String::new()
+        };
+        lines.push(format!(
+            "last-exit accuracy of {}{seed} {:.2}% vs the final-head-only backbone ({}, stage 1) {:.2}%: difference {:+.2} points",
+            model.method,
+            last * 100.0,
+            base.method,
+            base_final * 100.0,
+            (last - base_final) * 100.0
+        ));
     }
     lines
 }
