@@ -11,7 +11,7 @@ use ponder_experiments::data::{self, LoadedData, Splits};
 use ponder_experiments::parity::{self, ParityExperiment};
 use ponder_experiments::pipeline::{self, CompareResults, ModelResult};
 use ponder_experiments::report;
-use ponder_experiments::run::{RunFolder, method_name, model_name};
+use ponder_experiments::run::{RunFolder, model_name};
 use ponder_experiments::{ALL_METHODS, DeviceChoice, parse_method, parse_policy};
 use ponder_models::{ClassificationSource, Method, layer_accuracies, make_batches};
 
@@ -196,17 +196,13 @@ fn train_one<S: ClassificationSource>(
     let model = model.valid();
     let batches = make_batches(&splits.test, experiment.compare.batch_size, dev);
     let layers = layer_accuracies(&model, &batches);
-    Ok(ModelResult {
-        method: method_name(method).to_string(),
-        seed: seed.unwrap_or(experiment.train.seed),
-        test_layer_accuracy: layers.accuracy,
-        test_exit_distribution_accuracy: layers.exit_distribution_accuracy,
-        test_expected_depth: layers.expected_depth,
-        exit_spread: Vec::new(),
-        best_valid_metric: best,
-        train_seconds: seconds,
-        policies: Vec::new(),
-    })
+    Ok(ModelResult::new(
+        method,
+        seed.unwrap_or(experiment.train.seed),
+        layers,
+        best,
+        seconds,
+    ))
 }
 
 fn train_cmd(
@@ -337,15 +333,8 @@ fn eval_models<S: ClassificationSource>(
             .valid();
         let layers = layer_accuracies(&model, &batches);
         models.push(ModelResult {
-            method: method_name(method).to_string(),
-            seed,
-            test_layer_accuracy: layers.accuracy,
-            test_exit_distribution_accuracy: layers.exit_distribution_accuracy,
-            test_expected_depth: layers.expected_depth,
-            exit_spread: Vec::new(),
-            best_valid_metric: None,
-            train_seconds: 0.0,
             policies: pipeline::evaluate_policies(method, &model, &batches, policies),
+            ..ModelResult::new(method, seed, layers, None, 0.0)
         });
     }
     Ok(CompareResults {

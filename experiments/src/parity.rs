@@ -30,6 +30,7 @@ use ponder_models::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::report::{COLORS, plot_err};
 use crate::run::RunFolder;
 
 /// A parity experiment file.
@@ -516,7 +517,6 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
 /// Mean steps against the number of non-zero elements, one line per (test set, policy)
 /// that exits early, as SVG.
 pub fn steps_plot(results: &ParityResults) -> Result<String> {
-    let err = |e: &dyn std::fmt::Debug| anyhow::anyhow!("drawing the plot: {e:?}");
     let lines: Vec<&ParityResult> = results
         .results
         .iter()
@@ -525,7 +525,7 @@ pub fn steps_plot(results: &ParityResults) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (900, 550)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| err(&e))?;
+        root.fill(&WHITE).map_err(plot_err)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
                 format!("{}: pondering steps vs difficulty", results.experiment),
@@ -538,23 +538,16 @@ pub fn steps_plot(results: &ParityResults) -> Result<String> {
                 0.5f64..(results.n_elems as f64 + 0.5),
                 0f64..(results.max_steps as f64 + 0.5),
             )
-            .map_err(|e| err(&e))?;
+            .map_err(plot_err)?;
         chart
             .configure_mesh()
             .x_desc("non-zero elements (difficulty)")
             .y_desc("mean steps run")
             .draw()
-            .map_err(|e| err(&e))?;
-        let colors = [
-            RGBColor(31, 119, 180),
-            RGBColor(255, 127, 14),
-            RGBColor(44, 160, 44),
-            RGBColor(214, 39, 40),
-            RGBColor(148, 103, 189),
-            RGBColor(140, 86, 75),
-        ];
+            .map_err(plot_err)?;
+
         for (i, r) in lines.iter().enumerate() {
-            let color = colors[i % colors.len()];
+            let color = COLORS[i % COLORS.len()];
             let points: Vec<(f64, f64)> = r
                 .eval
                 .by_difficulty
@@ -563,14 +556,14 @@ pub fn steps_plot(results: &ParityResults) -> Result<String> {
                 .collect();
             chart
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(|e| err(&e))?
+                .map_err(plot_err)?
                 .label(format!("{} / {}", r.test_set, r.eval.policy))
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                 });
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(|e| err(&e))?;
+                .map_err(plot_err)?;
         }
         chart
             .configure_series_labels()
@@ -578,8 +571,8 @@ pub fn steps_plot(results: &ParityResults) -> Result<String> {
             .border_style(BLACK)
             .position(SeriesLabelPosition::LowerRight)
             .draw()
-            .map_err(|e| err(&e))?;
-        root.present().map_err(|e| err(&e))?;
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
     }
     Ok(svg)
 }

@@ -9,8 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ponder_core::ExitPolicy;
 use ponder_exits::{HaltingHeadConfig, NeverExit, Policy, PonderSample};
 use ponder_models::{
-    Batch, ClassificationSource, Method, MultiExitClassifier, MultiExitConfig, evaluate, fit,
-    layer_accuracies, make_batches,
+    Batch, ClassificationSource, LayerAccuracy, Method, MultiExitClassifier, MultiExitConfig,
+    evaluate, fit, layer_accuracies, make_batches,
 };
 use serde::{Deserialize, Serialize};
 
@@ -134,6 +134,30 @@ pub struct CompareResults {
     /// With several seeds: every (method, policy) as mean ± std over seeds.
     #[serde(default)]
     pub seed_summary: Vec<SeedSummary>,
+}
+
+impl ModelResult {
+    /// The result of one model from its all-layers test pass, without policy rows or
+    /// exit spread yet.
+    pub fn new(
+        method: Method,
+        seed: u64,
+        layers: LayerAccuracy,
+        best_valid_metric: Option<f64>,
+        train_seconds: f64,
+    ) -> Self {
+        Self {
+            method: method_name(method).to_string(),
+            seed,
+            test_layer_accuracy: layers.accuracy,
+            test_exit_distribution_accuracy: layers.exit_distribution_accuracy,
+            test_expected_depth: layers.expected_depth,
+            exit_spread: Vec::new(),
+            best_valid_metric,
+            train_seconds,
+            policies: Vec::new(),
+        }
+    }
 }
 
 fn mean_std(values: &[f64]) -> (f64, f64) {
@@ -408,15 +432,9 @@ pub fn compare<S: ClassificationSource>(
                 }
             }
             models.push(ModelResult {
-                method: method_name(method).to_string(),
-                seed,
-                test_layer_accuracy: layers.accuracy,
-                test_exit_distribution_accuracy: layers.exit_distribution_accuracy,
-                test_expected_depth: layers.expected_depth,
                 exit_spread: spread,
-                best_valid_metric: best,
-                train_seconds: seconds,
                 policies: rows,
+                ..ModelResult::new(method, seed, layers, best, seconds)
             });
         }
     }

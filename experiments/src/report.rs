@@ -254,7 +254,8 @@ pub fn summary(results: &CompareResults) -> Vec<String> {
     lines
 }
 
-const COLORS: [RGBColor; 8] = [
+/// The plots' colour cycle.
+pub(crate) const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -265,7 +266,8 @@ const COLORS: [RGBColor; 8] = [
     RGBColor(127, 127, 127),
 ];
 
-fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+/// A plotting error as an `anyhow` error.
+pub(crate) fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing the plot: {e:?}")
 }
 

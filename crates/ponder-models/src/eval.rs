@@ -3,7 +3,9 @@
 use std::time::Instant;
 
 use burn::tensor::Device;
-use ponder_core::{ExitPolicy, ExitStats, argmax, softmax, to_host};
+use burn::tensor::Tensor;
+use ponder_core::{ExitPolicy, ExitSignals, ExitStats, argmax, softmax, to_host};
+use ponder_exits::QExit;
 use ponder_exits::ponder::{self, LastLayer};
 
 use crate::classifier::MultiExitClassifier;
@@ -105,61 +107,98 @@ pub fn evaluate<P: ExitPolicy>(
 
 /// Accuracy of every exit on prepared `batches`, all layers run on all rows.
 pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> LayerAccuracy {
-    let n_layers = model.n_layers();
-    let n_classes = model.heads.n_classes;
-    let mut correct = vec![0usize; n_layers];
-    let mut total = 0usize;
-    // Σ over rows of Σ_n p_n·[right], and of Σ_n n·p_n
-    let mut expected_correct = 0f64;
-    let mut expected_layers = 0f64;
-    let mut q_exit_correct = 0usize;
+    let mut correct = vec![0usize; model.n_layers()];
+    let mut tally = HaltingTally::default();
     for batch in batches {
         let out = model.forward_all(batch.input.clone());
-        let p: Option<Vec<Vec<f32>>> =
-            out.halting
-                .iter()
-                .cloned()
-                .collect::<Option<Vec<_>>>()
-                .map(|lambdas| {
-                    ponder::exit_distribution(&lambdas, LastLayer::ForceHalt)
-                        .into_iter()
-                        .map(to_host)
-                        .collect()
-                });
-        let rows = batch.targets.len();
-        // the Q-exit layer of each row: the first with cdf > 0.5 (or the last)
-        let mut q_exit_layer = vec![n_layers - 1; rows];
-        if let Some(p) = &p {
-            for (r, layer) in q_exit_layer.iter_mut().enumerate() {
-                let mut cdf = 0f64;
-                for (l, p_l) in p.iter().enumerate() {
-                    cdf += p_l[r] as f64;
-                    if cdf > 0.5 {
-                        *layer = l;
-                        break;
-                    }
-                }
-            }
+        let logits: Vec<Vec<f32>> = out.logits.into_iter().map(to_host).collect();
+        for (l, layer) in logits.iter().enumerate() {
+            correct[l] += right_rows(layer, &batch.targets).filter(|&r| r).count();
         }
-        for (l, logits) in out.logits.into_iter().enumerate() {
-            let logits = to_host(logits);
-            for (r, &target) in batch.targets.iter().enumerate() {
-                let right = argmax(&logits[r * n_classes..(r + 1) * n_classes]) == target;
-                correct[l] += usize::from(right);
-                if let Some(p) = &p {
-                    expected_correct += f64::from(u8::from(right)) * p[l][r] as f64;
-                    expected_layers += (l + 1) as f64 * p[l][r] as f64;
-                    q_exit_correct += usize::from(right && q_exit_layer[r] == l);
-                }
-            }
+        if let Some(lambdas) = out.halting.into_iter().collect::<Option<Vec<_>>>() {
+            tally.add(&logits, &lambdas, &batch.targets);
         }
-        total += rows;
     }
-    let n = total.max(1) as f64;
+    let n = batches
+        .iter()
+        .map(|b| b.targets.len())
+        .sum::<usize>()
+        .max(1) as f64;
+    let halting = model.halting.as_ref().map(|_| tally);
     LayerAccuracy {
         accuracy: correct.into_iter().map(|c| c as f64 / n).collect(),
-        exit_distribution_accuracy: model.halting.as_ref().map(|_| expected_correct / n),
-        expected_depth: model.halting.as_ref().map(|_| expected_layers / n),
-        q_exit_accuracy: model.halting.as_ref().map(|_| q_exit_correct as f64 / n),
+        exit_distribution_accuracy: halting.as_ref().map(HaltingTally::distribution_accuracy),
+        expected_depth: halting.as_ref().map(HaltingTally::expected_depth),
+        q_exit_accuracy: halting.as_ref().map(HaltingTally::q_exit_accuracy),
+    }
+}
+
+/// Whether each row's argmax (rows of `logits`, row-major) is its target.
+fn right_rows<'a>(logits: &'a [f32], targets: &'a [usize]) -> impl Iterator<Item = bool> + 'a {
+    let n_classes = logits.len() / targets.len().max(1);
+    targets
+        .iter()
+        .enumerate()
+        .map(move |(r, &t)| argmax(&logits[r * n_classes..(r + 1) * n_classes]) == t)
+}
+
+/// Running sums over the rows of models with a halting head, all layers run: accuracy
+/// and depth under the exit distribution (λ_N = 1), and the accuracy of Q-exit at
+/// q = 0.5 decided by [`QExit`] itself.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HaltingTally {
+    rows: usize,
+    /// Σ_rows Σ_n p_n·[exit n right]
+    expected_correct: f64,
+    /// Σ_rows Σ_n n·p_n
+    expected_layers: f64,
+    q_exit_correct: usize,
+}
+
+impl HaltingTally {
+    /// Adds a batch: every layer's logits on the host (row-major), every layer's λ.
+    pub(crate) fn add(&mut self, logits: &[Vec<f32>], lambdas: &[Tensor<1>], targets: &[usize]) {
+        let n_layers = logits.len();
+        let n_classes = logits[0].len() / targets.len().max(1);
+        let p: Vec<Vec<f32>> = ponder::exit_distribution(lambdas, LastLayer::ForceHalt)
+            .into_iter()
+            .map(to_host)
+            .collect();
+        let lambdas: Vec<Vec<f32>> = lambdas.iter().cloned().map(to_host).collect();
+        let q_exit = QExit::new(0.5).unwrap_or_else(|e| unreachable!("{e}"));
+        let mut carry = q_exit.start(targets.len());
+        let mut exited = vec![false; targets.len()];
+        for (l, layer) in logits.iter().enumerate() {
+            let signals = ExitSignals::new(l, n_layers, n_classes, layer).with_halting(&lambdas[l]);
+            let exits = q_exit.decide(&signals, &mut carry);
+            for (r, right) in right_rows(layer, targets).enumerate() {
+                self.expected_correct += f64::from(u8::from(right)) * p[l][r] as f64;
+                self.expected_layers += (l + 1) as f64 * p[l][r] as f64;
+                if !exited[r] && (exits[r] || l + 1 == n_layers) {
+                    exited[r] = true;
+                    self.q_exit_correct += usize::from(right);
+                }
+            }
+        }
+        self.rows += targets.len();
+    }
+
+    fn n(&self) -> f64 {
+        self.rows.max(1) as f64
+    }
+
+    /// Mean over rows of `Σ_n p_n·[exit n right]`.
+    pub(crate) fn distribution_accuracy(&self) -> f64 {
+        self.expected_correct / self.n()
+    }
+
+    /// Mean over rows of `Σ_n n·p_n`.
+    pub(crate) fn expected_depth(&self) -> f64 {
+        self.expected_layers / self.n()
+    }
+
+    /// Accuracy of Q-exit at q = 0.5.
+    pub(crate) fn q_exit_accuracy(&self) -> f64 {
+        self.q_exit_correct as f64 / self.n()
     }
 }

@@ -19,6 +19,7 @@ use ponder_exits::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::eval::HaltingTally;
 use crate::train::PonderConfig;
 
 /// Configuration of a [`ParityModel`].
@@ -375,27 +376,15 @@ pub fn distribution_accuracy(
     device: &Device,
 ) -> (f64, f64) {
     let rows: Vec<usize> = (0..set.len()).collect();
-    let (mut right, mut steps) = (0.0, 0.0);
+    let mut tally = HaltingTally::default();
     for chunk in rows.chunks(batch_size.max(1)) {
         let (x, _) = parity_tensors(set, chunk, device);
         let (logits, lambdas) = model.forward_all(x);
-        let p = ponder_exits::ponder::exit_distribution(
-            &lambdas,
-            ponder_exits::ponder::LastLayer::ForceHalt,
-        );
-        for (n, (logits, p)) in logits.into_iter().zip(p).enumerate() {
-            let logits = to_host(logits);
-            let p = to_host(p);
-            for (i, &r) in chunk.iter().enumerate() {
-                if argmax(&logits[2 * i..2 * i + 2]) == set.targets[r] {
-                    right += p[i] as f64;
-                }
-                steps += (n + 1) as f64 * p[i] as f64;
-            }
-        }
+        let logits: Vec<Vec<f32>> = logits.into_iter().map(to_host).collect();
+        let targets: Vec<usize> = chunk.iter().map(|&r| set.targets[r]).collect();
+        tally.add(&logits, &lambdas, &targets);
     }
-    let n = set.len().max(1) as f64;
-    (right / n, steps / n)
+    (tally.distribution_accuracy(), tally.expected_depth())
 }
 
 /// Results of adaptive inference on a parity set.
