@@ -23,6 +23,7 @@ mod flops;
 mod policy;
 mod runner;
 mod stats;
+mod weights;
 
 pub use backbone::{ExitHeads, LayerwiseBackbone};
 pub use error::{PonderError, Result};
@@ -32,6 +33,7 @@ pub use runner::{
     AdaptiveOutput, AllLayersOutput, forward_all_layers, index_tensor, run_adaptive, to_host,
 };
 pub use stats::ExitStats;
+pub use weights::{SafeTensors, write_safetensors};
 
 /// Re-export of burn so downstream crates and tests use the same version.
 pub use burn;

@@ -1,0 +1,344 @@
+//! The Mamba mixer (selective SSM) and its residual block.
+//!
+//! Two execution modes share one caller-owned [`LayerState`]: [`MambaMixer::forward`]
+//! runs a whole chunk of the sequence (the selective scan; training and prompt
+//! prefill), continuing from a state when given one, and [`MambaMixer::step`] advances
+//! one token (generation). Equations: methods.md §8.3–8.4, pitfall 17.
+
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::tensor::activation::{silu, softplus};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+use crate::config::MambaConfig;
+
+/// The recurrent state of one layer, for one batch of rows.
+#[derive(Debug, Clone)]
+pub struct LayerState {
+    /// The last `d_conv` pre-convolution inputs, oldest first (zeros before the
+    /// sequence starts). Shape `[batch_size, d_inner, d_conv]`.
+    pub conv: Tensor<3>,
+    /// The SSM state h. Shape `[batch_size, d_inner, d_state]`.
+    pub ssm: Tensor<3>,
+}
+
+impl LayerState {
+    /// The state before any token: zeros.
+    pub fn zeros(batch_size: usize, mixer: &MambaMixer, device: &Device) -> Self {
+        Self {
+            conv: Tensor::zeros([batch_size, mixer.d_inner, mixer.d_conv], device),
+            ssm: Tensor::zeros([batch_size, mixer.d_inner, mixer.d_state], device),
+        }
+    }
+
+    /// Number of f32 values held (constant in the sequence length).
+    pub fn numel(&self) -> usize {
+        self.conv.shape().num_elements() + self.ssm.shape().num_elements()
+    }
+}
+
+/// The selective-SSM mixer of one Mamba block (`mamba_simple.py`'s `Mamba`).
+#[derive(Module, Debug)]
+pub struct MambaMixer {
+    /// `d → 2·d_inner`: the SSM input x and the gate z.
+    pub in_proj: Linear,
+    /// Depthwise causal convolution weights `[d_inner, d_conv]` (PyTorch's
+    /// `[d_inner, 1, d_conv]` without the singleton).
+    pub conv_weight: Param<Tensor<2>>,
+    /// Convolution bias `[d_inner]`.
+    pub conv_bias: Option<Param<Tensor<1>>>,
+    /// `d_inner → R + 2n`: the low-rank Δ input, B and C (no bias).
+    pub x_proj: Linear,
+    /// `R → d_inner` with bias; Δ = softplus(dt_proj(·)).
+    pub dt_proj: Linear,
+    /// `A = −exp(A_log)`, `[d_inner, d_state]`, kept in f32.
+    pub a_log: Param<Tensor<2>>,
+    /// The skip `D`, `[d_inner]`.
+    pub d_skip: Param<Tensor<1>>,
+    /// `d_inner → d`.
+    pub out_proj: Linear,
+    /// d_inner.
+    pub d_inner: usize,
+    /// n.
+    pub d_state: usize,
+    /// Convolution width.
+    pub d_conv: usize,
+    /// R.
+    pub dt_rank: usize,
+}
+
+impl MambaConfig {
+    /// One mixer with Mamba's initialisation: S4D-real `A_log = log(1..n)`, `D = 1`,
+    /// Δ's bias `softplus⁻¹(dt)` with `dt` log-uniform in `[dt_min, dt_max]`,
+    /// `dt_proj.weight ~ U(±R^{−1/2}·dt_scale)`, PyTorch's default init elsewhere and
+    /// `out_proj` rescaled by `1/√n_layers` (GPT-2's pre-norm residual rescaling, as in
+    /// `mixer_seq_simple.py`).
+    pub fn init_mixer(&self, device: &Device) -> MambaMixer {
+        let d = self.d_model;
+        let di = self.d_inner();
+        let n = self.d_state;
+        let r = self.dt_rank();
+        let k = self.d_conv;
+        let conv_bound = 1.0 / (k as f64).sqrt();
+        let mut out_proj = LinearConfig::new(di, d)
+            .with_bias(self.proj_bias)
+            .init(device);
+        let rescale = 1.0 / (self.n_layers as f64).sqrt();
+        out_proj.weight = out_proj.weight.map(|w| w.mul_scalar(rescale));
+        let dt_bound = self.dt_scale / (r as f64).sqrt();
+        let mut dt_proj = LinearConfig::new(r, di)
+            .with_initializer(Initializer::Uniform {
+                min: -dt_bound,
+                max: dt_bound,
+            })
+            .init(device);
+        let (lo, hi) = (self.dt_min.ln(), self.dt_max.ln());
+        let dt = Tensor::<1>::random([di], Distribution::Uniform(lo, hi), device)
+            .exp()
+            .clamp_min(self.dt_init_floor);
+        // softplus⁻¹(y) = y + log(−expm1(−y)) = y + log(1 − e^{−y})
+        let inv_softplus = dt.clone() + (dt.neg().exp().neg() + 1.0).log();
+        dt_proj.bias = Some(Param::from_tensor(inv_softplus));
+        let a_log: Vec<f32> = (0..di)
+            .flat_map(|_| (1..=n).map(|j| (j as f32).ln()))
+            .collect();
+        let a_log = Tensor::<2>::from_data(TensorData::new(a_log, [di, n]), device);
+        MambaMixer {
+            in_proj: LinearConfig::new(d, 2 * di)
+                .with_bias(self.proj_bias)
+                .init(device),
+            conv_weight: Initializer::Uniform {
+                min: -conv_bound,
+                max: conv_bound,
+            }
+            .init([di, k], device),
+            conv_bias: self.conv_bias.then(|| {
+                Initializer::Uniform {
+                    min: -conv_bound,
+                    max: conv_bound,
+                }
+                .init([di], device)
+            }),
+            x_proj: LinearConfig::new(di, r + 2 * n)
+                .with_bias(false)
+                .init(device),
+            dt_proj,
+            a_log: Param::from_tensor(a_log),
+            d_skip: Initializer::Ones.init([di], device),
+            out_proj,
+            d_inner: di,
+            d_state: n,
+            d_conv: k,
+            dt_rank: r,
+        }
+    }
+}
+
+impl MambaMixer {
+    /// `A = −exp(A_log)`, `[d_inner, d_state]`.
+    fn a(&self) -> Tensor<2> {
+        self.a_log.val().exp().neg()
+    }
+
+    /// Δ, B and C from the post-convolution input `u` (`[..., d_inner]`).
+    fn delta_b_c<const D: usize>(&self, u: Tensor<D>) -> (Tensor<D>, Tensor<D>, Tensor<D>) {
+        let (r, n) = (self.dt_rank, self.d_state);
+        let dbc = self.x_proj.forward(u);
+        let delta_r = dbc.clone().narrow(D - 1, 0, r);
+        let b = dbc.clone().narrow(D - 1, r, n);
+        let c = dbc.narrow(D - 1, r + n, n);
+        // Δ's softplus includes dt_proj's bias (pitfall 17).
+        let delta = softplus(self.dt_proj.forward(delta_r), 1.0);
+        (delta, b, c)
+    }
+
+    /// Runs a chunk of `seq_len ≥ 1` tokens, continuing from `state` (zeros when
+    /// `None`), and returns the outputs and the state after the chunk's last token.
+    ///
+    /// # Shapes
+    /// - x: `[batch_size, seq_len, d_model]`
+    /// - output: `[batch_size, seq_len, d_model]`
+    pub fn forward(&self, x: Tensor<3>, state: Option<LayerState>) -> (Tensor<3>, LayerState) {
+        let [batch, seq_len, _] = x.dims();
+        let (di, k) = (self.d_inner, self.d_conv);
+        let device = x.device();
+        let xz = self.in_proj.forward(x);
+        let xs = xz.clone().narrow(2, 0, di);
+        // The gate z is taken before the convolution (pitfall 17).
+        let z = xz.narrow(2, di, di);
+
+        // Causal depthwise convolution: the previous k − 1 inputs (zeros at the start of
+        // the sequence) followed by this chunk; output t sees inputs t − k + 1 ..= t.
+        let (past, h0) = match state {
+            Some(s) => (s.conv.narrow(2, 1, k - 1).swap_dims(1, 2), s.ssm),
+            None => (
+                Tensor::zeros([batch, k - 1, di], &device),
+                Tensor::zeros([batch, di, self.d_state], &device),
+            ),
+        };
+        let padded = Tensor::cat(vec![past, xs], 1); // [B, T + k − 1, di]
+        let w = self.conv_weight.val();
+        let mut conv = padded.clone().narrow(1, 0, seq_len)
+            * w.clone().narrow(1, 0, 1).reshape([1, 1, di]);
+        for tap in 1..k {
+            conv = conv
+                + padded.clone().narrow(1, tap, seq_len)
+                    * w.clone().narrow(1, tap, 1).reshape([1, 1, di]);
+        }
+        if let Some(bias) = &self.conv_bias {
+            conv = conv + bias.val().reshape([1, 1, di]);
+        }
+        let conv_state = padded.narrow(1, seq_len - 1, k).swap_dims(1, 2);
+        let u = silu(conv); // [B, T, di]
+
+        let (delta, b, c) = self.delta_b_c(u.clone());
+        let (y, ssm) = selective_scan(u.clone(), delta, self.a(), b, c, h0);
+        // The D skip reads the post-convolution input (pitfall 17).
+        let y = y + u * self.d_skip.val().reshape([1, 1, di]);
+        let out = self.out_proj.forward(y * silu(z));
+        (
+            out,
+            LayerState {
+                conv: conv_state,
+                ssm,
+            },
+        )
+    }
+
+    /// One token: updates `state` in place.
+    ///
+    /// # Shapes
+    /// - x: `[batch_size, d_model]`
+    /// - output: `[batch_size, d_model]`
+    pub fn step(&self, x: Tensor<2>, state: &mut LayerState) -> Tensor<2> {
+        let [batch, _] = x.dims();
+        let (di, k, n) = (self.d_inner, self.d_conv, self.d_state);
+        let xz = self.in_proj.forward(x);
+        let xs = xz.clone().narrow(1, 0, di);
+        let z = xz.narrow(1, di, di);
+        let conv_state = Tensor::cat(
+            vec![
+                state.conv.clone().narrow(2, 1, k - 1),
+                xs.reshape([batch, di, 1]),
+            ],
+            2,
+        );
+        let mut conv = (conv_state.clone() * self.conv_weight.val().unsqueeze_dim::<3>(0))
+            .sum_dim(2)
+            .reshape([batch, di]);
+        if let Some(bias) = &self.conv_bias {
+            conv = conv + bias.val().unsqueeze_dim(0);
+        }
+        state.conv = conv_state;
+        let u = silu(conv); // [B, di]
+        let (delta, b, c) = self.delta_b_c(u.clone());
+        let decay = (delta.clone().reshape([batch, di, 1]) * self.a().unsqueeze_dim::<3>(0)).exp();
+        let input = (delta * u.clone()).reshape([batch, di, 1]) * b.reshape([batch, 1, n]);
+        let h = decay * state.ssm.clone() + input;
+        let y = (h.clone() * c.reshape([batch, 1, n]))
+            .sum_dim(2)
+            .reshape([batch, di]);
+        state.ssm = h;
+        let y = y + u * self.d_skip.val().unsqueeze_dim(0);
+        self.out_proj.forward(y * silu(z))
+    }
+
+    /// FLOPs of the mixer for one row of `seq_len` tokens (one multiply-add = 2 FLOPs;
+    /// the scan's discretisation, update and read-out ≈ 7 FLOPs per state element).
+    pub fn flops(&self, seq_len: u64, d_model: u64) -> u64 {
+        use ponder_core::linear_flops;
+        let (di, n, r, k) = (
+            self.d_inner as u64,
+            self.d_state as u64,
+            self.dt_rank as u64,
+            self.d_conv as u64,
+        );
+        let t = seq_len;
+        linear_flops(t, d_model, 2 * di)
+            + t * di * (2 * k + 5)
+            + linear_flops(t, di, r + 2 * n)
+            + linear_flops(t, r, di)
+            + 7 * t * di * n
+            + t * di * 6
+            + linear_flops(t, di, d_model)
+    }
+}
+
+/// The selective scan `h_t = exp(Δ_t ⊗ A) ⊙ h_{t−1} + (Δ_t ⊙ u_t) ⊗ B_t`,
+/// `y_t = h_t · C_t` (B̄ is the simplified Euler `Δ·B`, pitfall 17), from `h0`.
+///
+/// A sequential loop over time with tensor operations: the discretised `Ā` and `B̄u`
+/// are computed for every step at once in time-major layout, so each step is one
+/// contiguous slice, a multiply and an add.
+///
+/// # Shapes
+/// - u, delta: `[batch, seq_len, d_inner]`; a: `[d_inner, n]`; b, c: `[batch, seq_len, n]`
+/// - h0: `[batch, d_inner, n]`
+/// - output: y `[batch, seq_len, d_inner]`, h_T `[batch, d_inner, n]`
+pub fn selective_scan(
+    u: Tensor<3>,
+    delta: Tensor<3>,
+    a: Tensor<2>,
+    b: Tensor<3>,
+    c: Tensor<3>,
+    h0: Tensor<3>,
+) -> (Tensor<3>, Tensor<3>) {
+    let [batch, seq_len, di] = u.dims();
+    let n = a.dims()[1];
+    // Time-major: [T, B, ·].
+    let delta_t = delta.swap_dims(0, 1);
+    let u_t = u.swap_dims(0, 1);
+    let b_t = b.swap_dims(0, 1);
+    let c_t = c.swap_dims(0, 1);
+    let decay = (delta_t.clone().unsqueeze_dim::<4>(3) * a.reshape([1, 1, di, n])).exp();
+    let input = (delta_t * u_t).unsqueeze_dim::<4>(3) * b_t.unsqueeze_dim::<4>(2);
+    let mut h = h0;
+    let mut hs = Vec::with_capacity(seq_len);
+    for t in 0..seq_len {
+        let step_decay = decay.clone().narrow(0, t, 1).reshape([batch, di, n]);
+        let step_input = input.clone().narrow(0, t, 1).reshape([batch, di, n]);
+        h = step_decay * h + step_input;
+        hs.push(h.clone());
+    }
+    let hs: Tensor<4> = Tensor::stack(hs, 0); // [T, B, di, n]
+    let y = (hs * c_t.unsqueeze_dim::<4>(2))
+        .sum_dim(3)
+        .reshape([seq_len, batch, di])
+        .swap_dims(0, 1);
+    (y, h)
+}
+
+/// A pre-norm residual block: `x + Mixer(RMSNorm(x))`.
+#[derive(Module, Debug)]
+pub struct MambaBlock {
+    /// RMSNorm before the mixer.
+    pub norm: RmsNorm,
+    /// The mixer.
+    pub mixer: MambaMixer,
+}
+
+impl MambaConfig {
+    /// One residual block.
+    pub fn init_block(&self, device: &Device) -> MambaBlock {
+        MambaBlock {
+            norm: RmsNormConfig::new(self.d_model)
+                .with_epsilon(self.norm_eps)
+                .init(device),
+            mixer: self.init_mixer(device),
+        }
+    }
+}
+
+impl MambaBlock {
+    /// A chunk of tokens, continuing from `state`. Shapes as [`MambaMixer::forward`].
+    pub fn forward(&self, x: Tensor<3>, state: Option<LayerState>) -> (Tensor<3>, LayerState) {
+        let (mixed, state) = self.mixer.forward(self.norm.forward(x.clone()), state);
+        (x + mixed, state)
+    }
+
+    /// One token. Shapes as [`MambaMixer::step`].
+    pub fn step(&self, x: Tensor<2>, state: &mut LayerState) -> Tensor<2> {
+        let mixed = self.mixer.step(self.norm.forward(x.clone()), state);
+        x + mixed
+    }
+}
