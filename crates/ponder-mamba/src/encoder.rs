@@ -81,7 +81,9 @@ impl MambaEncoder {
         let [batch, seq_len, d] = x.dims();
         let device = x.device();
         let keep = match &hidden.mask_pad {
-            Some(mask) => mask.clone().bool_not().float(),
+            // 1 − mask rather than `bool_not`: flex's `bool_not` rejects masks built from
+            // host data (burn 0.22.1).
+            Some(mask) => mask.clone().float().neg().add_scalar(1.0),
             None => Tensor::ones([batch, seq_len], &device),
         };
         if self.mean_pool {
