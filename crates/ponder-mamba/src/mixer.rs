@@ -84,7 +84,10 @@ impl MambaConfig {
             .with_bias(self.proj_bias)
             .init(device);
         let rescale = 1.0 / (self.n_layers as f64).sqrt();
-        out_proj.weight = out_proj.weight.map(|w| w.mul_scalar(rescale));
+        // Computed initial values must be leaves of the autodiff graph: detach, then track.
+        out_proj.weight = out_proj
+            .weight
+            .map(|w| w.mul_scalar(rescale).detach().require_grad());
         let dt_bound = self.dt_scale / (r as f64).sqrt();
         let mut dt_proj = LinearConfig::new(r, di)
             .with_initializer(Initializer::Uniform {
@@ -98,7 +101,7 @@ impl MambaConfig {
             .clamp_min(self.dt_init_floor);
         // softplus⁻¹(y) = y + log(−expm1(−y)) = y + log(1 − e^{−y})
         let inv_softplus = dt.clone() + (dt.neg().exp().neg() + 1.0).log();
-        dt_proj.bias = Some(Param::from_tensor(inv_softplus));
+        dt_proj.bias = Some(Param::from_tensor(inv_softplus.detach().require_grad()));
         let a_log: Vec<f32> = (0..di)
             .flat_map(|_| (1..=n).map(|j| (j as f32).ln()))
             .collect();
@@ -123,7 +126,7 @@ impl MambaConfig {
                 .with_bias(false)
                 .init(device),
             dt_proj,
-            a_log: Param::from_tensor(a_log),
+            a_log: Param::from_tensor(a_log.require_grad()),
             d_skip: Initializer::Ones.init([di], device),
             out_proj,
             d_inner: di,
@@ -267,9 +270,12 @@ impl MambaMixer {
 /// The selective scan `h_t = exp(Δ_t ⊗ A) ⊙ h_{t−1} + (Δ_t ⊙ u_t) ⊗ B_t`,
 /// `y_t = h_t · C_t` (B̄ is the simplified Euler `Δ·B`, pitfall 17), from `h0`.
 ///
-/// A sequential loop over time with tensor operations: the discretised `Ā` and `B̄u`
-/// are computed for every step at once in time-major layout, so each step is one
-/// contiguous slice, a multiply and an add.
+/// A sequential loop over time with tensor operations, which never materialises the
+/// `[batch, seq_len, d_inner, n]` tensors of `Ā` and `B̄u`: each step discretises its
+/// own `[batch, d_inner, n]` slice. The per-step inputs are taken out of the sequence
+/// in two levels (chunks of [`SCAN_CHUNK`] steps, then steps) because the backward of
+/// each slice writes a gradient as large as the tensor it was sliced from: slicing the
+/// whole sequence at every step would make the backward quadratic in the length.
 ///
 /// # Shapes
 /// - u, delta: `[batch, seq_len, d_inner]`; a: `[d_inner, n]`; b, c: `[batch, seq_len, n]`
@@ -285,28 +291,35 @@ pub fn selective_scan(
 ) -> (Tensor<3>, Tensor<3>) {
     let [batch, seq_len, di] = u.dims();
     let n = a.dims()[1];
-    // Time-major: [T, B, ·].
-    let delta_t = delta.swap_dims(0, 1);
-    let u_t = u.swap_dims(0, 1);
-    let b_t = b.swap_dims(0, 1);
-    let c_t = c.swap_dims(0, 1);
-    let decay = (delta_t.clone().unsqueeze_dim::<4>(3) * a.reshape([1, 1, di, n])).exp();
-    let input = (delta_t * u_t).unsqueeze_dim::<4>(3) * b_t.unsqueeze_dim::<4>(2);
+    // Time-major [T, B, ·] so that a step is a leading-dimension slice.
+    let du = (delta.clone() * u).swap_dims(0, 1);
+    let delta = delta.swap_dims(0, 1);
+    let b = b.swap_dims(0, 1);
+    let c = c.swap_dims(0, 1);
+    let a = a.unsqueeze_dim::<3>(0); // [1, di, n]
     let mut h = h0;
-    let mut hs = Vec::with_capacity(seq_len);
-    for t in 0..seq_len {
-        let step_decay = decay.clone().narrow(0, t, 1).reshape([batch, di, n]);
-        let step_input = input.clone().narrow(0, t, 1).reshape([batch, di, n]);
-        h = step_decay * h + step_input;
-        hs.push(h.clone());
+    let mut ys = Vec::with_capacity(seq_len);
+    for start in (0..seq_len).step_by(SCAN_CHUNK) {
+        let len = SCAN_CHUNK.min(seq_len - start);
+        let chunk_delta = delta.clone().narrow(0, start, len);
+        let chunk_du = du.clone().narrow(0, start, len);
+        let chunk_b = b.clone().narrow(0, start, len);
+        let chunk_c = c.clone().narrow(0, start, len);
+        for i in 0..len {
+            let delta_t = chunk_delta.clone().narrow(0, i, 1).reshape([batch, di, 1]);
+            let du_t = chunk_du.clone().narrow(0, i, 1).reshape([batch, di, 1]);
+            let b_t = chunk_b.clone().narrow(0, i, 1).reshape([batch, 1, n]);
+            let c_t = chunk_c.clone().narrow(0, i, 1).reshape([batch, 1, n]);
+            h = (delta_t * a.clone()).exp() * h + du_t * b_t;
+            ys.push((h.clone() * c_t).sum_dim(2)); // [B, di, 1]
+        }
     }
-    let hs: Tensor<4> = Tensor::stack(hs, 0); // [T, B, di, n]
-    let y = (hs * c_t.unsqueeze_dim::<4>(2))
-        .sum_dim(3)
-        .reshape([seq_len, batch, di])
-        .swap_dims(0, 1);
+    let y = Tensor::cat(ys, 2).swap_dims(1, 2); // [B, T, di]
     (y, h)
 }
+
+/// Steps per chunk in [`selective_scan`]'s two-level slicing.
+pub const SCAN_CHUNK: usize = 16;
 
 /// A pre-norm residual block: `x + Mixer(RMSNorm(x))`.
 #[derive(Module, Debug)]
