@@ -85,9 +85,7 @@ impl MambaConfig {
             .init(device);
         let rescale = 1.0 / (self.n_layers as f64).sqrt();
         // Computed initial values must be leaves of the autodiff graph: detach, then track.
-        out_proj.weight = out_proj
-            .weight
-            .map(|w| w.mul_scalar(rescale).detach().require_grad());
+        out_proj.weight = Param::from_tensor(out_proj.weight.val().mul_scalar(rescale).detach());
         let dt_bound = self.dt_scale / (r as f64).sqrt();
         let mut dt_proj = LinearConfig::new(r, di)
             .with_initializer(Initializer::Uniform {
@@ -101,7 +99,7 @@ impl MambaConfig {
             .clamp_min(self.dt_init_floor);
         // softplus⁻¹(y) = y + log(−expm1(−y)) = y + log(1 − e^{−y})
         let inv_softplus = dt.clone() + (dt.neg().exp().neg() + 1.0).log();
-        dt_proj.bias = Some(Param::from_tensor(inv_softplus.detach().require_grad()));
+        dt_proj.bias = Some(Param::from_tensor(inv_softplus.detach()));
         let a_log: Vec<f32> = (0..di)
             .flat_map(|_| (1..=n).map(|j| (j as f32).ln()))
             .collect();
@@ -126,7 +124,7 @@ impl MambaConfig {
                 .with_bias(false)
                 .init(device),
             dt_proj,
-            a_log: Param::from_tensor(a_log.require_grad()),
+            a_log: Param::from_tensor(a_log),
             d_skip: Initializer::Ones.init([di], device),
             out_proj,
             d_inner: di,
