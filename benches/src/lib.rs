@@ -24,7 +24,7 @@ pub fn default_vit(device: &Device) -> MultiExitClassifier {
     )
     .with_norm_first(true)
     .with_dropout(0.0);
-    MultiExitConfig::new(encoder, 10)
+    MultiExitConfig::new(encoder.into(), 10)
         .with_head_dropout(0.0)
         .init(device)
         .valid()

@@ -230,7 +230,7 @@ pub fn model_config(
         Method::PonderNet => Some(HaltingHeadConfig::new(d)),
         Method::Pabee | Method::DeeBert | Method::FinalOnly => None,
     };
-    Ok(MultiExitConfig::new(encoder, n_classes)
+    Ok(MultiExitConfig::new(encoder.into(), n_classes)
         .with_pooler_per_head(method == Method::DeeBert)
         .with_shared_head(method.has_halting())
         .with_halting(halting)
@@ -255,7 +255,7 @@ pub fn train_or_load<S: ClassificationSource>(
     let name = &model_name(method, seed);
     if files.has_last() {
         let state_done = files
-            .load_state()
+            .load_state::<ponder_models::TrainState>()
             .with_context(|| format!("reading the checkpoint of {name}"))?;
         if state_done.finished {
             let best = files

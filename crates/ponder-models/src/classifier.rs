@@ -3,17 +3,23 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::Device;
-use ponder_core::{AdaptiveOutput, AllLayersOutput, ExitPolicy, forward_all_layers, run_adaptive};
+use ponder_core::{
+    AdaptiveOutput, AllLayersOutput, ExitPolicy, LayerwiseBackbone, forward_all_layers,
+    run_adaptive,
+};
 use ponder_exits::{
     ClassifierHeads, ClassifierHeadsConfig, HaltingHead, HaltingHeadConfig, HaltingHeads,
 };
-use ponder_transformer::{Encoder, EncoderConfig, EncoderInput};
+use ponder_mamba::MambaEncoderConfig;
+use ponder_transformer::{EncoderConfig, EncoderInput};
+
+use crate::backbone::{Backbone, BackboneConfig};
 
 /// Configuration of a [`MultiExitClassifier`].
 #[derive(Config, Debug)]
 pub struct MultiExitConfig {
-    /// The backbone.
-    pub encoder: EncoderConfig,
+    /// The backbone (a transformer encoder or Mamba).
+    pub backbone: BackboneConfig,
     /// Number of classes.
     pub n_classes: usize,
     /// One classifier shared by all exits (PALBERT) instead of one per layer. Default:
@@ -36,10 +42,10 @@ impl MultiExitConfig {
     /// Builds the model.
     pub fn init(&self, device: &Device) -> MultiExitClassifier {
         MultiExitClassifier {
-            encoder: self.encoder.init(device),
+            backbone: self.backbone.init(device),
             heads: ClassifierHeadsConfig::new(
-                self.encoder.n_layers,
-                self.encoder.d_model,
+                self.backbone.n_layers(),
+                self.backbone.d_model(),
                 self.n_classes,
             )
             .with_shared(self.shared_head)
@@ -51,11 +57,23 @@ impl MultiExitConfig {
     }
 }
 
-/// A layer-wise encoder with a classifier at every exit.
+impl From<EncoderConfig> for BackboneConfig {
+    fn from(config: EncoderConfig) -> Self {
+        Self::Transformer(config)
+    }
+}
+
+impl From<MambaEncoderConfig> for BackboneConfig {
+    fn from(config: MambaEncoderConfig) -> Self {
+        Self::Mamba(config)
+    }
+}
+
+/// A layer-wise backbone with a classifier at every exit.
 #[derive(Module, Debug)]
 pub struct MultiExitClassifier {
     /// The backbone.
-    pub encoder: Encoder,
+    pub backbone: Backbone,
     /// The exit heads.
     pub heads: ClassifierHeads,
     /// The halting head, if the model learns an exit distribution.
@@ -65,7 +83,7 @@ pub struct MultiExitClassifier {
 impl MultiExitClassifier {
     /// Number of layers (exits).
     pub fn n_layers(&self) -> usize {
-        self.encoder.n_layers
+        self.backbone.n_layers()
     }
 
     /// The classifiers paired with the halting head, if there is one.
@@ -80,8 +98,8 @@ impl MultiExitClassifier {
     /// row (training).
     pub fn forward_all(&self, input: EncoderInput) -> AllLayersOutput {
         match self.halting_heads() {
-            Some(heads) => forward_all_layers(&self.encoder, &heads, input),
-            None => forward_all_layers(&self.encoder, &self.heads, input),
+            Some(heads) => forward_all_layers(&self.backbone, &heads, input),
+            None => forward_all_layers(&self.backbone, &self.heads, input),
         }
     }
 
@@ -93,8 +111,8 @@ impl MultiExitClassifier {
         targets: Option<&[usize]>,
     ) -> AdaptiveOutput {
         match self.halting_heads() {
-            Some(heads) => run_adaptive(&self.encoder, &heads, policy, input, targets),
-            None => run_adaptive(&self.encoder, &self.heads, policy, input, targets),
+            Some(heads) => run_adaptive(&self.backbone, &heads, policy, input, targets),
+            None => run_adaptive(&self.backbone, &self.heads, policy, input, targets),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! # ponder-models: early-exit methods as ready models
 //!
-//! * [`MultiExitClassifier`]: a layer-wise [`Encoder`](ponder_transformer::Encoder)
-//!   with [`ClassifierHeads`](ponder_exits::ClassifierHeads) at every layer. With
+//! * [`MultiExitClassifier`]: a layer-wise [`Backbone`] (the transformer
+//!   [`Encoder`](ponder_transformer::Encoder) or the Mamba stack
+//!   [`MambaEncoder`](ponder_mamba::MambaEncoder)) with [`ClassifierHeads`](ponder_exits::ClassifierHeads) at every layer. With
 //!   per-layer heads trained by [`Method::Pabee`] it is PABEE's model; trained by
 //!   [`Method::DeeBert`] (final layer first, then the internal heads on a frozen
 //!   backbone) it is DeeBERT's; [`Method::FinalOnly`] trains only the last head, the
@@ -13,16 +14,22 @@
 //! * [`evaluate`]: adaptive inference of a policy over a data set through the batched
 //!   runner, with accuracy, exit statistics and wall-clock time.
 
+mod backbone;
 mod checkpoint;
 mod classifier;
 mod eval;
+mod lm;
 mod parity;
 mod source;
 mod train;
 
+pub use backbone::{Backbone, BackboneConfig, BackboneHidden};
 pub use checkpoint::{CheckpointFiles, write_atomic};
 pub use classifier::{MultiExitClassifier, MultiExitConfig};
 pub use eval::{EvalOutput, LayerAccuracy, evaluate, layer_accuracies, make_batches};
+pub use lm::{
+    LmLog, LmObserver, LmOutcome, LmTrainConfig, LmTrainState, evaluate_bpc, fit_lm,
+};
 pub use parity::{
     DifficultyRow, ParityEval, ParityLog, ParityModel, ParityModelConfig, ParityObserver,
     ParityState, ParityTrainConfig, distribution_accuracy, evaluate_parity, fit_parity,

@@ -10,7 +10,7 @@ use burn::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
-use ponder_core::{PonderError, Result};
+use ponder_core::{LayerwiseBackbone, PonderError, Result};
 use ponder_exits::loss;
 use ponder_exits::ponder::{self, KlDirection, LastLayer};
 use serde::{Deserialize, Serialize};
@@ -421,8 +421,8 @@ fn stage_loss(
         }
         StageLoss::Final => {
             let n = model.n_layers();
-            let state = model.encoder.forward_cut(batch.input.clone(), n);
-            let logits = model.heads.logits(n - 1, model.encoder.pooled(&state));
+            let state = model.backbone.forward_cut(batch.input.clone(), n);
+            let logits = model.heads.logits(n - 1, model.backbone.pooled(&state));
             loss::cross_entropy(logits, targets)
         }
         StageLoss::Ponder | StageLoss::PonderQExit => {
@@ -438,12 +438,12 @@ fn stage_loss(
             // The backbone is frozen: run it as a feature extractor, without autodiff
             // and in evaluation mode, and train only the heads on its features.
             let n = model.n_layers();
-            let encoder = model.encoder.valid();
-            let mut state = encoder.embed_input(batch.input.clone().without_autodiff());
+            let backbone = model.backbone.valid();
+            let mut state = backbone.embed(batch.input.clone().without_autodiff());
             let mut losses = Vec::with_capacity(n - 1);
             for l in 0..n - 1 {
-                state = encoder.layer_forward(l, state);
-                let features = encoder.pooled(&state).autodiff();
+                state = backbone.forward_layer(l, state);
+                let features = backbone.pooled(&state).autodiff();
                 losses.push(loss::cross_entropy(
                     model.heads.logits(l, features),
                     targets.clone(),
@@ -557,7 +557,7 @@ pub fn fit<S: ClassificationSource>(
                 message: "no checkpoint to resume from (no last/state.json)".into(),
             });
         }
-        let (m, o, s) = files.load_last(model, optim)?;
+        let (m, o, s) = files.load_last::<_, TrainState>(model, optim)?;
         model = m;
         optim = o;
         state = s;

@@ -99,7 +99,7 @@ fn palbert_model(seed: u64, cat_previous: bool) -> MultiExitClassifier {
     } else {
         HaltingHeadConfig::new(encoder.d_model)
     };
-    MultiExitConfig::new(encoder, 3)
+    MultiExitConfig::new(encoder.into(), 3)
         .with_shared_head(true)
         .with_head_dropout(0.0)
         .with_halting(Some(halting))
@@ -513,7 +513,7 @@ fn palbert_trains_and_a_method_without_halting_head_is_refused() {
         .with_dropout(0.0)
         .with_share_layers(true)
         .with_d_embed(Some(16));
-    let model = MultiExitConfig::new(encoder.clone(), 3)
+    let model = MultiExitConfig::new(encoder.clone().into(), 3)
         .with_shared_head(true)
         .with_halting(Some(HaltingHeadConfig::palbert(encoder.d_model)))
         .init(&device);
@@ -550,7 +550,7 @@ fn palbert_trains_and_a_method_without_halting_head_is_refused() {
     );
 
     // PALBERT on a model without a halting head, or PABEE on one with it: a config error
-    let plain = MultiExitConfig::new(encoder.clone(), 3).init(&device);
+    let plain = MultiExitConfig::new(encoder.clone().into(), 3).init(&device);
     let err = fit(
         plain,
         &train,

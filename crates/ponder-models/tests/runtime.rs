@@ -4,8 +4,9 @@
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 use ponder_core::{ExitPolicy, ExitSignals, LayerwiseBackbone, retain};
-use ponder_exits::{FixedLayer, NeverExit};
-use ponder_models::{MultiExitClassifier, MultiExitConfig};
+use ponder_exits::{FixedLayer, HaltingHeadConfig, NeverExit};
+use ponder_mamba::{MambaConfig, MambaEncoderConfig, Pooling};
+use ponder_models::{Backbone, MultiExitClassifier, MultiExitConfig};
 use ponder_transformer::{EncoderConfig, EncoderInput};
 
 fn device() -> Device {
@@ -22,14 +23,26 @@ fn text_model(share_layers: bool, norm_first: bool) -> MultiExitClassifier {
     if share_layers {
         encoder = encoder.with_d_embed(Some(16));
     }
-    MultiExitConfig::new(encoder, 3)
+    MultiExitConfig::new(encoder.into(), 3)
         .with_head_dropout(0.0)
         .init(&device())
         .valid()
 }
 
+fn mamba_model(pooling: Pooling, halting: bool) -> MultiExitClassifier {
+    let mamba = MambaConfig::new(100, 16, 4).with_d_state(4);
+    let mut config = MultiExitConfig::new(MambaEncoderConfig::new(mamba).with_pooling(pooling).into(), 3)
+        .with_head_dropout(0.0);
+    if halting {
+        config = config
+            .with_shared_head(true)
+            .with_halting(Some(HaltingHeadConfig::palbert(16).with_dropout(0.0)));
+    }
+    config.init(&device()).valid()
+}
+
 fn vit_model() -> MultiExitClassifier {
-    MultiExitConfig::new(EncoderConfig::tiny_vit().with_dropout(0.0), 10)
+    MultiExitConfig::new(EncoderConfig::tiny_vit().with_dropout(0.0).into(), 10)
         .with_head_dropout(0.0)
         .init(&device())
         .valid()
@@ -83,8 +96,8 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 /// The logits of the model cut after `layer` layers (1-based), without the runner.
 fn cut_logits(model: &MultiExitClassifier, input: EncoderInput, layer: usize) -> Vec<f32> {
-    let state = model.encoder.forward_cut(input, layer);
-    host(model.heads.logits(layer - 1, model.encoder.pooled(&state)))
+    let state = model.backbone.forward_cut(input, layer);
+    host(model.heads.logits(layer - 1, model.backbone.pooled(&state)))
 }
 
 /// A test policy: row `i` of the batch (original order) exits at `plan[i]`.
@@ -147,7 +160,10 @@ fn exit_at_l_equals_cut_model_and_never_exit_equals_full_depth_albert() {
     let d = device();
     let model = text_model(true, false);
     assert_eq!(
-        model.encoder.layers.len(),
+        match &model.backbone {
+            Backbone::Transformer(e) => e.layers.len(),
+            Backbone::Mamba(_) => unreachable!(),
+        },
         1,
         "ALBERT form has one shared layer"
     );
@@ -166,7 +182,7 @@ fn check_mixed_batch(
     alone: impl Fn(usize) -> EncoderInput,
     plan: Vec<usize>,
 ) {
-    let d = model.encoder.device();
+    let d = model.backbone.device();
     let out = model.adaptive(input.clone(), &Planned(plan.clone()), None);
     assert_eq!(out.exit_layer, plan);
     let logits = host(out.logits);
@@ -219,6 +235,30 @@ fn mixed_exits_in_a_padded_text_batch_equal_each_row_alone() {
 }
 
 #[test]
+fn mamba_exit_at_l_equals_cut_model_and_rows_leave_the_batch_unchanged() {
+    let d = device();
+    let lengths = [6usize, 3, 9, 4, 7, 2];
+    for pooling in [Pooling::Last, Pooling::Mean] {
+        let model = mamba_model(pooling, false);
+        check_cut_and_full(&model, text_input(&lengths, &d));
+        check_mixed_batch(
+            &model,
+            text_input(&lengths, &d),
+            |row| text_row_alone(&lengths, row, &d),
+            vec![3, 1, 4, 2, 1, 4],
+        );
+    }
+    // With PALBERT's Lambda layer (which keeps the previous layer's features per row).
+    let model = mamba_model(Pooling::Last, true);
+    check_mixed_batch(
+        &model,
+        text_input(&lengths, &d),
+        |row| text_row_alone(&lengths, row, &d),
+        vec![2, 4, 1, 3, 4, 2],
+    );
+}
+
+#[test]
 fn mixed_exits_in_an_image_batch_equal_each_row_alone() {
     let d = device();
     let model = vit_model();
@@ -254,12 +294,12 @@ fn flops_of_full_depth_match_the_full_depth_count() {
     let input = image_input(3, &d);
     let out = model.adaptive(input.clone(), &NeverExit, None);
     // the full-depth model: embedding, every layer, the features and the final head
-    let hidden = model.encoder.embed(input.clone());
-    let full = model.encoder.embed_flops(&hidden)
+    let hidden = model.backbone.embed(input.clone());
+    let full = model.backbone.embed_flops(&hidden)
         + (0..model.n_layers())
-            .map(|l| model.encoder.layer_flops(l, &hidden))
+            .map(|l| model.backbone.layer_flops(l, &hidden))
             .sum::<u64>()
-        + model.encoder.features_flops(&hidden)
+        + model.backbone.features_flops(&hidden)
         + ponder_core::ExitHeads::flops(&model.heads, model.n_layers() - 1);
     assert_eq!(out.full_depth_flops, full);
     // never-exit evaluates every head, so it costs the full-depth FLOPs plus the
@@ -268,8 +308,8 @@ fn flops_of_full_depth_match_the_full_depth_count() {
         .map(|l| {
             ponder_core::ExitHeads::flops(&model.heads, l)
                 + model
-                    .encoder
-                    .features_flops(&model.encoder.embed(input.clone()))
+                    .backbone
+                    .features_flops(&model.backbone.embed(input.clone()))
         })
         .sum();
     assert!(

@@ -111,7 +111,7 @@ fn model_with_dropout(seed: u64, dropout: f64, device: &Device) -> MultiExitClas
     encoder.d_model = 16;
     encoder.n_heads = 2;
     encoder.d_ff = 32;
-    MultiExitConfig::new(encoder, N_CLASSES)
+    MultiExitConfig::new(encoder.into(), N_CLASSES)
         .with_head_dropout(dropout)
         .init(device)
 }

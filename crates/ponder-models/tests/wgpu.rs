@@ -43,7 +43,7 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 fn wgpu_runner_matches_cpu_and_rows_run_alone() {
     let cpu = Device::flex();
     cpu.seed(3);
-    let config = MultiExitConfig::new(EncoderConfig::tiny_vit().with_dropout(0.0), 10)
+    let config = MultiExitConfig::new(EncoderConfig::tiny_vit().with_dropout(0.0).into(), 10)
         .with_head_dropout(0.0);
     let model_cpu = config.init(&cpu).valid();
     let gpu = Device::wgpu(DeviceKind::DefaultDevice);
@@ -100,7 +100,7 @@ fn wgpu_halting_heads_match_cpu() {
     let encoder = EncoderConfig::tiny_vit()
         .with_dropout(0.0)
         .with_share_layers(true);
-    let config = MultiExitConfig::new(encoder.clone(), 10)
+    let config = MultiExitConfig::new(encoder.clone().into(), 10)
         .with_shared_head(true)
         .with_head_dropout(0.0)
         .with_halting(Some(

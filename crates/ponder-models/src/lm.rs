@@ -1,0 +1,318 @@
+//! Training a Mamba language model on a character corpus, with validation bits per
+//! character, a loss curve and resumable checkpoints.
+
+use std::time::Instant;
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use ponder_core::{PonderError, Result};
+use ponder_data::CharCorpus;
+use ponder_mamba::MambaLm;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::CheckpointFiles;
+
+/// Hyper-parameters of [`fit_lm`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LmTrainConfig {
+    /// Optimisation steps.
+    pub steps: usize,
+    /// Windows per batch.
+    pub batch_size: usize,
+    /// Characters per window (the model predicts each next character).
+    pub seq_len: usize,
+    /// Peak learning rate (Adam).
+    pub learning_rate: f64,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// The rate decays (cosine) to this fraction of the peak at the last step.
+    pub final_lr_fraction: f64,
+    /// Gradient clipping (per-parameter norm; 0 turns it off).
+    pub grad_clip: f64,
+    /// Evaluate on validation every this many steps.
+    pub eval_every: usize,
+    /// Validation windows in the periodic evaluations (0: the whole validation text);
+    /// the final evaluation always uses the whole validation text.
+    pub eval_windows: usize,
+    /// Write a resumable checkpoint every this many steps.
+    pub checkpoint_every: usize,
+    /// Seed of the initialisation and of the training windows.
+    pub seed: u64,
+}
+
+impl Default for LmTrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 2000,
+            batch_size: 16,
+            seq_len: 128,
+            learning_rate: 2e-3,
+            warmup_steps: 100,
+            final_lr_fraction: 0.1,
+            grad_clip: 1.0,
+            eval_every: 250,
+            eval_windows: 256,
+            checkpoint_every: 250,
+            seed: 42,
+        }
+    }
+}
+
+impl LmTrainConfig {
+    /// Checks every value, naming the first bad one (`train.*`).
+    pub fn validate(&self) -> Result<()> {
+        for (key, value) in [
+            ("steps", self.steps),
+            ("batch_size", self.batch_size),
+            ("seq_len", self.seq_len),
+            ("eval_every", self.eval_every),
+            ("checkpoint_every", self.checkpoint_every),
+        ] {
+            if value == 0 {
+                return Err(PonderError::config(format!("train.{key}"), "must be at least 1"));
+            }
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return Err(PonderError::config(
+                "train.learning_rate",
+                format!("{} is not a positive number", self.learning_rate),
+            ));
+        }
+        if self.warmup_steps >= self.steps {
+            return Err(PonderError::config(
+                "train.warmup_steps",
+                format!("{} is not below train.steps = {}", self.warmup_steps, self.steps),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.final_lr_fraction) {
+            return Err(PonderError::config(
+                "train.final_lr_fraction",
+                format!("{} is not in [0, 1]", self.final_lr_fraction),
+            ));
+        }
+        if !(self.grad_clip >= 0.0) {
+            return Err(PonderError::config("train.grad_clip", "must be ≥ 0"));
+        }
+        Ok(())
+    }
+
+    /// The learning rate of step `step` (0-based): linear warm-up, then cosine decay.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let peak = self.learning_rate;
+        if step < self.warmup_steps {
+            return peak * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let span = (self.steps - self.warmup_steps).max(1) as f64;
+        let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
+        let floor = peak * self.final_lr_fraction;
+        floor + (peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
+
+/// One point of the loss curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmLog {
+    /// Steps done.
+    pub step: usize,
+    /// Mean training loss (nats per character) since the previous point.
+    pub train_loss: f64,
+    /// The same in bits per character.
+    pub train_bpc: f64,
+    /// Validation bits per character (on `eval_windows` windows).
+    pub valid_bpc: f64,
+    /// Learning rate of the last step.
+    pub learning_rate: f64,
+    /// Seconds of training so far (across resumptions).
+    pub seconds: f64,
+}
+
+/// What a checkpoint records besides the weights and the optimizer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmTrainState {
+    /// Steps done.
+    pub step: usize,
+    /// The curve so far.
+    pub logs: Vec<LmLog>,
+    /// Seconds of training so far.
+    pub seconds: f64,
+    /// Whether training reached `steps`.
+    pub finished: bool,
+}
+
+/// Progress callbacks of [`fit_lm`].
+pub trait LmObserver {
+    /// After every step, with its loss (nats per character).
+    fn on_step(&mut self, _step: usize, _loss: f64) {}
+    /// After every evaluation.
+    fn on_eval(&mut self, _log: &LmLog) {}
+}
+
+/// An observer that does nothing.
+impl LmObserver for () {}
+
+/// The result of [`fit_lm`].
+#[derive(Debug)]
+pub struct LmOutcome {
+    /// The trained model, without autodiff.
+    pub model: MambaLm,
+    /// The loss curve.
+    pub logs: Vec<LmLog>,
+    /// Seconds of training (across resumptions).
+    pub seconds: f64,
+    /// Steps that were done in this call (0 when the checkpoint was already finished).
+    pub steps_run: usize,
+}
+
+fn optimizer(config: &LmTrainConfig) -> ModuleOptimizer {
+    let mut adam = AdamConfig::new().with_beta_2(0.99);
+    if config.grad_clip > 0.0 {
+        adam = adam.with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip as f32)));
+    }
+    adam.init()
+}
+
+fn ids_tensor(ids: &[usize], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+/// Mean cross-entropy (nats per predicted character) of windows `[batch, len + 1]`.
+fn window_loss(model: &MambaLm, ids: Tensor<2, Int>) -> Tensor<1> {
+    let [batch, width] = ids.dims();
+    let len = width - 1;
+    let inputs = ids.clone().narrow(1, 0, len);
+    let targets = ids.narrow(1, 1, len).reshape([batch * len]);
+    let logits = model.forward(inputs);
+    let vocab = logits.dims()[2];
+    CrossEntropyLossConfig::new()
+        .init(&logits.device())
+        .forward(logits.reshape([batch * len, vocab]), targets)
+}
+
+/// Validation bits per character of `model` (without autodiff) over the first
+/// `max_windows` windows of `seq_len` characters (0: the whole validation text).
+pub fn evaluate_bpc(
+    model: &MambaLm,
+    corpus: &CharCorpus,
+    seq_len: usize,
+    max_windows: usize,
+    batch_size: usize,
+    device: &Device,
+) -> f64 {
+    let windows = corpus.valid_windows(seq_len, max_windows);
+    let (mut nats, mut count) = (0.0, 0usize);
+    for group in windows.chunks(batch_size.max(1)) {
+        let flat: Vec<usize> = group.iter().flat_map(|w| w.iter().copied()).collect();
+        let ids = ids_tensor(&flat, [group.len(), seq_len + 1], device);
+        let loss = window_loss(model, ids).into_scalar::<f32>() as f64;
+        nats += loss * (group.len() * seq_len) as f64;
+        count += group.len() * seq_len;
+    }
+    nats / count.max(1) as f64 / std::f64::consts::LN_2
+}
+
+/// Trains `model` (on an autodiff device) on `corpus`: random training windows seeded
+/// per step, Adam (β₂ 0.99, no weight decay: burn's optimisers cannot exempt `A_log` and
+/// `D` as Mamba does), linear warm-up then cosine decay, clipping, validation every
+/// `eval_every` steps. With `checkpoints`, resumes from the latest one and writes one
+/// every `checkpoint_every` steps and at the end; the resumed run sees the same batches
+/// and learning rates as an uninterrupted one.
+pub fn fit_lm(
+    mut model: MambaLm,
+    corpus: &CharCorpus,
+    config: &LmTrainConfig,
+    device: &Device,
+    checkpoints: Option<&CheckpointFiles>,
+    observer: &mut dyn LmObserver,
+) -> Result<LmOutcome> {
+    config.validate()?;
+    let vocab = model.mamba.embedding.weight.dims()[0];
+    if vocab < corpus.vocab.len() {
+        return Err(PonderError::config(
+            "model.vocab_size",
+            format!("{vocab} is smaller than the corpus's {} characters", corpus.vocab.len()),
+        ));
+    }
+    let mut optim = optimizer(config);
+    let mut state = LmTrainState {
+        step: 0,
+        logs: Vec::new(),
+        seconds: 0.0,
+        finished: false,
+    };
+    if let Some(files) = checkpoints.filter(|f| f.has_last()) {
+        let (m, o, s) = files.load_last::<MambaLm, LmTrainState>(model, optim)?;
+        (model, optim, state) = (m, o, s);
+    }
+    let eval_device = device.clone().inner();
+    let first_step = state.step;
+    let start = Instant::now();
+    let base_seconds = state.seconds;
+    let (mut loss_sum, mut since) = (0.0, 0usize);
+    for step in state.step..config.steps {
+        let seed = config
+            .seed
+            .wrapping_mul(0x2545_F491_4F6C_DD1D)
+            .wrapping_add(step as u64);
+        let windows = corpus
+            .train_windows(config.batch_size, config.seq_len, seed)
+            .map_err(|e| PonderError::config("data", e.to_string()))?;
+        let ids = ids_tensor(&windows, [config.batch_size, config.seq_len + 1], device);
+        let loss = window_loss(&model, ids);
+        let value = loss.clone().into_scalar::<f32>() as f64;
+        if !value.is_finite() {
+            return Err(PonderError::NonFinite {
+                what: "language-model training loss".into(),
+                step,
+                value,
+            });
+        }
+        let lr = config.lr_at(step);
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(lr, model, grads);
+        loss_sum += value;
+        since += 1;
+        observer.on_step(step + 1, value);
+        let done = step + 1;
+        if done % config.eval_every == 0 || done == config.steps {
+            let valid_bpc = evaluate_bpc(
+                &model.valid(),
+                corpus,
+                config.seq_len,
+                config.eval_windows,
+                config.batch_size * 4,
+                &eval_device,
+            );
+            let train_loss = loss_sum / since as f64;
+            let log = LmLog {
+                step: done,
+                train_loss,
+                train_bpc: train_loss / std::f64::consts::LN_2,
+                valid_bpc,
+                learning_rate: lr,
+                seconds: base_seconds + start.elapsed().as_secs_f64(),
+            };
+            observer.on_eval(&log);
+            state.logs.push(log);
+            (loss_sum, since) = (0.0, 0);
+        }
+        if let Some(files) = checkpoints
+            && (done % config.checkpoint_every == 0 || done == config.steps)
+        {
+            state.step = done;
+            state.seconds = base_seconds + start.elapsed().as_secs_f64();
+            state.finished = done == config.steps;
+            files.save_last(&model, &optim, &state)?;
+        }
+    }
+    Ok(LmOutcome {
+        model: model.valid(),
+        logs: state.logs,
+        seconds: base_seconds + start.elapsed().as_secs_f64(),
+        steps_run: config.steps.saturating_sub(first_step),
+    })
+}
