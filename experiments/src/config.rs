@@ -10,7 +10,8 @@ use ponder_exits::{
     EntropyThreshold, Expectation, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience,
     Policy, PonderSample, QExit,
 };
-use ponder_models::{Method, TrainConfig};
+use ponder_mamba::{MambaConfig, MambaEncoderConfig, Pooling};
+use ponder_models::{BackboneConfig, Method, TrainConfig};
 use ponder_transformer::{EmbeddingKind, EncoderConfig};
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +118,56 @@ pub struct ModelConfig {
     /// Images: side of a square patch.
     #[serde(default = "default_patch")]
     pub patch_size: usize,
+    /// The backbone: `transformer` (default) or `mamba` (text only; `n_heads`, `d_ff`,
+    /// `d_embed`, `share_layers`, `norm_first` and `dropout` are the transformer's).
+    #[serde(default)]
+    pub backbone: BackboneKind,
+    /// Mamba: SSM state size n per channel.
+    #[serde(default = "default_d_state")]
+    pub d_state: usize,
+    /// Mamba: width of the causal convolution.
+    #[serde(default = "default_d_conv")]
+    pub d_conv: usize,
+    /// Mamba: expansion factor (d_inner = expand · d_model).
+    #[serde(default = "default_expand")]
+    pub expand: usize,
+    /// Mamba: what every exit reads, `last` (the last real token) or `mean`.
+    #[serde(default = "default_pooling")]
+    pub pooling: Pooling,
+}
+
+/// The backbone of a multi-exit model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackboneKind {
+    /// A transformer encoder (BERT, ALBERT, ViT).
+    #[default]
+    Transformer,
+    /// A Mamba selective-SSM stack with pooling (text only).
+    Mamba,
+}
+
+impl BackboneKind {
+    /// The name used in configs, model folders and tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Transformer => "transformer",
+            Self::Mamba => "mamba",
+        }
+    }
+}
+
+fn default_d_state() -> usize {
+    16
+}
+fn default_d_conv() -> usize {
+    4
+}
+fn default_expand() -> usize {
+    2
+}
+fn default_pooling() -> Pooling {
+    Pooling::Last
 }
 
 fn default_dropout() -> f64 {
@@ -159,6 +210,9 @@ pub struct CompareConfig {
     pub repeats: usize,
     /// Batch size of evaluation.
     pub batch_size: usize,
+    /// Train every method on each of these backbones (`transformer`, `mamba`) with the
+    /// same `[model]` sizes, in one table. Empty: `model.backbone` only.
+    pub backbones: Vec<BackboneKind>,
 }
 
 impl Default for CompareConfig {
@@ -176,6 +230,7 @@ impl Default for CompareConfig {
             expectation: true,
             repeats: 10,
             batch_size: 256,
+            backbones: Vec::new(),
         }
     }
 }
@@ -222,6 +277,21 @@ impl Experiment {
         }
         self.train.validate()?;
         self.encoder_config(10, 1)?.validate()?;
+        if self.backbones().contains(&BackboneKind::Mamba) {
+            if self.data.dataset != Dataset::Spamassassin {
+                bail!(
+                    "invalid value for `model.backbone` / `compare.backbones`: the Mamba backbone reads token ids; use it with a text data set"
+                );
+            }
+            self.mamba_config(10)
+                .mamba
+                .validate()
+                .map_err(|e| anyhow::anyhow!("{e}").context("in section [model]"))?;
+        }
+        let mut seen = std::collections::HashSet::new();
+        if let Some(b) = self.compare.backbones.iter().find(|&&b| !seen.insert(b)) {
+            bail!("invalid value for `compare.backbones`: {} appears twice", b.name());
+        }
         if self.train.method.has_halting() || self.compare.methods.iter().any(|m| m.has_halting()) {
             self.train
                 .ponder
@@ -274,6 +344,45 @@ impl Experiment {
         }
         self.policies()?;
         Ok(())
+    }
+
+    /// The backbones `compare` trains: `compare.backbones`, or `model.backbone`.
+    pub fn backbones(&self) -> Vec<BackboneKind> {
+        if self.compare.backbones.is_empty() {
+            vec![self.model.backbone]
+        } else {
+            self.compare.backbones.clone()
+        }
+    }
+
+    /// The same experiment with `model.backbone` set to `backbone`.
+    pub fn with_backbone(&self, backbone: BackboneKind) -> Self {
+        let mut out = self.clone();
+        out.model.backbone = backbone;
+        out
+    }
+
+    /// The Mamba stack of this experiment (same `n_layers` and `d_model` as the
+    /// transformer) for a vocabulary of `vocab_size` tokens.
+    pub fn mamba_config(&self, vocab_size: usize) -> MambaEncoderConfig {
+        let m = &self.model;
+        MambaEncoderConfig::new(
+            MambaConfig::new(vocab_size, m.d_model, m.n_layers)
+                .with_d_state(m.d_state)
+                .with_d_conv(m.d_conv)
+                .with_expand(m.expand),
+        )
+        .with_pooling(m.pooling)
+    }
+
+    /// The backbone `model.backbone` of this experiment.
+    pub fn backbone_config(&self, vocab_size: usize, max_position: usize) -> Result<BackboneConfig> {
+        Ok(match self.model.backbone {
+            BackboneKind::Transformer => {
+                BackboneConfig::Transformer(self.encoder_config(vocab_size, max_position)?)
+            }
+            BackboneKind::Mamba => BackboneConfig::Mamba(self.mamba_config(vocab_size)),
+        })
     }
 
     /// The encoder of this experiment for `max_position` tokens (text) or images.
@@ -416,6 +525,31 @@ d_ff = 64
         let e = Experiment::parse(MINIMAL).unwrap();
         assert_eq!(e.train, TrainConfig::default());
         assert_eq!(e.policies().unwrap()[0], Policy::Full(NeverExit));
+    }
+
+    #[test]
+    fn mamba_backbone_needs_text_and_builds_the_same_size() {
+        let err = Experiment::parse(&format!("{MINIMAL}backbone = \"mamba\"\n")).unwrap_err();
+        assert!(format!("{err:#}").contains("model.backbone"), "{err:#}");
+        let text = MINIMAL
+            .replace("data/fashion-mnist", "data/spamassassin")
+            .replace("\"fashion-mnist\"", "\"spamassassin\"\ntokenizer = \"vocab.txt\"");
+        let both = format!("{text}d_state = 8\n[compare]\nbackbones = [\"transformer\", \"mamba\"]\n");
+        let e = Experiment::parse(&both).unwrap();
+        assert_eq!(e.backbones(), vec![BackboneKind::Transformer, BackboneKind::Mamba]);
+        let mamba = e.with_backbone(BackboneKind::Mamba);
+        match mamba.backbone_config(100, 64).unwrap() {
+            BackboneConfig::Mamba(c) => {
+                assert_eq!((c.mamba.n_layers, c.mamba.d_model, c.mamba.d_state), (4, 32, 8));
+                assert_eq!(c.pooling, Pooling::Last);
+            }
+            BackboneConfig::Transformer(_) => panic!("expected the Mamba backbone"),
+        }
+        let twice = both.replace("\"transformer\", \"mamba\"", "\"mamba\", \"mamba\"");
+        let err = Experiment::parse(&twice).unwrap_err();
+        assert!(format!("{err:#}").contains("compare.backbones"), "{err:#}");
+        let err = Experiment::parse(&format!("{text}backbone = \"mamba\"\nd_state = 0\n")).unwrap_err();
+        assert!(format!("{err:#}").contains("model.d_state"), "{err:#}");
     }
 
     #[test]

@@ -44,7 +44,7 @@ fn limit(mut v: Vec<usize>, n: usize) -> Vec<usize> {
 
 /// Runs `scripts/fetch-data.sh NAME` if the data set is missing and the script is
 /// reachable from the working directory; otherwise returns the loader's error.
-fn fetch(name: &str, error: DataError) -> Result<()> {
+pub(crate) fn fetch(name: &str, error: DataError) -> Result<()> {
     let script = Path::new("scripts/fetch-data.sh");
     if !script.is_file() {
         return Err(error).context(

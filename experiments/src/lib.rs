@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod data;
+pub mod lm;
 pub mod parity;
 pub mod pipeline;
 pub mod progress;

@@ -8,15 +8,18 @@ use burn::module::Module;
 use clap::{Parser, Subcommand};
 use ponder_experiments::config::Experiment;
 use ponder_experiments::data::{self, LoadedData, Splits};
+use ponder_experiments::lm::{self, LmExperiment};
 use ponder_experiments::parity::{self, ParityExperiment};
 use ponder_experiments::pipeline::{self, CompareResults, ModelResult};
 use ponder_experiments::report;
-use ponder_experiments::run::{RunFolder, model_name};
+use ponder_experiments::config::BackboneKind;
+use ponder_experiments::run::{RunFolder, model_label, model_name};
 use ponder_experiments::{ALL_METHODS, DeviceChoice, parse_method, parse_policy};
 use ponder_models::{ClassificationSource, Method, layer_accuracies, make_batches};
 
 const DEFAULT_EXPERIMENT: &str = "experiments/configs/fashion-mnist-vit.toml";
 const DEFAULT_PARITY: &str = "experiments/configs/parity-interpolation.toml";
+const DEFAULT_LM: &str = "experiments/configs/shakespeare-mamba.toml";
 
 /// Early-exit (adaptive-depth) networks: train multi-exit models, evaluate exit
 /// policies, and compare accuracy against compute.
@@ -82,6 +85,27 @@ enum Command {
         /// Continue this run folder with its own config.toml (the experiment file and
         /// --set are ignored): evaluate its model.bpk, or train it first if the run was
         /// interrupted before the model was written.
+        #[arg(long, value_name = "RUN_FOLDER", conflicts_with = "run_dir")]
+        resume: Option<PathBuf>,
+    },
+    /// A character-level Mamba language model on the complete works of Shakespeare:
+    /// train it (resumable checkpoints every few hundred steps), report validation bits
+    /// per character and the loss curve, generate a sample with the recurrent step mode,
+    /// and measure the generation state at 128 and 1024 characters. Preset:
+    /// experiments/configs/shakespeare-mamba.toml (about 25 minutes on 2 cores).
+    Lm {
+        /// LM experiment file (TOML).
+        #[arg(default_value = DEFAULT_LM)]
+        experiment: PathBuf,
+        /// Override a value, as `section.key=value` (e.g. `--set train.steps=500`).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
+        /// Where to create the run folder (default: runs/NAME-TIMESTAMP).
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+        /// Continue this run folder with its own config.toml (the experiment file and
+        /// --set are ignored): resume training from its last checkpoint, or just
+        /// evaluate when training had finished.
         #[arg(long, value_name = "RUN_FOLDER", conflicts_with = "run_dir")]
         resume: Option<PathBuf>,
     },
@@ -197,8 +221,10 @@ fn train_one<S: ClassificationSource>(
     let batches = make_batches(&splits.test, experiment.compare.batch_size, dev);
     let layers = layer_accuracies(&model, &batches);
     Ok(ModelResult::new(
+        experiment.model.backbone,
         method,
         seed.unwrap_or(experiment.train.seed),
+        model.num_params(),
         layers,
         best,
         seconds,
@@ -235,7 +261,10 @@ fn train_cmd(
         LoadedData::Text(s) => train_one(&experiment, s, &run, &dev, method, seed)?,
     };
     run.write(
-        &format!("models/{}/test.json", model_name(method, seed)),
+        &format!(
+            "models/{}/test.json",
+            model_name(experiment.model.backbone, method, seed)
+        ),
         &serde_json::to_vec_pretty(&result)?,
     )?;
     let layers: Vec<String> = result
@@ -266,23 +295,27 @@ fn eval_cmd(device: DeviceChoice, root: PathBuf, specs: Vec<String>, no_fetch: b
             .collect::<Result<Vec<_>>>()?
     };
     let several = !experiment.compare.seeds.is_empty();
-    let trained: Vec<(Method, u64)> = experiment
-        .seeds()
-        .into_iter()
-        .flat_map(|seed| ALL_METHODS.into_iter().map(move |m| (m, seed)))
-        .filter(|&(m, seed)| {
-            run.checkpoints(m, several.then_some(seed))
-                .best_model()
-                .is_file()
-        })
-        .collect();
+    let mut trained: Vec<(BackboneKind, Method, u64)> = Vec::new();
+    for backbone in experiment.backbones() {
+        for seed in experiment.seeds() {
+            for method in ALL_METHODS {
+                if run
+                    .checkpoints(backbone, method, several.then_some(seed))
+                    .best_model()
+                    .is_file()
+                {
+                    trained.push((backbone, method, seed));
+                }
+            }
+        }
+    }
     if trained.is_empty() {
         bail!(
             "{} holds no trained model (no models/*/best.bpk); run `ponder train` or `ponder compare` first",
             root.display()
         );
     }
-    if !trained.iter().any(|(m, _)| m.has_halting())
+    if !trained.iter().any(|(_, m, _)| m.has_halting())
         && let Some(p) = policies.iter().find(|p| p.needs_halting())
     {
         bail!(
@@ -311,30 +344,36 @@ fn eval_models<S: ClassificationSource>(
     run: &RunFolder,
     dev: &burn::tensor::Device,
     dev_name: &str,
-    methods: &[(Method, u64)],
+    methods: &[(BackboneKind, Method, u64)],
     policies: &[ponder_exits::Policy],
 ) -> Result<CompareResults> {
     let batches = make_batches(&splits.test, experiment.compare.batch_size, dev);
     let several = !experiment.compare.seeds.is_empty();
     let mut models = Vec::new();
-    for &(method, seed) in methods {
+    for &(backbone, method, seed) in methods {
+        let experiment = &experiment.with_backbone(backbone);
         let model =
             pipeline::model_config(experiment, method, splits.n_classes, splits.vocab_size)?
                 .init(dev);
-        let files = run.checkpoints(method, several.then_some(seed));
+        let id = several.then_some(seed);
+        let files = run.checkpoints(backbone, method, id);
         let model = files
             .load_best(model)
-            .with_context(|| {
-                format!(
-                    "loading the {} model",
-                    model_name(method, several.then_some(seed))
-                )
-            })?
+            .with_context(|| format!("loading the {} model", model_name(backbone, method, id)))?
             .valid();
         let layers = layer_accuracies(&model, &batches);
+        let label = model_label(backbone, method);
         models.push(ModelResult {
-            policies: pipeline::evaluate_policies(method, &model, &batches, policies),
-            ..ModelResult::new(method, seed, layers, None, 0.0)
+            policies: pipeline::evaluate_policies(&label, &model, &batches, policies),
+            ..ModelResult::new(
+                backbone,
+                method,
+                seed,
+                model.num_params(),
+                layers,
+                None,
+                0.0,
+            )
         });
     }
     Ok(CompareResults {
@@ -390,6 +429,47 @@ fn parity_cmd(
     Ok(())
 }
 
+fn lm_cmd(
+    device: DeviceChoice,
+    path: PathBuf,
+    overrides: Vec<String>,
+    run_dir: Option<PathBuf>,
+    resume: Option<PathBuf>,
+) -> Result<()> {
+    let (dev, _) = device.device()?;
+    let (run, experiment) = match resume {
+        Some(root) => {
+            let run = RunFolder::existing(&root)?;
+            let experiment = LmExperiment::load(&root.join("config.toml"), &[])?;
+            (run, experiment)
+        }
+        None => {
+            let experiment = LmExperiment::load(&path, &overrides)?;
+            let root = run_dir
+                .unwrap_or_else(|| RunFolder::timestamped(Path::new("runs"), &experiment.name));
+            let text = toml::to_string_pretty(&experiment).context("serialising the experiment")?;
+            (RunFolder::create_with_config(root, &text)?, experiment)
+        }
+    };
+    eprintln!("run folder: {}", run.root().display());
+    let results = lm::run(&experiment, &run, &dev)?;
+    let logs: Vec<ponder_models::LmLog> =
+        serde_json::from_slice(&std::fs::read(run.root().join("metrics.json"))?)?;
+    let table = lm::table(&results, &logs);
+    run.write("results.json", &serde_json::to_vec_pretty(&results)?)?;
+    run.write("results.md", table.as_bytes())?;
+    run.write(
+        "loss_curve.svg",
+        lm::loss_plot(&experiment.name, &logs)?.as_bytes(),
+    )?;
+    println!("{table}");
+    println!(
+        "wrote {0}/results.json, results.md, loss_curve.svg, metrics.json, sample.txt, model.bpk, model.safetensors",
+        run.root().display()
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -406,6 +486,12 @@ fn main() -> ExitCode {
             run_dir,
             resume,
         } => parity_cmd(cli.device, experiment, overrides, run_dir, resume),
+        Command::Lm {
+            experiment,
+            overrides,
+            run_dir,
+            resume,
+        } => lm_cmd(cli.device, experiment, overrides, run_dir, resume),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

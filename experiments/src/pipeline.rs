@@ -14,10 +14,10 @@ use ponder_models::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::config::Experiment;
+use crate::config::{BackboneKind, Experiment};
 use crate::data::Splits;
 use crate::progress::TrainProgress;
-use crate::run::{RunFolder, method_name, model_name};
+use crate::run::{RunFolder, model_label, model_name};
 
 /// One evaluated (model, policy) pair: a row of the comparison table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,8 +47,15 @@ pub struct PolicyResult {
 /// Everything measured about one trained model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelResult {
-    /// Training method.
+    /// Training method, prefixed by the backbone when it is not the transformer
+    /// (`mamba/pabee`).
     pub method: String,
+    /// Backbone (`transformer`, `mamba`).
+    #[serde(default = "default_backbone")]
+    pub backbone: String,
+    /// Trainable parameters of the model (backbone and heads).
+    #[serde(default)]
+    pub n_params: usize,
     /// Training seed.
     #[serde(default)]
     pub seed: u64,
@@ -136,18 +143,26 @@ pub struct CompareResults {
     pub seed_summary: Vec<SeedSummary>,
 }
 
+fn default_backbone() -> String {
+    BackboneKind::Transformer.name().to_string()
+}
+
 impl ModelResult {
     /// The result of one model from its all-layers test pass, without policy rows or
     /// exit spread yet.
     pub fn new(
+        backbone: BackboneKind,
         method: Method,
         seed: u64,
+        n_params: usize,
         layers: LayerAccuracy,
         best_valid_metric: Option<f64>,
         train_seconds: f64,
     ) -> Self {
         Self {
-            method: method_name(method).to_string(),
+            method: model_label(backbone, method),
+            backbone: backbone.name().to_string(),
+            n_params,
             seed,
             test_layer_accuracy: layers.accuracy,
             test_exit_distribution_accuracy: layers.exit_distribution_accuracy,
@@ -221,8 +236,8 @@ pub fn model_config(
     n_classes: usize,
     vocab_size: usize,
 ) -> Result<MultiExitConfig> {
-    let encoder = experiment.encoder_config(vocab_size.max(1), experiment.data.max_tokens)?;
-    let d = encoder.d_model;
+    let backbone = experiment.backbone_config(vocab_size.max(1), experiment.data.max_tokens)?;
+    let d = backbone.d_model();
     let halting = match method {
         Method::Palbert => {
             Some(HaltingHeadConfig::palbert(d).with_dropout(experiment.model.head_dropout))
@@ -230,7 +245,7 @@ pub fn model_config(
         Method::PonderNet => Some(HaltingHeadConfig::new(d)),
         Method::Pabee | Method::DeeBert | Method::FinalOnly => None,
     };
-    Ok(MultiExitConfig::new(encoder.into(), n_classes)
+    Ok(MultiExitConfig::new(backbone, n_classes)
         .with_pooler_per_head(method == Method::DeeBert)
         .with_shared_head(method.has_halting())
         .with_halting(halting)
@@ -251,8 +266,9 @@ pub fn train_or_load<S: ClassificationSource>(
     let ad = device.clone().autodiff();
     ad.seed(config.seed);
     let model = model_config(experiment, method, splits.n_classes, splits.vocab_size)?.init(&ad);
-    let files = run.checkpoints(method, seed);
-    let name = &model_name(method, seed);
+    let backbone = experiment.model.backbone;
+    let files = run.checkpoints(backbone, method, seed);
+    let name = &model_name(backbone, method, seed);
     if files.has_last() {
         let state_done = files
             .load_state::<ponder_models::TrainState>()
@@ -305,7 +321,7 @@ pub fn applicable(policies: &[Policy], model: &MultiExitClassifier) -> Vec<Polic
 
 /// Evaluates every applicable policy on one model over the prepared test batches.
 pub fn evaluate_policies(
-    method: Method,
+    label: &str,
     model: &MultiExitClassifier,
     batches: &[Batch],
     policies: &[Policy],
@@ -317,7 +333,7 @@ pub fn evaluate_policies(
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
-    bar.set_prefix(format!("eval {}", method_name(method)));
+    bar.set_prefix(format!("eval {label}"));
     // warm-up: allocators and caches reach steady state before anything is timed
     bar.set_message("warm-up");
     let _ = evaluate(model, batches, &NeverExit);
@@ -333,7 +349,7 @@ pub fn evaluate_policies(
             _ => evaluate(model, batches, policy),
         };
         rows.push(PolicyResult {
-            method: method_name(method).to_string(),
+            method: label.to_string(),
             family: policy.family().to_string(),
             policy: out.policy,
             accuracy: out.accuracy,
@@ -408,34 +424,23 @@ pub fn compare<S: ClassificationSource>(
     let test_batches = make_batches(&splits.test, experiment.compare.batch_size, device);
     let several = !experiment.compare.seeds.is_empty();
     let mut models = Vec::new();
-    for seed in experiment.seeds() {
-        for &method in methods {
-            let id = several.then_some(seed);
-            let (model, best, seconds) =
-                train_or_load(experiment, method, id, splits, run, device)?;
-            let model = model.valid();
-            let layers = layer_accuracies(&model, &test_batches);
-            let rows = evaluate_policies(method, &model, &test_batches, &policies);
-            let mut spread = Vec::new();
-            if model.halting.is_some() && experiment.compare.repeats > 0 {
-                // Q-exit is deterministic: its repeats measure that, they do not assume it
-                let first_q = policies.iter().find(|p| matches!(p, Policy::QExit(_)));
-                let sample = Policy::Sample(PonderSample::new(0));
-                let sample = experiment.compare.sample.then_some(&sample);
-                for p in first_q.into_iter().chain(sample) {
-                    spread.push(exit_spread(
-                        &model,
-                        &test_batches,
-                        p,
-                        experiment.compare.repeats,
-                    ));
-                }
+    for backbone in experiment.backbones() {
+        let experiment = &experiment.with_backbone(backbone);
+        for seed in experiment.seeds() {
+            for &method in methods {
+                models.push(train_and_evaluate(
+                    experiment,
+                    backbone,
+                    method,
+                    seed,
+                    several,
+                    splits,
+                    &test_batches,
+                    &policies,
+                    run,
+                    device,
+                )?);
             }
-            models.push(ModelResult {
-                exit_spread: spread,
-                policies: rows,
-                ..ModelResult::new(method, seed, layers, best, seconds)
-            });
         }
     }
     Ok(CompareResults {
@@ -449,5 +454,54 @@ pub fn compare<S: ClassificationSource>(
             Vec::new()
         },
         models,
+    })
+}
+
+/// Trains (or loads) one model of `compare` and evaluates every policy on it.
+fn train_and_evaluate<S: ClassificationSource>(
+    experiment: &Experiment,
+    backbone: BackboneKind,
+    method: Method,
+    seed: u64,
+    several: bool,
+    splits: &Splits<S>,
+    test_batches: &[Batch],
+    policies: &[Policy],
+    run: &RunFolder,
+    device: &Device,
+) -> Result<ModelResult> {
+    let (model, best, seconds) =
+        train_or_load(experiment, method, several.then_some(seed), splits, run, device)?;
+    let model = model.valid();
+    let label = model_label(backbone, method);
+    let layers = layer_accuracies(&model, test_batches);
+    let rows = evaluate_policies(&label, &model, test_batches, policies);
+    let mut spread = Vec::new();
+    if model.halting.is_some() && experiment.compare.repeats > 0 {
+        // Q-exit is deterministic: its repeats measure that, they do not assume it
+        let first_q = policies.iter().find(|p| matches!(p, Policy::QExit(_)));
+        let sample = Policy::Sample(PonderSample::new(0));
+        let sample = experiment.compare.sample.then_some(&sample);
+        for p in first_q.into_iter().chain(sample) {
+            spread.push(exit_spread(
+                &model,
+                test_batches,
+                p,
+                experiment.compare.repeats,
+            ));
+        }
+    }
+    Ok(ModelResult {
+        exit_spread: spread,
+        policies: rows,
+        ..ModelResult::new(
+            backbone,
+            method,
+            seed,
+            model.num_params(),
+            layers,
+            best,
+            seconds,
+        )
     })
 }

@@ -33,9 +33,14 @@ pub fn table(results: &CompareResults) -> String {
         } else {
             format!("{} (seed {})", model.method, model.seed)
         };
+        let params = if model.n_params > 0 {
+            format!("{} parameters ({}); ", model.n_params, model.backbone)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "- {name}: test accuracy of each exit (all layers run): [{}] %",
+            "- {name}: {params}test accuracy of each exit (all layers run): [{}] %",
             layers.join(", ")
         );
         if let (Some(acc), Some(depth)) = (
@@ -226,13 +231,13 @@ pub fn summary(results: &CompareResults) -> Vec<String> {
             None => lines.push(format!("{name}: no policy stays within 1 point of full depth")),
         }
     }
-    // each PABEE model against the final-head-only model of the same seed
-    for model in results.models.iter().filter(|m| m.method == "pabee") {
-        let Some(base) = results
-            .models
-            .iter()
-            .find(|m| (m.method == "dee_bert" || m.method == "final_only") && m.seed == model.seed)
-        else {
+    // each PABEE model against the final-head-only model of the same backbone and seed
+    for model in results.models.iter().filter(|m| base_method(&m.method) == "pabee") {
+        let Some(base) = results.models.iter().find(|m| {
+            matches!(base_method(&m.method), "dee_bert" | "final_only")
+                && m.seed == model.seed
+                && m.backbone == model.backbone
+        }) else {
             continue;
         };
         let base_final = base.test_layer_accuracy.last().copied().unwrap_or(0.0);
@@ -252,6 +257,11 @@ pub fn summary(results: &CompareResults) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// The method of a model label (`mamba/pabee` → `pabee`).
+fn base_method(label: &str) -> &str {
+    label.rsplit('/').next().unwrap_or(label)
 }
 
 /// The plots' colour cycle.

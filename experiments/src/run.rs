@@ -20,7 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use ponder_models::{CheckpointFiles, Method, write_atomic};
 
-use crate::config::Experiment;
+use crate::config::{BackboneKind, Experiment};
 
 /// A run folder.
 #[derive(Debug, Clone)]
@@ -39,12 +39,25 @@ pub fn method_name(method: Method) -> &'static str {
     }
 }
 
-/// The name of a model in a run: the method, and `-seedS` in runs that train several
-/// seeds.
-pub fn model_name(method: Method, seed: Option<u64>) -> String {
+/// How a model is labelled in tables: the method, prefixed by `mamba/` on the Mamba
+/// backbone (the transformer, the default, has no prefix).
+pub fn model_label(backbone: BackboneKind, method: Method) -> String {
+    match backbone {
+        BackboneKind::Transformer => method_name(method).to_string(),
+        other => format!("{}/{}", other.name(), method_name(method)),
+    }
+}
+
+/// The name of a model in a run: `mamba-` on the Mamba backbone, the method, and
+/// `-seedS` in runs that train several seeds.
+pub fn model_name(backbone: BackboneKind, method: Method, seed: Option<u64>) -> String {
+    let base = match backbone {
+        BackboneKind::Transformer => method_name(method).to_string(),
+        other => format!("{}-{}", other.name(), method_name(method)),
+    };
     match seed {
-        Some(s) => format!("{}-seed{s}", method_name(method)),
-        None => method_name(method).to_string(),
+        Some(s) => format!("{base}-seed{s}"),
+        None => base,
     }
 }
 
@@ -135,12 +148,19 @@ impl RunFolder {
 
     /// The checkpoint folder of a method's model (`seed`: for runs that train several
     /// seeds).
-    pub fn checkpoints(&self, method: Method, seed: Option<u64>) -> CheckpointFiles {
-        CheckpointFiles::new(self.model_dir(method, seed))
+    pub fn checkpoints(
+        &self,
+        backbone: BackboneKind,
+        method: Method,
+        seed: Option<u64>,
+    ) -> CheckpointFiles {
+        CheckpointFiles::new(self.model_dir(backbone, method, seed))
     }
 
     /// The folder of a method's model (`seed`: for runs that train several seeds).
-    pub fn model_dir(&self, method: Method, seed: Option<u64>) -> PathBuf {
-        self.root.join("models").join(model_name(method, seed))
+    pub fn model_dir(&self, backbone: BackboneKind, method: Method, seed: Option<u64>) -> PathBuf {
+        self.root
+            .join("models")
+            .join(model_name(backbone, method, seed))
     }
 }

