@@ -290,7 +290,10 @@ impl Experiment {
         }
         let mut seen = std::collections::HashSet::new();
         if let Some(b) = self.compare.backbones.iter().find(|&&b| !seen.insert(b)) {
-            bail!("invalid value for `compare.backbones`: {} appears twice", b.name());
+            bail!(
+                "invalid value for `compare.backbones`: {} appears twice",
+                b.name()
+            );
         }
         if self.train.method.has_halting() || self.compare.methods.iter().any(|m| m.has_halting()) {
             self.train
@@ -376,7 +379,11 @@ impl Experiment {
     }
 
     /// The backbone `model.backbone` of this experiment.
-    pub fn backbone_config(&self, vocab_size: usize, max_position: usize) -> Result<BackboneConfig> {
+    pub fn backbone_config(
+        &self,
+        vocab_size: usize,
+        max_position: usize,
+    ) -> Result<BackboneConfig> {
         Ok(match self.model.backbone {
             BackboneKind::Transformer => {
                 BackboneConfig::Transformer(self.encoder_config(vocab_size, max_position)?)
@@ -533,14 +540,24 @@ d_ff = 64
         assert!(format!("{err:#}").contains("model.backbone"), "{err:#}");
         let text = MINIMAL
             .replace("data/fashion-mnist", "data/spamassassin")
-            .replace("\"fashion-mnist\"", "\"spamassassin\"\ntokenizer = \"vocab.txt\"");
-        let both = format!("{text}d_state = 8\n[compare]\nbackbones = [\"transformer\", \"mamba\"]\n");
+            .replace(
+                "\"fashion-mnist\"",
+                "\"spamassassin\"\ntokenizer = \"vocab.txt\"",
+            );
+        let both =
+            format!("{text}d_state = 8\n[compare]\nbackbones = [\"transformer\", \"mamba\"]\n");
         let e = Experiment::parse(&both).unwrap();
-        assert_eq!(e.backbones(), vec![BackboneKind::Transformer, BackboneKind::Mamba]);
+        assert_eq!(
+            e.backbones(),
+            vec![BackboneKind::Transformer, BackboneKind::Mamba]
+        );
         let mamba = e.with_backbone(BackboneKind::Mamba);
         match mamba.backbone_config(100, 64).unwrap() {
             BackboneConfig::Mamba(c) => {
-                assert_eq!((c.mamba.n_layers, c.mamba.d_model, c.mamba.d_state), (4, 32, 8));
+                assert_eq!(
+                    (c.mamba.n_layers, c.mamba.d_model, c.mamba.d_state),
+                    (4, 32, 8)
+                );
                 assert_eq!(c.pooling, Pooling::Last);
             }
             BackboneConfig::Transformer(_) => panic!("expected the Mamba backbone"),
@@ -548,7 +565,8 @@ d_ff = 64
         let twice = both.replace("\"transformer\", \"mamba\"", "\"mamba\", \"mamba\"");
         let err = Experiment::parse(&twice).unwrap_err();
         assert!(format!("{err:#}").contains("compare.backbones"), "{err:#}");
-        let err = Experiment::parse(&format!("{text}backbone = \"mamba\"\nd_state = 0\n")).unwrap_err();
+        let err =
+            Experiment::parse(&format!("{text}backbone = \"mamba\"\nd_state = 0\n")).unwrap_err();
         assert!(format!("{err:#}").contains("model.d_state"), "{err:#}");
     }
 

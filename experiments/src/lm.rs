@@ -129,8 +129,8 @@ impl LmExperiment {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading LM experiment {}", path.display()))?;
-        let experiment: Self =
-            toml::from_str(&text).with_context(|| format!("in LM experiment {}", path.display()))?;
+        let experiment: Self = toml::from_str(&text)
+            .with_context(|| format!("in LM experiment {}", path.display()))?;
         let experiment = if overrides.is_empty() {
             experiment
         } else {
@@ -310,9 +310,11 @@ pub fn run(experiment: &LmExperiment, run: &RunFolder, device: &Device) -> Resul
     );
     let bar = ProgressBar::new(experiment.train.steps as u64);
     bar.set_style(
-        ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} steps {msg} ({elapsed} < {eta})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{prefix:>8} [{bar:30}] {pos}/{len} steps {msg} ({elapsed} < {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     bar.set_prefix("lm");
     let previous: Vec<LmLog> = std::fs::read(run.root().join("metrics.json"))
@@ -430,7 +432,9 @@ pub fn table(results: &LmResults, logs: &[LmLog]) -> String {
         results.valid_files.join(", "),
         results.valid_chars
     ));
-    s.push_str("| step | train bits/char | validation bits/char | minutes |\n|---:|---:|---:|---:|\n");
+    s.push_str(
+        "| step | train bits/char | validation bits/char | minutes |\n|---:|---:|---:|---:|\n",
+    );
     for l in logs {
         s.push_str(&format!(
             "| {} | {:.3} | {:.3} | {:.1} |\n",
@@ -487,7 +491,8 @@ pub fn loss_plot(name: &str, logs: &[LmLog]) -> Result<String> {
             .y_desc("bits per character")
             .draw()
             .map_err(plot_err)?;
-        let series: [(&str, fn(&LmLog) -> f64); 2] = [
+        type Pick = fn(&LmLog) -> f64;
+        let series: [(&str, Pick); 2] = [
             ("train (mean since previous point)", |l| l.train_bpc),
             ("validation", |l| l.valid_bpc),
         ];
@@ -498,7 +503,9 @@ pub fn loss_plot(name: &str, logs: &[LmLog]) -> Result<String> {
                 .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
                 .map_err(plot_err)?
                 .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
             chart
                 .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
                 .map_err(plot_err)?;
@@ -524,8 +531,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/shakespeare-mamba.toml");
         let e = LmExperiment::load(&path, &[]).unwrap();
         assert!(e.model.d_model > 0);
-        let err = LmExperiment::load(&path, &["train.warmup_steps=1000000".into()])
-            .unwrap_err();
+        let err = LmExperiment::load(&path, &["train.warmup_steps=1000000".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("train.warmup_steps"), "{err:#}");
         let err = LmExperiment::load(&path, &["model.d_state=0".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("model.d_state"), "{err:#}");

@@ -470,8 +470,14 @@ fn train_and_evaluate<S: ClassificationSource>(
     run: &RunFolder,
     device: &Device,
 ) -> Result<ModelResult> {
-    let (model, best, seconds) =
-        train_or_load(experiment, method, several.then_some(seed), splits, run, device)?;
+    let (model, best, seconds) = train_or_load(
+        experiment,
+        method,
+        several.then_some(seed),
+        splits,
+        run,
+        device,
+    )?;
     let model = model.valid();
     let label = model_label(backbone, method);
     let layers = layer_accuracies(&model, test_batches);

@@ -232,7 +232,11 @@ pub fn summary(results: &CompareResults) -> Vec<String> {
         }
     }
     // each PABEE model against the final-head-only model of the same backbone and seed
-    for model in results.models.iter().filter(|m| base_method(&m.method) == "pabee") {
+    for model in results
+        .models
+        .iter()
+        .filter(|m| base_method(&m.method) == "pabee")
+    {
         let Some(base) = results.models.iter().find(|m| {
             matches!(base_method(&m.method), "dee_bert" | "final_only")
                 && m.seed == model.seed

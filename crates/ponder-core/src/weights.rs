@@ -165,10 +165,13 @@ impl SafeTensors {
     /// The values of tensor `name` as f32 (row-major), checking its shape against
     /// `expected` and marking it used.
     pub fn read(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        let entry = self.entries.get(name).ok_or_else(|| PonderError::Checkpoint {
-            path: self.path.clone(),
-            message: format!("tensor `{name}` is missing"),
-        })?;
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| PonderError::Checkpoint {
+                path: self.path.clone(),
+                message: format!("tensor `{name}` is missing"),
+            })?;
         if entry.shape != expected {
             return Err(PonderError::Checkpoint {
                 path: self.path.clone(),
@@ -235,7 +238,11 @@ impl SafeTensors {
                 "{} tensor(s) the model does not use: {}{}",
                 unused.len(),
                 shown.join(", "),
-                if unused.len() > shown.len() { ", …" } else { "" }
+                if unused.len() > shown.len() {
+                    ", …"
+                } else {
+                    ""
+                }
             ),
         })
     }
@@ -318,7 +325,10 @@ mod tests {
     fn wrong_shape_and_missing_tensor_are_named() {
         let st = file(write_safetensors(&[("w", vec![2, 2], vec![0.0; 4])])).unwrap();
         let err = st.read("w", &[4]).unwrap_err().to_string();
-        assert!(err.contains("`w`") && err.contains("[2, 2]") && err.contains("[4]"), "{err}");
+        assert!(
+            err.contains("`w`") && err.contains("[2, 2]") && err.contains("[4]"),
+            "{err}"
+        );
         let err = st.read("v", &[4]).unwrap_err().to_string();
         assert!(err.contains("`v` is missing"), "{err}");
     }
@@ -332,7 +342,12 @@ mod tests {
         assert!(err.contains("`w`") && err.contains("byte range"), "{err}");
         let mut huge = write_safetensors(&[("w", vec![1], vec![1.0])]);
         huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(file(huge).unwrap_err().to_string().contains("header claims"));
+        assert!(
+            file(huge)
+                .unwrap_err()
+                .to_string()
+                .contains("header claims")
+        );
         let mut not_json = 4u64.to_le_bytes().to_vec();
         not_json.extend_from_slice(b"{{{{");
         assert!(file(not_json).unwrap_err().to_string().contains("JSON"));

@@ -47,9 +47,11 @@ impl CharVocab {
     pub fn encode(&self, text: &str) -> Result<Vec<usize>> {
         text.chars()
             .map(|c| {
-                self.chars.binary_search(&c).map_err(|_| DataError::InvalidInput {
-                    message: format!("character {c:?} is not in the corpus vocabulary"),
-                })
+                self.chars
+                    .binary_search(&c)
+                    .map_err(|_| DataError::InvalidInput {
+                        message: format!("character {c:?} is not in the corpus vocabulary"),
+                    })
             })
             .collect()
     }
@@ -104,7 +106,9 @@ pub fn load_shakespeare(dir: impl AsRef<Path>, valid_every: usize) -> Result<Cha
 pub fn load_char_files(dir: &Path, files: &[PathBuf], valid_every: usize) -> Result<CharCorpus> {
     if valid_every < 2 {
         return Err(DataError::InvalidSplit {
-            message: format!("valid_every must be at least 2 (got {valid_every}): every file would be held out"),
+            message: format!(
+                "valid_every must be at least 2 (got {valid_every}): every file would be held out"
+            ),
         });
     }
     if files.len() < valid_every {
@@ -223,7 +227,11 @@ mod tests {
     #[test]
     fn splits_by_file_and_round_trips() {
         let c = corpus(
-            &[("a_gut.txt", "abc"), ("b_gut.txt", "xyz\r\n"), ("c_gut.txt", "cab")],
+            &[
+                ("a_gut.txt", "abc"),
+                ("b_gut.txt", "xyz\r\n"),
+                ("c_gut.txt", "cab"),
+            ],
             3,
         )
         .unwrap();
@@ -251,7 +259,9 @@ mod tests {
 
     #[test]
     fn missing_or_too_small_corpora_are_errors() {
-        let err = load_shakespeare("/nonexistent/shakespeare", 10).unwrap_err().to_string();
+        let err = load_shakespeare("/nonexistent/shakespeare", 10)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("fetch-data.sh shakespeare"), "{err}");
         let err = corpus(&[("a_gut.txt", "abc")], 10).unwrap_err().to_string();
         assert!(err.contains("found 1 text files"), "{err}");

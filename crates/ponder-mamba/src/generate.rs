@@ -65,7 +65,10 @@ pub fn generate(
 ) -> Result<Generation> {
     let vocab = lm.mamba.embedding.weight.dims()[0];
     if prompt.is_empty() {
-        return Err(PonderError::config("prompt", "must have at least one token"));
+        return Err(PonderError::config(
+            "prompt",
+            "must have at least one token",
+        ));
     }
     if let Some(&bad) = prompt.iter().find(|&&t| t >= vocab) {
         return Err(PonderError::config(

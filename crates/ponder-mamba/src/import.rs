@@ -47,14 +47,22 @@ impl MambaConfig {
     /// that are not stored, like the initialisation ranges, keep their defaults).
     pub fn from_state_spaces(file: &SafeTensors) -> Result<Self> {
         let shape = |name: &str| -> Result<Vec<usize>> {
-            file.shape(name)
-                .map(<[usize]>::to_vec)
-                .ok_or_else(|| bad(file, format!("tensor `{name}` is missing (is this a state-spaces Mamba checkpoint?)")))
+            file.shape(name).map(<[usize]>::to_vec).ok_or_else(|| {
+                bad(
+                    file,
+                    format!(
+                        "tensor `{name}` is missing (is this a state-spaces Mamba checkpoint?)"
+                    ),
+                )
+            })
         };
         let dims = |name: &str, rank: usize| -> Result<Vec<usize>> {
             let s = shape(name)?;
             if s.len() != rank {
-                return Err(bad(file, format!("tensor `{name}` has shape {s:?}, expected rank {rank}")));
+                return Err(bad(
+                    file,
+                    format!("tensor `{name}` has shape {s:?}, expected rank {rank}"),
+                ));
             }
             Ok(s)
         };
@@ -64,14 +72,23 @@ impl MambaConfig {
             .take_while(|&i| file.contains(&layer_key(i, "mixer.in_proj.weight")))
             .count();
         if n_layers == 0 {
-            return Err(bad(file, "no `backbone.layers.0.mixer.in_proj.weight`: no Mamba layers in the file".into()));
+            return Err(bad(
+                file,
+                "no `backbone.layers.0.mixer.in_proj.weight`: no Mamba layers in the file".into(),
+            ));
         }
         let d_inner = dims(&layer_key(0, "mixer.in_proj.weight"), 2)?[0] / 2;
         let a = dims(&layer_key(0, "mixer.A_log"), 2)?;
         let conv = dims(&layer_key(0, "mixer.conv1d.weight"), 3)?;
         let dt = dims(&layer_key(0, "mixer.dt_proj.weight"), 2)?;
         if d_inner == 0 || d_inner % d_model != 0 {
-            return Err(bad(file, format!("in_proj has {} outputs; expected 2·expand·d_model with d_model {d_model}", 2 * d_inner)));
+            return Err(bad(
+                file,
+                format!(
+                    "in_proj has {} outputs; expected 2·expand·d_model with d_model {d_model}",
+                    2 * d_inner
+                ),
+            ));
         }
         let config = MambaConfig::new(vocab_size, d_model, n_layers)
             .with_d_state(a[1])
@@ -132,7 +149,10 @@ fn linear(
 /// Loads a state-spaces Mamba language model from a safetensors file: the
 /// configuration is read from the tensor shapes, every tensor must be used, and a
 /// shape that does not fit is an error naming the tensor.
-pub fn load_state_spaces(path: impl AsRef<Path>, device: &Device) -> Result<(MambaLm, MambaConfig)> {
+pub fn load_state_spaces(
+    path: impl AsRef<Path>,
+    device: &Device,
+) -> Result<(MambaLm, MambaConfig)> {
     let file = SafeTensors::open(path)?;
     let config = MambaConfig::from_state_spaces(&file)?;
     let mut lm = config.init_lm(device);
@@ -144,7 +164,14 @@ pub fn load_state_spaces(path: impl AsRef<Path>, device: &Device) -> Result<(Mam
         let key = |rest: &str| layer_key(i, rest);
         block.norm.gamma = param(&file, &key("norm.weight"), [d], device)?;
         let m = &mut block.mixer;
-        m.in_proj = linear(&file, &key("mixer.in_proj"), d, 2 * di, config.proj_bias, device)?;
+        m.in_proj = linear(
+            &file,
+            &key("mixer.in_proj"),
+            d,
+            2 * di,
+            config.proj_bias,
+            device,
+        )?;
         m.conv_weight = Param::from_tensor(
             file.tensor(&key("mixer.conv1d.weight"), [di, 1, k], device)?
                 .reshape([di, k]),
@@ -158,7 +185,14 @@ pub fn load_state_spaces(path: impl AsRef<Path>, device: &Device) -> Result<(Mam
         m.dt_proj = linear(&file, &key("mixer.dt_proj"), r, di, true, device)?;
         m.a_log = param(&file, &key("mixer.A_log"), [di, n], device)?;
         m.d_skip = param(&file, &key("mixer.D"), [di], device)?;
-        m.out_proj = linear(&file, &key("mixer.out_proj"), di, d, config.proj_bias, device)?;
+        m.out_proj = linear(
+            &file,
+            &key("mixer.out_proj"),
+            di,
+            d,
+            config.proj_bias,
+            device,
+        )?;
     }
     if file.contains(LM_HEAD) {
         if config.tie_embeddings {

@@ -179,8 +179,8 @@ impl MambaMixer {
         };
         let padded = Tensor::cat(vec![past, xs], 1); // [B, T + k − 1, di]
         let w = self.conv_weight.val();
-        let mut conv = padded.clone().narrow(1, 0, seq_len)
-            * w.clone().narrow(1, 0, 1).reshape([1, 1, di]);
+        let mut conv =
+            padded.clone().narrow(1, 0, seq_len) * w.clone().narrow(1, 0, 1).reshape([1, 1, di]);
         for tap in 1..k {
             conv = conv
                 + padded.clone().narrow(1, tap, seq_len)

@@ -1,7 +1,9 @@
 //! Mamba stacks: the shared trunk, the language model and its generation loop.
 
 use burn::module::Module;
-use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{
+    Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig,
+};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::config::MambaConfig;
@@ -65,7 +67,9 @@ impl MambaConfig {
                     std: 0.02,
                 })
                 .init(device),
-            layers: (0..self.n_layers).map(|_| self.init_block(device)).collect(),
+            layers: (0..self.n_layers)
+                .map(|_| self.init_block(device))
+                .collect(),
             norm_f: RmsNormConfig::new(self.d_model)
                 .with_epsilon(self.norm_eps)
                 .init(device),
@@ -136,7 +140,9 @@ impl Mamba {
     /// `state`.
     pub fn step(&self, ids: Tensor<1, Int>, state: &mut MambaState) -> Tensor<2> {
         let [batch] = ids.dims();
-        let mut x = self.embed(ids.reshape([batch, 1])).reshape([batch, self.d_model]);
+        let mut x = self
+            .embed(ids.reshape([batch, 1]))
+            .reshape([batch, self.d_model]);
         for (layer, s) in self.layers.iter().zip(state.layers.iter_mut()) {
             x = layer.step(x, s);
         }

@@ -11,7 +11,10 @@ use ponder_mamba::{
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn config() -> MambaConfig {
@@ -50,9 +53,8 @@ fn stepping_reproduces_the_full_sequence() {
     let full = lm.forward(ids.clone());
     // The scan is not trivial here: the logits move when A changes.
     let mut other = model(&device);
-    other.mamba.layers[1].mixer.a_log = Param::from_tensor(
-        other.mamba.layers[1].mixer.a_log.val().add_scalar(0.5),
-    );
+    other.mamba.layers[1].mixer.a_log =
+        Param::from_tensor(other.mamba.layers[1].mixer.a_log.val().add_scalar(0.5));
     assert!(max_diff(&to_host(full.clone()), &to_host(other.forward(ids.clone()))) > 1e-2);
 
     let mut state = lm.mamba.zero_state(3, &device);
@@ -123,7 +125,11 @@ fn the_state_does_not_grow_with_generated_length() {
 }
 
 fn padded_batch(device: &Device) -> (MambaInput, Vec<Vec<i64>>) {
-    let rows: Vec<Vec<i64>> = vec![vec![3, 9, 1, 4, 4, 20, 7], vec![5, 2, 30], vec![11, 0, 8, 6, 1]];
+    let rows: Vec<Vec<i64>> = vec![
+        vec![3, 9, 1, 4, 4, 20, 7],
+        vec![5, 2, 30],
+        vec![11, 0, 8, 6, 1],
+    ];
     let t = 7;
     let mut ids = Vec::new();
     let mut mask = Vec::new();
@@ -135,7 +141,10 @@ fn padded_batch(device: &Device) -> (MambaInput, Vec<Vec<i64>>) {
     }
     let input = MambaInput {
         ids: Tensor::from_data(TensorData::new(ids, [3, t]), device),
-        mask_pad: Some(Tensor::<2, Bool>::from_data(TensorData::new(mask, [3, t]), device)),
+        mask_pad: Some(Tensor::<2, Bool>::from_data(
+            TensorData::new(mask, [3, t]),
+            device,
+        )),
     };
     (input, rows)
 }
@@ -179,7 +188,9 @@ fn layer_wise_trunk_equals_the_full_forward_and_ignores_right_padding() {
         assert!(max_diff(&kept[..d], &batched[2 * d..3 * d]) <= 1e-6);
     }
     // The config builds the same structure.
-    let enc = MambaEncoderConfig::new(config()).with_pooling(Pooling::Mean).init(&device);
+    let enc = MambaEncoderConfig::new(config())
+        .with_pooling(Pooling::Mean)
+        .init(&device);
     assert!(enc.mean_pool && enc.n_layers() == 3);
     assert!(enc.num_params() > 0);
 }
@@ -190,7 +201,8 @@ fn bad_weight_files_name_the_problem() {
     let lm = model(&device);
     let dir = std::env::temp_dir().join(format!("ponder-mamba-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let good = ponder_core::SafeTensors::from_bytes(dir.join("x"), state_spaces_bytes(&lm)).unwrap();
+    let good =
+        ponder_core::SafeTensors::from_bytes(dir.join("x"), state_spaces_bytes(&lm)).unwrap();
     let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = good
         .names()
         .into_iter()
@@ -203,15 +215,28 @@ fn bad_weight_files_name_the_problem() {
     let write = |name: &str, tensors: &[(String, Vec<usize>, Vec<f32>)]| {
         let path = dir.join(name);
         std::fs::write(&path, write_safetensors(tensors)).unwrap();
-        load_state_spaces(&path, &device).map(|_| ()).unwrap_err().to_string()
+        load_state_spaces(&path, &device)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
     };
     // A missing tensor.
-    let missing: Vec<_> = tensors.iter().filter(|t| t.0 != "backbone.layers.1.mixer.D").cloned().collect();
+    let missing: Vec<_> = tensors
+        .iter()
+        .filter(|t| t.0 != "backbone.layers.1.mixer.D")
+        .cloned()
+        .collect();
     let err = write("missing.safetensors", &missing);
-    assert!(err.contains("backbone.layers.1.mixer.D") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("backbone.layers.1.mixer.D") && err.contains("missing"),
+        "{err}"
+    );
     // A tensor of the wrong shape.
     let mut wrong = tensors.clone();
-    let i = wrong.iter().position(|t| t.0 == "backbone.layers.2.mixer.A_log").unwrap();
+    let i = wrong
+        .iter()
+        .position(|t| t.0 == "backbone.layers.2.mixer.A_log")
+        .unwrap();
     wrong[i].1 = vec![8, 48];
     let err = write("wrong.safetensors", &wrong);
     assert!(err.contains("A_log") && err.contains("[8, 48]"), "{err}");
@@ -219,9 +244,15 @@ fn bad_weight_files_name_the_problem() {
     let mut extra = tensors.clone();
     extra.push(("backbone.layers.0.mixer.extra".into(), vec![1], vec![0.0]));
     let err = write("extra.safetensors", &extra);
-    assert!(err.contains("does not use") && err.contains("mixer.extra"), "{err}");
+    assert!(
+        err.contains("does not use") && err.contains("mixer.extra"),
+        "{err}"
+    );
     // Not a Mamba file at all.
-    let err = write("other.safetensors", &[("encoder.weight".into(), vec![1], vec![0.0])]);
+    let err = write(
+        "other.safetensors",
+        &[("encoder.weight".into(), vec![1], vec![0.0])],
+    );
     assert!(err.contains("backbone.embedding.weight"), "{err}");
     // An untied head loads as a separate head.
     let mut untied = tensors.clone();

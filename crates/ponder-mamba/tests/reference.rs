@@ -38,7 +38,10 @@ fn assert_close(what: &str, got: &[f32], want: &[f64]) {
         .zip(want)
         .map(|(&g, &w)| (g as f64 - w).abs())
         .fold(0.0, f64::max);
-    assert!(worst <= TOL, "{what}: max abs difference {worst:e} > {TOL:e}");
+    assert!(
+        worst <= TOL,
+        "{what}: max abs difference {worst:e} > {TOL:e}"
+    );
 }
 
 fn ids(r: &Value, device: &Device) -> Tensor<2, Int> {
@@ -46,7 +49,13 @@ fn ids(r: &Value, device: &Device) -> Tensor<2, Int> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|row| row.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect())
+        .map(|row| {
+            row.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_i64().unwrap())
+                .collect()
+        })
         .collect();
     let (b, t) = (rows.len(), rows[0].len());
     Tensor::from_data(TensorData::new(rows.concat(), [b, t]), device)
@@ -67,7 +76,11 @@ fn matches_the_numpy_reference() {
     let [b, t] = ids.dims();
 
     // Logits of the full-sequence scan.
-    assert_close("logits", &to_host(lm.forward(ids.clone())), &flat(&r["logits"]));
+    assert_close(
+        "logits",
+        &to_host(lm.forward(ids.clone())),
+        &flat(&r["logits"]),
+    );
 
     // The residual stream after each block, layer 0's mixer output and the final states.
     let mut x = lm.mamba.embed(ids.clone());
@@ -75,13 +88,29 @@ fn matches_the_numpy_reference() {
         .mixer
         .forward(lm.mamba.layers[0].norm.forward(x.clone()), None)
         .0;
-    assert_close("mixer_out_layer0", &to_host(mixer0), &flat(&r["mixer_out_layer0"]));
+    assert_close(
+        "mixer_out_layer0",
+        &to_host(mixer0),
+        &flat(&r["mixer_out_layer0"]),
+    );
     for (i, block) in lm.mamba.layers.iter().enumerate() {
         let (next, state) = block.forward(x, None);
         x = next;
-        assert_close(&format!("hidden[{i}]"), &to_host(x.clone()), &flat(&r["hidden"][i]));
-        assert_close(&format!("conv state[{i}]"), &to_host(state.conv), &flat(&r["final_conv_state"][i]));
-        assert_close(&format!("ssm state[{i}]"), &to_host(state.ssm), &flat(&r["final_ssm_state"][i]));
+        assert_close(
+            &format!("hidden[{i}]"),
+            &to_host(x.clone()),
+            &flat(&r["hidden"][i]),
+        );
+        assert_close(
+            &format!("conv state[{i}]"),
+            &to_host(state.conv),
+            &flat(&r["final_conv_state"][i]),
+        );
+        assert_close(
+            &format!("ssm state[{i}]"),
+            &to_host(state.ssm),
+            &flat(&r["final_ssm_state"][i]),
+        );
     }
 
     // Prefill 4 tokens, then step the remaining 3.
@@ -92,7 +121,11 @@ fn matches_the_numpy_reference() {
         stepped.push(lm.step(token, &mut state).unsqueeze_dim::<3>(1));
     }
     let stepped = Tensor::cat(stepped, 1);
-    assert_close("prefill_then_step", &to_host(stepped), &flat(&r["prefill_then_step"]));
+    assert_close(
+        "prefill_then_step",
+        &to_host(stepped),
+        &flat(&r["prefill_then_step"]),
+    );
 }
 
 #[test]
@@ -105,7 +138,10 @@ fn export_then_import_gives_the_same_model() {
     std::fs::write(&path, ponder_mamba::state_spaces_bytes(&lm)).unwrap();
     let (again, _) = load_state_spaces(&path, &device).unwrap();
     let ids = ids(&reference(), &device);
-    assert_eq!(to_host(lm.forward(ids.clone())), to_host(again.forward(ids)));
+    assert_eq!(
+        to_host(lm.forward(ids.clone())),
+        to_host(again.forward(ids))
+    );
     // The exported file holds exactly the reference's tensors (tied head: no lm_head).
     let original = ponder_core::SafeTensors::open(data("mamba_reference.safetensors")).unwrap();
     let exported = ponder_core::SafeTensors::open(&path).unwrap();

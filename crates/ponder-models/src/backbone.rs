@@ -62,6 +62,8 @@ impl BackboneConfig {
 }
 
 /// A layer-wise backbone: the transformer encoder or the Mamba stack.
+// One per model, built once: boxing a variant would only add indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Module, Debug)]
 pub enum Backbone {
     /// Transformer encoder.
@@ -83,7 +85,9 @@ fn mamba_input(input: EncoderInput) -> MambaInput {
     match input {
         EncoderInput::Tokens { ids, mask_pad, .. } => MambaInput { ids, mask_pad },
         EncoderInput::Images(_) => {
-            panic!("the Mamba backbone reads token ids, not images ; the experiment's configuration check refuses it")
+            panic!(
+                "the Mamba backbone reads token ids, not images ; the experiment's configuration check refuses it"
+            )
         }
     }
 }

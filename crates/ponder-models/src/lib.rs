@@ -27,9 +27,7 @@ pub use backbone::{Backbone, BackboneConfig, BackboneHidden};
 pub use checkpoint::{CheckpointFiles, write_atomic};
 pub use classifier::{MultiExitClassifier, MultiExitConfig};
 pub use eval::{EvalOutput, LayerAccuracy, evaluate, layer_accuracies, make_batches};
-pub use lm::{
-    LmLog, LmObserver, LmOutcome, LmTrainConfig, LmTrainState, evaluate_bpc, fit_lm,
-};
+pub use lm::{LmLog, LmObserver, LmOutcome, LmTrainConfig, LmTrainState, evaluate_bpc, fit_lm};
 pub use parity::{
     DifficultyRow, ParityEval, ParityLog, ParityModel, ParityModelConfig, ParityObserver,
     ParityState, ParityTrainConfig, distribution_accuracy, evaluate_parity, fit_parity,

@@ -73,7 +73,10 @@ impl LmTrainConfig {
             ("checkpoint_every", self.checkpoint_every),
         ] {
             if value == 0 {
-                return Err(PonderError::config(format!("train.{key}"), "must be at least 1"));
+                return Err(PonderError::config(
+                    format!("train.{key}"),
+                    "must be at least 1",
+                ));
             }
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
@@ -85,7 +88,10 @@ impl LmTrainConfig {
         if self.warmup_steps >= self.steps {
             return Err(PonderError::config(
                 "train.warmup_steps",
-                format!("{} is not below train.steps = {}", self.warmup_steps, self.steps),
+                format!(
+                    "{} is not below train.steps = {}",
+                    self.warmup_steps, self.steps
+                ),
             ));
         }
         if !(0.0..=1.0).contains(&self.final_lr_fraction) {
@@ -94,7 +100,7 @@ impl LmTrainConfig {
                 format!("{} is not in [0, 1]", self.final_lr_fraction),
             ));
         }
-        if !(self.grad_clip >= 0.0) {
+        if self.grad_clip.is_nan() || self.grad_clip < 0.0 {
             return Err(PonderError::config("train.grad_clip", "must be ≥ 0"));
         }
         Ok(())
@@ -247,7 +253,10 @@ pub fn fit_lm(
     if vocab < corpus.vocab.len() {
         return Err(PonderError::config(
             "model.vocab_size",
-            format!("{vocab} is smaller than the corpus's {} characters", corpus.vocab.len()),
+            format!(
+                "{vocab} is smaller than the corpus's {} characters",
+                corpus.vocab.len()
+            ),
         ));
     }
     let mut optim = optimizer(config);

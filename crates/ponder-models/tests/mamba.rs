@@ -10,8 +10,8 @@ use ponder_data::{CharCorpus, CharVocab};
 use ponder_exits::NeverExit;
 use ponder_mamba::{MambaConfig, MambaEncoderConfig, Pooling};
 use ponder_models::{
-    Batch, CheckpointFiles, ClassificationSource, LmObserver, LmTrainConfig,
-    MultiExitConfig, TrainConfig, evaluate_bpc, fit, fit_lm, layer_accuracies, make_batches,
+    Batch, CheckpointFiles, ClassificationSource, LmObserver, LmTrainConfig, MultiExitConfig,
+    TrainConfig, evaluate_bpc, fit, fit_lm, layer_accuracies, make_batches,
 };
 use ponder_transformer::EncoderInput;
 
@@ -32,7 +32,9 @@ impl Contains5 {
     fn new(n: usize, seed: u64) -> Self {
         let mut state = seed;
         let mut next = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (state >> 33) as usize
         };
         let mut rows = Vec::new();
@@ -63,7 +65,11 @@ impl ClassificationSource for Contains5 {
         self.labels.clone()
     }
     fn batch(&self, positions: &[usize], device: &Device) -> Batch {
-        let t = positions.iter().map(|&p| self.rows[p].len()).max().unwrap_or(1);
+        let t = positions
+            .iter()
+            .map(|&p| self.rows[p].len())
+            .max()
+            .unwrap_or(1);
         let (mut ids, mut pad) = (Vec::new(), Vec::new());
         for &p in positions {
             for i in 0..t {
@@ -76,7 +82,10 @@ impl ClassificationSource for Contains5 {
             input: EncoderInput::Tokens {
                 ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), device),
                 type_ids: None,
-                mask_pad: Some(Tensor::<2, Bool>::from_data(TensorData::new(pad, [b, t]), device)),
+                mask_pad: Some(Tensor::<2, Bool>::from_data(
+                    TensorData::new(pad, [b, t]),
+                    device,
+                )),
             },
             targets: positions.iter().map(|&p| self.labels[p]).collect(),
         }
@@ -92,7 +101,9 @@ fn a_multi_exit_mamba_classifier_learns_a_task_that_needs_the_recurrence() {
     ad.seed(3);
     let mamba = MambaConfig::new(50, 32, 3).with_d_state(8);
     let model = MultiExitConfig::new(
-        MambaEncoderConfig::new(mamba).with_pooling(Pooling::Last).into(),
+        MambaEncoderConfig::new(mamba)
+            .with_pooling(Pooling::Last)
+            .into(),
         2,
     )
     .with_head_dropout(0.0)
@@ -175,11 +186,23 @@ fn the_language_model_learns_and_resumes_exactly() {
         a.logs
     );
     let bpc = evaluate_bpc(&a.model, &corpus, config.seq_len, 0, 16, &device);
-    assert!((bpc - last.valid_bpc).abs() < 1e-6, "{bpc} vs {}", last.valid_bpc);
+    assert!(
+        (bpc - last.valid_bpc).abs() < 1e-6,
+        "{bpc} vs {}",
+        last.valid_bpc
+    );
 
     // Stopped after step 17 (between checkpoints and evaluations), then resumed.
     let parts = CheckpointFiles::new(dir.path().join("parts"));
-    let b1 = fit_lm(init(5), &corpus, &config, &ad, Some(&parts), &mut StopAt(17)).unwrap();
+    let b1 = fit_lm(
+        init(5),
+        &corpus,
+        &config,
+        &ad,
+        Some(&parts),
+        &mut StopAt(17),
+    )
+    .unwrap();
     assert!(b1.interrupted && b1.steps_run == 17 && b1.logs.len() == 1);
     // The resumed run starts from a different initialisation: it must load the
     // checkpoint, not train from scratch.
@@ -206,12 +229,22 @@ fn bad_lm_configs_are_named() {
         steps: 50,
         ..LmTrainConfig::default()
     };
-    assert!(c.validate().unwrap_err().to_string().contains("train.warmup_steps"));
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("train.warmup_steps")
+    );
     let c = LmTrainConfig {
         seq_len: 0,
         ..LmTrainConfig::default()
     };
-    assert!(c.validate().unwrap_err().to_string().contains("train.seq_len"));
+    assert!(
+        c.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("train.seq_len")
+    );
     // the schedule: warm-up to the peak, cosine down to the floor
     let c = LmTrainConfig::default();
     assert!((c.lr_at(c.warmup_steps - 1) - c.learning_rate).abs() < 1e-12);

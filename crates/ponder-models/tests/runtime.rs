@@ -31,8 +31,11 @@ fn text_model(share_layers: bool, norm_first: bool) -> MultiExitClassifier {
 
 fn mamba_model(pooling: Pooling, halting: bool) -> MultiExitClassifier {
     let mamba = MambaConfig::new(100, 16, 4).with_d_state(4);
-    let mut config = MultiExitConfig::new(MambaEncoderConfig::new(mamba).with_pooling(pooling).into(), 3)
-        .with_head_dropout(0.0);
+    let mut config = MultiExitConfig::new(
+        MambaEncoderConfig::new(mamba).with_pooling(pooling).into(),
+        3,
+    )
+    .with_head_dropout(0.0);
     if halting {
         config = config
             .with_shared_head(true)

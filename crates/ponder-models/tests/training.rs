@@ -679,7 +679,9 @@ fn nan_loss_stops_with_the_step() {
     // no optimisation step happened on the NaN batch
     assert_eq!(observer.steps_seen, poison_at);
     // and the checkpoints hold the last good state
-    let (_, _, state) = files.load_last(model(3, &d), adamw()).unwrap();
+    let (_, _, state) = files
+        .load_last::<_, TrainState>(model(3, &d), adamw())
+        .unwrap();
     assert_eq!(state.global_step, poison_at / 2 * 2);
 }
 

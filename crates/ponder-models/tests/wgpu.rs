@@ -1,6 +1,7 @@
 //! The runtime's equivalences on burn's wgpu backend (built with `--features wgpu`;
 //! CI runs it over a software Vulkan device). The same weights give the same logits
-//! on wgpu as on the CPU, and a mixed-exit batch equals each row run alone.
+//! on wgpu as on the CPU, and a mixed-exit batch equals each row run alone; the Mamba
+//! scan, its recurrent step and a Mamba multi-exit classifier match the CPU too.
 #![cfg(feature = "wgpu")]
 
 use burn::module::Module;
@@ -138,4 +139,58 @@ fn wgpu_halting_heads_match_cpu() {
     );
     let diff = max_abs_diff(&e_cpu, &e_gpu);
     assert!(diff < 1e-3, "wgpu and CPU expectations differ by {diff}");
+}
+
+#[test]
+fn wgpu_mamba_scan_step_and_runner_match_cpu() {
+    use burn::tensor::{Int, TensorData};
+    use ponder_mamba::{MambaConfig, MambaEncoderConfig};
+    let cpu = Device::flex();
+    cpu.seed(9);
+    let mamba = MambaConfig::new(50, 16, 3).with_d_state(4);
+    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+
+    // The language model: the full-sequence scan and the recurrent step, on both devices.
+    let lm_cpu = mamba.init_lm(&cpu).valid();
+    let lm_gpu = lm_cpu.clone().to_device(&gpu);
+    let ids: Vec<i64> = vec![3, 17, 5, 44, 9, 1, 30, 2, 8, 21, 6, 13];
+    let ids_cpu = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 6]), &cpu);
+    let ids_gpu = ids_cpu.clone().to_device(&gpu);
+    let full_cpu = lm_cpu
+        .forward(ids_cpu.clone())
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    let full_gpu = lm_gpu
+        .forward(ids_gpu.clone())
+        .try_into_vec_as::<f32>()
+        .unwrap();
+    let diff = max_abs_diff(&full_cpu, &full_gpu);
+    assert!(diff < 1e-3, "wgpu and CPU scans differ by {diff}");
+    let mut state = lm_gpu.mamba.zero_state(2, &gpu);
+    let stepped: Vec<Tensor<3>> = (0..6)
+        .map(|t| {
+            let token = ids_gpu.clone().narrow(1, t, 1).reshape([2]);
+            lm_gpu.step(token, &mut state).unsqueeze_dim::<3>(1)
+        })
+        .collect();
+    let stepped = Tensor::cat(stepped, 1).try_into_vec_as::<f32>().unwrap();
+    let diff = max_abs_diff(&full_gpu, &stepped);
+    assert!(diff < 1e-4, "wgpu step and scan differ by {diff}");
+
+    // The multi-exit classifier through the runner.
+    let config =
+        MultiExitConfig::new(MambaEncoderConfig::new(mamba).into(), 3).with_head_dropout(0.0);
+    let model_cpu = config.init(&cpu).valid();
+    let model_gpu = model_cpu.clone().to_device(&gpu);
+    let input = |ids: Tensor<2, Int>| EncoderInput::Tokens {
+        ids,
+        type_ids: None,
+        mask_pad: None,
+    };
+    let plan = vec![2, 3];
+    let out_cpu = model_cpu.adaptive(input(ids_cpu), &Planned(plan.clone()), None);
+    let out_gpu = model_gpu.adaptive(input(ids_gpu), &Planned(plan.clone()), None);
+    assert_eq!(out_gpu.exit_layer, plan);
+    let diff = max_abs_diff(&host(out_cpu.logits), &host(out_gpu.logits));
+    assert!(diff < 1e-3, "wgpu and CPU Mamba exits differ by {diff}");
 }
