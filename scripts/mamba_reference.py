@@ -37,11 +37,14 @@ import struct
 import numpy as np
 
 SEED = 20231201
-CFG = dict(vocab_size=11, d_model=8, n_layer=2, d_state=4, d_conv=4, expand=2, norm_eps=1e-5)
+# d_model 20 gives dt_rank = ceil(20/16) = 2, so a transposed dt_proj would not pass.
+CFG = dict(vocab_size=11, d_model=20, n_layer=2, d_state=4, d_conv=4, expand=2, norm_eps=1e-5)
 CFG["d_inner"] = CFG["expand"] * CFG["d_model"]
 CFG["dt_rank"] = math.ceil(CFG["d_model"] / 16)
 INPUT_IDS = np.array([[1, 5, 2, 9, 0, 3, 10], [7, 7, 4, 1, 8, 2, 6]], dtype=np.int64)
-PROMPT_LEN = 4
+# Prompts shorter than, equal to and longer than d_conv = 4 (the conv state is zero-
+# padded, exact, or the tail of the prompt).
+PROMPT_LENS = (2, 4, 5)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_DIR = os.path.join(ROOT, "crates", "ponder-mamba", "tests", "data")
@@ -208,11 +211,16 @@ def main():
         assert np.max(np.abs(conv_s[i] - full["conv"][i])) < 1e-10
         assert np.max(np.abs(ssm_s[i] - full["ssm"][i])) < 1e-10
 
-    # Self-check 2: prefill the prompt with the full forward, then step the rest.
-    pre = forward(w, INPUT_IDS[:, :PROMPT_LEN])
-    conv_s, ssm_s = [c.copy() for c in pre["conv"]], [s.copy() for s in pre["ssm"]]
-    tail = np.stack([step(w, INPUT_IDS[:, t], conv_s, ssm_s) for t in range(PROMPT_LEN, T)], axis=1)
-    assert np.max(np.abs(tail - full["logits"][:, PROMPT_LEN:])) < 1e-10, "prefill+step mismatch"
+    # Self-check 2: prefill each prompt with the full forward, then step the rest.
+    tails, prefill_states = {}, {}
+    for plen in PROMPT_LENS:
+        pre = forward(w, INPUT_IDS[:, :plen])
+        prefill_states[str(plen)] = {"conv": [c.tolist() for c in pre["conv"]],
+                                     "ssm": [s.tolist() for s in pre["ssm"]]}
+        conv_s, ssm_s = [c.copy() for c in pre["conv"]], [s.copy() for s in pre["ssm"]]
+        tail = np.stack([step(w, INPUT_IDS[:, t], conv_s, ssm_s) for t in range(plen, T)], axis=1)
+        assert np.max(np.abs(tail - full["logits"][:, plen:])) < 1e-10, "prefill+step mismatch"
+        tails[str(plen)] = tail.tolist()
 
     os.makedirs(OUT_DIR, exist_ok=True)
     st_path = os.path.join(OUT_DIR, "mamba_reference.safetensors")
@@ -228,10 +236,13 @@ def main():
         "mixer_out_layer0": full["mixer0"].tolist(),
         "final_conv_state": [c.tolist() for c in full["conv"]],
         "final_ssm_state": [s.tolist() for s in full["ssm"]],
-        "prefill_then_step": tail.tolist(),
+        # per prompt length: the states after the prompt, then the stepped logits of
+        # the remaining positions
+        "prefill_states": prefill_states,
+        "prefill_then_step": tails,
     }
     with open(js_path, "w") as f:
-        json.dump(ref, f, indent=1)
+        json.dump(ref, f, separators=(",", ":"))
         f.write("\n")
 
     for p in (st_path, js_path):

@@ -28,7 +28,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
 use ponder_data::{CharCorpus, load_shakespeare};
 use ponder_mamba::{MambaConfig, MambaLm, Sampling, generate, state_spaces_bytes};
-use ponder_models::{CheckpointFiles, LmLog, LmObserver, LmTrainConfig, evaluate_bpc, fit_lm};
+use ponder_models::{
+    CheckpointFiles, LmLog, LmObserver, LmTrainConfig, LmTrainState, evaluate_bpc, fit_lm,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::report::{COLORS, plot_err};
@@ -290,6 +292,18 @@ pub fn run(experiment: &LmExperiment, run: &RunFolder, device: &Device) -> Resul
     }
     .with_context(|| format!("reading the corpus in {}", experiment.data.path.display()))?;
     let vocab: String = corpus.vocab.chars().iter().collect();
+    let vocab_path = run.root().join("vocab.json");
+    if let Ok(bytes) = std::fs::read(&vocab_path) {
+        let before: String = serde_json::from_slice(&bytes)
+            .with_context(|| format!("reading {}", vocab_path.display()))?;
+        if before != vocab {
+            bail!(
+                "the corpus in {} has other characters than the run was trained on ({}): the model's ids would mean other characters",
+                experiment.data.path.display(),
+                vocab_path.display()
+            );
+        }
+    }
     run.write("vocab.json", &serde_json::to_vec(&vocab)?)?;
     let prompt = corpus
         .vocab
@@ -317,10 +331,16 @@ pub fn run(experiment: &LmExperiment, run: &RunFolder, device: &Device) -> Resul
         .progress_chars("=> "),
     );
     bar.set_prefix("lm");
-    let previous: Vec<LmLog> = std::fs::read(run.root().join("metrics.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    // The curve so far is the checkpoint's (metrics.json may hold points written after
+    // the last checkpoint, which a resumed run computes again).
+    let previous: Vec<LmLog> = if checkpoints.has_last() {
+        checkpoints
+            .load_state::<LmTrainState>()
+            .context("reading the last checkpoint")?
+            .logs
+    } else {
+        Vec::new()
+    };
     let mut progress = Progress {
         bar,
         run: run.clone(),

@@ -130,17 +130,37 @@ fn seed_table(s: &mut String, results: &CompareResults) {
     }
 }
 
-/// The matched-compute comparison: the reference is PALBERT's first Q-exit row (else
-/// the first halting model's); for every other method, its sampling row if it has one
-/// (PonderNet's own policy) and the (non-oracle, non-full) policy whose mean exit layer
-/// is closest to the reference's.
+/// The matched-compute comparison, per backbone: the reference is PALBERT's first
+/// Q-exit row (else the first halting model's); for every other method of the same
+/// backbone, its sampling row if it has one (PonderNet's own policy) and the
+/// (non-oracle, non-full) policy whose mean exit layer is closest to the reference's.
+/// Layers of different backbones cost different FLOPs, so they are never matched.
 pub fn matched_compute(results: &CompareResults) -> Vec<&SeedSummary> {
-    let rows = &results.seed_summary;
+    let mut backbones: Vec<&str> = Vec::new();
+    for r in &results.seed_summary {
+        let b = backbone_of(&r.method);
+        if !backbones.contains(&b) {
+            backbones.push(b);
+        }
+    }
+    let mut out = Vec::new();
+    for backbone in backbones {
+        let rows: Vec<&SeedSummary> = results
+            .seed_summary
+            .iter()
+            .filter(|r| backbone_of(&r.method) == backbone)
+            .collect();
+        out.extend(matched_within(&rows));
+    }
+    out
+}
+
+fn matched_within<'a>(rows: &[&'a SeedSummary]) -> Vec<&'a SeedSummary> {
     let reference = rows
         .iter()
-        .find(|r| r.method == "palbert" && r.family == "q_exit")
+        .find(|r| base_method(&r.method) == "palbert" && r.family == "q_exit")
         .or_else(|| rows.iter().find(|r| r.family == "q_exit"));
-    let Some(reference) = reference else {
+    let Some(&reference) = reference else {
         return Vec::new();
     };
     let mut out = vec![reference];
@@ -152,7 +172,7 @@ pub fn matched_compute(results: &CompareResults) -> Vec<&SeedSummary> {
     }
     for method in methods {
         // PonderNet's own policy is sampling: show it, then the closest row if another
-        if let Some(sample) = rows
+        if let Some(&sample) = rows
             .iter()
             .find(|r| r.method == method && r.family == "sample")
         {
@@ -166,7 +186,7 @@ pub fn matched_compute(results: &CompareResults) -> Vec<&SeedSummary> {
                     .abs()
                     .total_cmp(&(b.mean_exit_layer_mean - reference.mean_exit_layer_mean).abs())
             });
-        if let Some(c) = closest
+        if let Some(&c) = closest
             && !out.iter().any(|r| std::ptr::eq(*r, c))
         {
             out.push(c);
@@ -266,6 +286,11 @@ pub fn summary(results: &CompareResults) -> Vec<String> {
 /// The method of a model label (`mamba/pabee` → `pabee`).
 fn base_method(label: &str) -> &str {
     label.rsplit('/').next().unwrap_or(label)
+}
+
+/// The backbone prefix of a model label (`mamba/pabee` → `mamba`, `pabee` → ``).
+fn backbone_of(label: &str) -> &str {
+    label.rsplit_once('/').map_or("", |(b, _)| b)
 }
 
 /// The plots' colour cycle.

@@ -2,8 +2,9 @@
 //!
 //! The format is an 8-byte little-endian header length, a JSON header mapping each
 //! tensor name to its dtype, shape and byte range, and the raw little-endian data. This
-//! reader checks everything a malformed or mismatched file can get wrong (truncation,
-//! overlapping ranges, unknown dtypes, a shape that does not match the model) and names
+//! reader checks what a malformed or mismatched file can get wrong (truncation, byte
+//! ranges that do not fit the data or the shape, unknown dtypes, a shape that does not
+//! match the model) and names
 //! the file and the tensor in its error; it also tracks which tensors were used so a
 //! loader can refuse a file with tensors it does not know.
 
@@ -115,8 +116,9 @@ impl SafeTensors {
                     "tensor `{name}` has dtype {dtype}; only F32, F16 and BF16 are supported"
                 ))
             })?;
-            let numel: usize = shape.iter().product();
-            if begin > end || end > n_data || end - begin != numel * width {
+            let bytes = shape.iter().try_fold(width, |acc, &d| acc.checked_mul(d));
+            let numel = bytes.map_or(0, |b| b / width);
+            if begin > end || end > n_data || bytes != Some(end - begin) {
                 return Err(bad(format!(
                     "tensor `{name}` (shape {shape:?}, {dtype}) has byte range {begin}..{end}, \
                      which does not fit {} bytes of data or its {} elements",

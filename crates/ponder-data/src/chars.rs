@@ -130,7 +130,8 @@ pub fn load_char_files(dir: &Path, files: &[PathBuf], valid_every: usize) -> Res
         // One convention for line ends, whatever the file uses.
         texts.push(text.replace("\r\n", "\n"));
     }
-    let vocab = CharVocab::from_texts(texts.iter().map(String::as_str));
+    // The files are joined by a blank line, so '\n' is always in the vocabulary.
+    let vocab = CharVocab::from_texts(texts.iter().map(String::as_str).chain(["\n"]));
     let mut corpus = CharCorpus {
         vocab,
         train: Vec::new(),
@@ -182,9 +183,10 @@ impl CharCorpus {
         Ok(out)
     }
 
-    /// Consecutive windows of `len + 1` validation ids (overlapping by one character, so
-    /// every character after the first is predicted exactly once), at most
-    /// `max_windows` of them (0: all).
+    /// Consecutive windows of `len + 1` validation ids, at most `max_windows` of them
+    /// (0: all). They overlap by one character, so every character after the first is
+    /// predicted exactly once, except the last `< len` characters, which do not fill a
+    /// window.
     pub fn valid_windows(&self, len: usize, max_windows: usize) -> Vec<&[usize]> {
         let mut out = Vec::new();
         let mut start = 0;
@@ -209,19 +211,12 @@ mod tests {
     use super::*;
 
     fn corpus(files: &[(&str, &str)], valid_every: usize) -> Result<CharCorpus> {
-        let dir = std::env::temp_dir().join(format!(
-            "ponder-chars-{}-{}",
-            std::process::id(),
-            files.len()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
-            std::fs::write(dir.join(name), text).unwrap();
+            std::fs::write(dir.path().join(name), text).unwrap();
         }
-        std::fs::write(dir.join("metadata.txt"), "ignored").unwrap();
-        let out = load_shakespeare(&dir, valid_every);
-        std::fs::remove_dir_all(&dir).ok();
-        out
+        std::fs::write(dir.path().join("metadata.txt"), "ignored").unwrap();
+        load_shakespeare(dir.path(), valid_every)
     }
 
     #[test]

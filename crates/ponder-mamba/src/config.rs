@@ -15,7 +15,7 @@ pub struct MambaConfig {
     /// SSM state size n per channel. Default: 16.
     #[config(default = 16)]
     pub d_state: usize,
-    /// Width of the causal depthwise convolution. Default: 4.
+    /// Width of the causal depthwise convolution (at least 2). Default: 4.
     #[config(default = 4)]
     pub d_conv: usize,
     /// Expansion factor E (d_inner = E·d). Default: 2.
@@ -68,15 +68,16 @@ impl MambaConfig {
             ("d_model", self.d_model),
             ("n_layers", self.n_layers),
             ("d_state", self.d_state),
-            ("d_conv", self.d_conv),
+            ("d_conv", self.d_conv.saturating_sub(1)),
             ("expand", self.expand),
             ("dt_rank", self.dt_rank()),
         ];
         for (key, value) in positive {
             if value == 0 {
+                let least = if key == "d_conv" { 2 } else { 1 };
                 return Err(PonderError::config(
                     format!("model.{key}"),
-                    "must be at least 1",
+                    format!("must be at least {least}"),
                 ));
             }
         }

@@ -68,6 +68,12 @@ impl MambaConfig {
         };
         let emb = dims(EMBEDDING, 2)?;
         let (vocab_size, d_model) = (emb[0], emb[1]);
+        if vocab_size == 0 || d_model == 0 {
+            return Err(bad(
+                file,
+                format!("`{EMBEDDING}` has shape {emb:?}: an empty embedding"),
+            ));
+        }
         let n_layers = (0..)
             .take_while(|&i| file.contains(&layer_key(i, "mixer.in_proj.weight")))
             .count();

@@ -113,19 +113,37 @@ fn matches_the_numpy_reference() {
         );
     }
 
-    // Prefill 4 tokens, then step the remaining 3.
-    let (_, mut state): (_, MambaState) = lm.forward_prefill(ids.clone().narrow(1, 0, 4), None);
-    let mut stepped = Vec::new();
-    for pos in 4..t {
-        let token = ids.clone().narrow(1, pos, 1).reshape([b]);
-        stepped.push(lm.step(token, &mut state).unsqueeze_dim::<3>(1));
+    // Prefill prompts shorter than, equal to and longer than d_conv = 4 (zero-padded,
+    // exact and sliced conv states), check the states, then step the remaining tokens.
+    for prompt in [2usize, 4, 5] {
+        let key = prompt.to_string();
+        let (_, mut state): (_, MambaState) =
+            lm.forward_prefill(ids.clone().narrow(1, 0, prompt), None);
+        let want = &r["prefill_states"][&key];
+        for (i, layer) in state.layers.iter().enumerate() {
+            assert_close(
+                &format!("prefill {prompt}: conv state[{i}]"),
+                &to_host(layer.conv.clone()),
+                &flat(&want["conv"][i]),
+            );
+            assert_close(
+                &format!("prefill {prompt}: ssm state[{i}]"),
+                &to_host(layer.ssm.clone()),
+                &flat(&want["ssm"][i]),
+            );
+        }
+        let mut stepped = Vec::new();
+        for pos in prompt..t {
+            let token = ids.clone().narrow(1, pos, 1).reshape([b]);
+            stepped.push(lm.step(token, &mut state).unsqueeze_dim::<3>(1));
+        }
+        let stepped = Tensor::cat(stepped, 1);
+        assert_close(
+            &format!("prefill {prompt} then step"),
+            &to_host(stepped),
+            &flat(&r["prefill_then_step"][&key]),
+        );
     }
-    let stepped = Tensor::cat(stepped, 1);
-    assert_close(
-        "prefill_then_step",
-        &to_host(stepped),
-        &flat(&r["prefill_then_step"]),
-    );
 }
 
 #[test]

@@ -106,13 +106,15 @@ impl LmTrainConfig {
         Ok(())
     }
 
-    /// The learning rate of step `step` (0-based): linear warm-up, then cosine decay.
+    /// The learning rate of step `step` (0-based): linear warm-up over the first
+    /// `warmup_steps` steps, then cosine decay reaching `final_lr_fraction` of the peak
+    /// at the last step (`steps − 1`).
     pub fn lr_at(&self, step: usize) -> f64 {
         let peak = self.learning_rate;
         if step < self.warmup_steps {
             return peak * (step + 1) as f64 / self.warmup_steps as f64;
         }
-        let span = (self.steps - self.warmup_steps).max(1) as f64;
+        let span = (self.steps - self.warmup_steps).saturating_sub(1).max(1) as f64;
         let progress = ((step - self.warmup_steps) as f64 / span).min(1.0);
         let floor = peak * self.final_lr_fraction;
         floor + (peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
@@ -213,7 +215,9 @@ fn window_loss(model: &MambaLm, ids: Tensor<2, Int>) -> Tensor<1> {
 }
 
 /// Validation bits per character of `model` (without autodiff) over the first
-/// `max_windows` windows of `seq_len` characters (0: the whole validation text).
+/// `max_windows` windows of `seq_len` characters (0: the whole validation text); NaN
+/// when the validation text is too short for one window ([`fit_lm`] refuses such a
+/// corpus).
 pub fn evaluate_bpc(
     model: &MambaLm,
     corpus: &CharCorpus,
@@ -231,7 +235,10 @@ pub fn evaluate_bpc(
         nats += loss * (group.len() * seq_len) as f64;
         count += group.len() * seq_len;
     }
-    nats / count.max(1) as f64 / std::f64::consts::LN_2
+    if count == 0 {
+        return f64::NAN;
+    }
+    nats / count as f64 / std::f64::consts::LN_2
 }
 
 /// Trains `model` (on an autodiff device) on `corpus`: random training windows seeded
@@ -256,6 +263,16 @@ pub fn fit_lm(
             format!(
                 "{vocab} is smaller than the corpus's {} characters",
                 corpus.vocab.len()
+            ),
+        ));
+    }
+    if corpus.valid.len() <= config.seq_len {
+        return Err(PonderError::config(
+            "train.seq_len",
+            format!(
+                "the validation text has {} characters, fewer than one window of {} + 1",
+                corpus.valid.len(),
+                config.seq_len
             ),
         ));
     }

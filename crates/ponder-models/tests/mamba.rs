@@ -223,6 +223,40 @@ fn the_language_model_learns_and_resumes_exactly() {
 }
 
 #[test]
+fn a_validation_text_shorter_than_a_window_is_an_error() {
+    let device = Device::flex();
+    let mut short = corpus();
+    short.valid.truncate(10);
+    let config = lm_config();
+    let model = MambaConfig::new(short.vocab.len(), 8, 1).init_lm(&device.clone().autodiff());
+    let err = fit_lm(
+        model,
+        &short,
+        &config,
+        &device.clone().autodiff(),
+        None,
+        &mut (),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("train.seq_len") && err.contains("10 characters"),
+        "{err}"
+    );
+    assert!(
+        evaluate_bpc(
+            &MambaConfig::new(short.vocab.len(), 8, 1).init_lm(&device),
+            &short,
+            24,
+            0,
+            4,
+            &device
+        )
+        .is_nan()
+    );
+}
+
+#[test]
 fn bad_lm_configs_are_named() {
     let c = LmTrainConfig {
         warmup_steps: 50,
@@ -248,6 +282,7 @@ fn bad_lm_configs_are_named() {
     // the schedule: warm-up to the peak, cosine down to the floor
     let c = LmTrainConfig::default();
     assert!((c.lr_at(c.warmup_steps - 1) - c.learning_rate).abs() < 1e-12);
-    assert!((c.lr_at(c.steps) - c.learning_rate * c.final_lr_fraction).abs() < 1e-12);
+    assert!((c.lr_at(c.steps - 1) - c.learning_rate * c.final_lr_fraction).abs() < 1e-12);
+    assert!(c.lr_at(c.steps - 2) > c.lr_at(c.steps - 1));
     assert!(c.lr_at(c.warmup_steps + 10) > c.lr_at(c.warmup_steps + 500));
 }

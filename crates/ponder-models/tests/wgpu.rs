@@ -151,7 +151,20 @@ fn wgpu_mamba_scan_step_and_runner_match_cpu() {
     let gpu = Device::wgpu(DeviceKind::DefaultDevice);
 
     // The language model: the full-sequence scan and the recurrent step, on both devices.
-    let lm_cpu = mamba.init_lm(&cpu).valid();
+    // Mamba's initialisation makes Δ, B and C tiny; scale them (and the embedding) so
+    // the scan really moves the logits and a broken scan could not pass.
+    let mut lm_cpu = mamba.init_lm(&cpu).valid();
+    for block in lm_cpu.mamba.layers.iter_mut() {
+        let m = &mut block.mixer;
+        m.x_proj.weight = m.x_proj.weight.clone().map(|w| w.mul_scalar(4.0));
+        m.dt_proj.bias = m.dt_proj.bias.clone().map(|b| b.map(|b| b.add_scalar(1.5)));
+    }
+    lm_cpu.mamba.embedding.weight = lm_cpu
+        .mamba
+        .embedding
+        .weight
+        .clone()
+        .map(|w| w.mul_scalar(50.0));
     let lm_gpu = lm_cpu.clone().to_device(&gpu);
     let ids: Vec<i64> = vec![3, 17, 5, 44, 9, 1, 30, 2, 8, 21, 6, 13];
     let ids_cpu = Tensor::<2, Int>::from_data(TensorData::new(ids, [2, 6]), &cpu);
