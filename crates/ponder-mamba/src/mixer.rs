@@ -245,9 +245,10 @@ impl MambaMixer {
     }
 
     /// FLOPs of the mixer for one row of `seq_len` tokens (one multiply-add = 2 FLOPs;
-    /// the scan's discretisation, update and read-out ≈ 7 FLOPs per state element).
+    /// in_proj, x_proj and out_proj have no bias, dt_proj has one; Δ's softplus, the
+    /// scan's discretisation, update and read-out ≈ 7 FLOPs per state element; the
+    /// convolution, SiLUs, D skip and gate ≈ 2·d_conv + 12 per channel).
     pub fn flops(&self, seq_len: u64, d_model: u64) -> u64 {
-        use ponder_core::linear_flops;
         let (di, n, r, k) = (
             self.d_inner as u64,
             self.d_state as u64,
@@ -255,13 +256,14 @@ impl MambaMixer {
             self.d_conv as u64,
         );
         let t = seq_len;
-        linear_flops(t, d_model, 2 * di)
-            + t * di * (2 * k + 5)
-            + linear_flops(t, di, r + 2 * n)
-            + linear_flops(t, r, di)
+        let matmul = |d_in: u64, d_out: u64| 2 * t * d_in * d_out;
+        matmul(d_model, 2 * di)
+            + matmul(di, r + 2 * n)
+            + matmul(r, di)
+            + t * di
             + 7 * t * di * n
-            + t * di * 6
-            + linear_flops(t, di, d_model)
+            + t * di * (2 * k + 12)
+            + matmul(di, d_model)
     }
 }
 
