@@ -157,13 +157,13 @@ impl BackboneKind {
     }
 }
 
-fn default_d_state() -> usize {
+pub(crate) fn default_d_state() -> usize {
     16
 }
-fn default_d_conv() -> usize {
+pub(crate) fn default_d_conv() -> usize {
     4
 }
-fn default_expand() -> usize {
+pub(crate) fn default_expand() -> usize {
     2
 }
 fn default_pooling() -> Pooling {

@@ -25,7 +25,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use plotters::prelude::*;
+use plotters::prelude::SeriesLabelPosition;
 use ponder_data::{CharCorpus, load_shakespeare};
 use ponder_mamba::{MambaConfig, MambaLm, Sampling, generate, state_spaces_bytes};
 use ponder_models::{
@@ -33,7 +33,8 @@ use ponder_models::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::report::{COLORS, plot_err};
+use crate::config::{default_d_conv, default_d_state, default_expand};
+use crate::report::{ChartSpec, line_chart};
 use crate::run::RunFolder;
 
 /// An LM experiment file.
@@ -86,16 +87,6 @@ pub struct LmModel {
     /// Expansion E.
     #[serde(default = "default_expand")]
     pub expand: usize,
-}
-
-fn default_d_state() -> usize {
-    16
-}
-fn default_d_conv() -> usize {
-    4
-}
-fn default_expand() -> usize {
-    2
 }
 
 /// The generated sample and the state-size measurement.
@@ -481,65 +472,31 @@ pub fn table(results: &LmResults, logs: &[LmLog]) -> String {
 
 /// Train and validation bits per character against steps, as SVG.
 pub fn loss_plot(name: &str, logs: &[LmLog]) -> Result<String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (900, 550)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let max_step = logs.iter().map(|l| l.step).max().unwrap_or(1) as f64;
-        let hi = logs
-            .iter()
-            .flat_map(|l| [l.train_bpc, l.valid_bpc])
-            .fold(0.0f64, f64::max)
-            .max(1.0)
-            * 1.05;
-        let lo = logs
-            .iter()
-            .flat_map(|l| [l.train_bpc, l.valid_bpc])
-            .fold(f64::INFINITY, f64::min)
-            .min(hi)
-            * 0.95;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(format!("{name}: bits per character"), ("sans-serif", 22))
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0f64..max_step, lo..hi)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("training step")
-            .y_desc("bits per character")
-            .draw()
-            .map_err(plot_err)?;
-        type Pick = fn(&LmLog) -> f64;
-        let series: [(&str, Pick); 2] = [
-            ("train (mean since previous point)", |l| l.train_bpc),
-            ("validation", |l| l.valid_bpc),
-        ];
-        for (i, (label, pick)) in series.into_iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let points: Vec<(f64, f64)> = logs.iter().map(|l| (l.step as f64, pick(l))).collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(plot_err)?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
-    }
-    Ok(svg)
+    let values = || logs.iter().flat_map(|l| [l.train_bpc, l.valid_bpc]);
+    let hi = values().fold(0.0f64, f64::max).max(1.0) * 1.05;
+    let lo = values().fold(f64::INFINITY, f64::min).min(hi) * 0.95;
+    let max_step = logs.iter().map(|l| l.step).max().unwrap_or(1) as f64;
+    let line = |pick: fn(&LmLog) -> f64| -> Vec<(f64, f64)> {
+        logs.iter().map(|l| (l.step as f64, pick(l))).collect()
+    };
+    line_chart(
+        ChartSpec {
+            caption: format!("{name}: bits per character"),
+            x_desc: "training step",
+            y_desc: "bits per character",
+            x: 0f64..max_step,
+            y: lo..hi,
+            size: (900, 550),
+            legend: SeriesLabelPosition::UpperRight,
+        },
+        &[
+            (
+                "train (mean since previous point)".into(),
+                line(|l| l.train_bpc),
+            ),
+            ("validation".into(), line(|l| l.valid_bpc)),
+        ],
+    )
 }
 
 #[cfg(test)]

@@ -390,6 +390,27 @@ fn eval_models<S: ClassificationSource>(
     })
 }
 
+/// The run folder of `ponder parity` / `ponder lm`: `resume` opens an existing one with
+/// its own `config.toml` (read by `load_saved`); otherwise `load_new` reads the
+/// experiment (and its name) and a new folder is created under `run_dir` or
+/// `runs/NAME-TIMESTAMP` with the resolved experiment as its `config.toml`.
+fn open_or_create<E: serde::Serialize>(
+    resume: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
+    load_saved: impl FnOnce(&Path) -> Result<E>,
+    load_new: impl FnOnce() -> Result<(String, E)>,
+) -> Result<(RunFolder, E)> {
+    if let Some(root) = resume {
+        let run = RunFolder::existing(&root)?;
+        let experiment = load_saved(&root.join("config.toml"))?;
+        return Ok((run, experiment));
+    }
+    let (name, experiment) = load_new()?;
+    let root = run_dir.unwrap_or_else(|| RunFolder::timestamped(Path::new("runs"), &name));
+    let text = toml::to_string_pretty(&experiment).context("serialising the experiment")?;
+    Ok((RunFolder::create_with_config(root, &text)?, experiment))
+}
+
 fn parity_cmd(
     device: DeviceChoice,
     path: PathBuf,
@@ -398,20 +419,15 @@ fn parity_cmd(
     resume: Option<PathBuf>,
 ) -> Result<()> {
     let (dev, _) = device.device()?;
-    let (run, experiment) = match resume {
-        Some(root) => {
-            let run = RunFolder::existing(&root)?;
-            let experiment = ParityExperiment::load(&root.join("config.toml"), &[])?;
-            (run, experiment)
-        }
-        None => {
-            let experiment = ParityExperiment::load(&path, &overrides)?;
-            let root = run_dir
-                .unwrap_or_else(|| RunFolder::timestamped(Path::new("runs"), &experiment.name));
-            let text = toml::to_string_pretty(&experiment).context("serialising the experiment")?;
-            (RunFolder::create_with_config(root, &text)?, experiment)
-        }
-    };
+    let (run, experiment) = open_or_create(
+        resume,
+        run_dir,
+        |root| ParityExperiment::load(root, &[]),
+        || {
+            let e = ParityExperiment::load(&path, &overrides)?;
+            Ok((e.name.clone(), e))
+        },
+    )?;
     eprintln!("run folder: {}", run.root().display());
     let results = parity::run(&experiment, &run, &dev)?;
     let table = parity::table(&results);
@@ -437,20 +453,15 @@ fn lm_cmd(
     resume: Option<PathBuf>,
 ) -> Result<()> {
     let (dev, _) = device.device()?;
-    let (run, experiment) = match resume {
-        Some(root) => {
-            let run = RunFolder::existing(&root)?;
-            let experiment = LmExperiment::load(&root.join("config.toml"), &[])?;
-            (run, experiment)
-        }
-        None => {
-            let experiment = LmExperiment::load(&path, &overrides)?;
-            let root = run_dir
-                .unwrap_or_else(|| RunFolder::timestamped(Path::new("runs"), &experiment.name));
-            let text = toml::to_string_pretty(&experiment).context("serialising the experiment")?;
-            (RunFolder::create_with_config(root, &text)?, experiment)
-        }
-    };
+    let (run, experiment) = open_or_create(
+        resume,
+        run_dir,
+        |root| LmExperiment::load(root, &[]),
+        || {
+            let e = LmExperiment::load(&path, &overrides)?;
+            Ok((e.name.clone(), e))
+        },
+    )?;
     eprintln!("run folder: {}", run.root().display());
     let results = lm::run(&experiment, &run, &dev)?;
     let logs: Vec<ponder_models::LmLog> =

@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use plotters::prelude::*;
+use plotters::prelude::SeriesLabelPosition;
 use ponder_core::ExitPolicy;
 use ponder_exits::{Expectation, NeverExit, Policy, PonderSample, QExit};
 use ponder_models::{
@@ -30,7 +30,7 @@ use ponder_models::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::report::{COLORS, plot_err};
+use crate::report::{ChartSpec, line_chart};
 use crate::run::RunFolder;
 
 /// A parity experiment file.
@@ -517,64 +517,32 @@ pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
 /// Mean steps against the number of non-zero elements, one line per (test set, policy)
 /// that exits early, as SVG.
 pub fn steps_plot(results: &ParityResults) -> Result<String> {
-    let lines: Vec<&ParityResult> = results
+    let lines: Vec<(String, Vec<(f64, f64)>)> = results
         .results
         .iter()
         .filter(|r| r.eval.policy != "full" && !r.eval.policy.starts_with("expectation"))
-        .collect();
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (900, 550)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("{}: pondering steps vs difficulty", results.experiment),
-                ("sans-serif", 22),
-            )
-            .margin(15)
-            .x_label_area_size(45)
-            .y_label_area_size(60)
-            .build_cartesian_2d(
-                0.5f64..(results.n_elems as f64 + 0.5),
-                0f64..(results.max_steps as f64 + 0.5),
-            )
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("non-zero elements (difficulty)")
-            .y_desc("mean steps run")
-            .draw()
-            .map_err(plot_err)?;
-
-        for (i, r) in lines.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            let points: Vec<(f64, f64)> = r
+        .map(|r| {
+            let points = r
                 .eval
                 .by_difficulty
                 .iter()
                 .map(|d| (d.n_nonzero as f64, d.mean_steps))
                 .collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                .map_err(plot_err)?
-                .label(format!("{} / {}", r.test_set, r.eval.policy))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                });
-            chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(plot_err)?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
-    }
-    Ok(svg)
+            (format!("{} / {}", r.test_set, r.eval.policy), points)
+        })
+        .collect();
+    line_chart(
+        ChartSpec {
+            caption: format!("{}: pondering steps vs difficulty", results.experiment),
+            x_desc: "non-zero elements (difficulty)",
+            y_desc: "mean steps run",
+            x: 0.5f64..(results.n_elems as f64 + 0.5),
+            y: 0f64..(results.max_steps as f64 + 0.5),
+            size: (900, 550),
+            legend: SeriesLabelPosition::LowerRight,
+        },
+        &lines,
+    )
 }
 
 #[cfg(test)]

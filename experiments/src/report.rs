@@ -357,59 +357,95 @@ pub fn accuracy_plot(results: &CompareResults) -> Result<String> {
         .fold(100.0, f64::min);
     let max_y = rows.iter().map(|r| r.accuracy * 100.0).fold(0.0, f64::max);
     let pad = ((max_y - min_y) * 0.05).max(0.5);
+    let mut lines = Vec::new();
+    for (method, policies) in &models {
+        let full = policies.iter().find(|r| r.family == "full");
+        for family in ["max_prob", "entropy", "patience", "fixed", "q_exit"] {
+            let mut points: Vec<(f64, f64)> = policies
+                .iter()
+                .filter(|r| r.family == family)
+                .chain(full)
+                .map(|r| (r.flop_speedup, r.accuracy * 100.0))
+                .collect();
+            if points.len() < 2 {
+                continue;
+            }
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            lines.push((format!("{method} / {family}"), points));
+        }
+    }
+    line_chart(
+        ChartSpec {
+            caption: format!("{}: accuracy vs compute", results.experiment),
+            x_desc: "FLOP speed-up (×)",
+            y_desc: "test accuracy (%)",
+            x: 0.9..max_x,
+            y: (min_y - pad)..(max_y + pad),
+            size: (900, 600),
+            legend: SeriesLabelPosition::LowerLeft,
+        },
+        &lines,
+    )
+}
+
+/// Axes, size and legend placement of a [`line_chart`].
+pub(crate) struct ChartSpec<'a> {
+    /// Title.
+    pub caption: String,
+    /// x-axis label.
+    pub x_desc: &'a str,
+    /// y-axis label.
+    pub y_desc: &'a str,
+    /// x range.
+    pub x: std::ops::Range<f64>,
+    /// y range.
+    pub y: std::ops::Range<f64>,
+    /// Width and height in pixels.
+    pub size: (u32, u32),
+    /// Where the legend goes.
+    pub legend: SeriesLabelPosition,
+}
+
+/// Labelled lines with a marker at every point, one colour each (in order), as SVG.
+pub(crate) fn line_chart(
+    spec: ChartSpec<'_>,
+    lines: &[(String, Vec<(f64, f64)>)],
+) -> Result<String> {
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (900, 600)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, spec.size).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(
-                format!("{}: accuracy vs compute", results.experiment),
-                ("sans-serif", 22),
-            )
+            .caption(spec.caption, ("sans-serif", 22))
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.9f64..max_x, (min_y - pad)..(max_y + pad))
+            .build_cartesian_2d(spec.x, spec.y)
             .map_err(plot_err)?;
         chart
             .configure_mesh()
-            .x_desc("FLOP speed-up (×)")
-            .y_desc("test accuracy (%)")
+            .x_desc(spec.x_desc)
+            .y_desc(spec.y_desc)
             .draw()
             .map_err(plot_err)?;
-        let mut series = 0usize;
-        for (method, policies) in &models {
-            let full = policies.iter().find(|r| r.family == "full");
-            for family in ["max_prob", "entropy", "patience", "fixed", "q_exit"] {
-                let mut points: Vec<(f64, f64)> = policies
-                    .iter()
-                    .filter(|r| r.family == family)
-                    .chain(full)
-                    .map(|r| (r.flop_speedup, r.accuracy * 100.0))
-                    .collect();
-                if points.len() < 2 {
-                    continue;
-                }
-                points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                let color = COLORS[series % COLORS.len()];
-                series += 1;
-                chart
-                    .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
-                    .map_err(plot_err)?
-                    .label(format!("{method} / {family}"))
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
-                    });
-                chart
-                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                    .map_err(plot_err)?;
-            }
+        for (i, (label, points)) in lines.iter().enumerate() {
+            let color = COLORS[i % COLORS.len()];
+            chart
+                .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(label.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                });
+            chart
+                .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(plot_err)?;
         }
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerLeft)
+            .position(spec.legend)
             .draw()
             .map_err(plot_err)?;
         root.present().map_err(plot_err)?;

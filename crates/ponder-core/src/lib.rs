@@ -21,6 +21,7 @@ mod backbone;
 mod error;
 mod flops;
 mod policy;
+mod rng;
 mod runner;
 mod stats;
 mod weights;
@@ -29,6 +30,7 @@ pub use backbone::{ExitHeads, LayerwiseBackbone};
 pub use error::{PonderError, Result};
 pub use flops::{linear_flops, transformer_layer_flops};
 pub use policy::{ExitPolicy, ExitSignals, argmax, retain, softmax};
+pub use rng::{splitmix64, uniform01};
 pub use runner::{
     AdaptiveOutput, AllLayersOutput, forward_all_layers, index_tensor, run_adaptive, to_host,
 };

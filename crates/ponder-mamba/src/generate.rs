@@ -1,7 +1,7 @@
 //! Token-by-token generation with the recurrent state (constant memory in the length).
 
 use burn::tensor::{Int, Tensor, TensorData};
-use ponder_core::{PonderError, Result, to_host};
+use ponder_core::{PonderError, Result, to_host, uniform01};
 
 use crate::model::{MambaLm, MambaState};
 
@@ -26,15 +26,6 @@ pub struct Generation {
     pub state_numel: Vec<usize>,
 }
 
-/// SplitMix64: a small, reproducible random stream.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn pick(logits: &[f32], sampling: Sampling, rng: &mut u64) -> usize {
     if sampling.temperature <= 0.0 {
         return ponder_core::argmax(logits);
@@ -45,7 +36,7 @@ fn pick(logits: &[f32], sampling: Sampling, rng: &mut u64) -> usize {
         .map(|&l| ((l as f64 - max) / sampling.temperature).exp())
         .collect();
     let total: f64 = weights.iter().sum();
-    let mut target = (splitmix(rng) >> 11) as f64 / (1u64 << 53) as f64 * total;
+    let mut target = uniform01(rng) * total;
     for (i, w) in weights.iter().enumerate() {
         if target < *w {
             return i;

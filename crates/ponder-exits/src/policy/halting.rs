@@ -6,7 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ponder_core::{ExitPolicy, ExitSignals, PonderError, Result, softmax};
+use ponder_core::{ExitPolicy, ExitSignals, PonderError, Result, softmax, splitmix64, uniform01};
 
 fn lambdas<'a>(signals: &ExitSignals<'a>, policy: &str) -> &'a [f32] {
     signals.halting.unwrap_or_else(|| {
@@ -101,15 +101,6 @@ impl ExitPolicy for QExit {
     }
 }
 
-/// A SplitMix64 step: the per-row random streams of [`PonderSample`].
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// PonderNet's sampling: at each layer a row halts with probability `λ` (a Bernoulli
 /// draw), so exits follow the exit distribution `p`.
 ///
@@ -171,9 +162,9 @@ impl ExitPolicy for PonderSample {
 
     fn start(&self, batch_size: usize) -> SampleCarry {
         let batch = self.batches.fetch_add(1, Ordering::SeqCst);
-        let mut base = self.seed ^ splitmix(&mut batch.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+        let mut base = self.seed ^ splitmix64(&mut batch.wrapping_mul(0xD6E8_FEB8_6659_FD93));
         SampleCarry {
-            streams: (0..batch_size).map(|_| splitmix(&mut base)).collect(),
+            streams: (0..batch_size).map(|_| splitmix64(&mut base)).collect(),
         }
     }
 
@@ -182,7 +173,7 @@ impl ExitPolicy for PonderSample {
         (0..signals.rows())
             .map(|r| {
                 // 53 random bits → uniform in [0, 1)
-                let u = (splitmix(&mut carry.streams[r]) >> 11) as f64 / (1u64 << 53) as f64;
+                let u = uniform01(&mut carry.streams[r]);
                 u < lambda[r] as f64
             })
             .collect()
