@@ -24,7 +24,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::SeriesLabelPosition;
 use ponder_data::{CharCorpus, load_shakespeare};
 use ponder_mamba::{MambaConfig, MambaLm, Sampling, generate, state_spaces_bytes};
@@ -34,6 +33,7 @@ use ponder_models::{
 use serde::{Deserialize, Serialize};
 
 use crate::config::{default_d_conv, default_d_state, default_expand};
+use crate::progress::CurveProgress;
 use crate::report::{ChartSpec, line_chart};
 use crate::run::RunFolder;
 
@@ -212,19 +212,9 @@ pub struct LmResults {
     pub memory: Vec<MemoryPoint>,
 }
 
-struct Progress {
-    bar: ProgressBar,
-    run: RunFolder,
-    logs: Vec<LmLog>,
-    loss_ema: Option<f64>,
-    write_error: Option<anyhow::Error>,
-}
-
-impl LmObserver for Progress {
+impl LmObserver for CurveProgress<LmLog> {
     fn on_step(&mut self, step: usize, loss: f64) {
-        let ema = self.loss_ema.map_or(loss, |e| 0.98 * e + 0.02 * loss);
-        self.loss_ema = Some(ema);
-        self.bar.set_position(step as u64);
+        let ema = self.step(step, loss);
         self.bar
             .set_message(format!("{:.3} bits/char", ema / std::f64::consts::LN_2));
     }
@@ -234,18 +224,7 @@ impl LmObserver for Progress {
             "step {:>6}: train {:.3} bits/char, validation {:.3} bits/char, lr {:.2e}, {:.0} s",
             log.step, log.train_bpc, log.valid_bpc, log.learning_rate, log.seconds
         );
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
-        }
-        self.logs.push(log.clone());
-        let result = serde_json::to_vec_pretty(&self.logs)
-            .map_err(anyhow::Error::from)
-            .and_then(|bytes| self.run.write("metrics.json", &bytes));
-        if let Err(e) = result {
-            self.write_error.get_or_insert(e);
-        }
+        self.point(&line, log.clone());
     }
 }
 
@@ -313,15 +292,6 @@ pub fn run(experiment: &LmExperiment, run: &RunFolder, device: &Device) -> Resul
         corpus.valid.len(),
         corpus.valid_files.join(", ")
     );
-    let bar = ProgressBar::new(experiment.train.steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix:>8} [{bar:30}] {pos}/{len} steps {msg} ({elapsed} < {eta})",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix("lm");
     // The curve so far is the checkpoint's (metrics.json may hold points written after
     // the last checkpoint, which a resumed run computes again).
     let previous: Vec<LmLog> = if checkpoints.has_last() {
@@ -332,13 +302,7 @@ pub fn run(experiment: &LmExperiment, run: &RunFolder, device: &Device) -> Resul
     } else {
         Vec::new()
     };
-    let mut progress = Progress {
-        bar,
-        run: run.clone(),
-        logs: previous,
-        loss_ema: None,
-        write_error: None,
-    };
+    let mut progress = CurveProgress::new("lm", experiment.train.steps, run.clone(), previous);
     let outcome = fit_lm(
         model,
         &corpus,

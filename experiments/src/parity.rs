@@ -20,7 +20,6 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
-use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::SeriesLabelPosition;
 use ponder_core::ExitPolicy;
 use ponder_exits::{Expectation, NeverExit, Policy, PonderSample, QExit};
@@ -30,6 +29,7 @@ use ponder_models::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::progress::CurveProgress;
 use crate::report::{ChartSpec, line_chart};
 use crate::run::RunFolder;
 
@@ -245,19 +245,9 @@ pub struct ParityResults {
     pub results: Vec<ParityResult>,
 }
 
-struct Progress {
-    bar: ProgressBar,
-    run: RunFolder,
-    logs: Vec<ParityLog>,
-    loss_ema: Option<f64>,
-    write_error: Option<anyhow::Error>,
-}
-
-impl ParityObserver for Progress {
+impl ParityObserver for CurveProgress<ParityLog> {
     fn on_step(&mut self, step: usize, loss: f64) {
-        let ema = self.loss_ema.map_or(loss, |e| 0.98 * e + 0.02 * loss);
-        self.loss_ema = Some(ema);
-        self.bar.set_position(step as u64);
+        let ema = self.step(step, loss);
         self.bar.set_message(format!("loss {ema:.4}"));
     }
 
@@ -270,18 +260,7 @@ impl ParityObserver for Progress {
             log.valid_accuracy * 100.0,
             log.valid_expected_steps
         );
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
-        }
-        self.logs.push(log.clone());
-        let result = serde_json::to_vec_pretty(&self.logs)
-            .map_err(anyhow::Error::from)
-            .and_then(|bytes| self.run.write("metrics.json", &bytes));
-        if let Err(e) = result {
-            self.write_error.get_or_insert(e);
-        }
+        self.point(&line, log.clone());
     }
 }
 
@@ -318,22 +297,8 @@ pub fn run(
         let ad = device.clone().autodiff();
         ad.seed(experiment.train.seed);
         let model = model_config.init(&ad);
-        let bar = ProgressBar::new(experiment.train.steps as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>8} [{bar:30}] {pos}/{len} steps {msg} ({elapsed} < {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_prefix("parity");
-        let mut progress = Progress {
-            bar,
-            run: run.clone(),
-            logs: Vec::new(),
-            loss_ema: None,
-            write_error: None,
-        };
+        let mut progress =
+            CurveProgress::new("parity", experiment.train.steps, run.clone(), Vec::new());
         let start = std::time::Instant::now();
         let outcome = fit_parity(
             model,

@@ -102,3 +102,63 @@ impl TrainObserver for TrainProgress {
         }
     }
 }
+
+/// A bar over training steps and a curve (one entry per evaluation) rewritten to the
+/// run's `metrics.json` at every point: the progress of `ponder parity` and `ponder lm`.
+pub struct CurveProgress<L> {
+    /// The bar (its length is the number of steps).
+    pub bar: ProgressBar,
+    run: RunFolder,
+    /// The curve so far.
+    pub logs: Vec<L>,
+    loss_ema: Option<f64>,
+    /// First error met while writing `metrics.json` (reported after training).
+    pub write_error: Option<anyhow::Error>,
+}
+
+impl<L: serde::Serialize> CurveProgress<L> {
+    /// A bar of `steps` steps labelled `label`, continuing the curve `logs`.
+    pub fn new(label: &str, steps: usize, run: RunFolder, logs: Vec<L>) -> Self {
+        let bar = ProgressBar::new(steps as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>8} [{bar:30}] {pos}/{len} steps {msg} ({elapsed} < {eta})",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(label.to_string());
+        Self {
+            bar,
+            run,
+            logs,
+            loss_ema: None,
+            write_error: None,
+        }
+    }
+
+    /// Moves the bar to `step` and returns the smoothed loss (EMA, weight 0.02).
+    pub fn step(&mut self, step: usize, loss: f64) -> f64 {
+        let ema = self.loss_ema.map_or(loss, |e| 0.98 * e + 0.02 * loss);
+        self.loss_ema = Some(ema);
+        self.bar.set_position(step as u64);
+        ema
+    }
+
+    /// Prints `line` above the bar (or to stderr without one), appends `log` to the
+    /// curve and rewrites `metrics.json`.
+    pub fn point(&mut self, line: &str, log: L) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+        self.logs.push(log);
+        let result = serde_json::to_vec_pretty(&self.logs)
+            .map_err(anyhow::Error::from)
+            .and_then(|bytes| self.run.write("metrics.json", &bytes));
+        if let Err(e) = result {
+            self.write_error.get_or_insert(e);
+        }
+    }
+}

@@ -255,3 +255,99 @@ fn parity_bad_config_names_the_key() {
     );
     assert_clean_failure(&out, &["n_elems"]);
 }
+
+const LM: &str = r#"name = "lm-test"
+[data]
+path = "CORPUS"
+valid_every = 3
+[model]
+d_model = 16
+n_layers = 2
+d_state = 4
+[train]
+steps = 6
+batch_size = 4
+seq_len = 16
+warmup_steps = 2
+eval_every = 3
+eval_windows = 2
+checkpoint_every = 3
+[generate]
+prompt = "to "
+tokens = 20
+memory_lengths = [8, 32]
+"#;
+
+#[test]
+fn lm_runs_end_to_end_resumes_and_names_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    for (i, text) in [
+        "to be or not to be, ",
+        "that is the question: ",
+        "whether tis nobler ",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(corpus.join(format!("w{i}_gut.txt")), text.repeat(20)).unwrap();
+    }
+    let config = dir.path().join("lm.toml");
+    std::fs::write(&config, LM.replace("CORPUS", &corpus.display().to_string())).unwrap();
+    let run = dir.path().join("run");
+    let out = ponder(
+        &[
+            "lm",
+            config.to_str().unwrap(),
+            "--run-dir",
+            run.to_str().unwrap(),
+        ],
+        dir.path(),
+    );
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    for file in [
+        "config.toml",
+        "vocab.json",
+        "model.bpk",
+        "model.safetensors",
+        "metrics.json",
+        "loss_curve.svg",
+        "sample.txt",
+        "results.json",
+        "results.md",
+    ] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    let bpc = results["valid_bpc"].as_f64().unwrap();
+    assert!(bpc.is_finite() && bpc > 0.0, "{results}");
+    let memory = results["memory"].as_array().unwrap();
+    assert_eq!(memory[0]["state_bytes"], memory[1]["state_bytes"]);
+    let sample = std::fs::read_to_string(run.join("sample.txt")).unwrap();
+    assert!(
+        sample.starts_with("to ") && sample.chars().count() == 23,
+        "{sample:?}"
+    );
+    // resuming the finished run evaluates again without training
+    let again = ponder(&["lm", "--resume", run.to_str().unwrap()], dir.path());
+    assert!(again.status.success(), "stderr: {}", stderr(&again));
+    let curve: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(curve.as_array().unwrap().len(), 2);
+
+    // a prompt with a character the corpus lacks, and an unknown key
+    let bad = LM
+        .replace("CORPUS", &corpus.display().to_string())
+        .replace("prompt = \"to \"", "prompt = \"Q\"");
+    std::fs::write(&config, bad).unwrap();
+    let out = ponder(&["lm", config.to_str().unwrap()], dir.path());
+    assert_clean_failure(&out, &["generate.prompt", "'Q'"]);
+    let bad = LM
+        .replace("CORPUS", &corpus.display().to_string())
+        .replace("d_state = 4", "d_statez = 4");
+    std::fs::write(&config, bad).unwrap();
+    let out = ponder(&["lm", config.to_str().unwrap()], dir.path());
+    assert_clean_failure(&out, &["d_statez"]);
+}
