@@ -358,7 +358,7 @@ fn eval_models<S: ClassificationSource>(
         let id = several.then_some(seed);
         let files = run.checkpoints(backbone, method, id);
         let model = files
-            .load_best(model)
+            .load_best_classifier(model)
             .with_context(|| format!("loading the {} model", model_name(backbone, method, id)))?
             .valid();
         let layers = layer_accuracies(&model, &batches);

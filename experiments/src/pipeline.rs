@@ -275,7 +275,7 @@ pub fn train_or_load<S: ClassificationSource>(
             .with_context(|| format!("reading the checkpoint of {name}"))?;
         if state_done.finished {
             let best = files
-                .load_best(model.valid())
+                .load_best_classifier(model.valid())
                 .with_context(|| format!("loading the trained {name} model"))?;
             eprintln!(
                 "{name:>12} already trained: loaded {}",

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use ponder_core::{PonderError, Result};
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::classifier::MultiExitClassifier;
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a
 /// rename, so a reader never sees a half-written file.
@@ -179,5 +180,12 @@ impl CheckpointFiles {
     pub fn load_best<M: Module>(&self, model: M) -> Result<M> {
         let path = self.best_model();
         model.try_load_file(&path).map_err(|e| ckpt_err(&path, e))
+    }
+
+    /// Loads the best weights into a classifier, also from runs written before the
+    /// backbone became a choice ([`MultiExitClassifier::load_weights`]).
+    pub fn load_best_classifier(&self, model: MultiExitClassifier) -> Result<MultiExitClassifier> {
+        let path = self.best_model();
+        model.load_weights(&path).map_err(|e| ckpt_err(&path, e))
     }
 }

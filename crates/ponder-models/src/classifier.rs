@@ -1,7 +1,10 @@
 //! Encoder + exit heads.
 
 use burn::config::Config;
+use std::path::Path;
+
 use burn::module::Module;
+use burn::store::RecordError;
 use burn::tensor::Device;
 use ponder_core::{
     AdaptiveOutput, AllLayersOutput, ExitPolicy, LayerwiseBackbone, forward_all_layers,
@@ -11,7 +14,7 @@ use ponder_exits::{
     ClassifierHeads, ClassifierHeadsConfig, HaltingHead, HaltingHeadConfig, HaltingHeads,
 };
 use ponder_mamba::MambaEncoderConfig;
-use ponder_transformer::{EncoderConfig, EncoderInput};
+use ponder_transformer::{Encoder, EncoderConfig, EncoderInput};
 
 use crate::backbone::{Backbone, BackboneConfig};
 
@@ -80,7 +83,48 @@ pub struct MultiExitClassifier {
     pub halting: Option<HaltingHead>,
 }
 
+/// The layout of [`MultiExitClassifier`] before it had a choice of backbone: the
+/// transformer encoder was the field `encoder`, so checkpoints of that time name its
+/// tensors `encoder.*` (now `backbone.Transformer.*`).
+#[derive(Module, Debug)]
+struct TransformerOnlyClassifier {
+    encoder: Encoder,
+    heads: ClassifierHeads,
+    halting: Option<HaltingHead>,
+}
+
 impl MultiExitClassifier {
+    /// Loads weights written by `save_file` into this model, also from checkpoints
+    /// written before the backbone became a choice (transformer models only).
+    pub fn load_weights(self, path: &Path) -> Result<Self, RecordError> {
+        let error = match self.clone().try_load_file(path) {
+            Ok(model) => return Ok(model),
+            Err(e) => e,
+        };
+        let Self {
+            backbone: Backbone::Transformer(encoder),
+            heads,
+            halting,
+        } = self
+        else {
+            return Err(error);
+        };
+        let old = TransformerOnlyClassifier {
+            encoder,
+            heads,
+            halting,
+        };
+        match old.try_load_file(path) {
+            Ok(old) => Ok(Self {
+                backbone: Backbone::Transformer(old.encoder),
+                heads: old.heads,
+                halting: old.halting,
+            }),
+            // The file is not of the old layout either: report the current one's error.
+            Err(_) => Err(error),
+        }
+    }
+
     /// Number of layers (exits).
     pub fn n_layers(&self) -> usize {
         self.backbone.n_layers()
@@ -114,5 +158,45 @@ impl MultiExitClassifier {
             Some(heads) => run_adaptive(&self.backbone, &heads, policy, input, targets),
             None => run_adaptive(&self.backbone, &self.heads, policy, input, targets),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, Tensor};
+
+    #[test]
+    fn checkpoints_of_the_transformer_only_layout_still_load() {
+        let device = Device::flex();
+        device.seed(1);
+        let config = MultiExitConfig::new(EncoderConfig::tiny_vit().with_dropout(0.0).into(), 10)
+            .with_head_dropout(0.0);
+        let trained = config.init(&device);
+        let Backbone::Transformer(encoder) = trained.backbone.clone() else {
+            unreachable!()
+        };
+        let old = TransformerOnlyClassifier {
+            encoder,
+            heads: trained.heads.clone(),
+            halting: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.bpk");
+        old.save_file(&path).unwrap();
+        // A freshly initialised model takes the old file's weights.
+        device.seed(2);
+        let loaded = config.init(&device).load_weights(&path).unwrap();
+        let images = Tensor::<4>::random([2, 1, 28, 28], Distribution::Normal(0.0, 1.0), &device);
+        let logits = |m: &MultiExitClassifier| {
+            m.forward_all(EncoderInput::Images(images.clone())).logits[2]
+                .clone()
+                .try_into_vec_as::<f32>()
+                .unwrap()
+        };
+        assert_eq!(logits(&trained.valid()), logits(&loaded.valid()));
+        // A file of neither layout is still an error.
+        std::fs::write(&path, b"not a checkpoint").unwrap();
+        assert!(config.init(&device).load_weights(&path).is_err());
     }
 }

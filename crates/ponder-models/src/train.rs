@@ -564,7 +564,7 @@ pub fn fit<S: ClassificationSource>(
         if files.best_model().is_file()
             && state.best_at.is_some_and(|(stage, _)| stage == state.stage)
         {
-            best = Some(files.load_best(model.valid())?);
+            best = Some(files.load_best_classifier(model.valid())?);
         }
     }
     observer.on_start(total_steps, &state);
