@@ -42,7 +42,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train every method of the experiment (default: PABEE and DeeBERT; also
-    /// final_only, palbert, ponder_net), once per seed of `compare.seeds`, evaluate every
+    /// final_only, palbert, ponder_net), once per seed of `compare.seeds` and on each
+    /// backbone of `compare.backbones` (transformer, mamba; text only), evaluate every
     /// policy of its sweep on the test set (thresholds, patience, fixed layers, and
     /// Q-exit, sampling and the expectation for models with a halting head), print the
     /// accuracy-versus-compute table and plot it.
@@ -55,7 +56,8 @@ enum Command {
         methods: Vec<String>,
     },
     /// Train one model (the method given by --method, default: the experiment's
-    /// `train.method`) and report the test accuracy of each exit.
+    /// `train.method`, on the backbone `model.backbone`, e.g. `--set
+    /// model.backbone=mamba`) and report the test accuracy of each exit.
     Train {
         #[command(flatten)]
         run: RunArgs,
