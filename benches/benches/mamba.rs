@@ -13,8 +13,9 @@
 //! * The scan at the training shape, batch 16 × 128 tokens.
 //!
 //! Every timed call ends with `device.sync()` before the clock stops, and every shape
-//! runs once before it is measured. The summary (stderr) is the median of the
-//! per-call times recorded during criterion's measurement.
+//! runs once before it is measured. The summary (stderr) is the median of every
+//! timed call, criterion's warm-up phase included (those calls run on an already
+//! warmed shape).
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
 use std::time::{Duration, Instant};
@@ -163,7 +164,7 @@ fn bench_mamba(c: &mut Criterion) {
 
     // Summary: linearity of the scan in the length, and the step's speed.
     eprintln!(
-        "\nMamba LM (vocab {VOCAB}, d 128, 4 layers, n 16), {device_name}, medians of the measured calls:"
+        "\nMamba LM (vocab {VOCAB}, d 128, 4 layers, n 16), {device_name}, medians of every timed call:"
     );
     eprintln!(
         "  {:<26} {:>10} {:>10} {:>12} {:>14}",
