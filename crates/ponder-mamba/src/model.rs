@@ -160,7 +160,10 @@ pub struct MambaLm {
 }
 
 impl MambaLm {
-    fn head<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+    /// Logits `[..., vocab]` of hidden states already through `norm_f` (the output head:
+    /// the embedding's transpose, or the untied head). Applied to `norm_f` of any
+    /// layer's residual stream, this is that layer's intermediate prediction.
+    pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
             None => {
@@ -172,7 +175,7 @@ impl MambaLm {
 
     /// Logits `[batch, seq_len, vocab]` of every position.
     pub fn forward(&self, ids: Tensor<2, Int>) -> Tensor<3> {
-        self.head(self.mamba.forward(ids))
+        self.logits(self.mamba.forward(ids))
     }
 
     /// Logits of every prompt position, and the state after the prompt.
@@ -182,12 +185,12 @@ impl MambaLm {
         state: Option<MambaState>,
     ) -> (Tensor<3>, MambaState) {
         let (hidden, state) = self.mamba.forward_prefill(ids, state);
-        (self.head(hidden), state)
+        (self.logits(hidden), state)
     }
 
     /// Next-token logits `[batch, vocab]` after feeding `ids` `[batch]`.
     pub fn step(&self, ids: Tensor<1, Int>, state: &mut MambaState) -> Tensor<2> {
-        self.head(self.mamba.step(ids, state))
+        self.logits(self.mamba.step(ids, state))
     }
 
     /// Number of parameters.

@@ -263,3 +263,19 @@ fn bad_weight_files_name_the_problem() {
     assert!(!config.tie_embeddings && loaded.lm_head.is_some());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn intermediate_predictions_end_at_the_full_logits() {
+    let device = Device::flex();
+    let lm = model(&device);
+    let ids = random_ids(2, 9, 4, &device);
+    let mut x = lm.mamba.embed(ids.clone());
+    let mut per_layer = Vec::new();
+    for block in &lm.mamba.layers {
+        x = block.forward(x, None).0;
+        per_layer.push(to_host(lm.logits(lm.mamba.norm_f.forward(x.clone()))));
+    }
+    assert_eq!(per_layer.last().unwrap(), &to_host(lm.forward(ids)));
+    // earlier layers predict something else
+    assert!(max_diff(&per_layer[0], per_layer.last().unwrap()) > 1e-3);
+}
