@@ -13,7 +13,7 @@ use ponder_experiments::lm::{self, LmExperiment};
 use ponder_experiments::parity::{self, ParityExperiment};
 use ponder_experiments::pipeline::{self, CompareResults, ModelResult};
 use ponder_experiments::report;
-use ponder_experiments::run::{RunFolder, model_label, model_name};
+use ponder_experiments::run::{RunFolder, model_name};
 use ponder_experiments::{ALL_METHODS, DeviceChoice, parse_method, parse_policy};
 use ponder_models::{ClassificationSource, Method, layer_accuracies, make_batches};
 
@@ -363,39 +363,18 @@ fn eval_models<S: ClassificationSource>(
             .load_best_classifier(model)
             .with_context(|| format!("loading the {} model", model_name(backbone, method, id)))?
             .valid();
-        let layers = layer_accuracies(&model, &batches);
-        let label = model_label(backbone, method);
-        models.push(ModelResult {
-            policies: pipeline::evaluate_policies(&label, &model, &batches, policies),
-            ..ModelResult::new(
-                backbone,
-                method,
-                seed,
-                model.num_params(),
-                layers,
-                None,
-                0.0,
-            )
-        });
+        models.push(pipeline::evaluate_model(
+            experiment, method, seed, &model, &batches, policies, None, 0.0,
+        ));
     }
-    Ok(CompareResults {
-        experiment: experiment.name.clone(),
-        device: dev_name.to_string(),
-        n_test: splits.test.len(),
-        n_layers: experiment.model.n_layers,
-        seed_summary: if several {
-            pipeline::seed_summary(&models)
-        } else {
-            Vec::new()
-        },
+    Ok(CompareResults::new(
+        experiment,
+        dev_name,
+        splits.test.len(),
         models,
-    })
+    ))
 }
 
-/// The run folder of `ponder parity` / `ponder lm`: `resume` opens an existing one with
-/// its own `config.toml` (read by `load_saved`); otherwise `load_new` reads the
-/// experiment (and its name) and a new folder is created under `run_dir` or
-/// `runs/NAME-TIMESTAMP` with the resolved experiment as its `config.toml`.
 fn open_or_create<E: serde::Serialize>(
     resume: Option<PathBuf>,
     run_dir: Option<PathBuf>,

@@ -147,6 +147,30 @@ fn default_backbone() -> String {
     BackboneKind::Transformer.name().to_string()
 }
 
+impl CompareResults {
+    /// The results of `models` (with the mean ± std over seeds when the experiment
+    /// has `compare.seeds`).
+    pub fn new(
+        experiment: &Experiment,
+        device_name: &str,
+        n_test: usize,
+        models: Vec<ModelResult>,
+    ) -> Self {
+        Self {
+            experiment: experiment.name.clone(),
+            device: device_name.to_string(),
+            n_test,
+            n_layers: experiment.model.n_layers,
+            seed_summary: if experiment.compare.seeds.is_empty() {
+                Vec::new()
+            } else {
+                seed_summary(&models)
+            },
+            models,
+        }
+    }
+}
+
 impl ModelResult {
     /// The result of one model from its all-layers test pass, without policy rows or
     /// exit spread yet.
@@ -430,7 +454,6 @@ pub fn compare<S: ClassificationSource>(
             for &method in methods {
                 models.push(train_and_evaluate(
                     experiment,
-                    backbone,
                     method,
                     seed,
                     several,
@@ -443,24 +466,45 @@ pub fn compare<S: ClassificationSource>(
             }
         }
     }
-    Ok(CompareResults {
-        experiment: experiment.name.clone(),
-        device: device_name.to_string(),
-        n_test: splits.test.len(),
-        n_layers: experiment.model.n_layers,
-        seed_summary: if several {
-            seed_summary(&models)
-        } else {
-            Vec::new()
-        },
+    Ok(CompareResults::new(
+        experiment,
+        device_name,
+        splits.test.len(),
         models,
-    })
+    ))
+}
+
+/// A trained model of `experiment` (its `model.backbone`) evaluated on `batches`: the
+/// accuracy of each exit with all layers run and every applicable policy.
+pub fn evaluate_model(
+    experiment: &Experiment,
+    method: Method,
+    seed: u64,
+    model: &MultiExitClassifier,
+    batches: &[Batch],
+    policies: &[Policy],
+    best_valid_metric: Option<f64>,
+    train_seconds: f64,
+) -> ModelResult {
+    let backbone = experiment.model.backbone;
+    let label = model_label(backbone, method);
+    ModelResult {
+        policies: evaluate_policies(&label, model, batches, policies),
+        ..ModelResult::new(
+            backbone,
+            method,
+            seed,
+            model.num_params(),
+            layer_accuracies(model, batches),
+            best_valid_metric,
+            train_seconds,
+        )
+    }
 }
 
 /// Trains (or loads) one model of `compare` and evaluates every policy on it.
 fn train_and_evaluate<S: ClassificationSource>(
     experiment: &Experiment,
-    backbone: BackboneKind,
     method: Method,
     seed: u64,
     several: bool,
@@ -479,17 +523,23 @@ fn train_and_evaluate<S: ClassificationSource>(
         device,
     )?;
     let model = model.valid();
-    let label = model_label(backbone, method);
-    let layers = layer_accuracies(&model, test_batches);
-    let rows = evaluate_policies(&label, &model, test_batches, policies);
-    let mut spread = Vec::new();
+    let mut result = evaluate_model(
+        experiment,
+        method,
+        seed,
+        &model,
+        test_batches,
+        policies,
+        best,
+        seconds,
+    );
     if model.halting.is_some() && experiment.compare.repeats > 0 {
         // Q-exit is deterministic: its repeats measure that, they do not assume it
         let first_q = policies.iter().find(|p| matches!(p, Policy::QExit(_)));
         let sample = Policy::Sample(PonderSample::new(0));
         let sample = experiment.compare.sample.then_some(&sample);
         for p in first_q.into_iter().chain(sample) {
-            spread.push(exit_spread(
+            result.exit_spread.push(exit_spread(
                 &model,
                 test_batches,
                 p,
@@ -497,17 +547,5 @@ fn train_and_evaluate<S: ClassificationSource>(
             ));
         }
     }
-    Ok(ModelResult {
-        exit_spread: spread,
-        policies: rows,
-        ..ModelResult::new(
-            backbone,
-            method,
-            seed,
-            model.num_params(),
-            layers,
-            best,
-            seconds,
-        )
-    })
+    Ok(result)
 }

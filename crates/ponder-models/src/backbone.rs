@@ -51,14 +51,6 @@ impl BackboneConfig {
             Self::Mamba(c) => Backbone::Mamba(c.init(device)),
         }
     }
-
-    /// A short name (`transformer`, `mamba`).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Transformer(_) => "transformer",
-            Self::Mamba(_) => "mamba",
-        }
-    }
 }
 
 /// A layer-wise backbone: the transformer encoder or the Mamba stack.
@@ -97,14 +89,6 @@ fn mismatch() -> ! {
 }
 
 impl Backbone {
-    /// The kind (`transformer`, `mamba`).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Transformer(_) => "transformer",
-            Self::Mamba(_) => "mamba",
-        }
-    }
-
     /// The hidden state after the first `n_layers` layers.
     pub fn forward_cut(&self, input: EncoderInput, n_layers: usize) -> BackboneHidden {
         let mut hidden = self.embed(input);
