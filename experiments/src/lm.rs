@@ -250,8 +250,13 @@ fn unigram_bpc(corpus: &CharCorpus) -> f64 {
     bits / corpus.valid.len().max(1) as f64
 }
 
-/// Trains (or resumes, or loads) the LM of `experiment` in `run`, then evaluates it.
-pub fn run(experiment: &LmExperiment, run: &RunFolder, device: &Device) -> Result<LmResults> {
+/// Trains (or resumes, or loads) the LM of `experiment` in `run`, then evaluates it;
+/// returns the results and the loss curve.
+pub fn run(
+    experiment: &LmExperiment,
+    run: &RunFolder,
+    device: &Device,
+) -> Result<(LmResults, Vec<LmLog>)> {
     let load = || load_shakespeare(&experiment.data.path, experiment.data.valid_every);
     let corpus = match load() {
         Err(e @ ponder_data::DataError::MissingDataset { .. }) => {
@@ -368,7 +373,7 @@ pub fn run(experiment: &LmExperiment, run: &RunFolder, device: &Device) -> Resul
         });
     }
     let steps = experiment.train.steps;
-    Ok(LmResults {
+    let results = LmResults {
         experiment: experiment.name.clone(),
         n_params,
         vocab_size: corpus.vocab.len(),
@@ -382,7 +387,8 @@ pub fn run(experiment: &LmExperiment, run: &RunFolder, device: &Device) -> Resul
         valid_perplexity: valid_bpc.exp2(),
         unigram_bpc: unigram_bpc(&corpus),
         memory,
-    })
+    };
+    Ok((results, outcome.logs))
 }
 
 /// The results as Markdown.

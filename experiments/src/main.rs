@@ -411,19 +411,13 @@ fn parity_cmd(
     )?;
     eprintln!("run folder: {}", run.root().display());
     let results = parity::run(&experiment, &run, &dev)?;
-    let table = parity::table(&results);
-    run.write("results.json", &serde_json::to_vec_pretty(&results)?)?;
-    run.write("results.md", table.as_bytes())?;
-    run.write(
-        "steps_vs_difficulty.svg",
-        parity::steps_plot(&results)?.as_bytes(),
-    )?;
-    println!("{table}");
-    println!(
-        "wrote {0}/results.json, results.md, steps_vs_difficulty.svg, metrics.json, model.bpk",
-        run.root().display()
-    );
-    Ok(())
+    finish_run(
+        &run,
+        &results,
+        &parity::table(&results),
+        ("steps_vs_difficulty.svg", parity::steps_plot(&results)?),
+        "metrics.json, model.bpk",
+    )
 }
 
 fn lm_cmd(
@@ -444,19 +438,31 @@ fn lm_cmd(
         },
     )?;
     eprintln!("run folder: {}", run.root().display());
-    let results = lm::run(&experiment, &run, &dev)?;
-    let logs: Vec<ponder_models::LmLog> =
-        serde_json::from_slice(&std::fs::read(run.root().join("metrics.json"))?)?;
-    let table = lm::table(&results, &logs);
-    run.write("results.json", &serde_json::to_vec_pretty(&results)?)?;
+    let (results, logs) = lm::run(&experiment, &run, &dev)?;
+    finish_run(
+        &run,
+        &results,
+        &lm::table(&results, &logs),
+        ("loss_curve.svg", lm::loss_plot(&experiment.name, &logs)?),
+        "metrics.json, sample.txt, model.bpk, model.safetensors",
+    )
+}
+
+/// Writes `results.json`, `results.md` and a plot into the run, prints the table and
+/// what was written (`also`: the files the run wrote before).
+fn finish_run(
+    run: &RunFolder,
+    results: &impl serde::Serialize,
+    table: &str,
+    (plot_name, plot): (&str, String),
+    also: &str,
+) -> Result<()> {
+    run.write("results.json", &serde_json::to_vec_pretty(results)?)?;
     run.write("results.md", table.as_bytes())?;
-    run.write(
-        "loss_curve.svg",
-        lm::loss_plot(&experiment.name, &logs)?.as_bytes(),
-    )?;
+    run.write(plot_name, plot.as_bytes())?;
     println!("{table}");
     println!(
-        "wrote {0}/results.json, results.md, loss_curve.svg, metrics.json, sample.txt, model.bpk, model.safetensors",
+        "wrote {}/results.json, results.md, {plot_name}, {also}",
         run.root().display()
     );
     Ok(())

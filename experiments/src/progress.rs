@@ -5,6 +5,20 @@ use ponder_models::{EpochLog, TrainObserver, TrainState};
 
 use crate::run::RunFolder;
 
+/// A bar over `len` training steps labelled `label`.
+fn steps_bar(label: &str, len: u64) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {pos}/{len} steps {msg} ({elapsed} < {eta})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
 /// Shows training progress and rewrites the model's `metrics.json` after every epoch.
 pub struct TrainProgress {
     bar: ProgressBar,
@@ -19,15 +33,7 @@ pub struct TrainProgress {
 impl TrainProgress {
     /// Progress of the model whose metrics go to `metrics_file` (relative to the run).
     pub fn new(label: &str, run: RunFolder, metrics_file: String) -> Self {
-        let bar = ProgressBar::new(0);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>12} [{bar:30}] {pos}/{len} steps {msg} ({elapsed} < {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(label.to_string());
+        let bar = steps_bar(label, 0);
         Self {
             bar,
             run,
@@ -119,15 +125,7 @@ pub struct CurveProgress<L> {
 impl<L: serde::Serialize> CurveProgress<L> {
     /// A bar of `steps` steps labelled `label`, continuing the curve `logs`.
     pub fn new(label: &str, steps: usize, run: RunFolder, logs: Vec<L>) -> Self {
-        let bar = ProgressBar::new(steps as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{prefix:>8} [{bar:30}] {pos}/{len} steps {msg} ({elapsed} < {eta})",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(label.to_string());
+        let bar = steps_bar(label, steps as u64);
         Self {
             bar,
             run,
