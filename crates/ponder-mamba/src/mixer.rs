@@ -170,13 +170,9 @@ impl MambaMixer {
 
         // Causal depthwise convolution: the previous k − 1 inputs (zeros at the start of
         // the sequence) followed by this chunk; output t sees inputs t − k + 1 ..= t.
-        let (past, h0) = match state {
-            Some(s) => (s.conv.narrow(2, 1, k - 1).swap_dims(1, 2), s.ssm),
-            None => (
-                Tensor::zeros([batch, k - 1, di], &device),
-                Tensor::zeros([batch, di, self.d_state], &device),
-            ),
-        };
+        let state = state.unwrap_or_else(|| LayerState::zeros(batch, self, &device));
+        let past = state.conv.narrow(2, 1, k - 1).swap_dims(1, 2);
+        let h0 = state.ssm;
         let padded = Tensor::cat(vec![past, xs], 1); // [B, T + k − 1, di]
         let w = self.conv_weight.val();
         let mut conv =
