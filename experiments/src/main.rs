@@ -39,6 +39,22 @@ struct Cli {
     command: Command,
 }
 
+/// The run-folder options of `ponder parity` and `ponder lm`.
+#[derive(clap::Args, Debug)]
+struct SingleRunArgs {
+    /// Override a value, as `section.key=value` (e.g. `--set train.steps=500`).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// Where to create the run folder (default: runs/NAME-TIMESTAMP).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Continue this run folder with its own config.toml (the experiment file and
+    /// --set are ignored): finish or resume its training, or only evaluate when the
+    /// model is already trained.
+    #[arg(long, value_name = "RUN_FOLDER", conflicts_with = "run_dir")]
+    resume: Option<PathBuf>,
+}
+
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train every method of the experiment (default: PABEE and DeeBERT; also
@@ -78,17 +94,8 @@ enum Command {
         /// Parity experiment file (TOML).
         #[arg(default_value = DEFAULT_PARITY)]
         experiment: PathBuf,
-        /// Override a value, as `section.key=value` (e.g. `--set train.steps=2000`).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Where to create the run folder (default: runs/NAME-TIMESTAMP).
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
-        /// Continue this run folder with its own config.toml (the experiment file and
-        /// --set are ignored): evaluate its model.bpk, or train it first if the run was
-        /// interrupted before the model was written.
-        #[arg(long, value_name = "RUN_FOLDER", conflicts_with = "run_dir")]
-        resume: Option<PathBuf>,
+        #[command(flatten)]
+        run: SingleRunArgs,
     },
     /// A character-level Mamba language model on the complete works of Shakespeare:
     /// train it (resumable checkpoints every few hundred steps), report validation bits
@@ -99,17 +106,8 @@ enum Command {
         /// LM experiment file (TOML).
         #[arg(default_value = DEFAULT_LM)]
         experiment: PathBuf,
-        /// Override a value, as `section.key=value` (e.g. `--set train.steps=500`).
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        overrides: Vec<String>,
-        /// Where to create the run folder (default: runs/NAME-TIMESTAMP).
-        #[arg(long)]
-        run_dir: Option<PathBuf>,
-        /// Continue this run folder with its own config.toml (the experiment file and
-        /// --set are ignored): resume training from its last checkpoint, or just
-        /// evaluate when training had finished.
-        #[arg(long, value_name = "RUN_FOLDER", conflicts_with = "run_dir")]
-        resume: Option<PathBuf>,
+        #[command(flatten)]
+        run: SingleRunArgs,
     },
     /// Evaluate policies on the models already trained in a run folder.
     Eval {
@@ -392,20 +390,14 @@ fn open_or_create<E: serde::Serialize>(
     Ok((RunFolder::create_with_config(root, &text)?, experiment))
 }
 
-fn parity_cmd(
-    device: DeviceChoice,
-    path: PathBuf,
-    overrides: Vec<String>,
-    run_dir: Option<PathBuf>,
-    resume: Option<PathBuf>,
-) -> Result<()> {
+fn parity_cmd(device: DeviceChoice, path: PathBuf, args: SingleRunArgs) -> Result<()> {
     let (dev, _) = device.device()?;
     let (run, experiment) = open_or_create(
-        resume,
-        run_dir,
+        args.resume,
+        args.run_dir,
         |root| ParityExperiment::load(root, &[]),
         || {
-            let e = ParityExperiment::load(&path, &overrides)?;
+            let e = ParityExperiment::load(&path, &args.overrides)?;
             Ok((e.name.clone(), e))
         },
     )?;
@@ -420,20 +412,14 @@ fn parity_cmd(
     )
 }
 
-fn lm_cmd(
-    device: DeviceChoice,
-    path: PathBuf,
-    overrides: Vec<String>,
-    run_dir: Option<PathBuf>,
-    resume: Option<PathBuf>,
-) -> Result<()> {
+fn lm_cmd(device: DeviceChoice, path: PathBuf, args: SingleRunArgs) -> Result<()> {
     let (dev, _) = device.device()?;
     let (run, experiment) = open_or_create(
-        resume,
-        run_dir,
+        args.resume,
+        args.run_dir,
         |root| LmExperiment::load(root, &[]),
         || {
-            let e = LmExperiment::load(&path, &overrides)?;
+            let e = LmExperiment::load(&path, &args.overrides)?;
             Ok((e.name.clone(), e))
         },
     )?;
@@ -478,18 +464,8 @@ fn main() -> ExitCode {
             policies,
             no_fetch,
         } => eval_cmd(cli.device, run, policies, no_fetch),
-        Command::Parity {
-            experiment,
-            overrides,
-            run_dir,
-            resume,
-        } => parity_cmd(cli.device, experiment, overrides, run_dir, resume),
-        Command::Lm {
-            experiment,
-            overrides,
-            run_dir,
-            resume,
-        } => lm_cmd(cli.device, experiment, overrides, run_dir, resume),
+        Command::Parity { experiment, run } => parity_cmd(cli.device, experiment, run),
+        Command::Lm { experiment, run } => lm_cmd(cli.device, experiment, run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
