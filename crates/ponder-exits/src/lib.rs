@@ -12,20 +12,26 @@
 //!   layer (current and previous features, three tanh blocks); [`HaltingHeads`] pairs
 //!   one with classifiers as the exit heads of PonderNet and PALBERT, and the policies
 //!   [`QExit`] (PALBERT), [`PonderSample`] (PonderNet) and [`Expectation`] read their λ.
+//! * **JEI-DNN** ([`jei`]): gates ([`ExitGates`]) on four detached confidence features of
+//!   each early exit's logits, paired with per-layer classifiers as [`GatedHeads`]; the
+//!   capped-sum exit distribution, the cost-aware gate targets and both phases' losses;
+//!   the policy [`LearnedGate`] exits at the first conditional activation `a_l ≥ 0.5`.
 //! * **Losses** ([`loss`]): cross-entropy per layer, PABEE's depth-weighted sum
 //!   `Σ i·L_i / Σ i`, and DeeBERT's two stages; [`ponder`]: the exit distribution, the
 //!   truncated geometric prior, both KL directions and the PonderNet loss.
 
 mod halting;
 mod heads;
+pub mod jei;
 pub mod loss;
 mod policy;
 pub mod ponder;
 
 pub use halting::{HaltingHead, HaltingHeadConfig, HaltingHeads};
 pub use heads::{ClassifierHeads, ClassifierHeadsConfig};
+pub use jei::{ExitGates, ExitGatesConfig, GatedHeads};
 pub use policy::{
-    EntropyThreshold, Expectation, FixedLayer, HaltingCarry, MaxProbThreshold, MixtureCarry,
-    NeverExit, Oracle, Patience, PatienceRegression, Policy, PolicyCarry, PonderSample, QExit,
-    SampleCarry, entropy,
+    EntropyThreshold, Expectation, FixedLayer, GateCarry, HaltingCarry, LearnedGate,
+    MaxProbThreshold, MixtureCarry, NeverExit, Oracle, Patience, PatienceRegression, Policy,
+    PolicyCarry, PonderSample, QExit, SampleCarry, entropy,
 };

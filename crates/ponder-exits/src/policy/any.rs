@@ -2,6 +2,7 @@
 
 use ponder_core::{ExitPolicy, ExitSignals};
 
+use super::gate::{GateCarry, LearnedGate};
 use super::halting::{HaltingCarry, MixtureCarry, SampleCarry};
 use super::patience::{PatienceCarry, RegressionCarry};
 use super::{
@@ -33,6 +34,8 @@ pub enum Policy {
     Sample(PonderSample),
     /// See [`Expectation`] (needs a halting head).
     Expectation(Expectation),
+    /// See [`LearnedGate`] (needs JEI-DNN's gates).
+    Gate(LearnedGate),
 }
 
 /// The carry of a [`Policy`].
@@ -50,6 +53,8 @@ pub enum PolicyCarry {
     Sample(SampleCarry),
     /// [`Expectation`].
     Mixture(MixtureCarry),
+    /// [`LearnedGate`].
+    Gate(GateCarry),
 }
 
 impl Policy {
@@ -66,6 +71,7 @@ impl Policy {
             Self::QExit(_) => "q_exit",
             Self::Sample(_) => "sample",
             Self::Expectation(_) => "expectation",
+            Self::Gate(_) => "gate",
         }
     }
 
@@ -76,6 +82,11 @@ impl Policy {
             self,
             Self::QExit(_) | Self::Sample(_) | Self::Expectation(_)
         )
+    }
+
+    /// Whether the policy reads JEI-DNN's gate values (so the model needs gates).
+    pub fn needs_gates(&self) -> bool {
+        matches!(self, Self::Gate(_))
     }
 }
 
@@ -94,6 +105,7 @@ impl ExitPolicy for Policy {
             Self::QExit(p) => p.name(),
             Self::Sample(p) => p.name(),
             Self::Expectation(p) => p.name(),
+            Self::Gate(p) => p.name(),
         }
     }
 
@@ -104,6 +116,7 @@ impl ExitPolicy for Policy {
             Self::QExit(p) => PolicyCarry::Halting(p.start(batch_size)),
             Self::Sample(p) => PolicyCarry::Sample(p.start(batch_size)),
             Self::Expectation(p) => PolicyCarry::Mixture(p.start(batch_size)),
+            Self::Gate(p) => PolicyCarry::Gate(p.start(batch_size)),
             _ => PolicyCarry::None,
         }
     }
@@ -120,6 +133,7 @@ impl ExitPolicy for Policy {
             (Self::QExit(p), PolicyCarry::Halting(c)) => p.decide(signals, c),
             (Self::Sample(p), PolicyCarry::Sample(c)) => p.decide(signals, c),
             (Self::Expectation(p), PolicyCarry::Mixture(c)) => p.decide(signals, c),
+            (Self::Gate(p), PolicyCarry::Gate(c)) => p.decide(signals, c),
             (p, c) => panic!("policy {} given a carry of another policy: {c:?}", p.name()),
         }
     }
@@ -141,6 +155,7 @@ impl ExitPolicy for Policy {
             (Self::Expectation(p), PolicyCarry::Mixture(c)) => {
                 PolicyCarry::Mixture(p.retain_rows(c, rows))
             }
+            (Self::Gate(p), PolicyCarry::Gate(c)) => PolicyCarry::Gate(p.retain_rows(c, rows)),
             (_, c) => c,
         }
     }
