@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ponder_exits::{
-    EntropyThreshold, Expectation, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience,
-    Policy, PonderSample, QExit,
+    EntropyThreshold, Expectation, FixedLayer, LearnedGate, MaxProbThreshold, NeverExit, Oracle,
+    Patience, Policy, PonderSample, QExit,
 };
 use ponder_mamba::{MambaConfig, MambaEncoderConfig, Pooling};
 use ponder_models::{BackboneConfig, Method, TrainConfig};
@@ -182,7 +182,7 @@ fn default_patch() -> usize {
 #[serde(deny_unknown_fields, default)]
 pub struct CompareConfig {
     /// Training methods, one model each (per seed): `pabee`, `dee_bert`, `final_only`,
-    /// `palbert`, `ponder_net`.
+    /// `palbert`, `ponder_net`, `jei_dnn`.
     pub methods: Vec<Method>,
     /// Train every method once per seed (overriding `train.seed`) and report mean ± std
     /// over seeds. Empty: one model per method, with `train.seed`.
@@ -204,6 +204,9 @@ pub struct CompareConfig {
     /// Models with a halting head: also evaluate the expectation over the exit
     /// distribution (full depth, mixture of every layer's prediction).
     pub expectation: bool,
+    /// Models with JEI-DNN's gates: thresholds on the conditional activation `a_l` to
+    /// sweep, each in `(0, 1]` (JEI-DNN's rule: 0.5).
+    pub gate: Vec<f64>,
     /// Models with a halting head: evaluate the first Q-exit quantile and sampling this
     /// many times (sampling with seeds 0, 1, …) and report how much each example's exit
     /// layer varies (0: skip).
@@ -228,6 +231,7 @@ impl Default for CompareConfig {
             q_exit: vec![0.3, 0.5, 0.7, 0.9],
             sample: true,
             expectation: true,
+            gate: vec![0.5, 0.3, 0.7, 0.9],
             repeats: 10,
             batch_size: 256,
             backbones: Vec::new(),
@@ -331,11 +335,12 @@ impl Experiment {
             bail!("invalid value for `compare.methods`: name at least one method");
         }
         if self.model.n_layers < 2
-            && (self.compare.methods.contains(&Method::DeeBert)
-                || self.train.method == Method::DeeBert)
+            && [Method::DeeBert, Method::JeiDnn]
+                .iter()
+                .any(|m| self.compare.methods.contains(m) || self.train.method == *m)
         {
             bail!(
-                "invalid value for `model.n_layers`: DeeBERT (in `compare.methods` or `train.method`) needs at least 2 layers"
+                "invalid value for `model.n_layers`: DeeBERT and JEI-DNN (in `compare.methods` or `train.method`) need at least 2 layers"
             );
         }
         let mut seen = std::collections::HashSet::new();
@@ -451,6 +456,11 @@ impl Experiment {
         }
         if c.expectation {
             out.push(Policy::Expectation(Expectation::new(0.0)?));
+        }
+        for &a in &c.gate {
+            out.push(Policy::Gate(
+                LearnedGate::new(a).context("in `compare.gate`")?,
+            ));
         }
         Ok(out)
     }

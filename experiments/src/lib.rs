@@ -14,8 +14,8 @@ pub mod run;
 use anyhow::{Result, bail};
 use burn::tensor::Device;
 use ponder_exits::{
-    EntropyThreshold, Expectation, FixedLayer, MaxProbThreshold, NeverExit, Oracle, Patience,
-    Policy, PonderSample, QExit,
+    EntropyThreshold, Expectation, FixedLayer, LearnedGate, MaxProbThreshold, NeverExit, Oracle,
+    Patience, Policy, PonderSample, QExit,
 };
 use ponder_models::Method;
 
@@ -53,8 +53,8 @@ fn wgpu_device() -> Result<(Device, String)> {
     )
 }
 
-/// Parses a training method: `pabee`, `dee_bert`, `final_only`, `palbert` or
-/// `ponder_net`.
+/// Parses a training method: `pabee`, `dee_bert`, `final_only`, `palbert`,
+/// `ponder_net` or `jei_dnn`.
 pub fn parse_method(name: &str) -> Result<Method> {
     Ok(match name.trim() {
         "pabee" => Method::Pabee,
@@ -62,25 +62,28 @@ pub fn parse_method(name: &str) -> Result<Method> {
         "final_only" => Method::FinalOnly,
         "palbert" => Method::Palbert,
         "ponder_net" | "pondernet" => Method::PonderNet,
+        "jei_dnn" | "jeidnn" => Method::JeiDnn,
         other => bail!(
-            "unknown method `{other}`: use pabee, dee_bert, final_only, palbert or ponder_net"
+            "unknown method `{other}`: use pabee, dee_bert, final_only, palbert, ponder_net or jei_dnn"
         ),
     })
 }
 
 /// Every training method, in table order.
-pub const ALL_METHODS: [Method; 5] = [
+pub const ALL_METHODS: [Method; 6] = [
     Method::Pabee,
     Method::DeeBert,
     Method::FinalOnly,
     Method::Palbert,
     Method::PonderNet,
+    Method::JeiDnn,
 ];
 
 /// Parses a policy written as `full`, `oracle`, `max_prob=T`, `entropy=S`,
 /// `patience=T`, `fixed=L`, or, for models with a halting head, `q_exit=Q`,
 /// `sample=SEED`, `expectation` or `expectation=TOL` (stop a row once its unassigned
-/// mass is at most TOL).
+/// mass is at most TOL), or, for JEI-DNN models, `gate=A` (exit at the first
+/// conditional activation `a_l ≥ A`; JEI-DNN's rule is `gate=0.5`).
 pub fn parse_policy(spec: &str) -> Result<Policy> {
     let (name, value) = match spec.split_once('=') {
         Some((n, v)) => (n.trim(), Some(v.trim())),
@@ -121,8 +124,12 @@ pub fn parse_policy(spec: &str) -> Result<Policy> {
             Some(_) => number(name)?,
             None => 0.0,
         })?),
+        "gate" => Policy::Gate(LearnedGate::new(match value {
+            Some(_) => number(name)?,
+            None => 0.5,
+        })?),
         other => bail!(
-            "unknown policy `{other}`: use full, oracle, max_prob=T, entropy=S, patience=T, fixed=L, q_exit=Q, sample=SEED or expectation"
+            "unknown policy `{other}`: use full, oracle, max_prob=T, entropy=S, patience=T, fixed=L, q_exit=Q, sample=SEED, expectation or gate=A"
         ),
     })
 }

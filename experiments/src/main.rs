@@ -324,6 +324,15 @@ fn eval_cmd(device: DeviceChoice, root: PathBuf, specs: Vec<String>, no_fetch: b
             root.display()
         );
     }
+    if !trained.iter().any(|(_, m, _)| m.has_gates())
+        && let Some(p) = policies.iter().find(|p| p.needs_gates())
+    {
+        bail!(
+            "policy {} reads JEI-DNN's gates, but no model of {} has them (train jei_dnn)",
+            ponder_core::ExitPolicy::name(p),
+            root.display()
+        );
+    }
     let loaded = data::load(&experiment.data, experiment.train.seed, !no_fetch)?;
     let results = match &loaded {
         LoadedData::Images(s) => {

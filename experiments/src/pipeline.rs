@@ -253,7 +253,7 @@ pub fn seed_summary(models: &[ModelResult]) -> Vec<SeedSummary> {
 /// The model of `method` for this experiment: PABEE's per-layer heads; DeeBERT's
 /// off-ramps also get a pooler each; PALBERT has one head shared by every layer and
 /// the Lambda layer (with the head dropout on its input); PonderNet one shared head and
-/// a linear λ head.
+/// a linear λ head; JEI-DNN per-layer heads and a gate per early exit.
 pub fn model_config(
     experiment: &Experiment,
     method: Method,
@@ -267,12 +267,13 @@ pub fn model_config(
             Some(HaltingHeadConfig::palbert(d).with_dropout(experiment.model.head_dropout))
         }
         Method::PonderNet => Some(HaltingHeadConfig::new(d)),
-        Method::Pabee | Method::DeeBert | Method::FinalOnly => None,
+        Method::Pabee | Method::DeeBert | Method::FinalOnly | Method::JeiDnn => None,
     };
     Ok(MultiExitConfig::new(backbone, n_classes)
         .with_pooler_per_head(method == Method::DeeBert)
         .with_shared_head(method.has_halting())
         .with_halting(halting)
+        .with_gates(method.has_gates())
         .with_head_dropout(experiment.model.head_dropout))
 }
 
@@ -334,11 +335,13 @@ pub fn train_or_load<S: ClassificationSource>(
 }
 
 /// The policies of `policies` that apply to a model: those reading halting
-/// probabilities only for models with a halting head.
+/// probabilities only for models with a halting head, JEI-DNN's gate rule only for
+/// models with gates.
 pub fn applicable(policies: &[Policy], model: &MultiExitClassifier) -> Vec<Policy> {
     policies
         .iter()
         .filter(|p| model.halting.is_some() || !p.needs_halting())
+        .filter(|p| model.gates.is_some() || !p.needs_gates())
         .cloned()
         .collect()
 }

@@ -36,6 +36,7 @@ pub fn method_name(method: Method) -> &'static str {
         Method::FinalOnly => "final_only",
         Method::Palbert => "palbert",
         Method::PonderNet => "ponder_net",
+        Method::JeiDnn => "jei_dnn",
     }
 }
 

@@ -7,11 +7,12 @@ use burn::module::Module;
 use burn::store::RecordError;
 use burn::tensor::Device;
 use ponder_core::{
-    AdaptiveOutput, AllLayersOutput, ExitPolicy, LayerwiseBackbone, forward_all_layers,
+    AdaptiveOutput, AllLayersOutput, ExitHeads, ExitPolicy, LayerwiseBackbone, forward_all_layers,
     run_adaptive,
 };
 use ponder_exits::{
-    ClassifierHeads, ClassifierHeadsConfig, HaltingHead, HaltingHeadConfig, HaltingHeads,
+    ClassifierHeads, ClassifierHeadsConfig, ExitGates, ExitGatesConfig, GatedHeads, HaltingHead,
+    HaltingHeadConfig, HaltingHeads,
 };
 use ponder_mamba::MambaEncoderConfig;
 use ponder_transformer::{Encoder, EncoderConfig, EncoderInput};
@@ -39,6 +40,10 @@ pub struct MultiExitConfig {
     /// methods that learn an exit distribution. Default: none.
     #[config(default = "None")]
     pub halting: Option<HaltingHeadConfig>,
+    /// JEI-DNN's gates, one per early exit (`n_layers − 1`), on the confidence features of
+    /// each exit's logits. Default: false.
+    #[config(default = false)]
+    pub gates: bool,
 }
 
 impl MultiExitConfig {
@@ -56,6 +61,14 @@ impl MultiExitConfig {
             .with_dropout(self.head_dropout)
             .init(device),
             halting: self.halting.as_ref().map(|h| h.init(device)),
+            gates: self.gates.then(|| {
+                let n_layers = self.backbone.n_layers();
+                assert!(
+                    n_layers >= 2,
+                    "MultiExitConfig: gates need at least 2 layers (one early exit), got {n_layers}"
+                );
+                ExitGatesConfig::new(n_layers - 1).init(device)
+            }),
         }
     }
 }
@@ -81,6 +94,8 @@ pub struct MultiExitClassifier {
     pub heads: ClassifierHeads,
     /// The halting head, if the model learns an exit distribution.
     pub halting: Option<HaltingHead>,
+    /// JEI-DNN's gates, if the model has them.
+    pub gates: Option<ExitGates>,
 }
 
 /// The layout of [`MultiExitClassifier`] before it had a choice of backbone: the
@@ -105,6 +120,7 @@ impl MultiExitClassifier {
             backbone: Backbone::Transformer(encoder),
             heads,
             halting,
+            gates: None,
         } = self
         else {
             return Err(error);
@@ -119,6 +135,7 @@ impl MultiExitClassifier {
                 backbone: Backbone::Transformer(old.encoder),
                 heads: old.heads,
                 halting: old.halting,
+                gates: None,
             }),
             // The file is not of the old layout either: report the current one's error.
             Err(_) => Err(error),
@@ -138,12 +155,23 @@ impl MultiExitClassifier {
         })
     }
 
-    /// Every exit's logits (and halting probabilities, with a halting head) for every
-    /// row (training).
+    /// The classifiers paired with JEI-DNN's gates, if there are gates.
+    pub fn gated_heads(&self) -> Option<GatedHeads<'_>> {
+        self.gates.as_ref().map(|gates| GatedHeads {
+            classifiers: &self.heads,
+            gates,
+        })
+    }
+
+    /// Every exit's logits (and halting probabilities with a halting head, or gate values
+    /// at the early exits with gates) for every row (training).
     pub fn forward_all(&self, input: EncoderInput) -> AllLayersOutput {
-        match self.halting_heads() {
-            Some(heads) => forward_all_layers(&self.backbone, &heads, input),
-            None => forward_all_layers(&self.backbone, &self.heads, input),
+        if let Some(heads) = self.halting_heads() {
+            forward_all_layers(&self.backbone, &heads, input)
+        } else if let Some(heads) = self.gated_heads() {
+            forward_all_layers(&self.backbone, &heads, input)
+        } else {
+            forward_all_layers(&self.backbone, &self.heads, input)
         }
     }
 
@@ -154,10 +182,37 @@ impl MultiExitClassifier {
         policy: &P,
         targets: Option<&[usize]>,
     ) -> AdaptiveOutput {
-        match self.halting_heads() {
-            Some(heads) => run_adaptive(&self.backbone, &heads, policy, input, targets),
-            None => run_adaptive(&self.backbone, &self.heads, policy, input, targets),
+        if let Some(heads) = self.halting_heads() {
+            run_adaptive(&self.backbone, &heads, policy, input, targets)
+        } else if let Some(heads) = self.gated_heads() {
+            run_adaptive(&self.backbone, &heads, policy, input, targets)
+        } else {
+            run_adaptive(&self.backbone, &self.heads, policy, input, targets)
         }
+    }
+
+    /// The cost `ĉ_l` of reaching each exit over the cost of the final exit, per row of
+    /// `input` (all rows have the same cost): the embedding, the layers up to `l`, and the
+    /// heads (and gates) evaluated on the way, counted as the runner counts them (JEI-DNN's
+    /// normalised exit costs, `methods.md` §5.1).
+    pub fn exit_costs(&self, input: EncoderInput) -> Vec<f64> {
+        let hidden = self.backbone.embed(input);
+        let features = self.backbone.features_flops(&hidden);
+        let mut spent = self.backbone.embed_flops(&hidden);
+        let n = self.n_layers();
+        let head_flops = |l: usize| match (self.halting_heads(), self.gated_heads()) {
+            (Some(h), _) => h.flops(l),
+            (None, Some(g)) => g.flops(l),
+            (None, None) => self.heads.flops(l),
+        };
+        let costs: Vec<u64> = (0..n)
+            .map(|l| {
+                spent += self.backbone.layer_flops(l, &hidden) + features + head_flops(l);
+                spent
+            })
+            .collect();
+        let last = costs[n - 1].max(1) as f64;
+        costs.into_iter().map(|c| c as f64 / last).collect()
     }
 }
 

@@ -5,8 +5,8 @@ use std::time::Instant;
 use burn::tensor::Device;
 use burn::tensor::Tensor;
 use ponder_core::{ExitPolicy, ExitSignals, ExitStats, argmax, softmax, to_host};
-use ponder_exits::QExit;
 use ponder_exits::ponder::{self, LastLayer};
+use ponder_exits::{LearnedGate, QExit};
 
 use crate::classifier::MultiExitClassifier;
 use crate::source::{Batch, ClassificationSource};
@@ -44,6 +44,11 @@ pub struct LayerAccuracy {
     /// With a halting head: the accuracy of Q-exit at q = 0.5 (PALBERT's default),
     /// decided from the same pass.
     pub q_exit_accuracy: Option<f64>,
+    /// With gates: the accuracy under JEI-DNN's exit rule (a_l ≥ 0.5), decided from the
+    /// same pass.
+    pub gate_accuracy: Option<f64>,
+    /// With gates: the mean exit layer (1-based) under that rule.
+    pub gate_mean_exit_layer: Option<f64>,
 }
 
 /// Cuts `source` into batches on `device` (done once, outside any timed region).
@@ -109,13 +114,17 @@ pub fn evaluate<P: ExitPolicy>(
 pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> LayerAccuracy {
     let mut correct = vec![0usize; model.n_layers()];
     let mut tally = HaltingTally::default();
+    let mut gate_tally = GateTally::default();
     for batch in batches {
         let out = model.forward_all(batch.input.clone());
         let logits: Vec<Vec<f32>> = out.logits.into_iter().map(to_host).collect();
         for (l, layer) in logits.iter().enumerate() {
             correct[l] += right_rows(layer, &batch.targets).filter(|&r| r).count();
         }
-        if let Some(lambdas) = out.halting.into_iter().collect::<Option<Vec<_>>>() {
+        if model.gates.is_some() {
+            let gates: Vec<Vec<f32>> = out.halting.into_iter().flatten().map(to_host).collect();
+            gate_tally.add(&logits, &gates, &batch.targets);
+        } else if let Some(lambdas) = out.halting.into_iter().collect::<Option<Vec<_>>>() {
             tally.add(&logits, &lambdas, &batch.targets);
         }
     }
@@ -125,11 +134,55 @@ pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> Layer
         .sum::<usize>()
         .max(1) as f64;
     let halting = model.halting.as_ref().map(|_| tally);
+    let gated = model.gates.as_ref().map(|_| gate_tally);
     LayerAccuracy {
         accuracy: correct.into_iter().map(|c| c as f64 / n).collect(),
         exit_distribution_accuracy: halting.as_ref().map(HaltingTally::distribution_accuracy),
         expected_depth: halting.as_ref().map(HaltingTally::expected_depth),
         q_exit_accuracy: halting.as_ref().map(HaltingTally::q_exit_accuracy),
+        gate_accuracy: gated
+            .as_ref()
+            .map(|t| t.correct as f64 / t.rows.max(1) as f64),
+        gate_mean_exit_layer: gated
+            .as_ref()
+            .map(|t| t.exit_layers as f64 / t.rows.max(1) as f64),
+    }
+}
+
+/// Running sums over the rows of models with JEI-DNN's gates, all layers run: the
+/// accuracy and depth of [`LearnedGate`] at 0.5 decided by the policy itself.
+#[derive(Debug, Clone, Default)]
+struct GateTally {
+    rows: usize,
+    correct: usize,
+    exit_layers: usize,
+}
+
+impl GateTally {
+    /// Adds a batch: every layer's logits and every gate's values on the host.
+    fn add(&mut self, logits: &[Vec<f32>], gates: &[Vec<f32>], targets: &[usize]) {
+        let n_layers = logits.len();
+        let n_classes = logits[0].len() / targets.len().max(1);
+        let rule = LearnedGate::new(0.5).unwrap_or_else(|e| unreachable!("{e}"));
+        let mut carry = rule.start(targets.len());
+        let mut exited = vec![false; targets.len()];
+        for (l, layer) in logits.iter().enumerate() {
+            let exits = match gates.get(l) {
+                Some(g) => {
+                    let signals = ExitSignals::new(l, n_layers, n_classes, layer).with_halting(g);
+                    rule.decide(&signals, &mut carry)
+                }
+                None => vec![true; targets.len()],
+            };
+            for (r, right) in right_rows(layer, targets).enumerate() {
+                if !exited[r] && (exits[r] || l + 1 == n_layers) {
+                    exited[r] = true;
+                    self.correct += usize::from(right);
+                    self.exit_layers += l + 1;
+                }
+            }
+        }
+        self.rows += targets.len();
     }
 }
 

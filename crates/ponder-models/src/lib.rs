@@ -35,5 +35,6 @@ pub use parity::{
 };
 pub use source::{Batch, ClassificationSource, ImageSource, TextSource};
 pub use train::{
-    EpochLog, Method, PonderConfig, TrainConfig, TrainObserver, TrainOutcome, TrainState, fit,
+    EpochLog, JeiConfig, Method, PonderConfig, TrainConfig, TrainObserver, TrainOutcome,
+    TrainState, fit,
 };

@@ -10,9 +10,9 @@ use burn::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
-use ponder_core::{LayerwiseBackbone, PonderError, Result};
-use ponder_exits::loss;
+use ponder_core::{LayerwiseBackbone, PonderError, Result, to_host};
 use ponder_exits::ponder::{self, KlDirection, LastLayer};
+use ponder_exits::{jei, loss};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointFiles;
@@ -37,12 +37,88 @@ pub enum Method {
     /// PonderNet: a shared head and a linear λ head, trained on the same loss (PALBERT's
     /// "PonderNet-ALBERT" ablation); inference by sampling.
     PonderNet,
+    /// JEI-DNN: the backbone and its final head are trained first (as DeeBERT's stage 1)
+    /// and then frozen; per-layer inference modules are warmed up on its features, then
+    /// the gates and the inference modules are trained in alternation ([`JeiConfig`]);
+    /// inference by [`LearnedGate`](ponder_exits::LearnedGate).
+    JeiDnn,
 }
 
 impl Method {
     /// Whether the method learns an exit distribution (its model has a halting head).
     pub fn has_halting(&self) -> bool {
         matches!(self, Method::Palbert | Method::PonderNet)
+    }
+
+    /// Whether the method learns JEI-DNN's gates (its model has them).
+    pub fn has_gates(&self) -> bool {
+        matches!(self, Method::JeiDnn)
+    }
+}
+
+/// JEI-DNN's training after the backbone (`methods.md` §5.3, §5.4). Every field has a
+/// default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JeiConfig {
+    /// Epochs of the inference modules' warm-up on the frozen backbone, loss
+    /// `Σ_l (G + 1 − l)·CE_l`; the epoch with the best mean validation accuracy of the
+    /// inference modules is kept. Default: 2.
+    pub warmup_epochs: usize,
+    /// Epochs of the alternating training of gates and inference modules; the epoch with
+    /// the best validation accuracy under the gates (a_l ≥ 0.5) is kept, as in the
+    /// reference. Default: 3.
+    pub epochs: usize,
+    /// λ_cost of the cost-aware gate targets `argmin_l CE_l + λ_cost·ĉ_l` (the reference's
+    /// `--ce_ic_tradeoff`: 0.7 in its argparse, 0.15 in its README). Default: 0.15.
+    pub cost_weight: f64,
+    /// Batches per phase before switching (the reference's `bilevel_batch_count`); the
+    /// first phase is the gates'. Default: 200.
+    pub phase_batches: usize,
+    /// Detach the ratio of the weighted IM loss (the intended per-sample weighting)
+    /// instead of the reference code's non-detached ratio, which makes the loss the plain
+    /// mean cross-entropy (pitfall 10). Default: false.
+    pub detach_ratio: bool,
+    /// Cap of the gates' positive-class weights. Default: 5.
+    pub positive_weight_cap: f32,
+}
+
+impl Default for JeiConfig {
+    fn default() -> Self {
+        Self {
+            warmup_epochs: 2,
+            epochs: 3,
+            cost_weight: 0.15,
+            phase_batches: 200,
+            detach_ratio: false,
+            positive_weight_cap: 5.0,
+        }
+    }
+}
+
+impl JeiConfig {
+    /// Checks every value, naming the key at fault (under `prefix`).
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        let err = |k: &str, m: String| Err(PonderError::config(format!("{prefix}.{k}"), m));
+        if self.warmup_epochs == 0 {
+            return err("warmup_epochs", "must be at least 1".into());
+        }
+        if self.epochs == 0 {
+            return err("epochs", "must be at least 1".into());
+        }
+        if !(self.cost_weight >= 0.0 && self.cost_weight.is_finite()) {
+            return err("cost_weight", format!("{} is not ≥ 0", self.cost_weight));
+        }
+        if self.phase_batches == 0 {
+            return err("phase_batches", "must be at least 1".into());
+        }
+        if !(self.positive_weight_cap > 0.0 && self.positive_weight_cap.is_finite()) {
+            return err(
+                "positive_weight_cap",
+                format!("{} is not > 0", self.positive_weight_cap),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -187,6 +263,8 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// The PonderNet loss of PALBERT and PonderNet.
     pub ponder: PonderConfig,
+    /// JEI-DNN's stages after the backbone's.
+    pub jei: JeiConfig,
 }
 
 impl Default for TrainConfig {
@@ -204,6 +282,7 @@ impl Default for TrainConfig {
             seed: 42,
             checkpoint_every: 0,
             ponder: PonderConfig::default(),
+            jei: JeiConfig::default(),
         }
     }
 }
@@ -242,7 +321,8 @@ impl TrainConfig {
         if !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) {
             return err("grad_clip", format!("{} is not ≥ 0", self.grad_clip));
         }
-        self.ponder.validate("train.ponder")
+        self.ponder.validate("train.ponder")?;
+        self.jei.validate("train.jei")
     }
 }
 
@@ -265,6 +345,13 @@ pub enum StageLoss {
     /// The same loss; validation: accuracy of Q-exit at q = 0.5 (PALBERT's inference
     /// and default threshold).
     PonderQExit,
+    /// JEI-DNN's warm-up of the inference modules on the frozen backbone,
+    /// `Σ_l (G + 1 − l)·CE_l`; validation: mean accuracy of the inference modules.
+    JeiWarmup,
+    /// JEI-DNN's alternation on the frozen backbone: gate phases (cost-aware BCE) and
+    /// inference-module phases (weighted CE), switching every `jei.phase_batches`
+    /// batches, gates first; validation: accuracy under the gates (a_l ≥ 0.5).
+    JeiJoint,
 }
 
 impl Method {
@@ -278,6 +365,11 @@ impl Method {
             Method::DeeBert => vec![
                 (StageLoss::Final, config.epochs),
                 (StageLoss::Internal, config.stage2_epochs),
+            ],
+            Method::JeiDnn => vec![
+                (StageLoss::Final, config.epochs),
+                (StageLoss::JeiWarmup, config.jei.warmup_epochs),
+                (StageLoss::JeiJoint, config.jei.epochs),
             ],
         }
     }
@@ -327,6 +419,10 @@ pub struct TrainState {
     pub history: Vec<EpochLog>,
     /// Whether training has finished.
     pub finished: bool,
+    /// JEI-DNN: the gates' positive-class weights of the current epoch (from the
+    /// validation set at its start), kept so a resumed epoch uses the same ones.
+    #[serde(default)]
+    pub gate_positive_weight: Vec<f32>,
 }
 
 /// Hooks for progress display and interruption.
@@ -401,11 +497,36 @@ fn epoch_seed(seed: u64, stage: usize, epoch: usize) -> u64 {
     seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(1 + stage as u64 * 1_000 + epoch as u64))
 }
 
+/// What a step's loss needs besides the model and the batch.
+struct StepContext<'a> {
+    config: &'a TrainConfig,
+    /// JEI-DNN: `ĉ_l` of every exit.
+    exit_costs: &'a [f64],
+    /// JEI-DNN: the gates' positive-class weights of this epoch.
+    gate_positive_weight: &'a [f32],
+    /// JEI-DNN: whether this step is in a gate phase (else an inference-module phase).
+    gate_phase: bool,
+}
+
+/// The features of the first `n` layers of the frozen backbone, run as a feature
+/// extractor (without autodiff, in evaluation mode), lifted back to the autodiff device
+/// as constants.
+fn frozen_features(model: &MultiExitClassifier, batch: &Batch, n: usize) -> Vec<Tensor<2>> {
+    let backbone = model.backbone.valid();
+    let mut state = backbone.embed(batch.input.clone().without_autodiff());
+    (0..n)
+        .map(|l| {
+            state = backbone.forward_layer(l, state.clone());
+            backbone.pooled(&state).autodiff()
+        })
+        .collect()
+}
+
 fn stage_loss(
     model: &MultiExitClassifier,
     batch: &Batch,
     kind: StageLoss,
-    ponder_config: &PonderConfig,
+    context: &StepContext<'_>,
     device: &Device,
 ) -> Tensor<1> {
     let targets = batch.targets_tensor(device);
@@ -432,26 +553,119 @@ fn stage_loss(
                 .into_iter()
                 .map(|h| h.unwrap_or_else(|| unreachable!("fit checks for a halting head")))
                 .collect();
-            ponder_config.loss(out.logits, &lambdas, targets).total
+            context
+                .config
+                .ponder
+                .loss(out.logits, &lambdas, targets)
+                .total
         }
         StageLoss::Internal => {
-            // The backbone is frozen: run it as a feature extractor, without autodiff
-            // and in evaluation mode, and train only the heads on its features.
+            // The backbone is frozen: train only the heads on its features.
             let n = model.n_layers();
-            let backbone = model.backbone.valid();
-            let mut state = backbone.embed(batch.input.clone().without_autodiff());
-            let mut losses = Vec::with_capacity(n - 1);
-            for l in 0..n - 1 {
-                state = backbone.forward_layer(l, state);
-                let features = backbone.pooled(&state).autodiff();
-                losses.push(loss::cross_entropy(
-                    model.heads.logits(l, features),
-                    targets.clone(),
-                ));
-            }
+            let losses = frozen_features(model, batch, n - 1)
+                .into_iter()
+                .enumerate()
+                .map(|(l, f)| loss::cross_entropy(model.heads.logits(l, f), targets.clone()))
+                .collect();
             loss::sum(losses)
         }
+        StageLoss::JeiWarmup => {
+            let n = model.n_layers();
+            let losses = frozen_features(model, batch, n - 1)
+                .into_iter()
+                .enumerate()
+                .map(|(l, f)| loss::cross_entropy(model.heads.logits(l, f), targets.clone()))
+                .collect();
+            jei::warmup_loss(losses)
+        }
+        StageLoss::JeiJoint => jei_joint_loss(model, batch, context, targets),
     }
+}
+
+/// One step of JEI-DNN's alternation on the frozen backbone (`methods.md` §5.3).
+fn jei_joint_loss(
+    model: &MultiExitClassifier,
+    batch: &Batch,
+    context: &StepContext<'_>,
+    targets: Tensor<1, Int>,
+) -> Tensor<1> {
+    let n = model.n_layers();
+    let gates = model
+        .gates
+        .as_ref()
+        .unwrap_or_else(|| unreachable!("fit checks for gates"));
+    let features = frozen_features(model, batch, n);
+    let jei = &context.config.jei;
+    if context.gate_phase {
+        // (b) gates only: the inference modules as they are, as constants
+        let heads = model.heads.valid();
+        let logits: Vec<Tensor<2>> = features
+            .into_iter()
+            .enumerate()
+            .map(|(l, f)| heads.logits(l, f.inner()))
+            .collect();
+        let inner_targets = targets.inner();
+        let ce: Vec<Vec<f32>> = logits
+            .iter()
+            .map(|l| {
+                to_host(loss::cross_entropy_per_row(
+                    l.clone(),
+                    inner_targets.clone(),
+                ))
+            })
+            .collect();
+        let best = jei::best_exits(&ce, context.exit_costs, jei.cost_weight);
+        let gate_logits = logits[..n - 1]
+            .iter()
+            .enumerate()
+            .map(|(l, x)| gates.gate_logit(l, x.clone().autodiff()))
+            .collect();
+        jei::gate_loss(gate_logits, &best, context.gate_positive_weight)
+    } else {
+        // (a) inference modules only: the gates evaluated without gradient
+        let valid_gates = gates.valid();
+        let logits: Vec<Tensor<2>> = features[..n - 1]
+            .iter()
+            .enumerate()
+            .map(|(l, f)| model.heads.logits(l, f.clone()))
+            .collect();
+        let g: Vec<Tensor<1>> = logits
+            .iter()
+            .enumerate()
+            .map(|(l, x)| valid_gates.forward(l, x.clone().inner()))
+            .collect();
+        let p: Vec<Tensor<1>> = jei::exit_distribution(&g)[..n - 1]
+            .iter()
+            .map(|p| p.clone().autodiff())
+            .collect();
+        let ce = logits
+            .into_iter()
+            .map(|l| loss::cross_entropy_per_row(l, targets.clone()))
+            .collect();
+        jei::im_loss(ce, &p, jei.detach_ratio)
+    }
+}
+
+/// JEI-DNN's gate positive weights from the validation set: the best exit of every
+/// validation row under the current inference modules.
+fn gate_positive_weights(
+    model: &MultiExitClassifier,
+    batches: &[Batch],
+    exit_costs: &[f64],
+    config: &JeiConfig,
+) -> Vec<f32> {
+    let mut best = Vec::new();
+    for batch in batches {
+        let out = model.forward_all(batch.input.clone());
+        let targets = batch.targets_tensor(&model.backbone.device());
+        let ce: Vec<Vec<f32>> = out
+            .logits
+            .into_iter()
+            .map(|l| to_host(loss::cross_entropy_per_row(l, targets.clone())))
+            .collect();
+        best.extend(jei::best_exits(&ce, exit_costs, config.cost_weight));
+    }
+    jei::gate_positive_weights(&best, model.n_layers() - 1, config.positive_weight_cap)
 }
 
 fn valid_metric(kind: StageLoss, layers: &LayerAccuracy) -> f64 {
@@ -464,9 +678,12 @@ fn valid_metric(kind: StageLoss, layers: &LayerAccuracy) -> f64 {
         StageLoss::PonderQExit => layers
             .q_exit_accuracy
             .unwrap_or_else(|| unreachable!("fit checks for a halting head")),
+        StageLoss::JeiJoint => layers
+            .gate_accuracy
+            .unwrap_or_else(|| unreachable!("fit checks for gates")),
         StageLoss::DepthWeighted => accuracy.iter().sum::<f64>() / n as f64,
         StageLoss::Final => accuracy[n - 1],
-        StageLoss::Internal => {
+        StageLoss::Internal | StageLoss::JeiWarmup => {
             if n == 1 {
                 accuracy[0]
             } else {
@@ -533,10 +750,32 @@ pub fn fit<S: ClassificationSource>(
             .ponder
             .validate_for("train.ponder", model.n_layers())?;
     }
-    if config.method == Method::DeeBert && model.n_layers() < 2 {
+    if config.method.has_gates() != model.gates.is_some() {
         return Err(PonderError::config(
             "train.method",
-            "DeeBERT trains internal exits, so the model needs at least 2 layers",
+            format!(
+                "{:?} {} gates, but the model {}",
+                config.method,
+                if config.method.has_gates() {
+                    "needs"
+                } else {
+                    "does not train"
+                },
+                if model.gates.is_some() {
+                    "has them"
+                } else {
+                    "has none"
+                }
+            ),
+        ));
+    }
+    if matches!(config.method, Method::DeeBert | Method::JeiDnn) && model.n_layers() < 2 {
+        return Err(PonderError::config(
+            "train.method",
+            format!(
+                "{:?} trains internal exits, so the model needs at least 2 layers",
+                config.method
+            ),
         ));
     }
     let stages = config.method.stages(config);
@@ -544,6 +783,11 @@ pub fn fit<S: ClassificationSource>(
     let total_steps: usize = stages.iter().map(|(_, e)| e * steps_per_epoch).sum();
     let valid_device = device.clone().inner();
     let valid_batches = make_batches(valid, config.eval_batch_size, &valid_device);
+    // JEI-DNN's normalised exit costs (the same for every row of a data set), computed
+    // when first needed: parameters are initialised lazily, on first use, and computing
+    // the costs runs the embedding, so doing it before the first step would draw its
+    // initial weights from another point of the random stream
+    let mut exit_costs: Vec<f64> = Vec::new();
 
     let mut optim = new_optimizer(config);
     let mut state = TrainState::default();
@@ -582,6 +826,13 @@ pub fn fit<S: ClassificationSource>(
                 epoch_seed(config.seed, state.stage, state.epoch),
             );
             let chunks: Vec<&[usize]> = order.chunks(config.batch_size).collect();
+            if kind == StageLoss::JeiJoint && exit_costs.is_empty() {
+                exit_costs = model.valid().exit_costs(valid_batches[0].input.clone());
+            }
+            if kind == StageLoss::JeiJoint && state.batch == 0 {
+                state.gate_positive_weight =
+                    gate_positive_weights(&model.valid(), &valid_batches, &exit_costs, &config.jei);
+            }
             while state.batch < chunks.len() {
                 device.seed(
                     config
@@ -590,7 +841,13 @@ pub fn fit<S: ClassificationSource>(
                         .wrapping_add(state.global_step as u64),
                 );
                 let batch = train.batch(chunks[state.batch], device);
-                let loss = stage_loss(&model, &batch, kind, &config.ponder, device);
+                let context = StepContext {
+                    config,
+                    exit_costs: &exit_costs,
+                    gate_positive_weight: &state.gate_positive_weight,
+                    gate_phase: (state.stage_step / config.jei.phase_batches).is_multiple_of(2),
+                };
+                let loss = stage_loss(&model, &batch, kind, &context, device);
                 let value = loss.clone().into_scalar::<f32>() as f64;
                 if !value.is_finite() {
                     return Err(PonderError::NonFinite {

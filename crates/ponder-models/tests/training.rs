@@ -105,6 +105,10 @@ fn model(seed: u64, device: &Device) -> MultiExitClassifier {
 }
 
 fn model_with_dropout(seed: u64, dropout: f64, device: &Device) -> MultiExitClassifier {
+    build_model(seed, dropout, false, device)
+}
+
+fn build_model(seed: u64, dropout: f64, gates: bool, device: &Device) -> MultiExitClassifier {
     device.seed(seed);
     let mut encoder = EncoderConfig::tiny_vit().with_dropout(dropout);
     encoder.n_layers = 3;
@@ -113,7 +117,13 @@ fn model_with_dropout(seed: u64, dropout: f64, device: &Device) -> MultiExitClas
     encoder.d_ff = 32;
     MultiExitConfig::new(encoder.into(), N_CLASSES)
         .with_head_dropout(dropout)
+        .with_gates(gates)
         .init(device)
+}
+
+/// The model `config.method` trains: [`model`] plus JEI-DNN's gates when it has them.
+fn model_for(config: &TrainConfig, seed: u64, device: &Device) -> MultiExitClassifier {
+    build_model(seed, 0.1, config.method.has_gates(), device)
 }
 
 /// 200 examples in batches of 32: 7 steps per epoch, the last one of 8 examples.
@@ -358,7 +368,7 @@ fn check_resume(config: &TrainConfig, stop_at: usize) -> TrainState {
     let files_b = CheckpointFiles::new(dir_b.path());
 
     let a = fit(
-        model(config.seed, &d),
+        model_for(config, config.seed, &d),
         &train,
         &valid,
         config,
@@ -375,7 +385,7 @@ fn check_resume(config: &TrainConfig, stop_at: usize) -> TrainState {
         ..StopAt::default()
     };
     let b1 = fit(
-        model(config.seed, &d),
+        model_for(config, config.seed, &d),
         &train,
         &valid,
         config,
@@ -396,7 +406,7 @@ fn check_resume(config: &TrainConfig, stop_at: usize) -> TrainState {
     // a fresh model, initialised from another seed: everything must come from the folder
     let mut resumed = StopAt::default();
     let b = fit(
-        model(config.seed + 1000, &d),
+        model_for(config, config.seed + 1000, &d),
         &train,
         &valid,
         config,
@@ -435,9 +445,13 @@ fn check_resume(config: &TrainConfig, stop_at: usize) -> TrainState {
         assert_eq!(x, y, "{what}: final logits of exit {} differ", l + 1);
     }
     // the checkpoint folders end alike too
-    assert_best_file_equal(&files_a, &files_b, &valid, &what);
-    let (ma, _, sa) = files_a.load_last(model(1, &d), adamw()).unwrap();
-    let (mb, _, sb) = files_b.load_last(model(2, &d), adamw()).unwrap();
+    assert_best_file_equal(config, &files_a, &files_b, &valid, &what);
+    let (ma, _, sa) = files_a
+        .load_last(model_for(config, 1, &d), adamw())
+        .unwrap();
+    let (mb, _, sb) = files_b
+        .load_last(model_for(config, 2, &d), adamw())
+        .unwrap();
     assert_eq!(
         timeless_state(&sa),
         timeless_state(&sb),
@@ -465,6 +479,7 @@ fn timeless_state(state: &TrainState) -> TrainState {
 }
 
 fn assert_best_file_equal(
+    config: &TrainConfig,
     a: &CheckpointFiles,
     b: &CheckpointFiles,
     valid: &ImageSource,
@@ -472,7 +487,7 @@ fn assert_best_file_equal(
 ) {
     let load = |files: &CheckpointFiles| {
         let d = Device::flex();
-        files.load_best(model(1, &d).valid()).unwrap()
+        files.load_best(model_for(config, 1, &d).valid()).unwrap()
     };
     assert!(a.best_model().is_file() && b.best_model().is_file());
     assert_eq!(
@@ -826,4 +841,173 @@ fn train_config_reads_from_json_with_defaults_and_rejects_unknown_keys() {
     assert_eq!(config.epochs, 2);
     assert_eq!(config.batch_size, TrainConfig::default().batch_size);
     assert!(serde_json::from_str::<TrainConfig>(r#"{"epoch": 2}"#).is_err());
+}
+
+/// JEI-DNN on the tiny ViT: 2 epochs of backbone, 1 of warm-up, 2 of alternation with
+/// phases of 3 batches (so both phases run in every epoch).
+fn jei_config() -> TrainConfig {
+    let mut config = TrainConfig {
+        epochs: 2,
+        ..config(Method::JeiDnn)
+    };
+    config.jei.warmup_epochs = 1;
+    config.jei.epochs = 2;
+    config.jei.phase_batches = 3;
+    config
+}
+
+#[test]
+fn jei_dnn_freezes_the_backbone_and_trains_modules_and_gates() {
+    let _guard = serial();
+    let (train, valid) = sources();
+    let d = device();
+    let mut config = jei_config();
+    config.jei.warmup_epochs = 2;
+    config.jei.epochs = 4;
+    let start = model_for(&config, config.seed, &d);
+    let initial_gates = start.gates.clone().unwrap().valid();
+    let jei = train_plain(start, &train, &valid, &config, &d);
+    let final_only = TrainConfig {
+        method: Method::FinalOnly,
+        ..config.clone()
+    };
+    let fo = train_plain(model(config.seed, &d), &train, &valid, &final_only, &d);
+    // stage 0 is FinalOnly training (the same model but for the gates, which it never
+    // reads: identical history)
+    assert_same_history(
+        &jei.state.history[..2],
+        &fo.state.history,
+        "JEI-DNN stage 0 vs FinalOnly",
+    );
+    let stages: Vec<usize> = jei.state.history.iter().map(|l| l.stage).collect();
+    assert_eq!(stages, vec![0, 0, 1, 1, 2, 2, 2, 2]);
+    // the backbone and the final head stay frozen; the inference modules and gates move
+    let (lj, lf) = (
+        probe_logits(&jei.model, &valid),
+        probe_logits(&fo.model, &valid),
+    );
+    assert_eq!(
+        lj[2], lf[2],
+        "JEI-DNN changed the backbone or the final head"
+    );
+    assert_ne!(lj[0], lf[0], "the first inference module did not train");
+    let gates = jei.model.gates.as_ref().unwrap();
+    for l in 0..2 {
+        let before = host(initial_gates.gates[l].weight.val());
+        let after = host(gates.gates[l].weight.val());
+        assert_ne!(before, after, "gate {l} did not train");
+    }
+    // the last stage is selected on the accuracy under the gates
+    let layers = ponder_models::layer_accuracies(
+        &jei.model,
+        &ponder_models::make_batches(&valid, 64, &Device::flex()),
+    );
+    assert!(
+        layers.gate_mean_exit_layer.unwrap() < 3.0,
+        "the gates never exit early"
+    );
+    let best = jei.state.best_metric.unwrap();
+    assert_eq!(layers.gate_accuracy, Some(best));
+    assert!(best > 0.6, "accuracy under the gates {best}");
+
+    assert_eq!(jei.state.gate_positive_weight.len(), 2);
+    assert!(
+        jei.state
+            .gate_positive_weight
+            .iter()
+            .all(|&w| w > 0.0 && w <= config.jei.positive_weight_cap)
+    );
+}
+
+#[test]
+fn jei_dnn_exits_earlier_when_compute_costs_more() {
+    // The gate targets trade loss for cost: a large λ_cost makes the first exit the
+    // best for most rows, λ_cost = 0 the most accurate (usually a later) one.
+    let _guard = serial();
+    let (train, valid) = sources();
+    let d = device();
+    let batches = ponder_models::make_batches(&valid, 64, &Device::flex());
+    let depth = |cost_weight: f64| {
+        let mut config = jei_config();
+        config.jei.cost_weight = cost_weight;
+        config.jei.epochs = 10;
+        let out = train_plain(
+            model_for(&config, config.seed, &d),
+            &train,
+            &valid,
+            &config,
+            &d,
+        );
+        let layers = ponder_models::layer_accuracies(&out.model, &batches);
+        // the batched runner (rows leave the batch as they exit) decides as the
+        // all-layers pass does
+        let rule = ponder_exits::LearnedGate::new(0.5).unwrap();
+        let run = ponder_models::evaluate(&out.model, &batches, &rule);
+        assert_eq!(Some(run.accuracy), layers.gate_accuracy);
+        assert_eq!(Some(run.stats.mean_exit_layer), layers.gate_mean_exit_layer);
+        layers.gate_mean_exit_layer.unwrap()
+    };
+    let cheap = depth(5.0);
+    let free = depth(0.0);
+    assert!(
+        cheap < free,
+        "mean exit layer with λ_cost = 5: {cheap}, with λ_cost = 0: {free}"
+    );
+    assert!(
+        cheap < 1.5,
+        "λ_cost = 5 should exit almost everything at layer 1: {cheap}"
+    );
+    assert!(
+        free > 1.2,
+        "λ_cost = 0 should use the later exits too: {free}"
+    );
+}
+
+#[test]
+fn resumed_jei_dnn_run_ends_like_uninterrupted_run() {
+    let _guard = serial();
+    // 7 steps per epoch: stage 0 = steps 1..=14, warm-up 15..=21, alternation 22..=35
+    // (gate phase at stage steps 0–2, modules 3–5, gates 6–8, …). Stopped after step 26
+    // (alternation epoch 0, 5th batch, a module phase): resumes from step 24 (the first
+    // module phase) with the epoch's gate weights from the checkpoint.
+    let config = TrainConfig {
+        checkpoint_every: 3,
+        ..jei_config()
+    };
+    let started = check_resume(&config, 26);
+    assert_eq!((started.stage, started.epoch, started.batch), (2, 0, 3));
+    assert_eq!(started.gate_positive_weight.len(), 2);
+}
+
+#[test]
+fn jei_dnn_needs_a_model_with_gates() {
+    let _guard = serial();
+    let (train, valid) = sources();
+    let d = device();
+    let err = fit(
+        model(1, &d),
+        &train,
+        &valid,
+        &jei_config(),
+        &d,
+        None,
+        false,
+        &mut (),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("gates"), "{err}");
+    let mut bad = jei_config();
+    bad.jei.phase_batches = 0;
+    let err = fit(
+        model_for(&bad, 1, &d),
+        &train,
+        &valid,
+        &bad,
+        &d,
+        None,
+        false,
+        &mut (),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("train.jei.phase_batches"), "{err}");
 }
