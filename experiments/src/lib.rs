@@ -2,6 +2,7 @@
 //! evaluation pipelines, run folders, tables and plots. `main.rs` only parses the
 //! command line.
 
+pub mod calibrate;
 pub mod config;
 pub mod data;
 pub mod lm;

@@ -199,10 +199,16 @@ fn compare_cmd(device: DeviceChoice, args: RunArgs, methods: Vec<String>) -> Res
         "exit_histogram.svg",
         report::histogram_plot(&results)?.as_bytes(),
     )?;
+    run.write("ece_vs_flops.svg", report::ece_plot(&results)?.as_bytes())?;
+    let diagrams = report::reliability_plots(&results)?;
+    for (path, svg) in &diagrams {
+        run.write(path, svg.as_bytes())?;
+    }
     println!("{table}");
     println!(
-        "wrote {0}/results.json, results.md, accuracy_vs_flops.svg, exit_histogram.svg",
-        run.root().display()
+        "wrote {0}/results.json, results.md, accuracy_vs_flops.svg, exit_histogram.svg, ece_vs_flops.svg and {1} reliability diagrams in {0}/reliability/",
+        run.root().display(),
+        diagrams.len()
     );
     Ok(())
 }
@@ -356,7 +362,12 @@ fn eval_models<S: ClassificationSource>(
     methods: &[(BackboneKind, Method, u64)],
     policies: &[ponder_exits::Policy],
 ) -> Result<CompareResults> {
-    let batches = make_batches(&splits.test, experiment.compare.batch_size, dev);
+    let test = make_batches(&splits.test, experiment.compare.batch_size, dev);
+    let calibration = make_batches(&splits.valid, experiment.compare.batch_size, dev);
+    let data = pipeline::EvalData {
+        test: &test,
+        calibration: &calibration,
+    };
     let several = !experiment.compare.seeds.is_empty();
     let mut models = Vec::new();
     for &(backbone, method, seed) in methods {
@@ -371,8 +382,8 @@ fn eval_models<S: ClassificationSource>(
             .with_context(|| format!("loading the {} model", model_name(backbone, method, id)))?
             .valid();
         models.push(pipeline::evaluate_model(
-            experiment, method, seed, &model, &batches, policies, None, 0.0,
-        ));
+            experiment, method, seed, &model, data, policies, None, 0.0,
+        )?);
     }
     Ok(CompareResults::new(
         experiment,

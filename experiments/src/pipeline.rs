@@ -10,10 +10,13 @@ use ponder_core::ExitPolicy;
 use ponder_exits::{HaltingHeadConfig, NeverExit, Policy, PonderSample};
 use ponder_models::{
     Batch, ClassificationSource, LayerAccuracy, Method, MultiExitClassifier, MultiExitConfig,
-    evaluate, fit, layer_accuracies, make_batches,
+    evaluate, fit, layer_accuracies, layer_outputs, make_batches,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::calibrate::{
+    CalibrationResult, ConformalResult, PosteriorResult, policy_calibration, posterior_result,
+};
 use crate::config::{BackboneKind, Experiment};
 use crate::data::Splits;
 use crate::progress::TrainProgress;
@@ -42,6 +45,10 @@ pub struct PolicyResult {
     pub wall_seconds: f64,
     /// Exit-layer histogram (index 0 = layer 1).
     pub exit_histogram: Vec<u64>,
+    /// Calibration of the outputs and conformal sets (calibrated on the validation
+    /// split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationResult>,
 }
 
 /// Everything measured about one trained model.
@@ -78,6 +85,9 @@ pub struct ModelResult {
     pub train_seconds: f64,
     /// One row per policy.
     pub policies: Vec<PolicyResult>,
+    /// With JEI-DNN's gates: the posterior `Σ_l P_l·p_l` (every exit computed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub posterior: Option<PosteriorResult>,
 }
 
 /// Repeated evaluations of one policy: the spread of each example's exit layer
@@ -123,6 +133,82 @@ pub struct SeedSummary {
     pub flop_speedup_mean: f64,
     /// Mean wall-clock speed-up.
     pub wall_speedup_mean: f64,
+    /// Calibration over seeds (when measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationSummary>,
+}
+
+/// Calibration of one (method, policy) over seeds: mean ± std.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationSummary {
+    /// ECE with 15 equal-mass bins: mean, std.
+    pub ece: (f64, f64),
+    /// NLL: mean, std.
+    pub nll: (f64, f64),
+    /// Brier: mean, std.
+    pub brier: (f64, f64),
+    /// Every conformal predictor: coverage and mean set size, mean and std over seeds.
+    pub conformal: Vec<ConformalSummary>,
+}
+
+/// One conformal predictor over seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConformalSummary {
+    /// Miscoverage level α.
+    pub alpha: f64,
+    /// `lac` or `aps`.
+    pub score: String,
+    /// `split` or `per_exit`.
+    pub variant: String,
+    /// Coverage: mean, std.
+    pub coverage: (f64, f64),
+    /// Mean set size: mean, std.
+    pub mean_set_size: (f64, f64),
+}
+
+impl CalibrationSummary {
+    /// The summary of `results` (one per seed), or `None` when any is missing.
+    pub fn of(results: &[Option<&CalibrationResult>]) -> Option<Self> {
+        let results: Vec<&CalibrationResult> = results.iter().copied().collect::<Option<_>>()?;
+        let first = results.first()?;
+        let stat = |f: &dyn Fn(&CalibrationResult) -> f64| {
+            mean_std(&results.iter().map(|r| f(r)).collect::<Vec<_>>())
+        };
+        Some(Self {
+            ece: stat(&|r| r.ece),
+            nll: stat(&|r| r.nll),
+            brier: stat(&|r| r.brier),
+            conformal: first
+                .conformal
+                .iter()
+                .map(|c| {
+                    let pick = |f: &dyn Fn(&ConformalResult) -> f64| {
+                        mean_std(
+                            &results
+                                .iter()
+                                .filter_map(|r| r.conformal(&c.score, &c.variant, c.alpha))
+                                .map(f)
+                                .collect::<Vec<_>>(),
+                        )
+                    };
+                    ConformalSummary {
+                        alpha: c.alpha,
+                        score: c.score.clone(),
+                        variant: c.variant.clone(),
+                        coverage: pick(&|x| x.coverage),
+                        mean_set_size: pick(&|x| x.mean_set_size),
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    /// The summary of (`score`, `variant`, `alpha`), if measured.
+    pub fn conformal(&self, score: &str, variant: &str, alpha: f64) -> Option<&ConformalSummary> {
+        self.conformal
+            .iter()
+            .find(|c| c.score == score && c.variant == variant && c.alpha == alpha)
+    }
 }
 
 /// The results of a comparison.
@@ -195,6 +281,7 @@ impl ModelResult {
             best_valid_metric,
             train_seconds,
             policies: Vec::new(),
+            posterior: None,
         }
     }
 }
@@ -245,6 +332,12 @@ pub fn seed_summary(models: &[ModelResult]) -> Vec<SeedSummary> {
                 mean_exit_layer_std,
                 flop_speedup_mean: pick(|r| r.flop_speedup).0,
                 wall_speedup_mean: pick(|r| r.wall_speedup).0,
+                calibration: CalibrationSummary::of(
+                    &rows
+                        .iter()
+                        .map(|r| r.calibration.as_ref())
+                        .collect::<Vec<_>>(),
+                ),
             }
         })
         .collect()
@@ -346,13 +439,27 @@ pub fn applicable(policies: &[Policy], model: &MultiExitClassifier) -> Vec<Polic
         .collect()
 }
 
-/// Evaluates every applicable policy on one model over the prepared test batches.
+/// The prepared batches a model is evaluated on: the test split, and the validation
+/// split that calibrates the conformal sets.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalData<'a> {
+    /// Test batches (accuracy, compute, calibration, conformal coverage).
+    pub test: &'a [Batch],
+    /// Validation batches (conformal thresholds).
+    pub calibration: &'a [Batch],
+}
+
+/// Evaluates every applicable policy on one model over the prepared test batches, with
+/// its calibration and conformal sets (calibrated on the validation batches; these runs
+/// are not timed).
 pub fn evaluate_policies(
     label: &str,
     model: &MultiExitClassifier,
-    batches: &[Batch],
+    data: EvalData<'_>,
     policies: &[Policy],
-) -> Vec<PolicyResult> {
+) -> Result<Vec<PolicyResult>> {
+    let batches = data.test;
+    let calibration_layers = layer_outputs(model, data.calibration);
     let policies = &applicable(policies, model);
     let bar = ProgressBar::new(policies.len() as u64 + 1);
     bar.set_style(
@@ -375,6 +482,9 @@ pub fn evaluate_policies(
             Policy::Full(_) => full.clone(),
             _ => evaluate(model, batches, policy),
         };
+        let calibration_out = evaluate(model, data.calibration, policy);
+        let calibration = policy_calibration(&out, &calibration_out, &calibration_layers)
+            .with_context(|| format!("calibration of {label} under {}", out.policy))?;
         rows.push(PolicyResult {
             method: label.to_string(),
             family: policy.family().to_string(),
@@ -386,11 +496,12 @@ pub fn evaluate_policies(
             wall_speedup: full.wall_seconds / out.wall_seconds.max(1e-12),
             wall_seconds: out.wall_seconds,
             exit_histogram: out.stats.histogram,
+            calibration: Some(calibration),
         });
         bar.inc(1);
     }
     bar.finish_and_clear();
-    rows
+    Ok(rows)
 }
 
 /// Evaluates a policy `repeats` times and measures how much each example's exit layer
@@ -449,6 +560,11 @@ pub fn compare<S: ClassificationSource>(
     }
     let policies = experiment.policies()?;
     let test_batches = make_batches(&splits.test, experiment.compare.batch_size, device);
+    let calibration_batches = make_batches(&splits.valid, experiment.compare.batch_size, device);
+    let data = EvalData {
+        test: &test_batches,
+        calibration: &calibration_batches,
+    };
     let several = !experiment.compare.seeds.is_empty();
     let mut models = Vec::new();
     for backbone in experiment.backbones() {
@@ -456,15 +572,7 @@ pub fn compare<S: ClassificationSource>(
         for seed in experiment.seeds() {
             for &method in methods {
                 models.push(train_and_evaluate(
-                    experiment,
-                    method,
-                    seed,
-                    several,
-                    splits,
-                    &test_batches,
-                    &policies,
-                    run,
-                    device,
+                    experiment, method, seed, several, splits, data, &policies, run, device,
                 )?);
             }
         }
@@ -477,32 +585,44 @@ pub fn compare<S: ClassificationSource>(
     ))
 }
 
-/// A trained model of `experiment` (its `model.backbone`) evaluated on `batches`: the
-/// accuracy of each exit with all layers run and every applicable policy.
+/// A trained model of `experiment` (its `model.backbone`) evaluated on `data`: the
+/// accuracy of each exit with all layers run, every applicable policy with its
+/// calibration, and JEI-DNN's posterior for a model with gates.
 pub fn evaluate_model(
     experiment: &Experiment,
     method: Method,
     seed: u64,
     model: &MultiExitClassifier,
-    batches: &[Batch],
+    data: EvalData<'_>,
     policies: &[Policy],
     best_valid_metric: Option<f64>,
     train_seconds: f64,
-) -> ModelResult {
+) -> Result<ModelResult> {
     let backbone = experiment.model.backbone;
     let label = model_label(backbone, method);
-    ModelResult {
-        policies: evaluate_policies(&label, model, batches, policies),
+    let posterior = match model.gates {
+        Some(_) => Some(
+            posterior_result(
+                &layer_outputs(model, data.test),
+                &layer_outputs(model, data.calibration),
+            )
+            .with_context(|| format!("JEI-DNN posterior of {label}"))?,
+        ),
+        None => None,
+    };
+    Ok(ModelResult {
+        policies: evaluate_policies(&label, model, data, policies)?,
+        posterior,
         ..ModelResult::new(
             backbone,
             method,
             seed,
             model.num_params(),
-            layer_accuracies(model, batches),
+            layer_accuracies(model, data.test),
             best_valid_metric,
             train_seconds,
         )
-    }
+    })
 }
 
 /// Trains (or loads) one model of `compare` and evaluates every policy on it.
@@ -512,7 +632,7 @@ fn train_and_evaluate<S: ClassificationSource>(
     seed: u64,
     several: bool,
     splits: &Splits<S>,
-    test_batches: &[Batch],
+    data: EvalData<'_>,
     policies: &[Policy],
     run: &RunFolder,
     device: &Device,
@@ -527,15 +647,8 @@ fn train_and_evaluate<S: ClassificationSource>(
     )?;
     let model = model.valid();
     let mut result = evaluate_model(
-        experiment,
-        method,
-        seed,
-        &model,
-        test_batches,
-        policies,
-        best,
-        seconds,
-    );
+        experiment, method, seed, &model, data, policies, best, seconds,
+    )?;
     if model.halting.is_some() && experiment.compare.repeats > 0 {
         // Q-exit is deterministic: its repeats measure that, they do not assume it
         let first_q = policies.iter().find(|p| matches!(p, Policy::QExit(_)));
@@ -544,7 +657,7 @@ fn train_and_evaluate<S: ClassificationSource>(
         for p in first_q.into_iter().chain(sample) {
             result.exit_spread.push(exit_spread(
                 &model,
-                test_batches,
+                data.test,
                 p,
                 experiment.compare.repeats,
             ));

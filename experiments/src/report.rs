@@ -5,6 +5,9 @@ use std::fmt::Write as _;
 use anyhow::{Result, anyhow};
 use plotters::prelude::*;
 
+use ponder_calibration::ReliabilityBin;
+
+use crate::calibrate::CalibrationResult;
 use crate::pipeline::{CompareResults, PolicyResult, SeedSummary};
 
 /// The comparison as a Markdown table (also readable as plain text), one block per
@@ -21,6 +24,7 @@ pub fn table(results: &CompareResults) -> String {
     } else {
         policy_table(&mut s, results);
     }
+    calibration_table(&mut s, results);
     let _ = writeln!(s);
     for model in &results.models {
         let layers: Vec<String> = model
@@ -51,6 +55,24 @@ pub fn table(results: &CompareResults) -> String {
                 s,
                 "- {name}: under its exit distribution: accuracy {:.2}%, expected exit layer {depth:.2}",
                 acc * 100.0
+            );
+        }
+        if let Some(p) = &model.posterior {
+            let c = &p.calibration;
+            let lac = |a: f64| {
+                c.conformal("lac", "split", a).map_or("–".to_string(), |x| {
+                    format!("{:.1}% / {:.2}", x.coverage * 100.0, x.mean_set_size)
+                })
+            };
+            let _ = writeln!(
+                s,
+                "- {name}: JEI-DNN posterior Σ P_l·p_l (every exit computed): accuracy {:.2}%, ECE {:.2}%, NLL {:.3}, Brier {:.4}, LAC split coverage / set size {} (α = 0.1), {} (α = 0.05)",
+                p.accuracy * 100.0,
+                c.ece * 100.0,
+                c.nll,
+                c.brier,
+                lac(0.1),
+                lac(0.05)
             );
         }
         for spread in &model.exit_spread {
@@ -159,11 +181,37 @@ fn matched_within<'a>(rows: &[&'a SeedSummary]) -> Vec<&'a SeedSummary> {
     let reference = rows
         .iter()
         .find(|r| base_method(&r.method) == "palbert" && r.family == "q_exit")
-        .or_else(|| rows.iter().find(|r| r.family == "q_exit"));
+        .or_else(|| rows.iter().find(|r| r.family == "q_exit"))
+        .or_else(|| rows.iter().find(|r| r.family == "gate"));
     let Some(&reference) = reference else {
         return Vec::new();
     };
     let mut out = vec![reference];
+    let closest_to_reference = |candidates: &mut dyn Iterator<Item = &'a SeedSummary>| {
+        candidates.min_by(|a, b| {
+            (a.mean_exit_layer_mean - reference.mean_exit_layer_mean)
+                .abs()
+                .total_cmp(&(b.mean_exit_layer_mean - reference.mean_exit_layer_mean).abs())
+        })
+    };
+    // the reference model's other policy families (thresholds on the same exits)
+    let mut families: Vec<&str> = Vec::new();
+    for r in rows.iter().filter(|r| r.method == reference.method) {
+        if !["full", "oracle", reference.family.as_str()].contains(&r.family.as_str())
+            && !families.contains(&r.family.as_str())
+        {
+            families.push(&r.family);
+        }
+    }
+    for family in families {
+        let mut candidates = rows
+            .iter()
+            .copied()
+            .filter(|r| r.method == reference.method && r.family == family);
+        if let Some(c) = closest_to_reference(&mut candidates) {
+            out.push(c);
+        }
+    }
     let mut methods: Vec<&str> = Vec::new();
     for r in rows {
         if r.method != reference.method && !methods.contains(&r.method.as_str()) {
@@ -178,21 +226,222 @@ fn matched_within<'a>(rows: &[&'a SeedSummary]) -> Vec<&'a SeedSummary> {
         {
             out.push(sample);
         }
-        let closest = rows
+        let mut candidates = rows
             .iter()
-            .filter(|r| r.method == method && r.family != "oracle" && r.family != "full")
-            .min_by(|a, b| {
-                (a.mean_exit_layer_mean - reference.mean_exit_layer_mean)
-                    .abs()
-                    .total_cmp(&(b.mean_exit_layer_mean - reference.mean_exit_layer_mean).abs())
-            });
-        if let Some(&c) = closest
+            .copied()
+            .filter(|r| r.method == method && r.family != "oracle" && r.family != "full");
+        let closest = closest_to_reference(&mut candidates);
+        if let Some(c) = closest
             && !out.iter().any(|r| std::ptr::eq(*r, c))
         {
             out.push(c);
         }
     }
     out
+}
+
+/// `mean ± std` of a pair, scaled.
+fn pm(v: (f64, f64), scale: f64, digits: usize) -> String {
+    format!("{:.digits$} ± {:.digits$}", v.0 * scale, v.1 * scale)
+}
+
+/// Calibration and LAC conformal sets per (model, policy); with several seeds, mean ±
+/// std over seeds. APS sets are in `results.json`.
+fn calibration_table(s: &mut String, results: &CompareResults) {
+    let header = |s: &mut String| {
+        let _ = writeln!(
+            s,
+            "\ncalibration on the test set (ECE: 15 equal-mass bins over the whole set; conformal: LAC score 1 − p_y, calibrated on the validation split; coverage % / mean set size)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| model | policy | ECE % | NLL | Brier | split α=0.1 | per-exit α=0.1 | split α=0.05 | per-exit α=0.05 |"
+        );
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    };
+    if !results.seed_summary.is_empty() {
+        let rows: Vec<_> = results
+            .seed_summary
+            .iter()
+            .filter_map(|r| r.calibration.as_ref().map(|c| (r, c)))
+            .collect();
+        if rows.is_empty() {
+            return;
+        }
+        header(s);
+        for (r, c) in rows {
+            let cell = |variant: &str, alpha: f64| {
+                c.conformal("lac", variant, alpha)
+                    .map_or("–".to_string(), |x| {
+                        format!(
+                            "{:.1} / {}",
+                            x.coverage.0 * 100.0,
+                            pm(x.mean_set_size, 1.0, 2)
+                        )
+                    })
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                r.method,
+                r.policy,
+                pm(c.ece, 100.0, 2),
+                pm(c.nll, 1.0, 3),
+                pm(c.brier, 1.0, 4),
+                cell("split", 0.1),
+                cell("per_exit", 0.1),
+                cell("split", 0.05),
+                cell("per_exit", 0.05)
+            );
+        }
+        return;
+    }
+    let rows: Vec<_> = results
+        .models
+        .iter()
+        .flat_map(|m| m.policies.iter())
+        .filter_map(|r| r.calibration.as_ref().map(|c| (r, c)))
+        .collect();
+    if rows.is_empty() {
+        return;
+    }
+    header(s);
+    for (r, c) in rows {
+        let cell = |variant: &str, alpha: f64| {
+            c.conformal("lac", variant, alpha)
+                .map_or("–".to_string(), |x| {
+                    format!("{:.1} / {:.2}", x.coverage * 100.0, x.mean_set_size)
+                })
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.2} | {:.3} | {:.4} | {} | {} | {} | {} |",
+            r.method,
+            r.policy,
+            c.ece * 100.0,
+            c.nll,
+            c.brier,
+            cell("split", 0.1),
+            cell("per_exit", 0.1),
+            cell("split", 0.05),
+            cell("per_exit", 0.05)
+        );
+    }
+}
+
+/// A reliability diagram (accuracy against mean confidence per bin, with the
+/// diagonal of perfect calibration), as SVG.
+pub fn reliability_plot(title: &str, bins: &[ReliabilityBin]) -> Result<String> {
+    let points: Vec<(f64, f64)> = bins
+        .iter()
+        .filter(|b| b.count > 0)
+        .map(|b| (b.mean_confidence, b.accuracy))
+        .collect();
+    let lo = points
+        .iter()
+        .map(|p| p.0.min(p.1))
+        .fold(1.0, f64::min)
+        .min(0.5)
+        - 0.02;
+    line_chart(
+        ChartSpec {
+            caption: title.to_string(),
+            x_desc: "confidence (mean p_max in the bin)",
+            y_desc: "accuracy in the bin",
+            x: lo..1.02,
+            y: lo..1.02,
+            size: (600, 560),
+            legend: SeriesLabelPosition::UpperLeft,
+        },
+        &[
+            (
+                "perfect calibration".to_string(),
+                vec![(lo, lo), (1.0, 1.0)],
+            ),
+            ("model (15 equal-width bins)".to_string(), points),
+        ],
+    )
+}
+
+/// Every policy's reliability diagram: `(path in the run folder, SVG)`, under
+/// `reliability/MODEL[-seedS]/POLICY.svg`.
+pub fn reliability_plots(results: &CompareResults) -> Result<Vec<(String, String)>> {
+    let several = !results.seed_summary.is_empty();
+    let mut out = Vec::new();
+    for model in &results.models {
+        let mut dir = model.method.replace('/', "-");
+        if several {
+            dir = format!("{dir}-seed{}", model.seed);
+        }
+        for r in &model.policies {
+            let Some(c) = &r.calibration else { continue };
+            let file: String = r
+                .policy
+                .replace('>', "_gt_")
+                .replace('<', "_lt_")
+                .replace('=', "_")
+                .chars()
+                .map(|ch| {
+                    if ch.is_ascii_alphanumeric() || "._-".contains(ch) {
+                        ch
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let title = format!("{dir} {}: ECE {:.2}%", r.policy, c.ece_uniform * 100.0);
+            out.push((
+                format!("reliability/{dir}/{file}.svg"),
+                reliability_plot(&title, &c.reliability)?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// ECE against FLOP speed-up, one curve per (model, policy family), as SVG (with
+/// several seeds: the means over seeds).
+pub fn ece_plot(results: &CompareResults) -> Result<String> {
+    let models = plotted(results);
+    let mut lines = Vec::new();
+    let mut max_x: f64 = 1.0;
+    let mut max_y: f64 = 0.0;
+    for (method, policies) in &models {
+        let full = policies.iter().find(|r| r.family == "full");
+        for family in ["max_prob", "entropy", "patience", "fixed", "q_exit", "gate"] {
+            let mut points: Vec<(f64, f64)> = policies
+                .iter()
+                .filter(|r| r.family == family)
+                .chain(full)
+                .filter_map(|r| {
+                    r.calibration
+                        .as_ref()
+                        .map(|c| (r.flop_speedup, c.ece * 100.0))
+                })
+                .collect();
+            if points.len() < 2 {
+                continue;
+            }
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for p in &points {
+                max_x = max_x.max(p.0);
+                max_y = max_y.max(p.1);
+            }
+            lines.push((format!("{method} / {family}"), points));
+        }
+    }
+    line_chart(
+        ChartSpec {
+            caption: format!("{}: calibration vs compute", results.experiment),
+            x_desc: "FLOP speed-up (×)",
+            y_desc: "ECE (%, 15 equal-mass bins)",
+            x: 0.9..max_x * 1.05,
+            y: 0.0..(max_y * 1.1).max(1.0),
+            size: (900, 600),
+            legend: SeriesLabelPosition::UpperLeft,
+        },
+        &lines,
+    )
 }
 
 /// One row per (model, policy).
@@ -332,6 +581,16 @@ fn plotted(results: &CompareResults) -> Vec<(String, Vec<PolicyResult>)> {
             wall_speedup: r.wall_speedup_mean,
             wall_seconds: 0.0,
             exit_histogram: Vec::new(),
+            // the seed means of the scalar metrics (what the plots read)
+            calibration: r.calibration.as_ref().map(|c| CalibrationResult {
+                ece: c.ece.0,
+                ece_uniform: f64::NAN,
+                mce: f64::NAN,
+                nll: c.nll.0,
+                brier: c.brier.0,
+                conformal: Vec::new(),
+                reliability: Vec::new(),
+            }),
         };
         match out.iter_mut().find(|(m, _)| *m == r.method) {
             Some((_, rows)) => rows.push(row),
@@ -360,7 +619,7 @@ pub fn accuracy_plot(results: &CompareResults) -> Result<String> {
     let mut lines = Vec::new();
     for (method, policies) in &models {
         let full = policies.iter().find(|r| r.family == "full");
-        for family in ["max_prob", "entropy", "patience", "fixed", "q_exit"] {
+        for family in ["max_prob", "entropy", "patience", "fixed", "q_exit", "gate"] {
             let mut points: Vec<(f64, f64)> = policies
                 .iter()
                 .filter(|r| r.family == family)

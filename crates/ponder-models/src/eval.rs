@@ -27,6 +27,11 @@ pub struct EvalOutput {
     pub predictions: Vec<usize>,
     /// Probability of the predicted class of each row.
     pub confidences: Vec<f32>,
+    /// Class probabilities of each row's output (softmax), row-major
+    /// `[rows, n_classes]`: what calibration and conformal sets are measured on.
+    pub probs: Vec<f32>,
+    /// The true class of each row.
+    pub targets: Vec<usize>,
     /// Exit layer (1-based) of each row.
     pub exit_layers: Vec<usize>,
 }
@@ -75,6 +80,8 @@ pub fn evaluate<P: ExitPolicy>(
     let n_classes = model.heads.n_classes;
     let mut predictions = Vec::new();
     let mut confidences = Vec::new();
+    let mut probs = Vec::new();
+    let mut targets = Vec::new();
     let mut exit_layers = Vec::new();
     let mut flops = Vec::new();
     let mut correct = 0usize;
@@ -92,8 +99,11 @@ pub fn evaluate<P: ExitPolicy>(
             let pred = argmax(row);
             correct += usize::from(pred == target);
             predictions.push(pred);
-            confidences.push(softmax(row)[pred]);
+            let p = softmax(row);
+            confidences.push(p[pred]);
+            probs.extend(p);
         }
+        targets.extend_from_slice(&batch.targets);
         exit_layers.extend(out.exit_layer);
         flops.extend(out.flops);
     }
@@ -106,7 +116,65 @@ pub fn evaluate<P: ExitPolicy>(
         wall_seconds: seconds,
         predictions,
         confidences,
+        probs,
+        targets,
         exit_layers,
+    }
+}
+
+/// Every exit's class probabilities for every row, all layers run (one forward pass
+/// per batch), with the gate values of models with JEI-DNN's gates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerOutputs {
+    /// `probs[l]`: softmax of exit `l`'s logits, row-major `[rows, n_classes]`.
+    pub probs: Vec<Vec<f32>>,
+    /// With gates: `gates[l][row]`, the value of gate `l` (one per early exit).
+    pub gates: Option<Vec<Vec<f32>>>,
+    /// The true class of each row.
+    pub targets: Vec<usize>,
+    /// Number of classes.
+    pub n_classes: usize,
+}
+
+impl LayerOutputs {
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Whether there is no row.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+}
+
+/// Every exit's probabilities (and gate values) on prepared `batches`.
+pub fn layer_outputs(model: &MultiExitClassifier, batches: &[Batch]) -> LayerOutputs {
+    let n_layers = model.n_layers();
+    let n_classes = model.heads.n_classes;
+    let mut probs = vec![Vec::new(); n_layers];
+    let mut gates = model.gates.as_ref().map(|g| vec![Vec::new(); g.n_gates()]);
+    let mut targets = Vec::new();
+    for batch in batches {
+        let out = model.forward_all(batch.input.clone());
+        for (l, logits) in out.logits.into_iter().enumerate() {
+            let host = to_host(logits);
+            for row in host.chunks(n_classes) {
+                probs[l].extend(softmax(row));
+            }
+        }
+        if let Some(gates) = &mut gates {
+            for (l, g) in out.halting.into_iter().flatten().enumerate() {
+                gates[l].extend(to_host(g));
+            }
+        }
+        targets.extend_from_slice(&batch.targets);
+    }
+    LayerOutputs {
+        probs,
+        gates,
+        targets,
+        n_classes,
     }
 }
 

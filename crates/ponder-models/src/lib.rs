@@ -26,7 +26,10 @@ mod train;
 pub use backbone::{Backbone, BackboneConfig, BackboneHidden};
 pub use checkpoint::{CheckpointFiles, write_atomic};
 pub use classifier::{MultiExitClassifier, MultiExitConfig};
-pub use eval::{EvalOutput, LayerAccuracy, evaluate, layer_accuracies, make_batches};
+pub use eval::{
+    EvalOutput, LayerAccuracy, LayerOutputs, evaluate, layer_accuracies, layer_outputs,
+    make_batches,
+};
 pub use lm::{LmLog, LmObserver, LmOutcome, LmTrainConfig, LmTrainState, evaluate_bpc, fit_lm};
 pub use parity::{
     DifficultyRow, ParityEval, ParityLog, ParityModel, ParityModelConfig, ParityObserver,

@@ -1,0 +1,271 @@
+//! Calibration and conformal prediction sets of every evaluated (model, policy).
+//!
+//! * Calibration is measured on the test outputs of the policy (each row's prediction at
+//!   its exit): ECE over the whole test set (not per batch, unlike JEI-DNN's code) with
+//!   15 equal-mass bins (JEI-DNN's binning) and with 15 equal-width bins, MCE, NLL,
+//!   Brier, and the reliability diagram (equal-width bins).
+//! * Conformal sets use the LAC score `1 − p_y` (JEI-DNN's) and APS, calibrated on the
+//!   validation split under the same policy and measured on the test split, at
+//!   α ∈ [`ALPHAS`]: `split` (one q̂ from the validation rows' exited outputs) and
+//!   `per_exit` (JEI-DNN's "gated" variant: one q̂ per exit from the validation rows that
+//!   exit there, falling back to every validation row's scores at that exit when 20 or
+//!   fewer exit there).
+//! * Models with JEI-DNN's gates also get the posterior: the exit-distribution-weighted
+//!   mixture `Σ_l P_l·p_l` of every exit's probabilities (all exits computed).
+
+use anyhow::{Context, Result};
+use ponder_calibration::{
+    Binning, ConformalScore, PerExitConformal, Predictions, ReliabilityBin, SplitConformal,
+    brier_score, calibration_error, mixture_posterior, negative_log_likelihood,
+};
+use ponder_core::argmax;
+use ponder_exits::jei::exit_distribution_row;
+use ponder_models::{EvalOutput, LayerOutputs};
+use serde::{Deserialize, Serialize};
+
+/// The miscoverage levels of the conformal sets.
+pub const ALPHAS: [f64; 2] = [0.05, 0.1];
+/// Bins of the ECE and of the reliability diagram.
+pub const BINS: usize = 15;
+/// Per-exit conformal falls back to all rows' scores at an exit when at most this many
+/// validation rows exit there (JEI-DNN's 20).
+pub const MIN_EXIT_ROWS: usize = 20;
+
+/// Calibration of one policy's outputs on the test set, and its conformal sets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationResult {
+    /// ECE (fraction, not %) with 15 equal-mass bins on p_max vs correctness.
+    pub ece: f64,
+    /// ECE with 15 equal-width bins.
+    pub ece_uniform: f64,
+    /// MCE with 15 equal-mass bins.
+    pub mce: f64,
+    /// Mean negative log-likelihood of the true class.
+    pub nll: f64,
+    /// Multi-class Brier score.
+    pub brier: f64,
+    /// Conformal sets, per score, variant and α.
+    pub conformal: Vec<ConformalResult>,
+    /// Reliability diagram: 15 equal-width bins of p_max.
+    pub reliability: Vec<ReliabilityBin>,
+}
+
+/// One conformal predictor measured on the test set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConformalResult {
+    /// Miscoverage level α.
+    pub alpha: f64,
+    /// `lac` or `aps`.
+    pub score: String,
+    /// `split` (one threshold) or `per_exit` (one per exit, with the fallback).
+    pub variant: String,
+    /// Fraction of test rows whose set holds the true class.
+    pub coverage: f64,
+    /// Mean number of classes in a set.
+    pub mean_set_size: f64,
+}
+
+impl CalibrationResult {
+    /// The conformal result of (`score`, `variant`, `alpha`), if measured.
+    pub fn conformal(&self, score: &str, variant: &str, alpha: f64) -> Option<&ConformalResult> {
+        self.conformal
+            .iter()
+            .find(|c| c.score == score && c.variant == variant && c.alpha == alpha)
+    }
+}
+
+/// The scores and ECE-style metrics of outputs `probs` (row-major) against `targets`.
+fn metrics(probs: &[f32], n_classes: usize, targets: &[usize]) -> Result<CalibrationResult> {
+    let preds = Predictions::new(probs, n_classes, targets)?;
+    let (confidence, correct) = preds.top_label();
+    let quantile = calibration_error(&confidence, &correct, Binning::Quantile(BINS))?;
+    let uniform = calibration_error(&confidence, &correct, Binning::Uniform(BINS))?;
+    Ok(CalibrationResult {
+        ece: quantile.ece,
+        ece_uniform: uniform.ece,
+        mce: quantile.mce,
+        nll: negative_log_likelihood(&preds)?,
+        brier: brier_score(&preds)?,
+        conformal: Vec::new(),
+        reliability: uniform.bins,
+    })
+}
+
+/// Calibration of one policy: `test` and `calibration` are the policy's evaluations on
+/// the test and validation splits; `calibration_layers` every exit's outputs on the
+/// validation split (the per-exit fallback).
+pub fn policy_calibration(
+    test: &EvalOutput,
+    calibration: &EvalOutput,
+    calibration_layers: &LayerOutputs,
+) -> Result<CalibrationResult> {
+    let n_classes = calibration_layers.n_classes;
+    let mut result = metrics(&test.probs, n_classes, &test.targets)?;
+    let test_preds = Predictions::new(&test.probs, n_classes, &test.targets)?;
+    let calib_preds = Predictions::new(&calibration.probs, n_classes, &calibration.targets)?;
+    let zero_based = |layers: &[usize]| layers.iter().map(|&l| l - 1).collect::<Vec<_>>();
+    let test_exits = zero_based(&test.exit_layers);
+    let calib_exits = zero_based(&calibration.exit_layers);
+    let layer_probs: Vec<&[f32]> = calibration_layers.probs.iter().map(Vec::as_slice).collect();
+    for &alpha in &ALPHAS {
+        for (name, score) in [("lac", ConformalScore::Lac), ("aps", ConformalScore::Aps)] {
+            let split = SplitConformal::calibrate(score, &calib_preds, alpha)?;
+            let report = split.evaluate(&test_preds)?;
+            result.conformal.push(ConformalResult {
+                alpha,
+                score: name.into(),
+                variant: "split".into(),
+                coverage: report.coverage,
+                mean_set_size: report.mean_set_size,
+            });
+            let per_exit = PerExitConformal::calibrate(
+                score,
+                alpha,
+                MIN_EXIT_ROWS,
+                &calib_exits,
+                &calib_preds,
+                &layer_probs,
+            )?;
+            let report = per_exit.evaluate(&test_exits, &test_preds)?;
+            result.conformal.push(ConformalResult {
+                alpha,
+                score: name.into(),
+                variant: "per_exit".into(),
+                coverage: report.coverage,
+                mean_set_size: report.mean_set_size,
+            });
+        }
+    }
+    Ok(result)
+}
+
+/// JEI-DNN's posterior of every row: `Σ_l P_l·p_l` with the exit distribution of the
+/// gates (row-major `[rows, n_classes]`).
+fn posterior(layers: &LayerOutputs) -> Result<Vec<f32>> {
+    let gates = layers
+        .gates
+        .as_ref()
+        .context("the posterior needs a model with gates")?;
+    let n = layers.len();
+    let mut out = Vec::with_capacity(n * layers.n_classes);
+    for row in 0..n {
+        let g: Vec<f32> = gates.iter().map(|g| g[row]).collect();
+        let weights = exit_distribution_row(&g);
+        let rows: Vec<&[f32]> = layers
+            .probs
+            .iter()
+            .map(|p| &p[row * layers.n_classes..(row + 1) * layers.n_classes])
+            .collect();
+        out.extend(mixture_posterior(&weights, &rows).with_context(|| format!("row {row}"))?);
+    }
+    Ok(out)
+}
+
+/// The JEI-DNN posterior of a model with gates, measured like a policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PosteriorResult {
+    /// Test accuracy of the posterior's argmax.
+    pub accuracy: f64,
+    /// Its calibration and split-conformal sets (calibrated on validation).
+    pub calibration: CalibrationResult,
+}
+
+/// The posterior on the test split, with split-conformal sets calibrated on the
+/// validation split.
+pub fn posterior_result(
+    test: &LayerOutputs,
+    calibration: &LayerOutputs,
+) -> Result<PosteriorResult> {
+    let n_classes = test.n_classes;
+    let test_probs = posterior(test)?;
+    let calib_probs = posterior(calibration)?;
+    let mut result = metrics(&test_probs, n_classes, &test.targets)?;
+    let test_preds = Predictions::new(&test_probs, n_classes, &test.targets)?;
+    let calib_preds = Predictions::new(&calib_probs, n_classes, &calibration.targets)?;
+    for &alpha in &ALPHAS {
+        for (name, score) in [("lac", ConformalScore::Lac), ("aps", ConformalScore::Aps)] {
+            let report =
+                SplitConformal::calibrate(score, &calib_preds, alpha)?.evaluate(&test_preds)?;
+            result.conformal.push(ConformalResult {
+                alpha,
+                score: name.into(),
+                variant: "split".into(),
+                coverage: report.coverage,
+                mean_set_size: report.mean_set_size,
+            });
+        }
+    }
+    let correct = test_probs
+        .chunks(n_classes)
+        .zip(&test.targets)
+        .filter(|(p, t)| argmax(p) == **t)
+        .count();
+    Ok(PosteriorResult {
+        accuracy: correct as f64 / test.len().max(1) as f64,
+        calibration: result,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(probs: Vec<f32>, targets: Vec<usize>, exit_layers: Vec<usize>) -> EvalOutput {
+        let n = targets.len();
+        EvalOutput {
+            policy: "test".into(),
+            accuracy: 0.0,
+            stats: ponder_core::ExitStats::new(&exit_layers, &vec![1; n], 2, 1),
+            wall_seconds: 0.0,
+            predictions: vec![0; n],
+            confidences: vec![0.0; n],
+            probs,
+            targets,
+            exit_layers,
+        }
+    }
+
+    #[test]
+    fn policy_calibration_measures_every_alpha_score_and_variant() {
+        // 40 rows of 2 classes, confident and right; exits alternate between layers 1, 2
+        let n = 40;
+        let probs: Vec<f32> = (0..n)
+            .flat_map(|i| if i % 2 == 0 { [0.9, 0.1] } else { [0.2, 0.8] })
+            .collect();
+        let targets: Vec<usize> = (0..n).map(|i| i % 2).collect();
+        let exits: Vec<usize> = (0..n).map(|i| 1 + (i / 2) % 2).collect();
+        let out = output(probs.clone(), targets.clone(), exits);
+        let layers = LayerOutputs {
+            probs: vec![probs.clone(), probs],
+            gates: None,
+            targets,
+            n_classes: 2,
+        };
+        let r = policy_calibration(&out, &out, &layers).unwrap();
+        assert_eq!(r.conformal.len(), ALPHAS.len() * 2 * 2);
+        let lac = r.conformal("lac", "split", 0.1).unwrap();
+        assert_eq!(lac.coverage, 1.0);
+        assert_eq!(lac.mean_set_size, 1.0);
+        // p_max 0.9 and 0.8 with every row right: ECE = mean(1 − p_max) = 0.15
+        assert!((r.ece - 0.15).abs() < 1e-6, "{}", r.ece);
+        assert!((r.ece_uniform - 0.15).abs() < 1e-6);
+    }
+
+    #[test]
+    fn posterior_mixes_the_exits_with_the_gate_distribution() {
+        // 2 exits, 1 gate; row 0: g = 1 → all mass on exit 0; row 1: g = 0 → final
+        let layers = LayerOutputs {
+            probs: vec![vec![0.9, 0.1, 0.6, 0.4], vec![0.2, 0.8, 0.3, 0.7]],
+            gates: Some(vec![vec![1.0, 0.0]]),
+            targets: vec![0, 1],
+            n_classes: 2,
+        };
+        let p = posterior(&layers).unwrap();
+        let expected = [0.9, 0.1, 0.3, 0.7];
+        for (a, b) in p.iter().zip(expected) {
+            assert!((a - b).abs() < 1e-6, "{p:?}");
+        }
+        let r = posterior_result(&layers, &layers).unwrap();
+        assert_eq!(r.accuracy, 1.0);
+    }
+}
