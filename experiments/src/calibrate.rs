@@ -10,13 +10,19 @@
 //!   `per_exit` (JEI-DNN's "gated" variant: one q̂ per exit from the validation rows that
 //!   exit there, falling back to every validation row's scores at that exit when 20 or
 //!   fewer exit there).
+//! * Temperature scaling per exit (fitted on the validation split, every exit's outputs
+//!   on every row) separates a global miscalibration of each exit from the bias the exit
+//!   rule adds (JEI-DNN's argument: thresholding on confidence selects over-confident
+//!   rows): `ece_scaled` is the ECE after each row's output is rescaled with the
+//!   temperature of its exit.
 //! * Models with JEI-DNN's gates also get the posterior: the exit-distribution-weighted
 //!   mixture `Σ_l P_l·p_l` of every exit's probabilities (all exits computed).
 
 use anyhow::{Context, Result};
 use ponder_calibration::{
     Binning, ConformalScore, PerExitConformal, Predictions, ReliabilityBin, SplitConformal,
-    brier_score, calibration_error, mixture_posterior, negative_log_likelihood,
+    apply_temperature, brier_score, calibration_error, fit_temperatures_per_exit,
+    mixture_posterior, negative_log_likelihood,
 };
 use ponder_core::argmax;
 use ponder_exits::jei::exit_distribution_row;
@@ -40,6 +46,10 @@ pub struct CalibrationResult {
     pub ece_uniform: f64,
     /// MCE with 15 equal-mass bins.
     pub mce: f64,
+    /// ECE (15 equal-mass bins) after temperature scaling with each row's exit's
+    /// temperature (fitted per exit on the validation split).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ece_scaled: Option<f64>,
     /// Mean negative log-likelihood of the true class.
     pub nll: f64,
     /// Multi-class Brier score.
@@ -84,6 +94,7 @@ fn metrics(probs: &[f32], n_classes: usize, targets: &[usize]) -> Result<Calibra
         ece: quantile.ece,
         ece_uniform: uniform.ece,
         mce: quantile.mce,
+        ece_scaled: None,
         nll: negative_log_likelihood(&preds)?,
         brier: brier_score(&preds)?,
         conformal: Vec::new(),
@@ -91,16 +102,68 @@ fn metrics(probs: &[f32], n_classes: usize, targets: &[usize]) -> Result<Calibra
     })
 }
 
+/// What calibrating a model's policies needs once per model: every exit's outputs on
+/// the validation split (the per-exit conformal fallback) and each exit's temperature.
+#[derive(Debug, Clone)]
+pub struct ModelCalibration {
+    /// Every exit's outputs on the validation split.
+    pub layers: LayerOutputs,
+    /// The temperature of each exit, fitted on `layers`.
+    pub temperatures: Vec<f64>,
+}
+
+impl ModelCalibration {
+    /// Fits each exit's temperature on the validation outputs (the log-probabilities
+    /// serve as logits: they differ from them by a constant per row).
+    pub fn new(layers: LayerOutputs) -> Result<Self> {
+        let logits: Vec<Vec<f32>> = layers
+            .probs
+            .iter()
+            .map(|p| p.iter().map(|&x| x.max(1e-30).ln()).collect())
+            .collect();
+        let slices: Vec<&[f32]> = logits.iter().map(Vec::as_slice).collect();
+        let temperatures = fit_temperatures_per_exit(&slices, layers.n_classes, &layers.targets)
+            .context("fitting each exit's temperature on the validation split")?
+            .into_iter()
+            .map(|t| t.temperature)
+            .collect();
+        Ok(Self {
+            layers,
+            temperatures,
+        })
+    }
+
+    /// `probs` (row-major) rescaled row by row with the temperature of the row's exit
+    /// (`exit_layers` 1-based).
+    pub fn rescale(&self, probs: &[f32], exit_layers: &[usize]) -> Vec<f32> {
+        let n_classes = self.layers.n_classes;
+        probs
+            .chunks(n_classes)
+            .zip(exit_layers)
+            .flat_map(|(row, &l)| {
+                let t = self.temperatures[l - 1];
+                let logits: Vec<f32> = row.iter().map(|&p| p.max(1e-30).ln()).collect();
+                apply_temperature(&logits, n_classes, t)
+            })
+            .collect()
+    }
+}
+
 /// Calibration of one policy: `test` and `calibration` are the policy's evaluations on
-/// the test and validation splits; `calibration_layers` every exit's outputs on the
-/// validation split (the per-exit fallback).
+/// the test and validation splits.
 pub fn policy_calibration(
     test: &EvalOutput,
     calibration: &EvalOutput,
-    calibration_layers: &LayerOutputs,
+    model: &ModelCalibration,
 ) -> Result<CalibrationResult> {
+    let calibration_layers = &model.layers;
     let n_classes = calibration_layers.n_classes;
     let mut result = metrics(&test.probs, n_classes, &test.targets)?;
+    let scaled = model.rescale(&test.probs, &test.exit_layers);
+    let scaled = Predictions::new(&scaled, n_classes, &test.targets)?;
+    let (confidence, correct) = scaled.top_label();
+    result.ece_scaled =
+        Some(calibration_error(&confidence, &correct, Binning::Quantile(BINS))?.ece);
     let test_preds = Predictions::new(&test.probs, n_classes, &test.targets)?;
     let calib_preds = Predictions::new(&calibration.probs, n_classes, &calibration.targets)?;
     let zero_based = |layers: &[usize]| layers.iter().map(|&l| l - 1).collect::<Vec<_>>();
@@ -241,7 +304,15 @@ mod tests {
             targets,
             n_classes: 2,
         };
-        let r = policy_calibration(&out, &out, &layers).unwrap();
+        let model = ModelCalibration::new(layers).unwrap();
+        // every row right: the fitted temperatures sharpen both exits (T < 1)
+        assert!(
+            model.temperatures.iter().all(|&t| t < 1.0),
+            "{:?}",
+            model.temperatures
+        );
+        let r = policy_calibration(&out, &out, &model).unwrap();
+        assert!(r.ece_scaled.unwrap() < r.ece);
         assert_eq!(r.conformal.len(), ALPHAS.len() * 2 * 2);
         let lac = r.conformal("lac", "split", 0.1).unwrap();
         assert_eq!(lac.coverage, 1.0);

@@ -15,7 +15,8 @@ use ponder_models::{
 use serde::{Deserialize, Serialize};
 
 use crate::calibrate::{
-    CalibrationResult, ConformalResult, PosteriorResult, policy_calibration, posterior_result,
+    CalibrationResult, ConformalResult, ModelCalibration, PosteriorResult, policy_calibration,
+    posterior_result,
 };
 use crate::config::{BackboneKind, Experiment};
 use crate::data::Splits;
@@ -143,6 +144,9 @@ pub struct SeedSummary {
 pub struct CalibrationSummary {
     /// ECE with 15 equal-mass bins: mean, std.
     pub ece: (f64, f64),
+    /// ECE after per-exit temperature scaling: mean, std (when measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ece_scaled: Option<(f64, f64)>,
     /// NLL: mean, std.
     pub nll: (f64, f64),
     /// Brier: mean, std.
@@ -176,6 +180,11 @@ impl CalibrationSummary {
         };
         Some(Self {
             ece: stat(&|r| r.ece),
+            ece_scaled: results
+                .iter()
+                .map(|r| r.ece_scaled)
+                .collect::<Option<Vec<f64>>>()
+                .map(|v| mean_std(&v)),
             nll: stat(&|r| r.nll),
             brier: stat(&|r| r.brier),
             conformal: first
@@ -459,7 +468,8 @@ pub fn evaluate_policies(
     policies: &[Policy],
 ) -> Result<Vec<PolicyResult>> {
     let batches = data.test;
-    let calibration_layers = layer_outputs(model, data.calibration);
+    let calibration_model = ModelCalibration::new(layer_outputs(model, data.calibration))
+        .with_context(|| format!("calibrating {label}"))?;
     let policies = &applicable(policies, model);
     let bar = ProgressBar::new(policies.len() as u64 + 1);
     bar.set_style(
@@ -483,7 +493,7 @@ pub fn evaluate_policies(
             _ => evaluate(model, batches, policy),
         };
         let calibration_out = evaluate(model, data.calibration, policy);
-        let calibration = policy_calibration(&out, &calibration_out, &calibration_layers)
+        let calibration = policy_calibration(&out, &calibration_out, &calibration_model)
             .with_context(|| format!("calibration of {label} under {}", out.policy))?;
         rows.push(PolicyResult {
             method: label.to_string(),
@@ -664,4 +674,130 @@ fn train_and_evaluate<S: ClassificationSource>(
         }
     }
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ponder_data::ImageSet;
+    use ponder_models::ImageSource;
+
+    use super::*;
+    use crate::report;
+
+    /// Random 28×28 images in 3 classes (the models are untrained: only the plumbing is
+    /// under test).
+    fn source(n: usize, seed: u64) -> ImageSource {
+        let mut state = seed;
+        let pixels = (0..n * 28 * 28)
+            .map(|_| (ponder_core::splitmix64(&mut state) % 256) as u8)
+            .collect();
+        let labels = (0..n).map(|i| (i % 3) as u8).collect();
+        let set = ImageSet {
+            n_images: n,
+            n_rows: 28,
+            n_cols: 28,
+            pixels,
+        };
+        ImageSource::new(Arc::new(set), Arc::new(labels), (0..n).collect(), 3)
+    }
+
+    fn experiment() -> Experiment {
+        Experiment::parse(
+            r#"
+name = "t"
+[data]
+dataset = "fashion-mnist"
+path = "unused"
+[model]
+n_layers = 3
+d_model = 16
+n_heads = 2
+d_ff = 32
+patch_size = 7
+[compare]
+methods = ["jei_dnn", "pabee"]
+max_prob = [0.5, 0.9]
+entropy = []
+patience = [1]
+fixed_layers = false
+oracle = false
+q_exit = [0.5]
+sample = false
+expectation = false
+gate = [0.5, 0.3]
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn every_policy_gets_calibration_and_conformal_sets_and_gated_models_a_posterior() {
+        let experiment = experiment();
+        let device = Device::flex();
+        let (test, valid) = (source(90, 1), source(60, 2));
+        let test = make_batches(&test, 32, &device);
+        let calibration = make_batches(&valid, 32, &device);
+        let data = EvalData {
+            test: &test,
+            calibration: &calibration,
+        };
+        let policies = experiment.policies().unwrap();
+        let mut models = Vec::new();
+        for method in [Method::JeiDnn, Method::Pabee] {
+            device.seed(3);
+            let model = model_config(&experiment, method, 3, 0)
+                .unwrap()
+                .init(&device);
+            let result =
+                evaluate_model(&experiment, method, 1, &model, data, &policies, None, 0.0).unwrap();
+            let families: Vec<&str> = result.policies.iter().map(|r| r.family.as_str()).collect();
+            // Q-exit needs a halting head; the gate rule only applies to JEI-DNN's gates
+            assert!(!families.contains(&"q_exit"));
+            assert_eq!(
+                families.contains(&"gate"),
+                method == Method::JeiDnn,
+                "{families:?}"
+            );
+            assert_eq!(result.posterior.is_some(), method == Method::JeiDnn);
+            for r in &result.policies {
+                let c = r.calibration.as_ref().expect("every row is calibrated");
+                assert!((0.0..=1.0).contains(&c.ece) && c.nll > 0.0 && c.brier > 0.0);
+                assert_eq!(c.conformal.len(), 8, "2 α × 2 scores × 2 variants");
+                for x in &c.conformal {
+                    assert!((0.0..=1.0).contains(&x.coverage));
+                    assert!(x.mean_set_size >= 0.0 && x.mean_set_size <= 3.0);
+                }
+                // the reliability diagram covers every test row
+                let rows: usize = c.reliability.iter().map(|b| b.count).sum();
+                assert_eq!(rows, 90);
+            }
+            models.push(result);
+        }
+        let results = CompareResults::new(&experiment, "cpu", 90, models);
+        let table = report::table(&results);
+        assert!(table.contains("calibration on the test set"), "{table}");
+        assert!(table.contains("JEI-DNN posterior"), "{table}");
+        let plots = report::reliability_plots(&results).unwrap();
+        assert_eq!(
+            plots.len(),
+            results
+                .models
+                .iter()
+                .map(|m| m.policies.len())
+                .sum::<usize>()
+        );
+        assert!(
+            plots
+                .iter()
+                .any(|(p, _)| p == "reliability/jei_dnn/max_prob_gt_0.9.svg")
+        );
+        assert!(
+            plots
+                .iter()
+                .all(|(p, svg)| !p.contains(['>', '<', '=']) && svg.contains("<svg"))
+        );
+        assert!(report::ece_plot(&results).unwrap().contains("<svg"));
+    }
 }

@@ -255,9 +255,9 @@ fn calibration_table(s: &mut String, results: &CompareResults) {
         );
         let _ = writeln!(
             s,
-            "| model | policy | ECE % | NLL | Brier | split α=0.1 | per-exit α=0.1 | split α=0.05 | per-exit α=0.05 |"
+            "| model | policy | ECE % | ECE % after per-exit T | NLL | Brier | split α=0.1 | per-exit α=0.1 | split α=0.05 | per-exit α=0.05 |"
         );
-        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     };
     if !results.seed_summary.is_empty() {
         let rows: Vec<_> = results
@@ -282,10 +282,11 @@ fn calibration_table(s: &mut String, results: &CompareResults) {
             };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.method,
                 r.policy,
                 pm(c.ece, 100.0, 2),
+                c.ece_scaled.map_or("–".into(), |e| pm(e, 100.0, 2)),
                 pm(c.nll, 1.0, 3),
                 pm(c.brier, 1.0, 4),
                 cell("split", 0.1),
@@ -315,10 +316,12 @@ fn calibration_table(s: &mut String, results: &CompareResults) {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.2} | {:.3} | {:.4} | {} | {} | {} | {} |",
+            "| {} | {} | {:.2} | {} | {:.3} | {:.4} | {} | {} | {} | {} |",
             r.method,
             r.policy,
             c.ece * 100.0,
+            c.ece_scaled
+                .map_or("–".into(), |e| format!("{:.2}", e * 100.0)),
             c.nll,
             c.brier,
             cell("split", 0.1),
@@ -586,6 +589,7 @@ fn plotted(results: &CompareResults) -> Vec<(String, Vec<PolicyResult>)> {
                 ece: c.ece.0,
                 ece_uniform: f64::NAN,
                 mce: f64::NAN,
+                ece_scaled: c.ece_scaled.map(|e| e.0),
                 nll: c.nll.0,
                 brier: c.brier.0,
                 conformal: Vec::new(),
