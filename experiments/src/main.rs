@@ -58,16 +58,18 @@ struct SingleRunArgs {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train every method of the experiment (default: PABEE and DeeBERT; also
-    /// final_only, palbert, ponder_net), once per seed of `compare.seeds` and on each
-    /// backbone of `compare.backbones` (transformer, mamba; text only), evaluate every
-    /// policy of its sweep on the test set (thresholds, patience, fixed layers, and
-    /// Q-exit, sampling and the expectation for models with a halting head), print the
-    /// accuracy-versus-compute table and plot it.
+    /// final_only, palbert, ponder_net, jei_dnn), once per seed of `compare.seeds` and on
+    /// each backbone of `compare.backbones` (transformer, mamba; text only), evaluate
+    /// every policy of its sweep on the test set (thresholds, patience, fixed layers;
+    /// Q-exit, sampling and the expectation for models with a halting head; JEI-DNN's
+    /// gate rule for models with gates), score each for calibration (ECE, NLL, Brier,
+    /// conformal sets calibrated on the validation split), print the tables and plot
+    /// accuracy and ECE against compute and every policy's reliability diagram.
     Compare {
         #[command(flatten)]
         run: RunArgs,
         /// Only these methods (comma-separated: pabee, dee_bert, final_only, palbert,
-        /// ponder_net).
+        /// ponder_net, jei_dnn).
         #[arg(long, value_delimiter = ',')]
         methods: Vec<String>,
     },
@@ -77,7 +79,7 @@ enum Command {
     Train {
         #[command(flatten)]
         run: RunArgs,
-        /// Training method: pabee, dee_bert, final_only, palbert or ponder_net.
+        /// Training method: pabee, dee_bert, final_only, palbert, ponder_net or jei_dnn.
         #[arg(long)]
         method: Option<String>,
         /// In an experiment with `compare.seeds`: which of its seeds to train (default:
@@ -115,9 +117,10 @@ enum Command {
         #[arg(long)]
         run: PathBuf,
         /// Policies to evaluate (repeatable): full, oracle, max_prob=T, entropy=S,
-        /// patience=T, fixed=L, and for models with a halting head (palbert,
-        /// ponder_net) q_exit=Q, sample=SEED, expectation. Default: the experiment's
-        /// comparison sweep.
+        /// patience=T, fixed=L, for models with a halting head (palbert, ponder_net)
+        /// q_exit=Q, sample=SEED, expectation, and for JEI-DNN models gate=A. Default:
+        /// the experiment's comparison sweep. Every policy is also scored for
+        /// calibration and conformal sets.
         #[arg(long = "policy")]
         policies: Vec<String>,
         /// Do not fetch missing data sets.

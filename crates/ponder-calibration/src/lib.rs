@@ -51,7 +51,7 @@
 //! # Ok::<(), ponder_calibration::CalibrationError>(())
 //! ```
 //!
-//! ## Choices (see §5.5 and pitfalls 12–13 of `docs/methods.md`)
+//! ## Choices (see `methods.md` §5.5 and pitfalls 12–13)
 //!
 //! * **ECE is dataset-level.** JEI-DNN's code computes ECE per batch and averages it
 //!   weighted by batch size; [`calibration_error`] bins the whole set at once, which does
