@@ -207,3 +207,53 @@ fn wgpu_mamba_scan_step_and_runner_match_cpu() {
     let diff = max_abs_diff(&host(out_cpu.logits), &host(out_gpu.logits));
     assert!(diff < 1e-3, "wgpu and CPU Mamba exits differ by {diff}");
 }
+
+#[test]
+fn wgpu_jei_gates_match_cpu() {
+    // JEI-DNN's gates read top-2, entropies and a softmax of the exit's logits: the same
+    // weights give the same gate values and the same exits under the gate rule on wgpu
+    let cpu = Device::flex();
+    cpu.seed(5);
+    let config = MultiExitConfig::new(EncoderConfig::tiny_vit().with_dropout(0.0).into(), 10)
+        .with_head_dropout(0.0)
+        .with_gates(true);
+    let model_cpu = config.init(&cpu).valid();
+    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    let model_gpu = model_cpu.clone().to_device(&gpu);
+    let images_cpu = Tensor::<4>::random([6, 1, 28, 28], Distribution::Normal(0.0, 1.0), &cpu);
+    let images_gpu = images_cpu.clone().to_device(&gpu);
+    let all_cpu = model_cpu.forward_all(EncoderInput::Images(images_cpu.clone()));
+    let all_gpu = model_gpu.forward_all(EncoderInput::Images(images_gpu.clone()));
+    for (l, (a, b)) in all_cpu.halting.iter().zip(&all_gpu.halting).enumerate() {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let (a, b) = (
+                    a.clone().try_into_vec_as::<f32>().unwrap(),
+                    b.clone().try_into_vec_as::<f32>().unwrap(),
+                );
+                let diff = max_abs_diff(&a, &b);
+                assert!(diff < 1e-4, "gate {l}: wgpu and CPU differ by {diff}");
+            }
+            (None, None) => assert_eq!(
+                l + 1,
+                all_cpu.logits.len(),
+                "only the final exit has no gate"
+            ),
+            _ => panic!("layer {l}: gates on one device only"),
+        }
+    }
+    let features = |d: &Device| {
+        let logits =
+            Tensor::<2>::random([5, 10], Distribution::Normal(0.0, 3.0), &cpu).to_device(d);
+        host(ponder_exits::jei::confidence_features(logits))
+    };
+    cpu.seed(9);
+    let f_cpu = features(&cpu);
+    cpu.seed(9);
+    let f_gpu = features(&gpu);
+    assert!(max_abs_diff(&f_cpu, &f_gpu) < 1e-4);
+    let rule = ponder_exits::LearnedGate::new(0.5).unwrap();
+    let out_cpu = model_cpu.adaptive(EncoderInput::Images(images_cpu), &rule, None);
+    let out_gpu = model_gpu.adaptive(EncoderInput::Images(images_gpu), &rule, None);
+    assert_eq!(out_cpu.exit_layer, out_gpu.exit_layer);
+}
