@@ -10,7 +10,10 @@ use ponder_data::{
 };
 
 fn data_dir(name: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // the folder cargo runs the test from, not the one it was compiled in (a build
+    // folder shared between clones may hold a binary built in another clone)
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("../../data")
         .join(name);
     if dir.is_dir() {

@@ -13,7 +13,10 @@ use serde_json::Value;
 const TOL: f64 = 1e-4;
 
 fn data(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    // the folder cargo runs the test from, not the one it was compiled in: a build
+    // folder shared between clones may hold a binary built in another clone
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
         .join("tests/data")
         .join(name)
 }
