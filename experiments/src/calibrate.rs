@@ -18,7 +18,7 @@
 //! * Models with JEI-DNN's gates also get the posterior: the exit-distribution-weighted
 //!   mixture `Σ_l P_l·p_l` of every exit's probabilities (all exits computed).
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use ponder_calibration::{
     Binning, ConformalScore, PerExitConformal, Predictions, ReliabilityBin, SplitConformal,
     apply_temperature, brier_score, calibration_error, fit_temperatures_per_exit,
@@ -116,6 +116,10 @@ impl ModelCalibration {
     /// Fits each exit's temperature on the validation outputs (the log-probabilities
     /// serve as logits: they differ from them by a constant per row).
     pub fn new(layers: LayerOutputs) -> Result<Self> {
+        for (l, p) in layers.probs.iter().enumerate() {
+            Predictions::new(p, layers.n_classes, &layers.targets)
+                .with_context(|| format!("exit {} on the validation split", l + 1))?;
+        }
         let logits: Vec<Vec<f32>> = layers
             .probs
             .iter()
@@ -213,6 +217,9 @@ fn posterior(layers: &LayerOutputs) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(n * layers.n_classes);
     for row in 0..n {
         let g: Vec<f32> = gates.iter().map(|g| g[row]).collect();
+        if let Some(bad) = g.iter().position(|v| !(0.0..=1.0).contains(v)) {
+            bail!("gate {} of row {row} is {}, not in [0, 1]", bad + 1, g[bad]);
+        }
         let weights = exit_distribution_row(&g);
         let rows: Vec<&[f32]> = layers
             .probs

@@ -363,6 +363,18 @@ pub fn model_config(
     vocab_size: usize,
 ) -> Result<MultiExitConfig> {
     let backbone = experiment.backbone_config(vocab_size.max(1), experiment.data.max_tokens)?;
+    if matches!(method, Method::DeeBert | Method::JeiDnn) && backbone.n_layers() < 2 {
+        bail!(
+            "invalid value for `model.n_layers`: {} trains internal exits, so it needs at least 2 layers, not {}",
+            model_label(experiment.model.backbone, method),
+            backbone.n_layers()
+        );
+    }
+    if method == Method::JeiDnn && n_classes < 2 {
+        bail!(
+            "jei_dnn's gates read the confidence of a prediction over at least 2 classes; the data has {n_classes}"
+        );
+    }
     let d = backbone.d_model();
     let halting = match method {
         Method::Palbert => {
@@ -799,5 +811,31 @@ gate = [0.5, 0.3]
                 .all(|(p, svg)| !p.contains(['>', '<', '=']) && svg.contains("<svg"))
         );
         assert!(report::ece_plot(&results).unwrap().contains("<svg"));
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn methods_that_need_internal_exits_or_classes_are_refused_before_building_a_model() {
+        // `--methods jei_dnn` or `--method dee_bert` on a one-layer experiment (whose own
+        // method list passed validation) is an error naming the key, not a panic
+        let experiment = Experiment::parse(
+            "name = \"t\"\n[data]\ndataset = \"fashion-mnist\"\npath = \"x\"\n[model]\nn_layers = 1\nd_model = 16\nn_heads = 2\nd_ff = 32\n[train]\nmethod = \"pabee\"\n[compare]\nmethods = [\"pabee\"]\n",
+        )
+        .unwrap();
+        for method in [Method::JeiDnn, Method::DeeBert] {
+            let e = model_config(&experiment, method, 3, 0).unwrap_err();
+            assert!(format!("{e:#}").contains("model.n_layers"), "{e:#}");
+        }
+        assert!(model_config(&experiment, Method::Pabee, 3, 0).is_ok());
+        let two = Experiment::parse(
+            "name = \"t\"\n[data]\ndataset = \"fashion-mnist\"\npath = \"x\"\n[model]\nn_layers = 2\nd_model = 16\nn_heads = 2\nd_ff = 32\n",
+        )
+        .unwrap();
+        let e = model_config(&two, Method::JeiDnn, 1, 0).unwrap_err();
+        assert!(format!("{e:#}").contains("2 classes"), "{e:#}");
     }
 }

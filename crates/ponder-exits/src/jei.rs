@@ -500,15 +500,30 @@ mod tests {
     #[test]
     fn gate_loss_matches_hand_bce() {
         let d = device();
-        let x0 = tensor1(&[0.5, -1.0], &d);
-        let x1 = tensor1(&[2.0, 0.0], &d);
-        // row 0: l* = 1 → targets (0, 1); row 1: l* = 2 (final) → (0, 0)
-        let got: f32 = gate_loss(vec![x0, x1], &[1, 2], &[3.0, 2.0]).into_scalar();
+        let x0 = tensor1(&[0.5, -1.0, 1.5], &d);
+        let x1 = tensor1(&[2.0, 0.0, -0.5], &d);
+        // row 0: l* = 1 → targets (0, 1); row 1: l* = 2 (final) → (0, 0);
+        // row 2: l* = 0 → (1, 1) ("exit here or later": cumulative, not one-hot)
+        let got: f32 = gate_loss(vec![x0, x1], &[1, 2, 0], &[3.0, 2.0]).into_scalar();
         let sp = |x: f64| (1.0 + x.exp()).ln();
-        let gate0 = (sp(0.5) + sp(-1.0)) / 2.0;
-        let gate1 = (2.0 * sp(-2.0) + sp(0.0)) / 2.0;
+        // BCE: positive w⁺·softplus(−x), negative softplus(x)
+        let gate0 = (sp(0.5) + sp(-1.0) + 3.0 * sp(-1.5)) / 3.0;
+        let gate1 = (2.0 * sp(-2.0) + sp(0.0) + 2.0 * sp(0.5)) / 3.0;
         let expected = (gate0 + gate1) / 2.0;
         assert!((got as f64 - expected).abs() < 1e-6, "{got} vs {expected}");
+    }
+
+    #[test]
+    fn warmup_loss_weighs_earlier_modules_more() {
+        let d = device();
+        // G = 3 IMs: weights G + 1 − l = 4, 3, 2
+        let ce = vec![
+            tensor1(&[1.0], &d),
+            tensor1(&[10.0], &d),
+            tensor1(&[100.0], &d),
+        ];
+        let got: f32 = warmup_loss(ce).into_scalar();
+        assert!((got - (4.0 + 30.0 + 200.0)).abs() < 1e-4, "{got}");
     }
 
     #[test]

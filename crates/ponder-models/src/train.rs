@@ -63,11 +63,12 @@ impl Method {
 pub struct JeiConfig {
     /// Epochs of the inference modules' warm-up on the frozen backbone, loss
     /// `Σ_l (G + 1 − l)·CE_l`; the epoch with the best mean validation accuracy of the
-    /// inference modules is kept. Default: 2.
+    /// inference modules is kept (the reference instead freezes each module once its
+    /// validation accuracy has not improved for 2 epochs, up to a maximum). Default: 2.
     pub warmup_epochs: usize,
     /// Epochs of the alternating training of gates and inference modules; the epoch with
-    /// the best validation accuracy under the gates (a_l ≥ 0.5) is kept, as in the
-    /// reference. Default: 3.
+    /// the best validation accuracy under the gates (a_l ≥ 0.5) is kept, JEI-DNN's
+    /// protocol (`methods.md` pitfall 20; it ignores cost). Default: 3.
     pub epochs: usize,
     /// λ_cost of the cost-aware gate targets `argmin_l CE_l + λ_cost·ĉ_l` (the reference's
     /// `--ce_ic_tradeoff`: 0.7 in its argparse, 0.15 in its README). Default: 0.15.
@@ -766,6 +767,15 @@ pub fn fit<S: ClassificationSource>(
                 } else {
                     "has none"
                 }
+            ),
+        ));
+    }
+    if config.method == Method::JeiDnn && model.heads.n_classes < 2 {
+        return Err(PonderError::config(
+            "train.method",
+            format!(
+                "JEI-DNN's gates read the confidence of a prediction over at least 2 classes; the model has {}",
+                model.heads.n_classes
             ),
         ));
     }

@@ -969,7 +969,7 @@ fn resumed_jei_dnn_run_ends_like_uninterrupted_run() {
     // 7 steps per epoch: stage 0 = steps 1..=14, warm-up 15..=21, alternation 22..=35
     // (gate phase at stage steps 0–2, modules 3–5, gates 6–8, …). Stopped after step 26
     // (alternation epoch 0, 5th batch, a module phase): resumes from step 24 (the first
-    // module phase) with the epoch's gate weights from the checkpoint.
+    // module phase).
     let config = TrainConfig {
         checkpoint_every: 3,
         ..jei_config()
@@ -977,6 +977,77 @@ fn resumed_jei_dnn_run_ends_like_uninterrupted_run() {
     let started = check_resume(&config, 26);
     assert_eq!((started.stage, started.epoch, started.batch), (2, 0, 3));
     assert_eq!(started.gate_positive_weight.len(), 2);
+    // Stopped after step 28 (the epoch's last batch, a gate phase): resumes from step 27,
+    // after a module phase changed the inference modules, so gate weights recomputed
+    // from the validation set would differ from the epoch's: the run must take them
+    // from the checkpoint to end like the uninterrupted one.
+    let started = check_resume(&config, 28);
+    assert_eq!((started.stage, started.epoch, started.batch), (2, 0, 6));
+}
+
+#[test]
+fn jei_dnn_phases_train_only_their_own_parameters() {
+    // With phases longer than the alternation stage, it is one gate phase: the inference
+    // modules end as the warm-up left them while the gates move. With a one-step gate
+    // phase followed by module phases, the modules move and the gates take only that
+    // first step.
+    let _guard = serial();
+    let (train, valid) = sources();
+    let d = device();
+    let mut warm = jei_config();
+    warm.jei.epochs = 1;
+    let mut gates_only = warm.clone();
+    gates_only.jei.phase_batches = 1_000;
+    let run = |config: &TrainConfig| {
+        train_plain(
+            model_for(config, config.seed, &d),
+            &train,
+            &valid,
+            config,
+            &d,
+        )
+    };
+    let g = run(&gates_only);
+    // the same run stopped after the first step of the alternation: it returns its best
+    // model so far, the warm-up's (whose gates are still the initial ones)
+    let mut stop = StopAt {
+        step: Some(3 * STEPS_PER_EPOCH + 1),
+        ..StopAt::default()
+    };
+    let after_warmup = fit(
+        model_for(&gates_only, gates_only.seed, &d),
+        &train,
+        &valid,
+        &gates_only,
+        &d,
+        None,
+        false,
+        &mut stop,
+    )
+    .unwrap();
+    assert!(after_warmup.interrupted);
+    let warmed = after_warmup.model;
+    for l in 0..2 {
+        assert_eq!(
+            host(g.model.heads.classifiers[l].weight.val()),
+            host(warmed.heads.classifiers[l].weight.val()),
+            "a gate phase changed inference module {l}"
+        );
+        assert_ne!(
+            host(g.model.gates.as_ref().unwrap().gates[l].weight.val()),
+            host(warmed.gates.as_ref().unwrap().gates[l].weight.val()),
+            "the gate phase did not train gate {l}"
+        );
+    }
+    // one gate step then module phases: the modules move
+    let mut modules = warm.clone();
+    modules.jei.phase_batches = 1;
+    let m = run(&modules);
+    assert_ne!(
+        host(m.model.heads.classifiers[0].weight.val()),
+        host(warmed.heads.classifiers[0].weight.val()),
+        "the module phases did not train inference module 0"
+    );
 }
 
 #[test]

@@ -65,6 +65,13 @@ impl ExitPolicy for LearnedGate {
         });
         (0..signals.rows())
             .map(|r| {
+                assert!(
+                    gates[r].is_finite(),
+                    "policy {}: gate value {} of row {r} at layer {} is not a number in [0, 1]",
+                    self.name(),
+                    gates[r],
+                    signals.layer_idx
+                );
                 let p = (gates[r] as f64).min(1.0 - carry.cdf[r]).max(0.0);
                 let a = if carry.survive[r] > 0.0 {
                     (p / carry.survive[r]).clamp(0.0, 1.0)
