@@ -20,8 +20,8 @@
 
 use anyhow::{Context, Result, bail};
 use ponder_calibration::{
-    Binning, ConformalScore, PerExitConformal, Predictions, ReliabilityBin, SplitConformal,
-    apply_temperature, brier_score, calibration_error, fit_temperatures_per_exit,
+    Binning, ConformalReport, ConformalScore, PerExitConformal, Predictions, ReliabilityBin,
+    SplitConformal, apply_temperature, brier_score, calibration_error, fit_temperatures_per_exit,
     mixture_posterior, negative_log_likelihood,
 };
 use ponder_core::argmax;
@@ -73,6 +73,27 @@ pub struct ConformalResult {
     pub coverage: f64,
     /// Mean number of classes in a set.
     pub mean_set_size: f64,
+}
+
+impl ConformalResult {
+    fn new(alpha: f64, score: &str, variant: &str, report: ConformalReport) -> Self {
+        Self {
+            alpha,
+            score: score.into(),
+            variant: variant.into(),
+            coverage: report.coverage,
+            mean_set_size: report.mean_set_size,
+        }
+    }
+}
+
+/// Every (α, score name, score) measured.
+fn conformal_grid() -> impl Iterator<Item = (f64, &'static str, ConformalScore)> {
+    ALPHAS.into_iter().flat_map(|alpha| {
+        [("lac", ConformalScore::Lac), ("aps", ConformalScore::Aps)]
+            .into_iter()
+            .map(move |(name, score)| (alpha, name, score))
+    })
 }
 
 impl CalibrationResult {
@@ -174,17 +195,13 @@ pub fn policy_calibration(
     let test_exits = zero_based(&test.exit_layers);
     let calib_exits = zero_based(&calibration.exit_layers);
     let layer_probs: Vec<&[f32]> = calibration_layers.probs.iter().map(Vec::as_slice).collect();
-    for &alpha in &ALPHAS {
-        for (name, score) in [("lac", ConformalScore::Lac), ("aps", ConformalScore::Aps)] {
-            let split = SplitConformal::calibrate(score, &calib_preds, alpha)?;
-            let report = split.evaluate(&test_preds)?;
-            result.conformal.push(ConformalResult {
-                alpha,
-                score: name.into(),
-                variant: "split".into(),
-                coverage: report.coverage,
-                mean_set_size: report.mean_set_size,
-            });
+    for (alpha, name, score) in conformal_grid() {
+        let report =
+            SplitConformal::calibrate(score, &calib_preds, alpha)?.evaluate(&test_preds)?;
+        result
+            .conformal
+            .push(ConformalResult::new(alpha, name, "split", report));
+        {
             let per_exit = PerExitConformal::calibrate(
                 score,
                 alpha,
@@ -194,13 +211,9 @@ pub fn policy_calibration(
                 &layer_probs,
             )?;
             let report = per_exit.evaluate(&test_exits, &test_preds)?;
-            result.conformal.push(ConformalResult {
-                alpha,
-                score: name.into(),
-                variant: "per_exit".into(),
-                coverage: report.coverage,
-                mean_set_size: report.mean_set_size,
-            });
+            result
+                .conformal
+                .push(ConformalResult::new(alpha, name, "per_exit", report));
         }
     }
     Ok(result)
@@ -252,18 +265,12 @@ pub fn posterior_result(
     let mut result = metrics(&test_probs, n_classes, &test.targets)?;
     let test_preds = Predictions::new(&test_probs, n_classes, &test.targets)?;
     let calib_preds = Predictions::new(&calib_probs, n_classes, &calibration.targets)?;
-    for &alpha in &ALPHAS {
-        for (name, score) in [("lac", ConformalScore::Lac), ("aps", ConformalScore::Aps)] {
-            let report =
-                SplitConformal::calibrate(score, &calib_preds, alpha)?.evaluate(&test_preds)?;
-            result.conformal.push(ConformalResult {
-                alpha,
-                score: name.into(),
-                variant: "split".into(),
-                coverage: report.coverage,
-                mean_set_size: report.mean_set_size,
-            });
-        }
+    for (alpha, name, score) in conformal_grid() {
+        let report =
+            SplitConformal::calibrate(score, &calib_preds, alpha)?.evaluate(&test_preds)?;
+        result
+            .conformal
+            .push(ConformalResult::new(alpha, name, "split", report));
     }
     let correct = test_probs
         .chunks(n_classes)

@@ -8,7 +8,7 @@ use plotters::prelude::*;
 use ponder_calibration::ReliabilityBin;
 
 use crate::calibrate::CalibrationResult;
-use crate::pipeline::{CompareResults, PolicyResult, SeedSummary};
+use crate::pipeline::{CalibrationSummary, CompareResults, PolicyResult, SeedSummary};
 
 /// The comparison as a Markdown table (also readable as plain text), one block per
 /// model, followed by the summary.
@@ -259,71 +259,56 @@ fn calibration_table(s: &mut String, results: &CompareResults) {
         );
         let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     };
-    if !results.seed_summary.is_empty() {
-        let rows: Vec<_> = results
+    // one summary per row: the seeds' mean ± std, or the single model's values
+    let rows: Vec<(String, String, CalibrationSummary, bool)> = if results.seed_summary.is_empty() {
+        results
+            .models
+            .iter()
+            .flat_map(|m| m.policies.iter())
+            .filter_map(|r| {
+                let c = CalibrationSummary::of(&[r.calibration.as_ref()])?;
+                Some((r.method.clone(), r.policy.clone(), c, false))
+            })
+            .collect()
+    } else {
+        results
             .seed_summary
             .iter()
-            .filter_map(|r| r.calibration.as_ref().map(|c| (r, c)))
-            .collect();
-        if rows.is_empty() {
-            return;
-        }
-        header(s);
-        for (r, c) in rows {
-            let cell = |variant: &str, alpha: f64| {
-                c.conformal("lac", variant, alpha)
-                    .map_or("–".to_string(), |x| {
-                        format!(
-                            "{:.1} / {}",
-                            x.coverage.0 * 100.0,
-                            pm(x.mean_set_size, 1.0, 2)
-                        )
-                    })
-            };
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                r.method,
-                r.policy,
-                pm(c.ece, 100.0, 2),
-                c.ece_scaled.map_or("–".into(), |e| pm(e, 100.0, 2)),
-                pm(c.nll, 1.0, 3),
-                pm(c.brier, 1.0, 4),
-                cell("split", 0.1),
-                cell("per_exit", 0.1),
-                cell("split", 0.05),
-                cell("per_exit", 0.05)
-            );
-        }
-        return;
-    }
-    let rows: Vec<_> = results
-        .models
-        .iter()
-        .flat_map(|m| m.policies.iter())
-        .filter_map(|r| r.calibration.as_ref().map(|c| (r, c)))
-        .collect();
+            .filter_map(|r| {
+                let c = r.calibration.clone()?;
+                Some((r.method.clone(), r.policy.clone(), c, r.n_seeds > 1))
+            })
+            .collect()
+    };
     if rows.is_empty() {
         return;
     }
     header(s);
-    for (r, c) in rows {
+    for (method, policy, c, spread) in rows {
+        let value = |v: (f64, f64), scale: f64, digits: usize| {
+            if spread {
+                pm(v, scale, digits)
+            } else {
+                format!("{:.digits$}", v.0 * scale)
+            }
+        };
         let cell = |variant: &str, alpha: f64| {
             c.conformal("lac", variant, alpha)
                 .map_or("–".to_string(), |x| {
-                    format!("{:.1} / {:.2}", x.coverage * 100.0, x.mean_set_size)
+                    format!(
+                        "{:.1} / {}",
+                        x.coverage.0 * 100.0,
+                        value(x.mean_set_size, 1.0, 2)
+                    )
                 })
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.2} | {} | {:.3} | {:.4} | {} | {} | {} | {} |",
-            r.method,
-            r.policy,
-            c.ece * 100.0,
-            c.ece_scaled
-                .map_or("–".into(), |e| format!("{:.2}", e * 100.0)),
-            c.nll,
-            c.brier,
+            "| {method} | {policy} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            value(c.ece, 100.0, 2),
+            c.ece_scaled.map_or("–".into(), |e| value(e, 100.0, 2)),
+            value(c.nll, 1.0, 3),
+            value(c.brier, 1.0, 4),
             cell("split", 0.1),
             cell("per_exit", 0.1),
             cell("split", 0.05),

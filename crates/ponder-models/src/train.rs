@@ -727,48 +727,32 @@ pub fn fit<S: ClassificationSource>(
             ),
         ));
     }
-    if config.method.has_halting() != model.halting.is_some() {
-        return Err(PonderError::config(
-            "train.method",
-            format!(
-                "{:?} {} a halting head, but the model {}",
-                config.method,
-                if config.method.has_halting() {
-                    "needs"
-                } else {
-                    "does not train"
-                },
-                if model.halting.is_some() {
-                    "has one"
-                } else {
-                    "has none"
-                }
-            ),
-        ));
+    let mismatch = |part: &str, needs: bool, has: bool| {
+        (needs != has).then(|| {
+            PonderError::config(
+                "train.method",
+                format!(
+                    "{:?} {} {part}, but the model has {}",
+                    config.method,
+                    if needs { "needs" } else { "does not train" },
+                    if has { "them" } else { "none" }
+                ),
+            )
+        })
+    };
+    if let Some(e) = mismatch(
+        "a halting head",
+        config.method.has_halting(),
+        model.halting.is_some(),
+    )
+    .or_else(|| mismatch("gates", config.method.has_gates(), model.gates.is_some()))
+    {
+        return Err(e);
     }
     if config.method.has_halting() {
         config
             .ponder
             .validate_for("train.ponder", model.n_layers())?;
-    }
-    if config.method.has_gates() != model.gates.is_some() {
-        return Err(PonderError::config(
-            "train.method",
-            format!(
-                "{:?} {} gates, but the model {}",
-                config.method,
-                if config.method.has_gates() {
-                    "needs"
-                } else {
-                    "does not train"
-                },
-                if model.gates.is_some() {
-                    "has them"
-                } else {
-                    "has none"
-                }
-            ),
-        ));
     }
     if config.method == Method::JeiDnn && model.heads.n_classes < 2 {
         return Err(PonderError::config(
