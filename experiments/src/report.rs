@@ -390,34 +390,10 @@ pub fn reliability_plots(results: &CompareResults) -> Result<Vec<(String, String
 /// ECE against FLOP speed-up, one curve per (model, policy family), as SVG (with
 /// several seeds: the means over seeds).
 pub fn ece_plot(results: &CompareResults) -> Result<String> {
-    let models = plotted(results);
-    let mut lines = Vec::new();
-    let mut max_x: f64 = 1.0;
-    let mut max_y: f64 = 0.0;
-    for (method, policies) in &models {
-        let full = policies.iter().find(|r| r.family == "full");
-        for family in ["max_prob", "entropy", "patience", "fixed", "q_exit", "gate"] {
-            let mut points: Vec<(f64, f64)> = policies
-                .iter()
-                .filter(|r| r.family == family)
-                .chain(full)
-                .filter_map(|r| {
-                    r.calibration
-                        .as_ref()
-                        .map(|c| (r.flop_speedup, c.ece * 100.0))
-                })
-                .collect();
-            if points.len() < 2 {
-                continue;
-            }
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            for p in &points {
-                max_x = max_x.max(p.0);
-                max_y = max_y.max(p.1);
-            }
-            lines.push((format!("{method} / {family}"), points));
-        }
-    }
+    let lines = family_curves(results, |r| r.calibration.as_ref().map(|c| c.ece * 100.0));
+    let points = || lines.iter().flat_map(|(_, p)| p.iter());
+    let max_x = points().map(|p| p.0).fold(1.0, f64::max);
+    let max_y = points().map(|p| p.1).fold(0.0, f64::max);
     line_chart(
         ChartSpec {
             caption: format!("{}: calibration vs compute", results.experiment),
@@ -589,31 +565,22 @@ fn plotted(results: &CompareResults) -> Vec<(String, Vec<PolicyResult>)> {
     out
 }
 
-/// Accuracy against FLOP speed-up, one curve per (model, policy family), as SVG (with
-/// several seeds: the means over seeds).
-pub fn accuracy_plot(results: &CompareResults) -> Result<String> {
-    let models = plotted(results);
-    let rows: Vec<&PolicyResult> = models
-        .iter()
-        .flat_map(|(_, p)| p.iter())
-        .filter(|r| r.family != "oracle")
-        .collect();
-    let max_x = rows.iter().map(|r| r.flop_speedup).fold(1.0, f64::max) * 1.05;
-    let min_y = rows
-        .iter()
-        .map(|r| r.accuracy * 100.0)
-        .fold(100.0, f64::min);
-    let max_y = rows.iter().map(|r| r.accuracy * 100.0).fold(0.0, f64::max);
-    let pad = ((max_y - min_y) * 0.05).max(0.5);
+/// One curve per (model, policy family) of `y` against the FLOP speed-up, each with the
+/// model's full-depth point (with several seeds: the means over seeds); rows without a
+/// value are left out, and so are curves of fewer than 2 points.
+fn family_curves(
+    results: &CompareResults,
+    y: impl Fn(&PolicyResult) -> Option<f64>,
+) -> Vec<(String, Vec<(f64, f64)>)> {
     let mut lines = Vec::new();
-    for (method, policies) in &models {
+    for (method, policies) in &plotted(results) {
         let full = policies.iter().find(|r| r.family == "full");
         for family in ["max_prob", "entropy", "patience", "fixed", "q_exit", "gate"] {
             let mut points: Vec<(f64, f64)> = policies
                 .iter()
                 .filter(|r| r.family == family)
                 .chain(full)
-                .map(|r| (r.flop_speedup, r.accuracy * 100.0))
+                .filter_map(|r| y(r).map(|v| (r.flop_speedup, v)))
                 .collect();
             if points.len() < 2 {
                 continue;
@@ -622,6 +589,24 @@ pub fn accuracy_plot(results: &CompareResults) -> Result<String> {
             lines.push((format!("{method} / {family}"), points));
         }
     }
+    lines
+}
+
+/// Accuracy against FLOP speed-up, one curve per (model, policy family), as SVG (with
+/// several seeds: the means over seeds).
+pub fn accuracy_plot(results: &CompareResults) -> Result<String> {
+    let lines = family_curves(results, |r| Some(r.accuracy * 100.0));
+    let points = || lines.iter().flat_map(|(_, p)| p.iter());
+    let max_x = points().map(|p| p.0).fold(1.0, f64::max) * 1.05;
+    let (min_y, max_y) = match points().next() {
+        // no curve (a sweep of full depth only): the whole range
+        None => (0.0, 100.0),
+        Some(_) => (
+            points().map(|p| p.1).fold(100.0, f64::min),
+            points().map(|p| p.1).fold(0.0, f64::max),
+        ),
+    };
+    let pad = ((max_y - min_y) * 0.05).max(0.5);
     line_chart(
         ChartSpec {
             caption: format!("{}: accuracy vs compute", results.experiment),

@@ -73,6 +73,39 @@ fn value_problem(value: f64) -> &'static str {
     }
 }
 
+impl CalibrationError {
+    /// The same error, naming exit `exit` in its `what` (or parameter name): for the
+    /// functions that check every exit's inputs in turn.
+    pub fn at_exit(self, exit: usize) -> Self {
+        match self {
+            Self::NonFinite { what, index, value } => Self::NonFinite {
+                what: format!("{what} at exit {exit}"),
+                index,
+                value,
+            },
+            Self::ShapeMismatch {
+                what,
+                expected,
+                actual,
+            } => Self::ShapeMismatch {
+                what: format!("{what} at exit {exit}"),
+                expected,
+                actual,
+            },
+            Self::InvalidParameter {
+                name,
+                value,
+                reason,
+            } => Self::InvalidParameter {
+                name: format!("{name} at exit {exit}"),
+                value,
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
 /// The crate's result type.
 pub type Result<T> = std::result::Result<T, CalibrationError>;
 

@@ -302,27 +302,6 @@ pub fn apply_temperature(logits: &[f32], n_classes: usize, temperature: f64) -> 
     scaled_softmax_rows(logits, n_classes, 1.0 / temperature)
 }
 
-/// Names exit `exit` in an error's `what`.
-fn at_exit(error: CalibrationError, exit: usize) -> CalibrationError {
-    match error {
-        CalibrationError::NonFinite { what, index, value } => CalibrationError::NonFinite {
-            what: format!("{what} at exit {exit}"),
-            index,
-            value,
-        },
-        CalibrationError::ShapeMismatch {
-            what,
-            expected,
-            actual,
-        } => CalibrationError::ShapeMismatch {
-            what: format!("{what} at exit {exit}"),
-            expected,
-            actual,
-        },
-        other => other,
-    }
-}
-
 /// One temperature per exit: `layer_logits[l]` is exit `l`'s logits `[n, n_classes]` for
 /// the same rows, all with the labels `[n]`.
 ///
@@ -343,7 +322,7 @@ pub fn fit_temperatures_per_exit(
     layer_logits
         .iter()
         .enumerate()
-        .map(|(l, logits)| fit_temperature(logits, n_classes, labels).map_err(|e| at_exit(e, l)))
+        .map(|(l, logits)| fit_temperature(logits, n_classes, labels).map_err(|e| e.at_exit(l)))
         .collect()
 }
 

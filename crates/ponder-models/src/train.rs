@@ -560,27 +560,24 @@ fn stage_loss(
                 .loss(out.logits, &lambdas, targets)
                 .total
         }
-        StageLoss::Internal => {
-            // The backbone is frozen: train only the heads on its features.
-            let n = model.n_layers();
-            let losses = frozen_features(model, batch, n - 1)
-                .into_iter()
-                .enumerate()
-                .map(|(l, f)| loss::cross_entropy(model.heads.logits(l, f), targets.clone()))
-                .collect();
-            loss::sum(losses)
-        }
-        StageLoss::JeiWarmup => {
-            let n = model.n_layers();
-            let losses = frozen_features(model, batch, n - 1)
-                .into_iter()
-                .enumerate()
-                .map(|(l, f)| loss::cross_entropy(model.heads.logits(l, f), targets.clone()))
-                .collect();
-            jei::warmup_loss(losses)
-        }
+        // The backbone is frozen: train only the internal heads on its features.
+        StageLoss::Internal => loss::sum(internal_losses(model, batch, targets)),
+        StageLoss::JeiWarmup => jei::warmup_loss(internal_losses(model, batch, targets)),
         StageLoss::JeiJoint => jei_joint_loss(model, batch, context, targets),
     }
+}
+
+/// The cross-entropy of every internal head on the features of the frozen backbone.
+fn internal_losses(
+    model: &MultiExitClassifier,
+    batch: &Batch,
+    targets: Tensor<1, Int>,
+) -> Vec<Tensor<1>> {
+    frozen_features(model, batch, model.n_layers() - 1)
+        .into_iter()
+        .enumerate()
+        .map(|(l, f)| loss::cross_entropy(model.heads.logits(l, f), targets.clone()))
+        .collect()
 }
 
 /// One step of JEI-DNN's alternation on the frozen backbone (`methods.md` §5.3).

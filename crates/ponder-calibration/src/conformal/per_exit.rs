@@ -41,27 +41,6 @@ pub struct PerExitConformal {
     pub source: Vec<QuantileSource>,
 }
 
-/// Names exit `exit` in a shape or value error.
-fn at_exit(error: CalibrationError, exit: usize) -> CalibrationError {
-    match error {
-        CalibrationError::NonFinite { what, index, value } => CalibrationError::NonFinite {
-            what: format!("{what} at exit {exit}"),
-            index,
-            value,
-        },
-        CalibrationError::InvalidParameter {
-            name,
-            value,
-            reason,
-        } => CalibrationError::InvalidParameter {
-            name: format!("{name} at exit {exit}"),
-            value,
-            reason,
-        },
-        other => other,
-    }
-}
-
 /// `Err(InvalidParameter)` for the first exit index `>= n_exits`.
 fn check_exit_layers(exit_layer: &[usize], n_exits: usize) -> Result<()> {
     match exit_layer.iter().position(|&l| l >= n_exits) {
@@ -148,7 +127,7 @@ impl PerExitConformal {
                 exited.len() * n_classes,
                 probs.len(),
             )?;
-            check_probability_rows(probs, n_classes, "probability").map_err(|e| at_exit(e, l))?;
+            check_probability_rows(probs, n_classes, "probability").map_err(|e| e.at_exit(l))?;
         }
 
         let mut order = Vec::with_capacity(n_classes);
