@@ -15,6 +15,8 @@ use ponder_models::{BackboneConfig, Method, TrainConfig};
 use ponder_transformer::{EmbeddingKind, EncoderConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::run::ModelKind;
+
 /// A whole experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +209,11 @@ pub struct CompareConfig {
     /// Models with JEI-DNN's gates: thresholds on the conditional activation `a_l` to
     /// sweep, each in `(0, 1]` (JEI-DNN's rule: 0.5).
     pub gate: Vec<f64>,
+    /// JEI-DNN: train one model per λ_cost of this list (overriding
+    /// `train.jei.cost_weight`; the points of JEI-DNN's accuracy-versus-cost curve),
+    /// labelled `jei_dnn[λ=C]`, in `models/jei_dnn-costC[-seedS]/`. Empty: one model
+    /// with `train.jei.cost_weight`.
+    pub jei_cost_weights: Vec<f64>,
     /// Models with a halting head: evaluate the first Q-exit quantile and sampling this
     /// many times (sampling with seeds 0, 1, …) and report how much each example's exit
     /// layer varies (0: skip).
@@ -232,6 +239,7 @@ impl Default for CompareConfig {
             sample: true,
             expectation: true,
             gate: vec![0.5, 0.3, 0.7, 0.9],
+            jei_cost_weights: Vec::new(),
             repeats: 10,
             batch_size: 256,
             backbones: Vec::new(),
@@ -343,6 +351,14 @@ impl Experiment {
                 "invalid value for `model.n_layers`: DeeBERT and JEI-DNN (in `compare.methods` or `train.method`) need at least 2 layers"
             );
         }
+        for (i, &c) in self.compare.jei_cost_weights.iter().enumerate() {
+            if !(c >= 0.0 && c.is_finite()) {
+                bail!("invalid value for `compare.jei_cost_weights`: {c} is not ≥ 0");
+            }
+            if self.compare.jei_cost_weights[..i].contains(&c) {
+                bail!("invalid value for `compare.jei_cost_weights`: {c} appears twice");
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         if let Some(s) = self.compare.seeds.iter().find(|&&s| !seen.insert(s)) {
             bail!("invalid value for `compare.seeds`: seed {s} appears twice");
@@ -360,6 +376,40 @@ impl Experiment {
             vec![self.model.backbone]
         } else {
             self.compare.backbones.clone()
+        }
+    }
+
+    /// The λ_cost values JEI-DNN is trained with (`compare.jei_cost_weights`; `None`:
+    /// the single model of `train.jei.cost_weight`); `[None]` for every other method.
+    pub fn cost_variants(&self, method: Method) -> Vec<Option<f64>> {
+        if method == Method::JeiDnn && !self.compare.jei_cost_weights.is_empty() {
+            self.compare
+                .jei_cost_weights
+                .iter()
+                .map(|&c| Some(c))
+                .collect()
+        } else {
+            vec![None]
+        }
+    }
+
+    /// The same experiment with `train.jei.cost_weight` set to `cost` (if given).
+    pub fn with_cost_weight(&self, cost: Option<f64>) -> Self {
+        let mut out = self.clone();
+        if let Some(c) = cost {
+            out.train.jei.cost_weight = c;
+        }
+        out
+    }
+
+    /// Which model of a run `method` trains under this experiment: in a λ_cost sweep,
+    /// JEI-DNN's models are told apart by `train.jei.cost_weight`.
+    pub fn model_kind(&self, method: Method) -> ModelKind {
+        ModelKind {
+            backbone: self.model.backbone,
+            method,
+            cost_weight: (method == Method::JeiDnn && !self.compare.jei_cost_weights.is_empty())
+                .then_some(self.train.jei.cost_weight),
         }
     }
 
@@ -536,6 +586,34 @@ d_model = 32
 n_heads = 4
 d_ff = 64
 "#;
+
+    #[test]
+    fn a_cost_sweep_names_one_jei_dnn_model_per_cost_weight() {
+        let e = Experiment::parse(MINIMAL).unwrap();
+        // without a sweep: one JEI-DNN model, named by its method only
+        assert_eq!(e.cost_variants(Method::JeiDnn), vec![None]);
+        assert_eq!(e.model_kind(Method::JeiDnn).name(Some(2)), "jei_dnn-seed2");
+        let e = Experiment::parse(&format!(
+            "{MINIMAL}[compare]\njei_cost_weights = [0.05, 0.5]\n"
+        ))
+        .unwrap();
+        assert_eq!(e.cost_variants(Method::JeiDnn), vec![Some(0.05), Some(0.5)]);
+        assert_eq!(e.cost_variants(Method::Pabee), vec![None]);
+        let jei = e.with_cost_weight(Some(0.5));
+        assert_eq!(jei.train.jei.cost_weight, 0.5);
+        let kind = jei.model_kind(Method::JeiDnn);
+        assert_eq!(kind.name(Some(1)), "jei_dnn-cost0.5-seed1");
+        assert_eq!(kind.label(), "jei_dnn[λ=0.5]");
+        assert_eq!(jei.model_kind(Method::Pabee).name(None), "pabee");
+        for bad in ["[-1.0]", "[0.1, 0.1]", "[nan]"] {
+            let err = Experiment::parse(&format!("{MINIMAL}[compare]\njei_cost_weights = {bad}\n"))
+                .unwrap_err();
+            assert!(
+                format!("{err:#}").contains("compare.jei_cost_weights"),
+                "{err:#}"
+            );
+        }
+    }
 
     #[test]
     fn minimal_file_parses_with_defaults() {

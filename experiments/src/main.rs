@@ -13,7 +13,7 @@ use ponder_experiments::lm::{self, LmExperiment};
 use ponder_experiments::parity::{self, ParityExperiment};
 use ponder_experiments::pipeline::{self, CompareResults, ModelResult};
 use ponder_experiments::report;
-use ponder_experiments::run::{RunFolder, model_name};
+use ponder_experiments::run::RunFolder;
 use ponder_experiments::{ALL_METHODS, DeviceChoice, parse_method, parse_policy};
 use ponder_models::{ClassificationSource, Method, layer_accuracies, make_batches};
 
@@ -229,9 +229,10 @@ fn train_one<S: ClassificationSource>(
     let model = model.valid();
     let batches = make_batches(&splits.test, experiment.compare.batch_size, dev);
     let layers = layer_accuracies(&model, &batches);
+    let kind = experiment.model_kind(method);
     Ok(ModelResult::new(
-        experiment.model.backbone,
-        method,
+        kind,
+        kind.name(seed),
         seed.unwrap_or(experiment.train.seed),
         model.num_params(),
         layers,
@@ -272,7 +273,7 @@ fn train_cmd(
     run.write(
         &format!(
             "models/{}/test.json",
-            model_name(experiment.model.backbone, method, seed)
+            experiment.model_kind(method).name(seed)
         ),
         &serde_json::to_vec_pretty(&result)?,
     )?;
@@ -304,16 +305,20 @@ fn eval_cmd(device: DeviceChoice, root: PathBuf, specs: Vec<String>, no_fetch: b
             .collect::<Result<Vec<_>>>()?
     };
     let several = !experiment.compare.seeds.is_empty();
-    let mut trained: Vec<(BackboneKind, Method, u64)> = Vec::new();
+    let mut trained: Vec<(BackboneKind, Method, Option<f64>, u64)> = Vec::new();
     for backbone in experiment.backbones() {
+        let experiment = experiment.with_backbone(backbone);
         for seed in experiment.seeds() {
             for method in ALL_METHODS {
-                if run
-                    .checkpoints(backbone, method, several.then_some(seed))
-                    .best_model()
-                    .is_file()
-                {
-                    trained.push((backbone, method, seed));
+                for cost in experiment.cost_variants(method) {
+                    let kind = experiment.with_cost_weight(cost).model_kind(method);
+                    if run
+                        .checkpoints(kind, several.then_some(seed))
+                        .best_model()
+                        .is_file()
+                    {
+                        trained.push((backbone, method, cost, seed));
+                    }
                 }
             }
         }
@@ -324,7 +329,7 @@ fn eval_cmd(device: DeviceChoice, root: PathBuf, specs: Vec<String>, no_fetch: b
             root.display()
         );
     }
-    if !trained.iter().any(|(_, m, _)| m.has_halting())
+    if !trained.iter().any(|(_, m, _, _)| m.has_halting())
         && let Some(p) = policies.iter().find(|p| p.needs_halting())
     {
         bail!(
@@ -333,7 +338,7 @@ fn eval_cmd(device: DeviceChoice, root: PathBuf, specs: Vec<String>, no_fetch: b
             root.display()
         );
     }
-    if !trained.iter().any(|(_, m, _)| m.has_gates())
+    if !trained.iter().any(|(_, m, _, _)| m.has_gates())
         && let Some(p) = policies.iter().find(|p| p.needs_gates())
     {
         bail!(
@@ -362,7 +367,7 @@ fn eval_models<S: ClassificationSource>(
     run: &RunFolder,
     dev: &burn::tensor::Device,
     dev_name: &str,
-    methods: &[(BackboneKind, Method, u64)],
+    methods: &[(BackboneKind, Method, Option<f64>, u64)],
     policies: &[ponder_exits::Policy],
 ) -> Result<CompareResults> {
     let test = make_batches(&splits.test, experiment.compare.batch_size, dev);
@@ -373,16 +378,17 @@ fn eval_models<S: ClassificationSource>(
     };
     let several = !experiment.compare.seeds.is_empty();
     let mut models = Vec::new();
-    for &(backbone, method, seed) in methods {
-        let experiment = &experiment.with_backbone(backbone);
+    for &(backbone, method, cost, seed) in methods {
+        let experiment = &experiment.with_backbone(backbone).with_cost_weight(cost);
         let model =
             pipeline::model_config(experiment, method, splits.n_classes, splits.vocab_size)?
                 .init(dev);
         let id = several.then_some(seed);
-        let files = run.checkpoints(backbone, method, id);
+        let kind = experiment.model_kind(method);
+        let files = run.checkpoints(kind, id);
         let model = files
             .load_best_classifier(model)
-            .with_context(|| format!("loading the {} model", model_name(backbone, method, id)))?
+            .with_context(|| format!("loading the {} model", kind.name(id)))?
             .valid();
         models.push(pipeline::evaluate_model(
             experiment, method, seed, &model, data, policies, None, 0.0,

@@ -21,7 +21,7 @@ use crate::calibrate::{
 use crate::config::{BackboneKind, Experiment};
 use crate::data::Splits;
 use crate::progress::TrainProgress;
-use crate::run::{RunFolder, model_label, model_name};
+use crate::run::{ModelKind, RunFolder};
 
 /// One evaluated (model, policy) pair: a row of the comparison table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +61,10 @@ pub struct ModelResult {
     /// Backbone (`transformer`, `mamba`).
     #[serde(default = "default_backbone")]
     pub backbone: String,
+    /// The model's folder under `models/` (empty in results written before it was
+    /// recorded).
+    #[serde(default)]
+    pub name: String,
     /// Trainable parameters of the model (backbone and heads).
     #[serde(default)]
     pub n_params: usize,
@@ -270,8 +274,8 @@ impl ModelResult {
     /// The result of one model from its all-layers test pass, without policy rows or
     /// exit spread yet.
     pub fn new(
-        backbone: BackboneKind,
-        method: Method,
+        kind: ModelKind,
+        name: String,
         seed: u64,
         n_params: usize,
         layers: LayerAccuracy,
@@ -279,8 +283,9 @@ impl ModelResult {
         train_seconds: f64,
     ) -> Self {
         Self {
-            method: model_label(backbone, method),
-            backbone: backbone.name().to_string(),
+            method: kind.label(),
+            backbone: kind.backbone.name().to_string(),
+            name,
             n_params,
             seed,
             test_layer_accuracy: layers.accuracy,
@@ -366,7 +371,7 @@ pub fn model_config(
     if matches!(method, Method::DeeBert | Method::JeiDnn) && backbone.n_layers() < 2 {
         bail!(
             "invalid value for `model.n_layers`: {} trains internal exits, so it needs at least 2 layers, not {}",
-            model_label(experiment.model.backbone, method),
+            experiment.model_kind(method).label(),
             backbone.n_layers()
         );
     }
@@ -405,9 +410,9 @@ pub fn train_or_load<S: ClassificationSource>(
     let ad = device.clone().autodiff();
     ad.seed(config.seed);
     let model = model_config(experiment, method, splits.n_classes, splits.vocab_size)?.init(&ad);
-    let backbone = experiment.model.backbone;
-    let files = run.checkpoints(backbone, method, seed);
-    let name = &model_name(backbone, method, seed);
+    let kind = experiment.model_kind(method);
+    let files = run.checkpoints(kind, seed);
+    let name = &kind.name(seed);
     if files.has_last() {
         let state_done = files
             .load_state::<ponder_models::TrainState>()
@@ -593,9 +598,19 @@ pub fn compare<S: ClassificationSource>(
         let experiment = &experiment.with_backbone(backbone);
         for seed in experiment.seeds() {
             for &method in methods {
-                models.push(train_and_evaluate(
-                    experiment, method, seed, several, splits, data, &policies, run, device,
-                )?);
+                for cost in experiment.cost_variants(method) {
+                    models.push(train_and_evaluate(
+                        &experiment.with_cost_weight(cost),
+                        method,
+                        seed,
+                        several,
+                        splits,
+                        data,
+                        &policies,
+                        run,
+                        device,
+                    )?);
+                }
             }
         }
     }
@@ -607,7 +622,8 @@ pub fn compare<S: ClassificationSource>(
     ))
 }
 
-/// A trained model of `experiment` (its `model.backbone`) evaluated on `data`: the
+/// A trained model of `experiment` (its `model.backbone`, and its
+/// `train.jei.cost_weight` in a λ_cost sweep) evaluated on `data`: the
 /// accuracy of each exit with all layers run, every applicable policy with its
 /// calibration, and JEI-DNN's posterior for a model with gates.
 pub fn evaluate_model(
@@ -620,8 +636,9 @@ pub fn evaluate_model(
     best_valid_metric: Option<f64>,
     train_seconds: f64,
 ) -> Result<ModelResult> {
-    let backbone = experiment.model.backbone;
-    let label = model_label(backbone, method);
+    let kind = experiment.model_kind(method);
+    let label = kind.label();
+    let several = !experiment.compare.seeds.is_empty();
     let posterior = match model.gates {
         Some(_) => Some(
             posterior_result(
@@ -636,8 +653,8 @@ pub fn evaluate_model(
         policies: evaluate_policies(&label, model, data, policies)?,
         posterior,
         ..ModelResult::new(
-            backbone,
-            method,
+            kind,
+            kind.name(several.then_some(seed)),
             seed,
             model.num_params(),
             layer_accuracies(model, data.test),

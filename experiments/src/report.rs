@@ -357,10 +357,16 @@ pub fn reliability_plots(results: &CompareResults) -> Result<Vec<(String, String
     let several = !results.seed_summary.is_empty();
     let mut out = Vec::new();
     for model in &results.models {
-        let mut dir = model.method.replace('/', "-");
-        if several {
-            dir = format!("{dir}-seed{}", model.seed);
-        }
+        let dir = if model.name.is_empty() {
+            let dir = model.method.replace('/', "-");
+            if several {
+                format!("{dir}-seed{}", model.seed)
+            } else {
+                dir
+            }
+        } else {
+            model.name.clone()
+        };
         for r in &model.policies {
             let Some(c) = &r.calibration else { continue };
             let file: String = r

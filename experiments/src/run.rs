@@ -4,14 +4,17 @@
 //! runs/NAME-TIMESTAMP/
 //!   config.toml              the resolved experiment (what was actually run)
 //!   models/METHOD/           one trained model per method (METHOD-seedS when
-//!                            `compare.seeds` names several seeds)
+//!                            `compare.seeds` names several seeds; mamba-METHOD on the
+//!                            Mamba backbone; jei_dnn-costC in a λ_cost sweep)
 //!     last/                  resumable checkpoint (model, optimizer, training state)
 //!     best.bpk               best weights on validation
 //!     metrics.json           per-epoch log (loss, validation accuracy of every exit)
 //!   results.json             every evaluated policy: accuracy, exits, speed-ups
 //!   results.md               the same as a table
 //!   accuracy_vs_flops.svg    accuracy against FLOP speed-up, one curve per policy
+//!   ece_vs_flops.svg         ECE against FLOP speed-up, one curve per policy
 //!   exit_histogram.svg       where samples exit, for a few policies
+//!   reliability/MODEL/       every policy's reliability diagram (MODEL as in models/)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -40,25 +43,56 @@ pub fn method_name(method: Method) -> &'static str {
     }
 }
 
-/// How a model is labelled in tables: the method, prefixed by `mamba/` on the Mamba
-/// backbone (the transformer, the default, has no prefix).
-pub fn model_label(backbone: BackboneKind, method: Method) -> String {
-    match backbone {
-        BackboneKind::Transformer => method_name(method).to_string(),
-        other => format!("{}/{}", other.name(), method_name(method)),
-    }
+/// Which model of a run: its backbone, its method and, for JEI-DNN in runs that sweep
+/// `compare.jei_cost_weights`, its λ_cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelKind {
+    /// The backbone.
+    pub backbone: BackboneKind,
+    /// The training method.
+    pub method: Method,
+    /// λ_cost of a JEI-DNN model of a λ_cost sweep.
+    pub cost_weight: Option<f64>,
 }
 
-/// The name of a model in a run: `mamba-` on the Mamba backbone, the method, and
-/// `-seedS` in runs that train several seeds.
-pub fn model_name(backbone: BackboneKind, method: Method, seed: Option<u64>) -> String {
-    let base = match backbone {
-        BackboneKind::Transformer => method_name(method).to_string(),
-        other => format!("{}-{}", other.name(), method_name(method)),
-    };
-    match seed {
-        Some(s) => format!("{base}-seed{s}"),
-        None => base,
+impl ModelKind {
+    /// A model without a λ_cost of its own.
+    pub fn new(backbone: BackboneKind, method: Method) -> Self {
+        Self {
+            backbone,
+            method,
+            cost_weight: None,
+        }
+    }
+
+    /// How the model is labelled in tables: the method, prefixed by `mamba/` on the
+    /// Mamba backbone (the transformer, the default, has no prefix), followed by
+    /// `[λ=…]` in a λ_cost sweep.
+    pub fn label(&self) -> String {
+        let mut label = match self.backbone {
+            BackboneKind::Transformer => method_name(self.method).to_string(),
+            other => format!("{}/{}", other.name(), method_name(self.method)),
+        };
+        if let Some(c) = self.cost_weight {
+            label.push_str(&format!("[λ={c}]"));
+        }
+        label
+    }
+
+    /// The name of the model's folder in a run: `mamba-` on the Mamba backbone, the
+    /// method, `-costC` in a λ_cost sweep, and `-seedS` in runs that train several seeds.
+    pub fn name(&self, seed: Option<u64>) -> String {
+        let mut name = match self.backbone {
+            BackboneKind::Transformer => method_name(self.method).to_string(),
+            other => format!("{}-{}", other.name(), method_name(self.method)),
+        };
+        if let Some(c) = self.cost_weight {
+            name.push_str(&format!("-cost{c}"));
+        }
+        if let Some(s) = seed {
+            name.push_str(&format!("-seed{s}"));
+        }
+        name
     }
 }
 
@@ -147,21 +181,13 @@ impl RunFolder {
         write_atomic(&path, bytes).with_context(|| format!("writing {}", path.display()))
     }
 
-    /// The checkpoint folder of a method's model (`seed`: for runs that train several
-    /// seeds).
-    pub fn checkpoints(
-        &self,
-        backbone: BackboneKind,
-        method: Method,
-        seed: Option<u64>,
-    ) -> CheckpointFiles {
-        CheckpointFiles::new(self.model_dir(backbone, method, seed))
+    /// The checkpoint folder of a model (`seed`: for runs that train several seeds).
+    pub fn checkpoints(&self, kind: ModelKind, seed: Option<u64>) -> CheckpointFiles {
+        CheckpointFiles::new(self.model_dir(kind, seed))
     }
 
-    /// The folder of a method's model (`seed`: for runs that train several seeds).
-    pub fn model_dir(&self, backbone: BackboneKind, method: Method, seed: Option<u64>) -> PathBuf {
-        self.root
-            .join("models")
-            .join(model_name(backbone, method, seed))
+    /// The folder of a model (`seed`: for runs that train several seeds).
+    pub fn model_dir(&self, kind: ModelKind, seed: Option<u64>) -> PathBuf {
+        self.root.join("models").join(kind.name(seed))
     }
 }
