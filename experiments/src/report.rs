@@ -571,17 +571,48 @@ fn plotted(results: &CompareResults) -> Vec<(String, Vec<PolicyResult>)> {
     out
 }
 
+/// The model label without its λ_cost (`jei_dnn[λ=0.5]` → `jei_dnn`), if it has one.
+fn without_cost(label: &str) -> Option<&str> {
+    label.split_once("[λ=").map(|(base, _)| base)
+}
+
 /// One curve per (model, policy family) of `y` against the FLOP speed-up, each with the
 /// model's full-depth point (with several seeds: the means over seeds); rows without a
 /// value are left out, and so are curves of fewer than 2 points.
+///
+/// A λ_cost sweep of JEI-DNN (`jei_dnn[λ=C]` models) is drawn as one curve through each
+/// model's first gate row (JEI-DNN's trade-off curve); of its models, only the first one's
+/// threshold families are drawn (the others' inference modules are trained the same way,
+/// and their rows are in the tables).
 fn family_curves(
     results: &CompareResults,
     y: impl Fn(&PolicyResult) -> Option<f64>,
 ) -> Vec<(String, Vec<(f64, f64)>)> {
+    let models = plotted(results);
     let mut lines = Vec::new();
-    for (method, policies) in &plotted(results) {
+    let mut sweeps: Vec<(&str, Vec<(f64, f64)>)> = Vec::new();
+    for (method, policies) in &models {
+        if let Some(base) = without_cost(method) {
+            let point = policies
+                .iter()
+                .find(|r| r.family == "gate")
+                .and_then(|r| y(r).map(|v| (r.flop_speedup, v)));
+            let first = !sweeps.iter().any(|(b, _)| *b == base);
+            if first {
+                sweeps.push((base, Vec::new()));
+            }
+            if let Some((_, points)) = sweeps.iter_mut().find(|(b, _)| *b == base) {
+                points.extend(point);
+            }
+            if !first {
+                continue;
+            }
+        }
         let full = policies.iter().find(|r| r.family == "full");
         for family in ["max_prob", "entropy", "patience", "fixed", "q_exit", "gate"] {
+            if family == "gate" && without_cost(method).is_some() {
+                continue;
+            }
             let mut points: Vec<(f64, f64)> = policies
                 .iter()
                 .filter(|r| r.family == family)
@@ -593,6 +624,12 @@ fn family_curves(
             }
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             lines.push((format!("{method} / {family}"), points));
+        }
+    }
+    for (base, mut points) in sweeps {
+        if points.len() >= 2 {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            lines.push((format!("{base} / gate over λ_cost"), points));
         }
     }
     lines
@@ -676,9 +713,27 @@ pub(crate) fn line_chart(
                 .legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
                 });
-            chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
-                .map_err(plot_err)?;
+            // past the colour cycle, other markers tell lines of one colour apart
+            match i / COLORS.len() {
+                0 => chart
+                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map(|_| ()),
+                1 => chart
+                    .draw_series(
+                        points
+                            .iter()
+                            .map(|&p| TriangleMarker::new(p, 5, color.filled())),
+                    )
+                    .map(|_| ()),
+                _ => chart
+                    .draw_series(
+                        points
+                            .iter()
+                            .map(|&p| Cross::new(p, 4, color.stroke_width(2))),
+                    )
+                    .map(|_| ()),
+            }
+            .map_err(plot_err)?;
         }
         chart
             .configure_series_labels()
@@ -778,4 +833,90 @@ pub fn histogram_plot(results: &CompareResults) -> Result<String> {
         root.present().map_err(plot_err)?;
     }
     Ok(svg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::ModelResult;
+
+    fn row(method: &str, family: &str, policy: &str, flops: f64, accuracy: f64) -> PolicyResult {
+        PolicyResult {
+            method: method.into(),
+            family: family.into(),
+            policy: policy.into(),
+            accuracy,
+            mean_exit_layer: 1.0,
+            layer_speedup: 1.0,
+            flop_speedup: flops,
+            wall_speedup: 1.0,
+            wall_seconds: 0.0,
+            exit_histogram: Vec::new(),
+            calibration: None,
+        }
+    }
+
+    fn model(method: &str, policies: Vec<PolicyResult>) -> ModelResult {
+        ModelResult {
+            method: method.into(),
+            backbone: "transformer".into(),
+            name: String::new(),
+            n_params: 0,
+            seed: 1,
+            test_layer_accuracy: vec![0.5, 0.8],
+            test_exit_distribution_accuracy: None,
+            test_expected_depth: None,
+            exit_spread: Vec::new(),
+            best_valid_metric: None,
+            train_seconds: 0.0,
+            policies,
+            posterior: None,
+        }
+    }
+
+    #[test]
+    fn a_cost_sweep_is_one_curve_through_each_models_first_gate_row() {
+        let sweep = |cost: &str, flops: f64, accuracy: f64| {
+            let m = format!("jei_dnn[λ={cost}]");
+            model(
+                &m,
+                vec![
+                    row(&m, "full", "full", 1.0, 0.8),
+                    row(&m, "max_prob", "max_prob>0.9", 1.5, 0.79),
+                    row(&m, "gate", "gate=0.5", flops, accuracy),
+                    row(&m, "gate", "gate=0.3", flops + 0.1, accuracy - 0.01),
+                ],
+            )
+        };
+        let results = CompareResults {
+            experiment: "t".into(),
+            device: "cpu".into(),
+            n_test: 10,
+            n_layers: 2,
+            models: vec![
+                sweep("0.05", 1.2, 0.79),
+                sweep("0.5", 1.9, 0.7),
+                model(
+                    "pabee",
+                    vec![
+                        row("pabee", "full", "full", 1.0, 0.81),
+                        row("pabee", "patience", "patience=1", 1.6, 0.8),
+                    ],
+                ),
+            ],
+            seed_summary: Vec::new(),
+        };
+        let lines = family_curves(&results, |r| Some(r.accuracy));
+        let names: Vec<&str> = lines.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "jei_dnn[λ=0.05] / max_prob",
+                "pabee / patience",
+                "jei_dnn / gate over λ_cost"
+            ]
+        );
+        assert_eq!(lines[2].1, vec![(1.2, 0.79), (1.9, 0.7)]);
+        assert!(accuracy_plot(&results).unwrap().contains("<svg"));
+    }
 }
