@@ -919,4 +919,55 @@ mod tests {
         assert_eq!(lines[2].1, vec![(1.2, 0.79), (1.9, 0.7)]);
         assert!(accuracy_plot(&results).unwrap().contains("<svg"));
     }
+
+    fn summary_row(method: &str, family: &str, policy: &str, layers: f64) -> SeedSummary {
+        SeedSummary {
+            method: method.into(),
+            policy: policy.into(),
+            family: family.into(),
+            n_seeds: 3,
+            accuracy_mean: 0.8,
+            accuracy_std: 0.0,
+            mean_exit_layer_mean: layers,
+            mean_exit_layer_std: 0.0,
+            flop_speedup_mean: 6.0 / layers,
+            wall_speedup_mean: 6.0 / layers,
+            calibration: None,
+        }
+    }
+
+    #[test]
+    fn matched_compute_takes_the_gate_rule_as_reference_and_lists_its_models_other_families() {
+        let results = CompareResults {
+            experiment: "t".into(),
+            device: "cpu".into(),
+            n_test: 10,
+            n_layers: 6,
+            models: Vec::new(),
+            seed_summary: vec![
+                summary_row("jei_dnn", "full", "full", 6.0),
+                summary_row("jei_dnn", "max_prob", "max_prob>0.6", 1.54),
+                summary_row("jei_dnn", "max_prob", "max_prob>0.7", 1.95),
+                summary_row("jei_dnn", "patience", "patience=1", 2.2),
+                summary_row("jei_dnn", "gate", "gate=0.5", 1.58),
+                summary_row("jei_dnn", "gate", "gate=0.9", 2.3),
+                summary_row("pabee", "max_prob", "max_prob>0.5", 1.16),
+                summary_row("pabee", "max_prob", "max_prob>0.6", 1.40),
+                summary_row("pabee", "oracle", "oracle", 1.5),
+            ],
+        };
+        let matched: Vec<(&str, &str)> = matched_compute(&results)
+            .iter()
+            .map(|r| (r.method.as_str(), r.policy.as_str()))
+            .collect();
+        assert_eq!(
+            matched,
+            [
+                ("jei_dnn", "gate=0.5"),
+                ("jei_dnn", "max_prob>0.6"),
+                ("jei_dnn", "patience=1"),
+                ("pabee", "max_prob>0.6"),
+            ]
+        );
+    }
 }
