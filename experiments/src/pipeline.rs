@@ -9,8 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ponder_core::ExitPolicy;
 use ponder_exits::{HaltingHeadConfig, NeverExit, Policy, PonderSample};
 use ponder_models::{
-    Batch, ClassificationSource, LayerAccuracy, Method, MultiExitClassifier, MultiExitConfig,
-    evaluate, fit, layer_accuracies, layer_outputs, make_batches,
+    Batch, ClassificationSource, JEI_ALTERNATION_STAGE, LayerAccuracy, Method, MultiExitClassifier,
+    MultiExitConfig, evaluate, fit, layer_accuracies, layer_outputs, make_batches,
 };
 use serde::{Deserialize, Serialize};
 
@@ -427,6 +427,24 @@ pub fn train_or_load<S: ClassificationSource>(
             );
             return Ok((best, state_done.best_metric, 0.0));
         }
+    }
+    // In a λ_cost sweep, JEI-DNN's models share the backbone and the warm-up: start from
+    // the alternation's snapshot of an already trained sibling when there is one
+    if !files.has_last()
+        && kind.cost_weight.is_some()
+        && let Some(sibling) = experiment
+            .cost_variants(method)
+            .into_iter()
+            .map(|c| run.checkpoints(experiment.with_cost_weight(c).model_kind(method), seed))
+            .find(|f| f.has_stage_start(JEI_ALTERNATION_STAGE))
+    {
+        files
+            .fork_from(&sibling, JEI_ALTERNATION_STAGE)
+            .with_context(|| format!("starting {name} from {}", sibling.dir().display()))?;
+        eprintln!(
+            "{name:>12} starts from the frozen backbone and warmed-up modules of {}",
+            sibling.dir().display()
+        );
     }
     let resume = files.has_last();
     let mut progress = TrainProgress::new(name, run.clone(), format!("models/{name}/metrics.json"));

@@ -36,6 +36,25 @@ fn tmp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Copies the files of folder `from` into a new folder `to` (replacing it): into
+/// `to.tmp/`, then renamed.
+fn copy_dir_atomic(from: &Path, to: &Path) -> Result<()> {
+    let tmp = tmp_path(to);
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(io("removing", &tmp))?;
+    }
+    fs::create_dir_all(&tmp).map_err(io("creating", &tmp))?;
+    for entry in fs::read_dir(from).map_err(io("reading", from))? {
+        let entry = entry.map_err(io("reading", from))?;
+        let target = tmp.join(entry.file_name());
+        fs::copy(entry.path(), &target).map_err(io("copying into", &target))?;
+    }
+    if to.exists() {
+        fs::remove_dir_all(to).map_err(io("removing", to))?;
+    }
+    fs::rename(&tmp, to).map_err(io("renaming", &tmp))
+}
+
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PonderError + 'a {
     move |source| PonderError::Io {
         action,
@@ -54,7 +73,9 @@ fn ckpt_err(path: &Path, e: impl std::fmt::Display) -> PonderError {
 /// The checkpoint folder of a run:
 /// * `last/` — model, optimizer state and training state after the latest checkpoint,
 ///   replaced as a whole (written to `last.tmp/`, then renamed);
-/// * `best.bpk` — the weights that scored best on validation so far.
+/// * `best.bpk` — the weights that scored best on validation so far;
+/// * `stageN/` — (JEI-DNN) a copy of `last/` as stage N starts, from which a model that
+///   differs only from stage N on can start ([`fork_from`](Self::fork_from)).
 #[derive(Debug, Clone)]
 pub struct CheckpointFiles {
     dir: PathBuf,
@@ -162,6 +183,38 @@ impl CheckpointFiles {
             .load(&optim_path)
             .map_err(|e| ckpt_err(&optim_path, e))?;
         Ok((model, optim, state))
+    }
+
+    fn stage_start(&self, stage: usize) -> PathBuf {
+        self.dir.join(format!("stage{stage}"))
+    }
+
+    /// Whether a snapshot of the start of `stage` exists.
+    pub fn has_stage_start(&self, stage: usize) -> bool {
+        self.stage_start(stage).join("state.json").is_file()
+    }
+
+    /// Keeps a copy of the latest checkpoint as the start of `stage` (call it right after
+    /// saving the checkpoint written as the stage starts).
+    pub fn save_stage_start(&self, stage: usize) -> Result<()> {
+        copy_dir_atomic(&self.last_dir(), &self.stage_start(stage))
+    }
+
+    /// Makes the start of `stage` of `other` this folder's latest checkpoint, so that
+    /// training resumes from there: a model whose configuration differs from `other`'s
+    /// only from `stage` on ends exactly as if trained from the beginning.
+    ///
+    /// # Errors
+    /// `other` has no snapshot of that stage, or a file cannot be copied.
+    pub fn fork_from(&self, other: &CheckpointFiles, stage: usize) -> Result<()> {
+        if !other.has_stage_start(stage) {
+            return Err(PonderError::Checkpoint {
+                path: other.stage_start(stage),
+                message: format!("no snapshot of the start of stage {stage} to start from"),
+            });
+        }
+        fs::create_dir_all(&self.dir).map_err(io("creating", &self.dir))?;
+        copy_dir_atomic(&other.stage_start(stage), &self.last())
     }
 
     /// Saves the best weights (atomically).

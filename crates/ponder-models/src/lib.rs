@@ -38,6 +38,6 @@ pub use parity::{
 };
 pub use source::{Batch, ClassificationSource, ImageSource, TextSource};
 pub use train::{
-    EpochLog, JeiConfig, Method, PonderConfig, TrainConfig, TrainObserver, TrainOutcome,
-    TrainState, fit,
+    EpochLog, JEI_ALTERNATION_STAGE, JeiConfig, Method, PonderConfig, TrainConfig, TrainObserver,
+    TrainOutcome, TrainState, fit,
 };

@@ -56,6 +56,10 @@ impl Method {
     }
 }
 
+/// The stage of [`Method::JeiDnn`] at which its alternation starts (after the backbone's
+/// and the warm-up's): models of different `jei.cost_weight` are the same up to there.
+pub const JEI_ALTERNATION_STAGE: usize = 2;
+
 /// JEI-DNN's training after the backbone (`methods.md` §5.3, §5.4). Every field has a
 /// default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -917,6 +921,14 @@ pub fn fit<S: ClassificationSource>(
             }
             if let Some(files) = checkpoints {
                 files.save_last(&model, &optim, &state)?;
+                // JEI-DNN's models of different λ_cost share everything before the
+                // alternation: keep its start for them
+                if state.epoch == 0
+                    && !state.finished
+                    && stages[state.stage].0 == StageLoss::JeiJoint
+                {
+                    files.save_stage_start(state.stage)?;
+                }
             }
             if state.epoch == 0 || state.finished {
                 break;

@@ -14,9 +14,9 @@ use burn::tensor::{Device, Tensor, TensorData};
 use ponder_core::PonderError;
 use ponder_data::ImageSet;
 use ponder_models::{
-    Batch, CheckpointFiles, ClassificationSource, EpochLog, ImageSource, Method,
-    MultiExitClassifier, MultiExitConfig, TrainConfig, TrainObserver, TrainOutcome, TrainState,
-    fit,
+    Batch, CheckpointFiles, ClassificationSource, EpochLog, ImageSource, JEI_ALTERNATION_STAGE,
+    Method, MultiExitClassifier, MultiExitConfig, TrainConfig, TrainObserver, TrainOutcome,
+    TrainState, fit,
 };
 use ponder_transformer::{EncoderConfig, EncoderInput};
 
@@ -1047,6 +1047,66 @@ fn jei_dnn_phases_train_only_their_own_parameters() {
         host(m.model.heads.classifiers[0].weight.val()),
         host(warmed.heads.classifiers[0].weight.val()),
         "the module phases did not train inference module 0"
+    );
+}
+
+#[test]
+fn a_jei_dnn_model_of_another_cost_weight_forks_from_the_start_of_the_alternation() {
+    // λ_cost only acts in the alternation: a model of another λ_cost started from the
+    // first one's snapshot of that stage ends exactly like one trained from scratch
+    let _guard = serial();
+    let (train, valid) = sources();
+    let d = device();
+    let first = jei_config();
+    let mut other = first.clone();
+    other.jei.cost_weight = 3.0;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let files: Vec<_> = dirs
+        .iter()
+        .map(|d| CheckpointFiles::new(d.path()))
+        .collect();
+    let train_into = |config: &TrainConfig, seed: u64, files: &CheckpointFiles, resume: bool| {
+        fit(
+            model_for(config, seed, &d),
+            &train,
+            &valid,
+            config,
+            &d,
+            Some(files),
+            resume,
+            &mut (),
+        )
+        .unwrap()
+    };
+    let a = train_into(&first, first.seed, &files[0], false);
+    assert!(files[0].has_stage_start(JEI_ALTERNATION_STAGE));
+    let scratch = train_into(&other, other.seed, &files[1], false);
+    files[2]
+        .fork_from(&files[0], JEI_ALTERNATION_STAGE)
+        .unwrap();
+    // another initialisation: everything must come from the snapshot
+    let forked = train_into(&other, other.seed + 1000, &files[2], true);
+    assert_same_history(
+        &timeless(&forked.state.history),
+        &timeless(&scratch.state.history),
+        "forked vs from scratch",
+    );
+    assert_best_file_equal(
+        &other,
+        &files[2],
+        &files[1],
+        &valid,
+        "forked vs from scratch",
+    );
+    // and λ_cost did change the gates
+    let gates = |o: &TrainOutcome| host(o.model.gates.as_ref().unwrap().gates[0].weight.val());
+    assert_ne!(gates(&a), gates(&scratch));
+    // a folder without the snapshot is an error, not a silent fresh start
+    let empty = tempfile::tempdir().unwrap();
+    assert!(
+        files[2]
+            .fork_from(&CheckpointFiles::new(empty.path()), JEI_ALTERNATION_STAGE)
+            .is_err()
     );
 }
 
