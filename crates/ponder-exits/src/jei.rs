@@ -20,6 +20,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::{log_softmax, sigmoid, softmax, softplus};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ponder_core::{ExitHeads, linear_flops};
+use serde::{Deserialize, Serialize};
 
 use crate::heads::ClassifierHeads;
 
@@ -271,14 +272,39 @@ pub fn best_exits(ce: &[Vec<f32>], costs: &[f64], cost_weight: f64) -> Vec<usize
         .collect()
 }
 
+/// How the gates' positive-class weights count positives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PositiveCount {
+    /// JEI-DNN's: `n_l` = rows whose best exit is `l` (while gate `l`'s positives are
+    /// the rows whose best exit is `l` *or earlier*, so later gates' positives are
+    /// over-weighted).
+    #[default]
+    BestExit,
+    /// `n_l` = gate `l`'s actual positives, the rows whose best exit is `l` or earlier
+    /// (weights that balance each gate's two classes).
+    Cumulative,
+}
+
 /// The positive-class weight of each gate's BCE from the best exits `l*` of the
-/// validation rows: `w⁺_l = min((N − n_l) / max(n_l, 0.1), cap)` with `n_l` the number
-/// of rows whose `l* = l` (JEI-DNN caps at 5).
-pub fn gate_positive_weights(best: &[usize], n_gates: usize, cap: f32) -> Vec<f32> {
+/// validation rows: `w⁺_l = min((N − n_l) / max(n_l, 0.1), cap)` with `n_l` counted as
+/// `count` says (JEI-DNN: the rows whose `l* = l`, capped at 5).
+pub fn gate_positive_weights(
+    best: &[usize],
+    n_gates: usize,
+    cap: f32,
+    count: PositiveCount,
+) -> Vec<f32> {
     let n = best.len() as f32;
     (0..n_gates)
         .map(|l| {
-            let n_l = best.iter().filter(|&&b| b == l).count() as f32;
+            let n_l = best
+                .iter()
+                .filter(|&&b| match count {
+                    PositiveCount::BestExit => b == l,
+                    PositiveCount::Cumulative => b <= l,
+                })
+                .count() as f32;
             ((n - n_l) / n_l.max(0.1)).min(cap)
         })
         .collect()
@@ -488,13 +514,22 @@ mod tests {
     fn gate_positive_weights_follow_the_formula() {
         // 10 rows; l* = 0 ×2, 1 ×0, 2 (final) ×8
         let best = [0, 0, 2, 2, 2, 2, 2, 2, 2, 2];
-        let w = gate_positive_weights(&best, 2, 5.0);
+        let w = gate_positive_weights(&best, 2, 5.0, PositiveCount::BestExit);
         assert!((w[0] - 4.0).abs() < 1e-6, "(10 − 2)/2 = 4, got {}", w[0]);
         assert!(
             (w[1] - 5.0).abs() < 1e-6,
             "10/0.1 capped at 5, got {}",
             w[1]
         );
+        // gate 1's positives are the rows with l* ≤ 1: still 2, so (10 − 2)/2
+        let w = gate_positive_weights(&best, 2, 5.0, PositiveCount::Cumulative);
+        assert!((w[1] - 4.0).abs() < 1e-6, "{}", w[1]);
+        // l* = 0 ×2, 1 ×2, final ×6: gate 1 has 4 positives, (10 − 4)/4 = 1.5
+        let best = [0, 0, 1, 1, 2, 2, 2, 2, 2, 2];
+        let w = gate_positive_weights(&best, 2, 5.0, PositiveCount::Cumulative);
+        assert!((w[1] - 1.5).abs() < 1e-6, "{}", w[1]);
+        let w = gate_positive_weights(&best, 2, 5.0, PositiveCount::BestExit);
+        assert!((w[1] - 4.0).abs() < 1e-6, "{}", w[1]);
     }
 
     #[test]

@@ -86,6 +86,11 @@ pub struct JeiConfig {
     pub detach_ratio: bool,
     /// Cap of the gates' positive-class weights. Default: 5.
     pub positive_weight_cap: f32,
+    /// How the positive weights count a gate's positives: `best_exit` (JEI-DNN's: the
+    /// rows whose best exit is that gate's) or `cumulative` (the gate's actual
+    /// positives, the rows whose best exit is that gate's or earlier). Default:
+    /// `best_exit`.
+    pub positive_count: jei::PositiveCount,
 }
 
 impl Default for JeiConfig {
@@ -97,6 +102,7 @@ impl Default for JeiConfig {
             phase_batches: 200,
             detach_ratio: false,
             positive_weight_cap: 5.0,
+            positive_count: jei::PositiveCount::BestExit,
         }
     }
 }
@@ -667,7 +673,12 @@ fn gate_positive_weights(
             .collect();
         best.extend(jei::best_exits(&ce, exit_costs, config.cost_weight));
     }
-    jei::gate_positive_weights(&best, model.n_layers() - 1, config.positive_weight_cap)
+    jei::gate_positive_weights(
+        &best,
+        model.n_layers() - 1,
+        config.positive_weight_cap,
+        config.positive_count,
+    )
 }
 
 fn valid_metric(kind: StageLoss, layers: &LayerAccuracy) -> f64 {
