@@ -87,6 +87,17 @@ impl ConformalResult {
     }
 }
 
+/// One split-conformal set per (α, score), calibrated on `calibration`, measured on
+/// `test`.
+fn split_sets(calibration: &Predictions, test: &Predictions) -> Result<Vec<ConformalResult>> {
+    conformal_grid()
+        .map(|(alpha, name, score)| {
+            let report = SplitConformal::calibrate(score, calibration, alpha)?.evaluate(test)?;
+            Ok(ConformalResult::new(alpha, name, "split", report))
+        })
+        .collect()
+}
+
 /// Every (α, score name, score) measured.
 fn conformal_grid() -> impl Iterator<Item = (f64, &'static str, ConformalScore)> {
     ALPHAS.into_iter().flat_map(|alpha| {
@@ -195,26 +206,20 @@ pub fn policy_calibration(
     let test_exits = zero_based(&test.exit_layers);
     let calib_exits = zero_based(&calibration.exit_layers);
     let layer_probs: Vec<&[f32]> = calibration_layers.probs.iter().map(Vec::as_slice).collect();
+    result.conformal = split_sets(&calib_preds, &test_preds)?;
     for (alpha, name, score) in conformal_grid() {
-        let report =
-            SplitConformal::calibrate(score, &calib_preds, alpha)?.evaluate(&test_preds)?;
+        let per_exit = PerExitConformal::calibrate(
+            score,
+            alpha,
+            MIN_EXIT_ROWS,
+            &calib_exits,
+            &calib_preds,
+            &layer_probs,
+        )?;
+        let report = per_exit.evaluate(&test_exits, &test_preds)?;
         result
             .conformal
-            .push(ConformalResult::new(alpha, name, "split", report));
-        {
-            let per_exit = PerExitConformal::calibrate(
-                score,
-                alpha,
-                MIN_EXIT_ROWS,
-                &calib_exits,
-                &calib_preds,
-                &layer_probs,
-            )?;
-            let report = per_exit.evaluate(&test_exits, &test_preds)?;
-            result
-                .conformal
-                .push(ConformalResult::new(alpha, name, "per_exit", report));
-        }
+            .push(ConformalResult::new(alpha, name, "per_exit", report));
     }
     Ok(result)
 }
@@ -265,13 +270,7 @@ pub fn posterior_result(
     let mut result = metrics(&test_probs, n_classes, &test.targets)?;
     let test_preds = Predictions::new(&test_probs, n_classes, &test.targets)?;
     let calib_preds = Predictions::new(&calib_probs, n_classes, &calibration.targets)?;
-    for (alpha, name, score) in conformal_grid() {
-        let report =
-            SplitConformal::calibrate(score, &calib_preds, alpha)?.evaluate(&test_preds)?;
-        result
-            .conformal
-            .push(ConformalResult::new(alpha, name, "split", report));
-    }
+    result.conformal = split_sets(&calib_preds, &test_preds)?;
     let correct = test_probs
         .chunks(n_classes)
         .zip(&test.targets)
