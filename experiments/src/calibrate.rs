@@ -22,7 +22,7 @@ use anyhow::{Context, Result, bail};
 use ponder_calibration::{
     Binning, ConformalReport, ConformalScore, PerExitConformal, Predictions, ReliabilityBin,
     SplitConformal, apply_temperature, brier_score, calibration_error, fit_temperatures_per_exit,
-    mixture_posterior, negative_log_likelihood,
+    mixture_posterior_rows, negative_log_likelihood,
 };
 use ponder_core::argmax;
 use ponder_exits::jei::exit_distribution_row;
@@ -142,6 +142,30 @@ pub struct ModelCalibration {
     pub layers: LayerOutputs,
     /// The temperature of each exit, fitted on `layers`.
     pub temperatures: Vec<f64>,
+    /// The last layer's number for every validation row (full depth's exits).
+    full_depth_exits: Vec<usize>,
+}
+
+/// What calibration reads of a policy's evaluation on one split: each row's output
+/// probabilities (row-major), true class and exit layer (1-based).
+#[derive(Debug, Clone, Copy)]
+pub struct PolicyOutputs<'a> {
+    /// Row-major `[rows, n_classes]` probabilities.
+    pub probs: &'a [f32],
+    /// True classes.
+    pub targets: &'a [usize],
+    /// Exit layers, 1-based.
+    pub exit_layers: &'a [usize],
+}
+
+impl<'a> From<&'a EvalOutput> for PolicyOutputs<'a> {
+    fn from(out: &'a EvalOutput) -> Self {
+        Self {
+            probs: &out.probs,
+            targets: &out.targets,
+            exit_layers: &out.exit_layers,
+        }
+    }
 }
 
 impl ModelCalibration {
@@ -164,9 +188,20 @@ impl ModelCalibration {
             .map(|t| t.temperature)
             .collect();
         Ok(Self {
+            full_depth_exits: vec![layers.probs.len(); layers.len()],
             layers,
             temperatures,
         })
+    }
+
+    /// Full depth's outputs on the validation split: the last exit's, already
+    /// computed (no need to run the policy again).
+    pub fn full_depth(&self) -> PolicyOutputs<'_> {
+        PolicyOutputs {
+            probs: self.layers.probs.last().map_or(&[], Vec::as_slice),
+            targets: &self.layers.targets,
+            exit_layers: &self.full_depth_exits,
+        }
     }
 
     /// `probs` (row-major) rescaled row by row with the temperature of the row's exit
@@ -188,23 +223,23 @@ impl ModelCalibration {
 /// Calibration of one policy: `test` and `calibration` are the policy's evaluations on
 /// the test and validation splits.
 pub fn policy_calibration(
-    test: &EvalOutput,
-    calibration: &EvalOutput,
+    test: PolicyOutputs<'_>,
+    calibration: PolicyOutputs<'_>,
     model: &ModelCalibration,
 ) -> Result<CalibrationResult> {
     let calibration_layers = &model.layers;
     let n_classes = calibration_layers.n_classes;
-    let mut result = metrics(&test.probs, n_classes, &test.targets)?;
-    let scaled = model.rescale(&test.probs, &test.exit_layers);
-    let scaled = Predictions::new(&scaled, n_classes, &test.targets)?;
+    let mut result = metrics(test.probs, n_classes, test.targets)?;
+    let scaled = model.rescale(test.probs, test.exit_layers);
+    let scaled = Predictions::new(&scaled, n_classes, test.targets)?;
     let (confidence, correct) = scaled.top_label();
     result.ece_scaled =
         Some(calibration_error(&confidence, &correct, Binning::Quantile(BINS))?.ece);
-    let test_preds = Predictions::new(&test.probs, n_classes, &test.targets)?;
-    let calib_preds = Predictions::new(&calibration.probs, n_classes, &calibration.targets)?;
+    let test_preds = Predictions::new(test.probs, n_classes, test.targets)?;
+    let calib_preds = Predictions::new(calibration.probs, n_classes, calibration.targets)?;
     let zero_based = |layers: &[usize]| layers.iter().map(|&l| l - 1).collect::<Vec<_>>();
-    let test_exits = zero_based(&test.exit_layers);
-    let calib_exits = zero_based(&calibration.exit_layers);
+    let test_exits = zero_based(test.exit_layers);
+    let calib_exits = zero_based(calibration.exit_layers);
     let layer_probs: Vec<&[f32]> = calibration_layers.probs.iter().map(Vec::as_slice).collect();
     result.conformal = split_sets(&calib_preds, &test_preds)?;
     for (alpha, name, score) in conformal_grid() {
@@ -231,22 +266,17 @@ fn posterior(layers: &LayerOutputs) -> Result<Vec<f32>> {
         .gates
         .as_ref()
         .context("the posterior needs a model with gates")?;
-    let n = layers.len();
-    let mut out = Vec::with_capacity(n * layers.n_classes);
-    for row in 0..n {
+    // the exit distribution of every row, row-major [rows, n_exits]
+    let mut weights = Vec::with_capacity(layers.len() * layers.probs.len());
+    for row in 0..layers.len() {
         let g: Vec<f32> = gates.iter().map(|g| g[row]).collect();
         if let Some(bad) = g.iter().position(|v| !(0.0..=1.0).contains(v)) {
             bail!("gate {} of row {row} is {}, not in [0, 1]", bad + 1, g[bad]);
         }
-        let weights = exit_distribution_row(&g);
-        let rows: Vec<&[f32]> = layers
-            .probs
-            .iter()
-            .map(|p| &p[row * layers.n_classes..(row + 1) * layers.n_classes])
-            .collect();
-        out.extend(mixture_posterior(&weights, &rows).with_context(|| format!("row {row}"))?);
+        weights.extend(exit_distribution_row(&g));
     }
-    Ok(out)
+    let probs: Vec<&[f32]> = layers.probs.iter().map(Vec::as_slice).collect();
+    Ok(mixture_posterior_rows(&weights, &probs, layers.n_classes)?)
 }
 
 /// The JEI-DNN posterior of a model with gates, measured like a policy.
@@ -324,7 +354,7 @@ mod tests {
             "{:?}",
             model.temperatures
         );
-        let r = policy_calibration(&out, &out, &model).unwrap();
+        let r = policy_calibration((&out).into(), (&out).into(), &model).unwrap();
         assert!(r.ece_scaled.unwrap() < r.ece);
         assert_eq!(r.conformal.len(), ALPHAS.len() * 2 * 2);
         let lac = r.conformal("lac", "split", 0.1).unwrap();

@@ -15,8 +15,8 @@ use ponder_models::{
 use serde::{Deserialize, Serialize};
 
 use crate::calibrate::{
-    CalibrationResult, ConformalResult, ModelCalibration, PosteriorResult, policy_calibration,
-    posterior_result,
+    CalibrationResult, ConformalResult, ModelCalibration, PolicyOutputs, PosteriorResult,
+    policy_calibration, posterior_result,
 };
 use crate::config::{BackboneKind, Experiment};
 use crate::data::Splits;
@@ -500,11 +500,10 @@ pub fn evaluate_policies(
     label: &str,
     model: &MultiExitClassifier,
     data: EvalData<'_>,
+    calibration_model: &ModelCalibration,
     policies: &[Policy],
 ) -> Result<Vec<PolicyResult>> {
     let batches = data.test;
-    let calibration_model = ModelCalibration::new(layer_outputs(model, data.calibration))
-        .with_context(|| format!("calibrating {label}"))?;
     let policies = &applicable(policies, model);
     let bar = ProgressBar::new(policies.len() as u64 + 1);
     bar.set_style(
@@ -523,12 +522,18 @@ pub fn evaluate_policies(
     let mut rows = Vec::with_capacity(policies.len());
     for policy in policies {
         bar.set_message(policy.name());
-        let out = match policy {
-            Policy::Full(_) => full.clone(),
-            _ => evaluate(model, batches, policy),
+        // full depth on the validation split is the last exit of its all-layers pass
+        let (out, calibration_out) = match policy {
+            Policy::Full(_) => (full.clone(), None),
+            _ => (
+                evaluate(model, batches, policy),
+                Some(evaluate(model, data.calibration, policy)),
+            ),
         };
-        let calibration_out = evaluate(model, data.calibration, policy);
-        let calibration = policy_calibration(&out, &calibration_out, &calibration_model)
+        let calibration_outputs = calibration_out
+            .as_ref()
+            .map_or_else(|| calibration_model.full_depth(), PolicyOutputs::from);
+        let calibration = policy_calibration((&out).into(), calibration_outputs, calibration_model)
             .with_context(|| format!("calibration of {label} under {}", out.policy))?;
         rows.push(PolicyResult {
             method: label.to_string(),
@@ -657,18 +662,19 @@ pub fn evaluate_model(
     let kind = experiment.model_kind(method);
     let label = kind.label();
     let several = !experiment.compare.seeds.is_empty();
+    // every exit on the validation split, once: the per-exit conformal fallback, the
+    // exits' temperatures and the posterior's calibration
+    let calibration = ModelCalibration::new(layer_outputs(model, data.calibration))
+        .with_context(|| format!("calibrating {label}"))?;
     let posterior = match model.gates {
         Some(_) => Some(
-            posterior_result(
-                &layer_outputs(model, data.test),
-                &layer_outputs(model, data.calibration),
-            )
-            .with_context(|| format!("JEI-DNN posterior of {label}"))?,
+            posterior_result(&layer_outputs(model, data.test), &calibration.layers)
+                .with_context(|| format!("JEI-DNN posterior of {label}"))?,
         ),
         None => None,
     };
     Ok(ModelResult {
-        policies: evaluate_policies(&label, model, data, policies)?,
+        policies: evaluate_policies(&label, model, data, &calibration, policies)?,
         posterior,
         ..ModelResult::new(
             kind,
@@ -820,6 +826,17 @@ gate = [0.5, 0.3]
                 let rows: usize = c.reliability.iter().map(|b| b.count).sum();
                 assert_eq!(rows, 90);
             }
+            // the full-depth row's sets are calibrated on the last exit of the validation
+            // split's all-layers pass: the same as running full depth there
+            let calibration =
+                ModelCalibration::new(layer_outputs(&model, data.calibration)).unwrap();
+            let full_test = evaluate(&model, data.test, &NeverExit);
+            let full_valid = evaluate(&model, data.calibration, &NeverExit);
+            let expected =
+                policy_calibration((&full_test).into(), (&full_valid).into(), &calibration)
+                    .unwrap();
+            assert_eq!(result.policies[0].family, "full");
+            assert_eq!(result.policies[0].calibration.as_ref(), Some(&expected));
             models.push(result);
         }
         let results = CompareResults::new(&experiment, "cpu", 90, models);
