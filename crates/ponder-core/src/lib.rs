@@ -32,7 +32,8 @@ pub use flops::{linear_flops, transformer_layer_flops};
 pub use policy::{ExitPolicy, ExitSignals, argmax, retain, softmax};
 pub use rng::{splitmix64, uniform01};
 pub use runner::{
-    AdaptiveOutput, AllLayersOutput, forward_all_layers, index_tensor, run_adaptive, to_host,
+    AdaptiveOutput, AllLayersOutput, exit_flops, forward_all_layers, index_tensor, run_adaptive,
+    step_flops, to_host,
 };
 pub use stats::ExitStats;
 pub use weights::{SafeTensors, write_safetensors};

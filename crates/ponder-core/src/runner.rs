@@ -50,6 +50,34 @@ pub fn to_host<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
         .unwrap_or_else(|e| panic!("reading a tensor back to the host failed: {e}"))
 }
 
+/// FLOPs of one row for layer `layer_idx`, the features after it and the heads there:
+/// what the runner charges every row still in the batch at that layer.
+pub fn step_flops<B, H>(backbone: &B, heads: &H, layer_idx: usize, hidden: &B::Hidden) -> u64
+where
+    B: LayerwiseBackbone,
+    H: ExitHeads,
+{
+    backbone.layer_flops(layer_idx, hidden)
+        + backbone.features_flops(hidden)
+        + heads.flops(layer_idx)
+}
+
+/// The FLOPs one row of (the shape of) `hidden` has spent when it exits after each layer,
+/// embedding included: what [`run_adaptive`] charges a row that exits there.
+pub fn exit_flops<B, H>(backbone: &B, heads: &H, hidden: &B::Hidden) -> Vec<u64>
+where
+    B: LayerwiseBackbone,
+    H: ExitHeads,
+{
+    let mut spent = backbone.embed_flops(hidden);
+    (0..backbone.n_layers())
+        .map(|l| {
+            spent += step_flops(backbone, heads, l, hidden);
+            spent
+        })
+        .collect()
+}
+
 /// Runs every layer on every row and returns each layer's head outputs: the training
 /// forward pass of a multi-exit model (no row ever leaves the batch).
 pub fn forward_all_layers<B, H>(backbone: &B, heads: &H, input: B::Input) -> AllLayersOutput
@@ -134,9 +162,7 @@ where
 
     for layer_idx in 0..n_layers {
         hidden = backbone.forward_layer(layer_idx, hidden);
-        let step_flops = backbone.layer_flops(layer_idx, &hidden)
-            + backbone.features_flops(&hidden)
-            + heads.flops(layer_idx);
+        let step_flops = step_flops(backbone, heads, layer_idx, &hidden);
         for &row in &active {
             flops[row] += step_flops;
         }

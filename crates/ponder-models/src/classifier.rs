@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::store::RecordError;
 use burn::tensor::Device;
 use ponder_core::{
-    AdaptiveOutput, AllLayersOutput, ExitHeads, ExitPolicy, LayerwiseBackbone, forward_all_layers,
+    AdaptiveOutput, AllLayersOutput, ExitPolicy, LayerwiseBackbone, exit_flops, forward_all_layers,
     run_adaptive,
 };
 use ponder_exits::{
@@ -197,21 +197,12 @@ impl MultiExitClassifier {
     /// normalised exit costs, `methods.md` §5.1).
     pub fn exit_costs(&self, input: EncoderInput) -> Vec<f64> {
         let hidden = self.backbone.embed(input);
-        let features = self.backbone.features_flops(&hidden);
-        let mut spent = self.backbone.embed_flops(&hidden);
-        let n = self.n_layers();
-        let head_flops = |l: usize| match (self.halting_heads(), self.gated_heads()) {
-            (Some(h), _) => h.flops(l),
-            (None, Some(g)) => g.flops(l),
-            (None, None) => self.heads.flops(l),
+        let costs = match (self.halting_heads(), self.gated_heads()) {
+            (Some(h), _) => exit_flops(&self.backbone, &h, &hidden),
+            (None, Some(g)) => exit_flops(&self.backbone, &g, &hidden),
+            (None, None) => exit_flops(&self.backbone, &self.heads, &hidden),
         };
-        let costs: Vec<u64> = (0..n)
-            .map(|l| {
-                spent += self.backbone.layer_flops(l, &hidden) + features + head_flops(l);
-                spent
-            })
-            .collect();
-        let last = costs[n - 1].max(1) as f64;
+        let last = costs.last().copied().unwrap_or(1).max(1) as f64;
         costs.into_iter().map(|c| c as f64 / last).collect()
     }
 }

@@ -321,6 +321,13 @@ fn flops_of_full_depth_match_the_full_depth_count() {
         out.flops,
         full + heads
     );
+    // a row exiting after layer l is charged what `exit_flops` says (JEI-DNN's costs)
+    let costs = ponder_core::exit_flops(&model.backbone, &model.heads, &hidden);
+    assert_eq!(costs.last(), Some(&(full + heads)));
+    for l in 1..=model.n_layers() {
+        let out = model.adaptive(input.clone(), &FixedLayer::new(l).unwrap(), None);
+        assert!(out.flops.iter().all(|&f| f == costs[l - 1]), "layer {l}");
+    }
 }
 
 #[test]
