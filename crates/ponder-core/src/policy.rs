@@ -12,7 +12,8 @@ pub struct ExitSignals<'a> {
     pub n_classes: usize,
     /// Logits of the active rows, row-major `[rows, n_classes]`.
     pub logits: &'a [f32],
-    /// Halting probability of each active row, if the heads produce one.
+    /// The heads' per-row exit signal, if they produce one: the halting probability λ
+    /// (PonderNet, PALBERT) or the gate value g (JEI-DNN; none at the final exit).
     pub halting: Option<&'a [f32]>,
     /// The true class of each active row, when the caller supplied targets (used only
     /// by analysis policies such as the oracle).

@@ -226,13 +226,20 @@ pub fn exit_distribution(gates: &[Tensor<1>]) -> Vec<Tensor<1>> {
     p
 }
 
+/// One step of the capped sum: `P_l = max(0, min(g_l, 1 − Σ_{j<l} P_j))` from the gate
+/// value and the mass already assigned (the host form of [`exit_distribution`], shared
+/// with [`LearnedGate`](crate::LearnedGate)).
+pub fn exit_probability(gate: f64, assigned: f64) -> f64 {
+    gate.min(1.0 - assigned).max(0.0)
+}
+
 /// [`exit_distribution`] of one row on the host: `G + 1` probabilities from `G` gates.
 pub fn exit_distribution_row(gates: &[f32]) -> Vec<f32> {
     let mut cumulative = 0f64;
     let mut p: Vec<f32> = gates
         .iter()
         .map(|&g| {
-            let p_l = (g as f64).min(1.0 - cumulative).max(0.0);
+            let p_l = exit_probability(g as f64, cumulative);
             cumulative += p_l;
             p_l as f32
         })

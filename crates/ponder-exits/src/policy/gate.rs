@@ -72,7 +72,7 @@ impl ExitPolicy for LearnedGate {
                     gates[r],
                     signals.layer_idx
                 );
-                let p = (gates[r] as f64).min(1.0 - carry.cdf[r]).max(0.0);
+                let p = crate::jei::exit_probability(gates[r] as f64, carry.cdf[r]);
                 let a = if carry.survive[r] > 0.0 {
                     (p / carry.survive[r]).clamp(0.0, 1.0)
                 } else {
