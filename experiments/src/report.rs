@@ -352,21 +352,11 @@ pub fn reliability_plot(title: &str, bins: &[ReliabilityBin]) -> Result<String> 
 }
 
 /// Every policy's reliability diagram: `(path in the run folder, SVG)`, under
-/// `reliability/MODEL[-seedS]/POLICY.svg`.
+/// `reliability/MODEL/POLICY.svg` with MODEL the model's folder under `models/`.
 pub fn reliability_plots(results: &CompareResults) -> Result<Vec<(String, String)>> {
-    let several = !results.seed_summary.is_empty();
     let mut out = Vec::new();
     for model in &results.models {
-        let dir = if model.name.is_empty() {
-            let dir = model.method.replace('/', "-");
-            if several {
-                format!("{dir}-seed{}", model.seed)
-            } else {
-                dir
-            }
-        } else {
-            model.name.clone()
-        };
+        let dir = &model.name;
         for r in &model.policies {
             let Some(c) = &r.calibration else { continue };
             let file: String = r

@@ -525,12 +525,12 @@ struct StepContext<'a> {
 fn frozen_features(model: &MultiExitClassifier, batch: &Batch, n: usize) -> Vec<Tensor<2>> {
     let backbone = model.backbone.valid();
     let mut state = backbone.embed(batch.input.clone().without_autodiff());
-    (0..n)
-        .map(|l| {
-            state = backbone.forward_layer(l, state.clone());
-            backbone.pooled(&state).autodiff()
-        })
-        .collect()
+    let mut features = Vec::with_capacity(n);
+    for l in 0..n {
+        state = backbone.forward_layer(l, state);
+        features.push(backbone.pooled(&state).autodiff());
+    }
+    features
 }
 
 fn stage_loss(
