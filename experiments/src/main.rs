@@ -39,18 +39,19 @@ struct Cli {
     command: Command,
 }
 
-/// The run-folder options of `ponder parity` and `ponder lm`.
+/// The run-folder options of every command that creates a run.
 #[derive(clap::Args, Debug)]
-struct SingleRunArgs {
-    /// Override a value, as `section.key=value` (e.g. `--set train.steps=500`).
+struct FolderArgs {
+    /// Override a value of the experiment, as `section.key=value` (TOML value;
+    /// repeatable), e.g. `--set train.epochs=2 --set compare.patience=[1,2]`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
     /// Where to create the run folder (default: runs/NAME-TIMESTAMP).
     #[arg(long)]
     run_dir: Option<PathBuf>,
     /// Continue this run folder with its own config.toml (the experiment file and
-    /// --set are ignored): finish or resume its training, or only evaluate when the
-    /// model is already trained.
+    /// --set are ignored): finish or resume its training from the last checkpoints, or
+    /// only evaluate what is already trained.
     #[arg(long, value_name = "RUN_FOLDER", conflicts_with = "run_dir")]
     resume: Option<PathBuf>,
 }
@@ -97,7 +98,7 @@ enum Command {
         #[arg(default_value = DEFAULT_PARITY)]
         experiment: PathBuf,
         #[command(flatten)]
-        run: SingleRunArgs,
+        run: FolderArgs,
     },
     /// A character-level Mamba language model on the complete works of Shakespeare:
     /// train it (resumable checkpoints every few hundred steps), report validation bits
@@ -109,7 +110,7 @@ enum Command {
         #[arg(default_value = DEFAULT_LM)]
         experiment: PathBuf,
         #[command(flatten)]
-        run: SingleRunArgs,
+        run: FolderArgs,
     },
     /// Evaluate policies on the models already trained in a run folder.
     Eval {
@@ -129,35 +130,27 @@ enum Command {
     },
 }
 
+/// The options of `ponder compare` and `ponder train`: an experiment file and its run folder.
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// Experiment file (TOML).
     #[arg(default_value = DEFAULT_EXPERIMENT)]
     experiment: PathBuf,
-    /// Override a value of the experiment, as `section.key=value` (TOML value;
-    /// repeatable), e.g. `--set train.epochs=2 --set compare.patience=[1,2]`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    overrides: Vec<String>,
-    /// Where to create the run folder (default: runs/NAME-TIMESTAMP).
-    #[arg(long)]
-    run_dir: Option<PathBuf>,
-    /// Continue an interrupted run from its last checkpoints (its own config.toml is
-    /// used; the experiment file and --set are ignored).
-    #[arg(long, value_name = "RUN_FOLDER", conflicts_with = "run_dir")]
-    resume: Option<PathBuf>,
+    #[command(flatten)]
+    folder: FolderArgs,
     /// Do not fetch missing data sets.
     #[arg(long)]
     no_fetch: bool,
 }
 
 fn open_run(args: &RunArgs) -> Result<(RunFolder, Experiment)> {
-    if let Some(root) = &args.resume {
+    if let Some(root) = &args.folder.resume {
         let (run, experiment) = RunFolder::open(root)?;
         eprintln!("resuming run {}", run.root().display());
         return Ok((run, experiment));
     }
-    let experiment = Experiment::load(&args.experiment)?.with_overrides(&args.overrides)?;
-    let run = match &args.run_dir {
+    let experiment = Experiment::load(&args.experiment)?.with_overrides(&args.folder.overrides)?;
+    let run = match &args.folder.run_dir {
         Some(dir) => RunFolder::create_at(dir.clone(), &experiment)?,
         None => RunFolder::create(Path::new("runs"), &experiment)?,
     };
@@ -419,7 +412,7 @@ fn open_or_create<E: serde::Serialize>(
     Ok((RunFolder::create_with_config(root, &text)?, experiment))
 }
 
-fn parity_cmd(device: DeviceChoice, path: PathBuf, args: SingleRunArgs) -> Result<()> {
+fn parity_cmd(device: DeviceChoice, path: PathBuf, args: FolderArgs) -> Result<()> {
     let (dev, _) = device.device()?;
     let (run, experiment) = open_or_create(
         args.resume,
@@ -441,7 +434,7 @@ fn parity_cmd(device: DeviceChoice, path: PathBuf, args: SingleRunArgs) -> Resul
     )
 }
 
-fn lm_cmd(device: DeviceChoice, path: PathBuf, args: SingleRunArgs) -> Result<()> {
+fn lm_cmd(device: DeviceChoice, path: PathBuf, args: FolderArgs) -> Result<()> {
     let (dev, _) = device.device()?;
     let (run, experiment) = open_or_create(
         args.resume,
