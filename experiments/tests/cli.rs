@@ -186,32 +186,44 @@ batch_size = 16
 eval_every = 20
 "#;
 
+/// Runs `ponder COMMAND CONFIG --run-dir DIR/run` in `dir`, checks that it succeeds and
+/// wrote `files` into the run folder, and returns the run folder.
+fn run_into(dir: &Path, command: &str, config: &Path, files: &[&str]) -> std::path::PathBuf {
+    let run = dir.join("run");
+    let out = ponder(
+        &[
+            command,
+            config.to_str().unwrap(),
+            "--run-dir",
+            run.to_str().unwrap(),
+        ],
+        dir,
+    );
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    for file in files {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    run
+}
+
 #[test]
 fn parity_runs_end_to_end_and_writes_its_folder() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("parity.toml");
     std::fs::write(&config, PARITY).unwrap();
-    let run = dir.path().join("run");
-    let out = ponder(
-        &[
-            "parity",
-            config.to_str().unwrap(),
-            "--run-dir",
-            run.to_str().unwrap(),
-        ],
+    let run = run_into(
         dir.path(),
+        "parity",
+        &config,
+        &[
+            "config.toml",
+            "model.bpk",
+            "metrics.json",
+            "results.json",
+            "results.md",
+            "steps_vs_difficulty.svg",
+        ],
     );
-    assert!(out.status.success(), "stderr: {}", stderr(&out));
-    for file in [
-        "config.toml",
-        "model.bpk",
-        "metrics.json",
-        "results.json",
-        "results.md",
-        "steps_vs_difficulty.svg",
-    ] {
-        assert!(run.join(file).is_file(), "{file} missing");
-    }
     let table = std::fs::read_to_string(run.join("results.md")).unwrap();
     // extrapolation: tested on 4..=6 and, for reference, on 1..=3 non-zero elements
     assert!(
@@ -295,30 +307,22 @@ fn lm_runs_end_to_end_resumes_and_names_bad_input() {
     }
     let config = dir.path().join("lm.toml");
     std::fs::write(&config, LM.replace("CORPUS", &corpus.display().to_string())).unwrap();
-    let run = dir.path().join("run");
-    let out = ponder(
-        &[
-            "lm",
-            config.to_str().unwrap(),
-            "--run-dir",
-            run.to_str().unwrap(),
-        ],
+    let run = run_into(
         dir.path(),
+        "lm",
+        &config,
+        &[
+            "config.toml",
+            "vocab.json",
+            "model.bpk",
+            "model.safetensors",
+            "metrics.json",
+            "loss_curve.svg",
+            "sample.txt",
+            "results.json",
+            "results.md",
+        ],
     );
-    assert!(out.status.success(), "stderr: {}", stderr(&out));
-    for file in [
-        "config.toml",
-        "vocab.json",
-        "model.bpk",
-        "model.safetensors",
-        "metrics.json",
-        "loss_curve.svg",
-        "sample.txt",
-        "results.json",
-        "results.md",
-    ] {
-        assert!(run.join(file).is_file(), "{file} missing");
-    }
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
     let bpc = results["valid_bpc"].as_f64().unwrap();
