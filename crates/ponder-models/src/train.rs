@@ -602,10 +602,11 @@ fn jei_joint_loss(
         .gates
         .as_ref()
         .unwrap_or_else(|| unreachable!("fit checks for gates"));
-    let features = frozen_features(model, batch, n);
     let jei = &context.config.jei;
     if context.gate_phase {
-        // (b) gates only: the inference modules as they are, as constants
+        // (b) gates only: the inference modules as they are, as constants; every exit's
+        // loss (the final one's too) makes the targets
+        let features = frozen_features(model, batch, n);
         let heads = model.heads.valid();
         let logits: Vec<Tensor<2>> = features
             .into_iter()
@@ -632,10 +633,11 @@ fn jei_joint_loss(
     } else {
         // (a) inference modules only: the gates evaluated without gradient
         let valid_gates = gates.valid();
-        let logits: Vec<Tensor<2>> = features[..n - 1]
-            .iter()
+        // the final layer is not needed: only the early exits' modules train
+        let logits: Vec<Tensor<2>> = frozen_features(model, batch, n - 1)
+            .into_iter()
             .enumerate()
-            .map(|(l, f)| model.heads.logits(l, f.clone()))
+            .map(|(l, f)| model.heads.logits(l, f))
             .collect();
         let g: Vec<Tensor<1>> = logits
             .iter()
