@@ -382,7 +382,7 @@ impl Experiment {
     /// The λ_cost values JEI-DNN is trained with (`compare.jei_cost_weights`; `None`:
     /// the single model of `train.jei.cost_weight`); `[None]` for every other method.
     pub fn cost_variants(&self, method: Method) -> Vec<Option<f64>> {
-        if method == Method::JeiDnn && !self.compare.jei_cost_weights.is_empty() {
+        if self.sweeps_cost(method) {
             self.compare
                 .jei_cost_weights
                 .iter()
@@ -391,6 +391,12 @@ impl Experiment {
         } else {
             vec![None]
         }
+    }
+
+    /// Whether `method`'s models are a λ_cost sweep (JEI-DNN with
+    /// `compare.jei_cost_weights`).
+    fn sweeps_cost(&self, method: Method) -> bool {
+        method == Method::JeiDnn && !self.compare.jei_cost_weights.is_empty()
     }
 
     /// The same experiment with `train.jei.cost_weight` set to `cost` (if given).
@@ -408,7 +414,8 @@ impl Experiment {
         ModelKind {
             backbone: self.model.backbone,
             method,
-            cost_weight: (method == Method::JeiDnn && !self.compare.jei_cost_weights.is_empty())
+            cost_weight: self
+                .sweeps_cost(method)
                 .then_some(self.train.jei.cost_weight),
         }
     }
