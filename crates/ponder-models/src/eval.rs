@@ -182,7 +182,8 @@ pub fn layer_outputs(model: &MultiExitClassifier, batches: &[Batch]) -> LayerOut
 pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> LayerAccuracy {
     let mut correct = vec![0usize; model.n_layers()];
     let mut tally = HaltingTally::default();
-    let mut gate_tally = GateTally::default();
+    let mut gate_tally = RuleTally::default();
+    let gate_rule = LearnedGate::new(0.5).unwrap_or_else(|e| unreachable!("{e}"));
     for batch in batches {
         let out = model.forward_all(batch.input.clone());
         let logits: Vec<Vec<f32>> = out.logits.into_iter().map(to_host).collect();
@@ -190,8 +191,9 @@ pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> Layer
             correct[l] += right_rows(layer, &batch.targets).filter(|&r| r).count();
         }
         if model.gates.is_some() {
-            let gates: Vec<Vec<f32>> = out.halting.into_iter().flatten().map(to_host).collect();
-            gate_tally.add(&logits, &gates, &batch.targets);
+            let gates: Vec<Option<Vec<f32>>> =
+                out.halting.into_iter().map(|g| g.map(to_host)).collect();
+            gate_tally.add(&gate_rule, &logits, &gates, &batch.targets);
         } else if let Some(lambdas) = out.halting.into_iter().collect::<Option<Vec<_>>>() {
             tally.add(&logits, &lambdas, &batch.targets);
         }
@@ -208,42 +210,47 @@ pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> Layer
         exit_distribution_accuracy: halting.as_ref().map(HaltingTally::distribution_accuracy),
         expected_depth: halting.as_ref().map(HaltingTally::expected_depth),
         q_exit_accuracy: halting.as_ref().map(HaltingTally::q_exit_accuracy),
-        gate_accuracy: gated
-            .as_ref()
-            .map(|t| t.correct as f64 / t.rows.max(1) as f64),
-        gate_mean_exit_layer: gated
-            .as_ref()
-            .map(|t| t.exit_layers as f64 / t.rows.max(1) as f64),
+        gate_accuracy: gated.as_ref().map(RuleTally::accuracy),
+        gate_mean_exit_layer: gated.as_ref().map(RuleTally::mean_exit_layer),
     }
 }
 
-/// Running sums over the rows of models with JEI-DNN's gates, all layers run: the
-/// accuracy and depth of [`LearnedGate`] at 0.5 decided by the policy itself.
+/// An exit policy decided on the host from an all-layers pass, as the runner would
+/// decide it (every row exits at the last layer at the latest): its accuracy and mean
+/// exit layer. Q-exit at 0.5 for halting models, JEI-DNN's gate rule for gated ones.
 #[derive(Debug, Clone, Default)]
-struct GateTally {
+pub(crate) struct RuleTally {
     rows: usize,
     correct: usize,
     exit_layers: usize,
 }
 
-impl GateTally {
-    /// Adds a batch: every layer's logits and every gate's values on the host.
-    fn add(&mut self, logits: &[Vec<f32>], gates: &[Vec<f32>], targets: &[usize]) {
+impl RuleTally {
+    /// Adds a batch: every layer's logits on the host (row-major) and, per layer, the
+    /// heads' exit signal (λ or a gate value) when there is one.
+    fn add<P: ExitPolicy>(
+        &mut self,
+        policy: &P,
+        logits: &[Vec<f32>],
+        signals: &[Option<Vec<f32>>],
+        targets: &[usize],
+    ) {
         let n_layers = logits.len();
         let n_classes = logits[0].len() / targets.len().max(1);
-        let rule = LearnedGate::new(0.5).unwrap_or_else(|e| unreachable!("{e}"));
-        let mut carry = rule.start(targets.len());
+        let mut carry = policy.start(targets.len());
         let mut exited = vec![false; targets.len()];
         for (l, layer) in logits.iter().enumerate() {
-            let exits = match gates.get(l) {
-                Some(g) => {
-                    let signals = ExitSignals::new(l, n_layers, n_classes, layer).with_halting(g);
-                    rule.decide(&signals, &mut carry)
+            let exits = if l + 1 == n_layers {
+                vec![true; targets.len()]
+            } else {
+                let mut s = ExitSignals::new(l, n_layers, n_classes, layer);
+                if let Some(signal) = signals.get(l).and_then(Option::as_deref) {
+                    s = s.with_halting(signal);
                 }
-                None => vec![true; targets.len()],
+                policy.decide(&s, &mut carry)
             };
             for (r, right) in right_rows(layer, targets).enumerate() {
-                if !exited[r] && (exits[r] || l + 1 == n_layers) {
+                if !exited[r] && exits[r] {
                     exited[r] = true;
                     self.correct += usize::from(right);
                     self.exit_layers += l + 1;
@@ -251,6 +258,14 @@ impl GateTally {
             }
         }
         self.rows += targets.len();
+    }
+
+    fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.rows.max(1) as f64
+    }
+
+    fn mean_exit_layer(&self) -> f64 {
+        self.exit_layers as f64 / self.rows.max(1) as f64
     }
 }
 
@@ -273,34 +288,26 @@ pub(crate) struct HaltingTally {
     expected_correct: f64,
     /// Σ_rows Σ_n n·p_n
     expected_layers: f64,
-    q_exit_correct: usize,
+    q_exit: RuleTally,
 }
 
 impl HaltingTally {
     /// Adds a batch: every layer's logits on the host (row-major), every layer's λ.
     pub(crate) fn add(&mut self, logits: &[Vec<f32>], lambdas: &[Tensor<1>], targets: &[usize]) {
-        let n_layers = logits.len();
-        let n_classes = logits[0].len() / targets.len().max(1);
         let p: Vec<Vec<f32>> = ponder::exit_distribution(lambdas, LastLayer::ForceHalt)
             .into_iter()
             .map(to_host)
             .collect();
-        let lambdas: Vec<Vec<f32>> = lambdas.iter().cloned().map(to_host).collect();
-        let q_exit = QExit::new(0.5).unwrap_or_else(|e| unreachable!("{e}"));
-        let mut carry = q_exit.start(targets.len());
-        let mut exited = vec![false; targets.len()];
         for (l, layer) in logits.iter().enumerate() {
-            let signals = ExitSignals::new(l, n_layers, n_classes, layer).with_halting(&lambdas[l]);
-            let exits = q_exit.decide(&signals, &mut carry);
             for (r, right) in right_rows(layer, targets).enumerate() {
                 self.expected_correct += f64::from(u8::from(right)) * p[l][r] as f64;
                 self.expected_layers += (l + 1) as f64 * p[l][r] as f64;
-                if !exited[r] && (exits[r] || l + 1 == n_layers) {
-                    exited[r] = true;
-                    self.q_exit_correct += usize::from(right);
-                }
             }
         }
+        let lambdas: Vec<Option<Vec<f32>>> =
+            lambdas.iter().map(|l| Some(to_host(l.clone()))).collect();
+        let q_exit = QExit::new(0.5).unwrap_or_else(|e| unreachable!("{e}"));
+        self.q_exit.add(&q_exit, logits, &lambdas, targets);
         self.rows += targets.len();
     }
 
@@ -320,6 +327,6 @@ impl HaltingTally {
 
     /// Accuracy of Q-exit at q = 0.5.
     pub(crate) fn q_exit_accuracy(&self) -> f64 {
-        self.q_exit_correct as f64 / self.n()
+        self.q_exit.accuracy()
     }
 }
