@@ -50,6 +50,28 @@ pub enum CalibrationError {
         /// The number of classes.
         n_classes: usize,
     },
+    /// A probability level other than α (Learn-then-Test's risk tolerance δ or error level
+    /// ε) lies outside the open interval (0, 1) (or is NaN).
+    #[error("{name} = {value} is outside the open interval (0, 1)")]
+    InvalidLevel {
+        /// The level's name, e.g. "risk tolerance delta".
+        name: String,
+        /// The rejected value.
+        value: f64,
+    },
+    /// A loss that is not exactly 0 or 1 given to a test that needs 0/1 losses (the exact
+    /// binomial p-value of Learn-then-Test).
+    #[error(
+        "loss of candidate {candidate}, row {row} is {value}, but the binomial p-value needs losses of exactly 0 or 1 (use the Hoeffding–Bentkus p-value for other losses)"
+    )]
+    NonBinaryLoss {
+        /// The candidate (threshold) whose losses hold the value.
+        candidate: usize,
+        /// The calibration row that holds the value.
+        row: usize,
+        /// The rejected loss.
+        value: f64,
+    },
     /// Any other bad parameter or input.
     #[error("invalid {name} = {value}: {reason}")]
     InvalidParameter {
@@ -141,5 +163,23 @@ mod tests {
         assert!(e.to_string().contains("row 7"));
         let e = CalibrationError::InvalidAlpha { alpha: 1.0 };
         assert!(e.to_string().contains("alpha = 1"));
+        let e = CalibrationError::InvalidLevel {
+            name: "risk tolerance delta".into(),
+            value: 1.5,
+        };
+        assert_eq!(
+            e.to_string(),
+            "risk tolerance delta = 1.5 is outside the open interval (0, 1)"
+        );
+        let e = CalibrationError::NonBinaryLoss {
+            candidate: 2,
+            row: 17,
+            value: 0.5,
+        };
+        assert!(
+            e.to_string()
+                .starts_with("loss of candidate 2, row 17 is 0.5, but the binomial p-value"),
+            "{e}"
+        );
     }
 }

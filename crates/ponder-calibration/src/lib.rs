@@ -25,6 +25,9 @@
 //!   set size.
 //! * Posteriors ([`mixture_posterior`]): JEI-DNN's exit-distribution-weighted mixture of
 //!   every exit's probabilities.
+//! * Learn-then-Test ([`learn_then_test`]): CALM's choice of an exit threshold whose risk
+//!   (expected inconsistency with the full model, any loss in [0, 1]) is at most δ with
+//!   probability at least `1 − ε`; see "Learn-then-Test" below.
 //!
 //! ```
 //! use ponder_calibration::{
@@ -51,6 +54,38 @@
 //! # Ok::<(), ponder_calibration::CalibrationError>(())
 //! ```
 //!
+//! ## Learn-then-Test
+//!
+//! [`learn_then_test`] (Angelopoulos, Bates, Candès, Jordan & Lei 2021, as used by CALM,
+//! Schuster et al. 2022) takes candidate thresholds ([`LttCandidate`]), each with its losses
+//! on the same `n` i.i.d. calibration rows, ordered from the most conservative (never exit
+//! early) to the least. Each candidate's null `H0_j: E[loss_j] > δ` gets a p-value
+//! ([`PValue`]): [`hoeffding_bentkus_p_value`] for any losses in [0, 1], or the exact
+//! [`binomial_p_value`] for 0/1 losses. Fixed-sequence testing rejects while `p_j ≤ ε` and
+//! stops at the first non-rejection; the last rejected candidate is the choice
+//! ([`LttOutcome`]), and it has risk at most δ with probability at least `1 − ε` over the
+//! calibration draw. `None` means not even the first candidate could be certified (with
+//! `n < ln ε / ln(1 − δ)` rows that is always so).
+//!
+//! ```
+//! use ponder_calibration::{LttCandidate, PValue, learn_then_test};
+//!
+//! // Losses (1 = the early output disagrees with the full model) of three thresholds on
+//! // the same 100 calibration rows: never exit (no loss), 0.9 (2 losses), 0.5 (20 losses).
+//! let never: Vec<f64> = vec![0.0; 100];
+//! let high: Vec<f64> = (0..100).map(|i| if i < 2 { 1.0 } else { 0.0 }).collect();
+//! let low: Vec<f64> = (0..100).map(|i| if i < 20 { 1.0 } else { 0.0 }).collect();
+//! let candidates = [
+//!     LttCandidate { threshold: f64::INFINITY, losses: &never },
+//!     LttCandidate { threshold: 0.9, losses: &high },
+//!     LttCandidate { threshold: 0.5, losses: &low },
+//! ];
+//! let outcome = learn_then_test(&candidates, 0.1, 0.1, PValue::HoeffdingBentkus)?;
+//! assert_eq!(outcome.chosen, Some(1));
+//! assert_eq!(outcome.threshold, Some(0.9));
+//! # Ok::<(), ponder_calibration::CalibrationError>(())
+//! ```
+//!
 //! ## Choices (see `methods.md` §5.5 and pitfalls 12–13)
 //!
 //! * **ECE is dataset-level.** JEI-DNN's code computes ECE per batch and averages it
@@ -66,14 +101,19 @@
 //! * **APS and RAPS are non-randomised** (no uniform tie-breaking draw): the sets are
 //!   deterministic and nested in α, and coverage is at least `1 − α` (slightly
 //!   conservative). Prediction sets are never forced to be non-empty.
-//! * **Infinite thresholds survive JSON.** A `q̂` of `+∞` is written as the string `"inf"`
-//!   (JSON has no infinity; serde_json would write `null` and fail to read it back).
+//! * **Infinite thresholds survive JSON.** A `q̂` of `+∞` (or an LTT threshold of `±∞`) is
+//!   written as the string `"inf"` (JSON has no infinity; serde_json would write `null` and
+//!   fail to read it back).
+//! * **LTT counts are snapped.** The Bentkus term's `⌈n · mean⌉` snaps `n · mean` to the
+//!   nearest integer within [`TOTAL_LOSS_TOLERANCE`] first, so round-off in a mean of 0/1
+//!   losses (`300 · (21/300) = 21.000000000000004`) does not add a failure.
 //! * **Errors, not panics, for data.** Everything that takes data returns
 //!   [`Result`] with a structured [`CalibrationError`]; the few infallible helpers
 //!   ([`softmax_rows`], [`apply_temperature`], `prediction_set`) document their panics.
 
 mod conformal;
 mod error;
+mod ltt;
 mod metrics;
 mod posterior;
 mod predictions;
@@ -86,6 +126,10 @@ pub use conformal::{
     nonconformity, nonconformity_scores,
 };
 pub use error::{CalibrationError, Result};
+pub use ltt::{
+    LttCandidate, LttOutcome, PValue, TOTAL_LOSS_TOLERANCE, binomial_p_value,
+    hoeffding_bentkus_p_value, learn_then_test,
+};
 pub use metrics::{
     Binning, CalibrationReport, NLL_FLOOR, ReliabilityBin, brier_score, calibration_error,
     negative_log_likelihood, top_label_calibration_error,

@@ -1,5 +1,6 @@
 //! Serde helpers for f64 fields that may be infinite (a conformal `q̂` is `+∞` when the
-//! calibration set is too small for α).
+//! calibration set is too small for α; a Learn-then-Test threshold may be `±∞` for "never
+//! exit").
 //!
 //! JSON has no infinity: serde_json writes `f64::INFINITY` as `null` and then cannot read it
 //! back. These helpers write finite values as numbers and non-finite ones as the strings
@@ -80,5 +81,28 @@ pub(crate) mod vec_f64_or_inf {
         deserializer: D,
     ) -> Result<Vec<f64>, D::Error> {
         Vec::<ExtendedF64>::deserialize(deserializer).map(|v| v.into_iter().map(|x| x.0).collect())
+    }
+}
+
+/// `#[serde(with = "crate::serde_ext::option_f64_or_inf")]` for an `Option<f64>` field.
+pub(crate) mod option_f64_or_inf {
+    use super::*;
+
+    /// Writes `null` for `None`, else a number or `"inf"`/`"-inf"`/`"nan"`.
+    pub(crate) fn serialize<S: Serializer>(
+        v: &Option<f64>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(x) => serializer.serialize_some(&ExtendedF64(*x)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    /// Reads `null` as `None`, else a number or `"inf"`/`"-inf"`/`"nan"`.
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<f64>, D::Error> {
+        Option::<ExtendedF64>::deserialize(deserializer).map(|v| v.map(|x| x.0))
     }
 }

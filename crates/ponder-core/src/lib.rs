@@ -24,6 +24,7 @@ mod policy;
 mod rng;
 mod runner;
 mod stats;
+mod token;
 mod weights;
 
 pub use backbone::{ExitHeads, LayerwiseBackbone};
@@ -36,6 +37,7 @@ pub use runner::{
     step_flops, to_host,
 };
 pub use stats::ExitStats;
+pub use token::{LayerCall, LayerStep, Rows, SequenceLayers, SkipRule, TokenLm, merge_rows};
 pub use weights::{SafeTensors, write_safetensors};
 
 /// Re-export of burn so downstream crates and tests use the same version.

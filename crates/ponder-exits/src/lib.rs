@@ -19,6 +19,9 @@
 //! * **Losses** ([`loss`]): cross-entropy per layer, PABEE's depth-weighted sum
 //!   `Σ i·L_i / Σ i`, and DeeBERT's two stages; [`ponder`]: the exit distribution, the
 //!   truncated geometric prior, both KL directions and the PonderNet loss.
+//! * **Token-level exits** ([`token`], DYNAMAX and CALM): exit classifiers (linear, and a
+//!   small Mamba over the layer axis), CALM's confidence measures, and greedy decoding
+//!   with per-token exits and explicit rules for the caches of skipped layers.
 
 mod halting;
 mod heads;
@@ -26,6 +29,7 @@ pub mod jei;
 pub mod loss;
 mod policy;
 pub mod ponder;
+pub mod token;
 
 pub use halting::{HaltingHead, HaltingHeadConfig, HaltingHeads};
 pub use heads::{ClassifierHeads, ClassifierHeadsConfig};

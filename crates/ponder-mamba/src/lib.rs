@@ -26,6 +26,7 @@ mod generate;
 mod import;
 mod mixer;
 mod model;
+mod token;
 
 pub use config::MambaConfig;
 pub use encoder::{MambaEncoder, MambaEncoderConfig, MambaHidden, MambaInput, Pooling};
@@ -33,3 +34,4 @@ pub use generate::{Generation, Sampling, generate};
 pub use import::{load_state_spaces, state_spaces_bytes};
 pub use mixer::{LayerState, MambaBlock, MambaMixer, selective_scan};
 pub use model::{Mamba, MambaLm, MambaState};
+pub use token::MambaCache;

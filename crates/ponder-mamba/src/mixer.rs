@@ -8,7 +8,7 @@
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::tensor::activation::{silu, softplus};
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 
 use crate::config::MambaConfig;
 
@@ -34,6 +34,14 @@ impl LayerState {
     /// Number of f32 values held (constant in the sequence length).
     pub fn numel(&self) -> usize {
         self.conv.shape().num_elements() + self.ssm.shape().num_elements()
+    }
+
+    /// The state of some rows (`rows` index the batch).
+    pub fn select_rows(&self, rows: Tensor<1, Int>) -> Self {
+        Self {
+            conv: self.conv.clone().select(0, rows.clone()),
+            ssm: self.ssm.clone().select(0, rows),
+        }
     }
 }
 
@@ -347,7 +355,24 @@ impl MambaBlock {
 
     /// One token. Shapes as [`MambaMixer::step`].
     pub fn step(&self, x: Tensor<2>, state: &mut LayerState) -> Tensor<2> {
-        let mixed = self.mixer.step(self.norm.forward(x.clone()), state);
+        let mixed = self.step_mixed(x.clone(), state);
         x + mixed
+    }
+
+    /// One token, returning the mixer's output alone (the block's output is `x` plus
+    /// it): mamba_ssm's `Block` emits this pair, `(hidden_states, residual)`.
+    pub fn step_mixed(&self, x: Tensor<2>, state: &mut LayerState) -> Tensor<2> {
+        self.mixer.step(self.norm.forward(x), state)
+    }
+
+    /// A chunk from a zero state, returning the mixer's output alone.
+    pub fn forward_mixed(&self, x: Tensor<3>) -> Tensor<3> {
+        self.mixer.forward(self.norm.forward(x), None).0
+    }
+
+    /// FLOPs of the block for one row and one token: the RMSNorm (≈ 5 per channel), the
+    /// mixer and the residual addition.
+    pub fn step_flops(&self, d_model: u64) -> u64 {
+        5 * d_model + self.mixer.flops(1, d_model) + d_model
     }
 }

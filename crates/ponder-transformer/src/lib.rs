@@ -11,11 +11,18 @@
 //!
 //! [`Encoder`] implements [`ponder_core::LayerwiseBackbone`], so every exit policy and
 //! the batched adaptive runner of `ponder-core` work on it.
+//!
+//! [`DecoderLm`] is a causal GPT-2 style (pre-norm) decoder language model with a
+//! [`KvCache`], whose [`DecoderBlock`]s can be driven one layer and one token at a time
+//! (token-level early exit), with helpers to fill the caches of skipped layers.
 
 mod config;
+mod decoder;
 mod embedding;
 mod encoder;
+mod token;
 
 pub use config::{EmbeddingKind, EncoderConfig};
+pub use decoder::{DecoderBlock, DecoderConfig, DecoderLm, KvCache, LayerKv};
 pub use embedding::{PatchEmbedding, TextEmbedding};
 pub use encoder::{Encoder, EncoderInput, EncoderState};
