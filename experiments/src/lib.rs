@@ -11,6 +11,7 @@ pub mod pipeline;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod token_exit;
 
 use anyhow::{Result, bail};
 use burn::tensor::Device;

@@ -1,16 +1,18 @@
-//! `ponder lm`: a character-level Mamba language model on the complete works of
-//! Shakespeare (`methods.md` §8).
+//! `ponder lm`: a character-level language model (Mamba, or a causal transformer
+//! decoder with `model.backbone = "transformer"`) on the complete works of Shakespeare
+//! (`methods.md` §8).
 //!
 //! A run trains the model with [`fit_lm`] (resumable checkpoints), evaluates bits per
-//! character on the held-out works, generates a sample with the recurrent step, and
-//! measures the generation state's size at two lengths. Run folder:
+//! character on the held-out works, generates a sample token by token (Mamba's recurrent
+//! state, the decoder's KV cache), and measures the generation state's size at two
+//! lengths. Run folder:
 //!
 //! ```text
 //! runs/NAME-TIMESTAMP/
 //!   config.toml          the resolved LM experiment
 //!   checkpoints/last/    model, optimizer and training state (resume with --resume)
 //!   model.bpk            the trained model (burn format)
-//!   model.safetensors    the same weights in the state-spaces/mamba naming
+//!   model.safetensors    the same weights in the state-spaces/mamba naming (Mamba only)
 //!   vocab.json           the characters, in id order
 //!   metrics.json         the loss curve (train and validation bits per character)
 //!   loss_curve.svg       the same, plotted
@@ -22,14 +24,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
 use burn::tensor::Device;
 use plotters::prelude::SeriesLabelPosition;
+use ponder_core::TokenLm;
 use ponder_data::{CharCorpus, load_shakespeare};
-use ponder_mamba::{MambaConfig, MambaLm, Sampling, generate, state_spaces_bytes};
+use ponder_mamba::{MambaConfig, MambaLm, Sampling, state_spaces_bytes};
 use ponder_models::{
-    CheckpointFiles, LmLog, LmObserver, LmTrainConfig, LmTrainState, evaluate_bpc, fit_lm,
+    CharLm, CheckpointFiles, LmLog, LmObserver, LmTrainConfig, LmTrainState, evaluate_bpc, fit_lm,
+    sample_lm,
 };
+use ponder_transformer::{DecoderConfig, DecoderLm};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{default_d_conv, default_d_state, default_expand};
@@ -70,10 +74,38 @@ fn default_valid_every() -> usize {
     10
 }
 
-/// The Mamba stack (the vocabulary size comes from the corpus).
+/// Which language model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LmBackbone {
+    /// Mamba (recurrent state).
+    #[default]
+    Mamba,
+    /// Causal transformer decoder (KV cache, learned positions).
+    Transformer,
+}
+
+impl LmBackbone {
+    /// Name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            LmBackbone::Mamba => "Mamba",
+            LmBackbone::Transformer => "transformer",
+        }
+    }
+}
+
+fn default_n_heads() -> usize {
+    4
+}
+
+/// The model (the vocabulary size comes from the corpus).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LmModel {
+    /// `"mamba"` (default) or `"transformer"`.
+    #[serde(default)]
+    pub backbone: LmBackbone,
     /// Width d.
     pub d_model: usize,
     /// Blocks.
@@ -87,6 +119,16 @@ pub struct LmModel {
     /// Expansion E.
     #[serde(default = "default_expand")]
     pub expand: usize,
+    /// Transformer: attention heads.
+    #[serde(default = "default_n_heads")]
+    pub n_heads: usize,
+    /// Transformer: MLP width (0: 4·d).
+    #[serde(default)]
+    pub d_ff: usize,
+    /// Transformer: learned positions (0: `train.seq_len`, the longest trained; later
+    /// positions would be untrained).
+    #[serde(default)]
+    pub max_len: usize,
 }
 
 /// The generated sample and the state-size measurement.
@@ -142,7 +184,28 @@ impl LmExperiment {
     /// Checks every value, naming the key at fault.
     pub fn validate(&self) -> Result<()> {
         self.train.validate()?;
-        self.mamba_config(1).validate()?;
+        match self.model.backbone {
+            LmBackbone::Mamba => self.mamba_config(1).validate()?,
+            LmBackbone::Transformer => {
+                let config = self.decoder_config(1);
+                config.validate()?;
+                let prompt = self.generate.prompt.chars().count();
+                let longest = self
+                    .generate
+                    .memory_lengths
+                    .iter()
+                    .copied()
+                    .chain([self.generate.tokens])
+                    .max()
+                    .unwrap_or(0);
+                if prompt + longest > config.max_len {
+                    bail!(
+                        "invalid value for `generate.tokens` / `generate.memory_lengths`: the prompt ({prompt}) and {longest} generated characters exceed the transformer's {} positions (`model.max_len`)",
+                        config.max_len
+                    );
+                }
+            }
+        }
         if self.data.valid_every < 2 {
             bail!("invalid value for `data.valid_every`: must be at least 2");
         }
@@ -153,6 +216,18 @@ impl LmExperiment {
             bail!("invalid value for `generate.temperature`: must be ≥ 0");
         }
         Ok(())
+    }
+
+    /// The transformer configuration for a vocabulary of `vocab_size` characters.
+    pub fn decoder_config(&self, vocab_size: usize) -> DecoderConfig {
+        let m = &self.model;
+        let d_ff = if m.d_ff == 0 { 4 * m.d_model } else { m.d_ff };
+        let max_len = if m.max_len == 0 {
+            self.train.seq_len
+        } else {
+            m.max_len
+        };
+        DecoderConfig::new(vocab_size, m.d_model, m.n_heads, m.n_layers, d_ff, max_len)
     }
 
     /// The model configuration for a vocabulary of `vocab_size` characters.
@@ -170,10 +245,10 @@ impl LmExperiment {
 pub struct MemoryPoint {
     /// Characters generated.
     pub generated: usize,
-    /// Bytes of the recurrent state (all layers).
+    /// Bytes of the recurrent state or KV cache (all layers).
     pub state_bytes: usize,
-    /// Shapes of layer 0's conv and SSM states.
-    pub layer0_shapes: [Vec<usize>; 2],
+    /// Shapes of layer 0's conv and SSM states (Mamba) or K and V (transformer).
+    pub layer0_shapes: Vec<Vec<usize>>,
     /// Resident memory of the process after generating, in MiB (Linux; `null` elsewhere).
     pub rss_mib: Option<f64>,
     /// Characters per second of the step mode.
@@ -185,6 +260,9 @@ pub struct MemoryPoint {
 pub struct LmResults {
     /// Experiment name.
     pub experiment: String,
+    /// The backbone.
+    #[serde(default)]
+    pub backbone: LmBackbone,
     /// Trainable parameters.
     pub n_params: usize,
     /// Characters in the vocabulary.
@@ -284,14 +362,93 @@ pub fn run(
         .vocab
         .encode(&experiment.generate.prompt)
         .context("invalid value for `generate.prompt`")?;
-    let config = experiment.mamba_config(corpus.vocab.len());
     let checkpoints = CheckpointFiles::new(run.root().join("checkpoints"));
     let ad = device.clone().autodiff();
     ad.seed(experiment.train.seed);
-    let model = config.init_lm(&ad);
+    let vocab_size = corpus.vocab.len();
+    let (measured, logs) = match experiment.model.backbone {
+        LmBackbone::Mamba => {
+            let model = experiment.mamba_config(vocab_size).init_lm(&ad);
+            train_and_measure(
+                model,
+                experiment,
+                &corpus,
+                &prompt,
+                run,
+                &checkpoints,
+                &ad,
+                device,
+                |lm: &MambaLm| Some(state_spaces_bytes(lm)),
+            )?
+        }
+        LmBackbone::Transformer => {
+            let model = experiment.decoder_config(vocab_size).init_lm(&ad);
+            train_and_measure(
+                model,
+                experiment,
+                &corpus,
+                &prompt,
+                run,
+                &checkpoints,
+                &ad,
+                device,
+                |_: &DecoderLm| None,
+            )?
+        }
+    };
+    let Measured {
+        n_params,
+        train_seconds,
+        valid_bpc,
+        memory,
+    } = measured;
+    let steps = experiment.train.steps;
+    let results = LmResults {
+        experiment: experiment.name.clone(),
+        backbone: experiment.model.backbone,
+        n_params,
+        vocab_size: corpus.vocab.len(),
+        train_chars: corpus.train.len(),
+        valid_chars: corpus.valid.len(),
+        valid_files: corpus.valid_files.clone(),
+        steps,
+        chars_seen: steps * experiment.train.batch_size * experiment.train.seq_len,
+        train_seconds,
+        valid_bpc,
+        valid_perplexity: valid_bpc.exp2(),
+        unigram_bpc: unigram_bpc(&corpus),
+        memory,
+    };
+    Ok((results, logs))
+}
+
+/// What [`train_and_measure`] returns besides the curve.
+struct Measured {
+    n_params: usize,
+    train_seconds: f64,
+    valid_bpc: f64,
+    memory: Vec<MemoryPoint>,
+}
+
+/// Trains (or resumes) `model`, saves it, evaluates the whole validation text, writes a
+/// sample and measures the generation state; `export` gives the extra
+/// `model.safetensors` a backbone has.
+#[allow(clippy::too_many_arguments)]
+fn train_and_measure<M: CharLm + TokenLm>(
+    model: M,
+    experiment: &LmExperiment,
+    corpus: &CharCorpus,
+    prompt: &[usize],
+    run: &RunFolder,
+    checkpoints: &CheckpointFiles,
+    ad: &Device,
+    device: &Device,
+    export: impl Fn(&M) -> Option<Vec<u8>>,
+) -> Result<(Measured, Vec<LmLog>)> {
     let n_params = model.num_params();
     eprintln!(
-        "Mamba LM: {n_params} parameters, {} characters; training on {} characters, validating on {} ({})",
+        "{} LM: {n_params} parameters, {} characters; training on {} characters, validating on {} ({})",
+        experiment.model.backbone.name(),
         corpus.vocab.len(),
         corpus.train.len(),
         corpus.valid.len(),
@@ -310,10 +467,10 @@ pub fn run(
     let mut progress = CurveProgress::new("lm", experiment.train.steps, run.clone(), previous);
     let outcome = fit_lm(
         model,
-        &corpus,
+        corpus,
         &experiment.train,
-        &ad,
-        Some(&checkpoints),
+        ad,
+        Some(checkpoints),
         &mut progress,
     );
     progress.bar.finish_and_clear();
@@ -323,19 +480,21 @@ pub fn run(
     }
     // The checkpoint's curve is the authority (it survives interruptions).
     run.write("metrics.json", &serde_json::to_vec_pretty(&outcome.logs)?)?;
-    let lm: MambaLm = outcome.model;
+    let lm: M = outcome.model;
     let tmp = run.root().join("model.tmp.bpk");
     lm.clone()
         .save_file(&tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, run.root().join("model.bpk")).context("renaming model.bpk")?;
-    run.write("model.safetensors", &state_spaces_bytes(&lm))?;
+    if let Some(bytes) = export(&lm) {
+        run.write("model.safetensors", &bytes)?;
+    }
 
     eprintln!("evaluating on the whole validation text ...");
     let eval_start = Instant::now();
     let valid_bpc = evaluate_bpc(
         &lm,
-        &corpus,
+        corpus,
         experiment.train.seq_len,
         0,
         experiment.train.batch_size * 4,
@@ -351,54 +510,43 @@ pub fn run(
         temperature: g.temperature,
         seed: g.seed,
     };
-    let sample = generate(&lm, &prompt, g.tokens, sampling)?;
-    let text = format!(
-        "{}{}",
-        experiment.generate.prompt,
-        corpus.vocab.decode(&sample.tokens)
-    );
+    let sample = sample_lm(&lm, prompt, g.tokens, sampling)?;
+    let text = format!("{}{}", g.prompt, corpus.vocab.decode(&sample.tokens));
     run.write("sample.txt", text.as_bytes())?;
 
     let mut memory = Vec::new();
     for &n in &g.memory_lengths {
         let start = Instant::now();
-        let out = generate(&lm, &prompt, n, sampling)?;
+        let out = sample_lm(&lm, prompt, n, sampling)?;
         let seconds = start.elapsed().as_secs_f64();
         memory.push(MemoryPoint {
             generated: n,
-            state_bytes: out.state.bytes(),
-            layer0_shapes: out.state.shapes()[0].clone(),
+            state_bytes: out.cache_bytes,
+            layer0_shapes: out.cache_shapes,
             rss_mib: rss_mib(),
             chars_per_second: n as f64 / seconds.max(1e-9),
         });
     }
-    let steps = experiment.train.steps;
-    let results = LmResults {
-        experiment: experiment.name.clone(),
-        n_params,
-        vocab_size: corpus.vocab.len(),
-        train_chars: corpus.train.len(),
-        valid_chars: corpus.valid.len(),
-        valid_files: corpus.valid_files.clone(),
-        steps,
-        chars_seen: steps * experiment.train.batch_size * experiment.train.seq_len,
-        train_seconds: outcome.seconds,
-        valid_bpc,
-        valid_perplexity: valid_bpc.exp2(),
-        unigram_bpc: unigram_bpc(&corpus),
-        memory,
-    };
-    Ok((results, outcome.logs))
+    Ok((
+        Measured {
+            n_params,
+            train_seconds: outcome.seconds,
+            valid_bpc,
+            memory,
+        },
+        outcome.logs,
+    ))
 }
 
 /// The results as Markdown.
 pub fn table(results: &LmResults, logs: &[LmLog]) -> String {
     let mut s = format!(
-        "## {}: character-level Mamba LM\n\n\
+        "## {}: character-level {} LM\n\n\
          | parameters | train chars | steps (chars seen) | train time | validation bits/char | perplexity/char | unigram bits/char |\n\
          |---:|---:|---:|---:|---:|---:|---:|\n\
          | {} | {} | {} ({}) | {:.1} min | **{:.3}** | {:.2} | {:.3} |\n\n",
         results.experiment,
+        results.backbone.name(),
         results.n_params,
         results.train_chars,
         results.steps,
@@ -425,14 +573,20 @@ pub fn table(results: &LmResults, logs: &[LmLog]) -> String {
             l.seconds / 60.0
         ));
     }
-    s.push_str("\nGeneration state (batch 1), recurrent step mode:\n\n| generated chars | state bytes | layer-0 conv / SSM state | process RSS (MiB) | chars/s |\n|---:|---:|---|---:|---:|\n");
+    s.push_str(&format!("\nGeneration state (batch 1), token by token:\n\n| generated chars | state bytes | layer-0 {} | process RSS (MiB) | chars/s |\n|---:|---:|---|---:|---:|\n", match results.backbone {
+        LmBackbone::Mamba => "conv / SSM state",
+        LmBackbone::Transformer => "K / V cache",
+    }));
     for m in &results.memory {
         s.push_str(&format!(
-            "| {} | {} | {:?} / {:?} | {} | {:.0} |\n",
+            "| {} | {} | {} | {} | {:.0} |\n",
             m.generated,
             m.state_bytes,
-            m.layer0_shapes[0],
-            m.layer0_shapes[1],
+            m.layer0_shapes
+                .iter()
+                .map(|s| format!("{s:?}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
             m.rss_mib.map_or("n/a".into(), |r| format!("{r:.1}")),
             m.chars_per_second
         ));
@@ -485,4 +639,97 @@ mod tests {
         let err = LmExperiment::load(&path, &["model.colour=1".into()]).unwrap_err();
         assert!(format!("{err:#}").contains("colour"), "{err:#}");
     }
+}
+
+/// A trained language model of either backbone.
+#[derive(Debug)]
+pub enum TrainedLm {
+    /// Mamba.
+    Mamba(MambaLm),
+    /// Transformer decoder.
+    Transformer(DecoderLm),
+}
+
+/// Makes sure `run_dir` holds a trained LM: trains it from `config_path` (or finishes
+/// an interrupted run there) when `model.bpk` is missing, writing the run as `ponder
+/// lm` does. Returns the run's experiment.
+pub fn ensure_trained(config_path: &Path, run_dir: &Path, device: &Device) -> Result<LmExperiment> {
+    let saved = run_dir.join("config.toml");
+    if run_dir.join("model.bpk").is_file() {
+        return LmExperiment::load(&saved, &[]);
+    }
+    let (folder, experiment) = if saved.is_file() {
+        eprintln!("finishing the language model in {}", run_dir.display());
+        (
+            RunFolder::existing(run_dir)?,
+            LmExperiment::load(&saved, &[])?,
+        )
+    } else {
+        eprintln!(
+            "{} holds no trained language model: training {} there first",
+            run_dir.display(),
+            config_path.display()
+        );
+        let experiment = LmExperiment::load(config_path, &[])?;
+        let text = toml::to_string_pretty(&experiment).context("serialising the experiment")?;
+        (
+            RunFolder::create_with_config(run_dir.to_path_buf(), &text)?,
+            experiment,
+        )
+    };
+    let (results, logs) = run(&experiment, &folder, device)?;
+    folder.write("results.json", &serde_json::to_vec_pretty(&results)?)?;
+    folder.write("results.md", table(&results, &logs).as_bytes())?;
+    folder.write(
+        "loss_curve.svg",
+        loss_plot(&experiment.name, &logs)?.as_bytes(),
+    )?;
+    Ok(experiment)
+}
+
+/// Loads the model `ponder lm` trained in `run_dir` and checks that its vocabulary is
+/// `vocab` (the characters in id order).
+pub fn load_trained(
+    run_dir: &Path,
+    vocab: &str,
+    device: &Device,
+) -> Result<(LmExperiment, TrainedLm)> {
+    let experiment = LmExperiment::load(&run_dir.join("config.toml"), &[])?;
+    let vocab_path = run_dir.join("vocab.json");
+    let saved: String = serde_json::from_slice(
+        &std::fs::read(&vocab_path).with_context(|| format!("reading {}", vocab_path.display()))?,
+    )
+    .with_context(|| format!("reading {}", vocab_path.display()))?;
+    if saved != vocab {
+        bail!(
+            "the language model in {} was trained on other characters than the corpus has: its ids would mean other characters",
+            run_dir.display()
+        );
+    }
+    let n = saved.chars().count();
+    let path = run_dir.join("model.bpk");
+    let load_err = |e: burn::store::RecordError| {
+        anyhow::anyhow!(
+            "loading {}: {e} (was it trained with this config?)",
+            path.display()
+        )
+    };
+    use burn::module::Module;
+    let lm = match experiment.model.backbone {
+        LmBackbone::Mamba => TrainedLm::Mamba(
+            experiment
+                .mamba_config(n)
+                .init_lm(device)
+                .try_load_file(&path)
+                .map_err(load_err)?,
+        ),
+        LmBackbone::Transformer => TrainedLm::Transformer(
+            experiment
+                .decoder_config(n)
+                .init_lm(device)
+                .try_load_file(&path)
+                .map_err(load_err)?,
+        ),
+    };
+    Ok((experiment, lm))
 }

@@ -14,6 +14,7 @@ use ponder_experiments::parity::{self, ParityExperiment};
 use ponder_experiments::pipeline::{self, CompareResults, ModelResult};
 use ponder_experiments::report;
 use ponder_experiments::run::RunFolder;
+use ponder_experiments::token_exit::{self, TokenExitExperiment};
 use ponder_experiments::{ALL_METHODS, DeviceChoice, parse_method, parse_policy};
 use ponder_models::{ClassificationSource, Method, layer_accuracies, make_batches};
 
@@ -169,6 +170,16 @@ fn write_results(run: &RunFolder, stem: &str, results: &CompareResults) -> Resul
 }
 
 fn compare_cmd(device: DeviceChoice, args: RunArgs, methods: Vec<String>) -> Result<()> {
+    let config_path = match &args.folder.resume {
+        Some(root) => root.join("config.toml"),
+        None => args.experiment.clone(),
+    };
+    if TokenExitExperiment::is_token_exit(&config_path) {
+        if !methods.is_empty() {
+            bail!("--methods does not apply to a token-exit experiment (it compares exit rules)");
+        }
+        return token_exit_cmd(device, args);
+    }
     let (dev, dev_name) = device.device()?;
     let (run, experiment) = open_run(&args)?;
     let methods = if methods.is_empty() {
@@ -432,6 +443,39 @@ fn parity_cmd(device: DeviceChoice, path: PathBuf, args: FolderArgs) -> Result<(
         ("steps_vs_difficulty.svg", parity::steps_plot(&results)?),
         "metrics.json, model.bpk",
     )
+}
+
+fn token_exit_cmd(device: DeviceChoice, args: RunArgs) -> Result<()> {
+    let (dev, _) = device.device()?;
+    let path = args.experiment.clone();
+    let overrides = args.folder.overrides.clone();
+    let (run, experiment) = open_or_create(
+        args.folder.resume,
+        args.folder.run_dir,
+        |root| TokenExitExperiment::load(root, &[]),
+        || {
+            let e = TokenExitExperiment::load(&path, &overrides)?;
+            Ok((e.name.clone(), e))
+        },
+    )?;
+    eprintln!("run folder: {}", run.root().display());
+    let results = token_exit::run(&experiment, &run, &dev)?;
+    let mut plots = Vec::new();
+    for b in &results.backbones {
+        let name = format!("compute_vs_consistency_{}.svg", b.name);
+        run.write(&name, token_exit::plot(b)?.as_bytes())?;
+        plots.push(name);
+    }
+    run.write("results.json", &serde_json::to_vec_pretty(&results)?)?;
+    let table = token_exit::table(&results);
+    run.write("results.md", table.as_bytes())?;
+    println!("{table}");
+    println!(
+        "wrote {}/results.json, results.md, {}, classifiers/ and curves/",
+        run.root().display(),
+        plots.join(", ")
+    );
+    Ok(())
 }
 
 fn lm_cmd(device: DeviceChoice, path: PathBuf, args: FolderArgs) -> Result<()> {

@@ -148,6 +148,8 @@ pub struct LayerStep {
 /// Every layer's outputs over whole sequences (to train exit classifiers).
 #[derive(Debug, Clone)]
 pub struct SequenceLayers {
+    /// The input of layer 0 (the embeddings) `[batch, seq_len, d_model]`.
+    pub input: Tensor<3>,
     /// The residual stream after each layer, `[batch, seq_len, d_model]` (not
     /// normalised).
     pub streams: Vec<Tensor<3>>,
@@ -186,6 +188,11 @@ pub trait TokenLm {
     fn prefill(&self, ids: Tensor<2, Int>) -> (Tensor<2>, Self::Cache);
     /// Positions the cache holds (the next token's position).
     fn cache_len(&self, cache: &Self::Cache) -> usize;
+    /// Bytes the cache holds (f32).
+    fn cache_bytes(&self, cache: &Self::Cache) -> usize;
+    /// Shapes of layer 0's cache tensors (Mamba: conv and SSM state; transformer: K
+    /// and V).
+    fn cache_shapes(&self, cache: &Self::Cache) -> Vec<Vec<usize>>;
     /// The input of layer 0 for tokens `ids` `[batch]` at `position`: `[batch, d]`.
     fn embed(&self, ids: Tensor<1, Int>, position: usize) -> Tensor<2>;
     /// Layer `layer` for the current token: runs it on `call.run`'s rows (their part of
@@ -216,6 +223,28 @@ pub trait TokenLm {
     fn skip_flops(&self, layer: usize, rule: SkipRule) -> u64;
     /// FLOPs of the final norm and head for one row.
     fn head_flops(&self) -> u64;
+
+    /// One token through every layer (full depth): next-token logits `[batch, vocab]`
+    /// after feeding `ids` `[batch]`.
+    fn step_full(&self, ids: Tensor<1, Int>, cache: &mut Self::Cache) -> Tensor<2> {
+        let [batch] = ids.dims();
+        let all = Rows::all(batch, &self.device());
+        let mut x = self.embed(ids, self.cache_len(cache));
+        for layer in 0..self.n_layers() {
+            x = self
+                .layer(
+                    layer,
+                    LayerCall {
+                        run: (&all, x),
+                        skip: None,
+                    },
+                    cache,
+                )
+                .expect("every row runs")
+                .stream;
+        }
+        self.head(self.final_norm(x))
+    }
 
     /// Checks that `rule` applies to this model.
     fn check_rule(&self, rule: SkipRule) -> Result<()> {

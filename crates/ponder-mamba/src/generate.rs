@@ -26,7 +26,8 @@ pub struct Generation {
     pub state_numel: Vec<usize>,
 }
 
-fn pick(logits: &[f32], sampling: Sampling, rng: &mut u64) -> usize {
+/// Picks the next token from `logits` (greedy at temperature 0), advancing `rng`.
+pub fn pick(logits: &[f32], sampling: Sampling, rng: &mut u64) -> usize {
     if sampling.temperature <= 0.0 {
         return ponder_core::argmax(logits);
     }

@@ -248,6 +248,62 @@ impl MambaMixer {
         self.out_proj.forward(y * silu(z))
     }
 
+    /// Advances `state` by one token without computing the output: only the x half of
+    /// in_proj, the convolution, Δ/B/C and the SSM update run (no C read-out, D skip,
+    /// gate or out_proj). The state ends exactly as after [`MambaMixer::step`]; this is
+    /// DYNAMAX's "update the conv/ssm states only" for layers a token skipped.
+    ///
+    /// # Shapes
+    /// - x: `[batch_size, d_model]`
+    pub fn advance(&self, x: Tensor<2>, state: &mut LayerState) {
+        let [batch, _] = x.dims();
+        let (di, k, n) = (self.d_inner, self.d_conv, self.d_state);
+        let weight = self.in_proj.weight.val().narrow(1, 0, di); // [d, di]
+        let mut xs = x.matmul(weight);
+        if let Some(bias) = &self.in_proj.bias {
+            xs = xs + bias.val().narrow(0, 0, di).unsqueeze_dim(0);
+        }
+        let conv_state = Tensor::cat(
+            vec![
+                state.conv.clone().narrow(2, 1, k - 1),
+                xs.reshape([batch, di, 1]),
+            ],
+            2,
+        );
+        let mut conv = (conv_state.clone() * self.conv_weight.val().unsqueeze_dim::<3>(0))
+            .sum_dim(2)
+            .reshape([batch, di]);
+        if let Some(bias) = &self.conv_bias {
+            conv = conv + bias.val().unsqueeze_dim(0);
+        }
+        state.conv = conv_state;
+        let u = silu(conv);
+        let (delta, b, _) = self.delta_b_c(u.clone());
+        let decay = (delta.clone().reshape([batch, di, 1]) * self.a().unsqueeze_dim::<3>(0)).exp();
+        let input = (delta * u).reshape([batch, di, 1]) * b.reshape([batch, 1, n]);
+        state.ssm = decay * state.ssm.clone() + input;
+    }
+
+    /// FLOPs of [`MambaMixer::advance`] for one row (conventions of
+    /// [`MambaMixer::flops`]: the x half of in_proj, x_proj, dt_proj, ≈ 5 FLOPs per
+    /// state element for the discretisation and update, ≈ 2·d_conv + 6 per channel for
+    /// the convolution, its SiLU and Δ's softplus).
+    pub fn advance_flops(&self, d_model: u64) -> u64 {
+        let (di, n, r, k) = (
+            self.d_inner as u64,
+            self.d_state as u64,
+            self.dt_rank as u64,
+            self.d_conv as u64,
+        );
+        let matmul = |d_in: u64, d_out: u64| 2 * d_in * d_out;
+        matmul(d_model, di)
+            + matmul(di, r + 2 * n)
+            + matmul(r, di)
+            + di
+            + 5 * di * n
+            + di * (2 * k + 6)
+    }
+
     /// FLOPs of the mixer for one row of `seq_len` tokens (one multiply-add = 2 FLOPs;
     /// in_proj, x_proj and out_proj have no bias, dt_proj has one; Δ's softplus, the
     /// scan's discretisation, update and read-out ≈ 7 FLOPs per state element; the
@@ -363,6 +419,12 @@ impl MambaBlock {
     /// it): mamba_ssm's `Block` emits this pair, `(hidden_states, residual)`.
     pub fn step_mixed(&self, x: Tensor<2>, state: &mut LayerState) -> Tensor<2> {
         self.mixer.step(self.norm.forward(x), state)
+    }
+
+    /// Advances the layer's state by one token without computing its output (see
+    /// [`MambaMixer::advance`]).
+    pub fn advance(&self, x: Tensor<2>, state: &mut LayerState) {
+        self.mixer.advance(self.norm.forward(x), state);
     }
 
     /// A chunk from a zero state, returning the mixer's output alone.

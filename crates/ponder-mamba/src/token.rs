@@ -2,9 +2,9 @@
 //!
 //! The cache is the stack's [`MambaState`] and the number of positions consumed. A row
 //! that skips layer `l` leaves that layer's conv and SSM states as they were
-//! ([`SkipRule::Unadvanced`]) or advances them by running the layer on the exited
-//! residual stream and discarding its output ([`SkipRule::Recompute`], DYNAMAX's
-//! recompute flag). [`SkipRule::Copy`] has no meaning here (a recurrent state has no
+//! ([`SkipRule::Unadvanced`]) or advances them from the exited residual stream without
+//! computing the layer's output ([`SkipRule::Recompute`], DYNAMAX's recompute flag:
+//! [`crate::MambaMixer::advance`]). [`SkipRule::Copy`] has no meaning here (a recurrent state has no
 //! per-position entries to copy) and is refused.
 //!
 //! DYNAMAX's exit-classifier input is mamba_ssm's block pair `[hidden_states;
@@ -85,6 +85,14 @@ impl TokenLm for MambaLm {
         cache.len
     }
 
+    fn cache_bytes(&self, cache: &MambaCache) -> usize {
+        cache.state.bytes()
+    }
+
+    fn cache_shapes(&self, cache: &MambaCache) -> Vec<Vec<usize>> {
+        cache.state.shapes()[0].to_vec()
+    }
+
     fn embed(&self, ids: Tensor<1, Int>, _position: usize) -> Tensor<2> {
         let [batch] = ids.dims();
         self.mamba
@@ -119,9 +127,7 @@ impl TokenLm for MambaLm {
         let skip_state = call.skip.map(|(rows, exited, rule)| {
             let mut state = old.select_rows(rows.tensor.clone());
             match rule {
-                SkipRule::Recompute => {
-                    block.step_mixed(exited, &mut state);
-                }
+                SkipRule::Recompute => block.advance(exited, &mut state),
                 SkipRule::Unadvanced => {}
                 SkipRule::Copy => {
                     panic!("SkipRule::Copy has no meaning for Mamba (check_rule refuses it)")
@@ -155,6 +161,7 @@ impl TokenLm for MambaLm {
 
     fn sequence_layers(&self, ids: Tensor<2, Int>) -> SequenceLayers {
         let mut x = self.mamba.embed(ids);
+        let input = x.clone();
         let mut streams = Vec::with_capacity(self.n_layers());
         let mut features = Vec::with_capacity(self.n_layers());
         for block in &self.mamba.layers {
@@ -163,7 +170,11 @@ impl TokenLm for MambaLm {
             x = x + mixed;
             streams.push(x.clone());
         }
-        SequenceLayers { streams, features }
+        SequenceLayers {
+            input,
+            streams,
+            features,
+        }
     }
 
     fn sequence_logits(&self, stream: Tensor<3>) -> Tensor<3> {

@@ -21,6 +21,7 @@ mod eval;
 mod lm;
 mod parity;
 mod source;
+mod token_exit;
 mod train;
 
 pub use backbone::{Backbone, BackboneConfig, BackboneHidden};
@@ -30,13 +31,21 @@ pub use eval::{
     EvalOutput, LayerAccuracy, LayerOutputs, evaluate, layer_accuracies, layer_outputs,
     make_batches,
 };
-pub use lm::{LmLog, LmObserver, LmOutcome, LmTrainConfig, LmTrainState, evaluate_bpc, fit_lm};
+pub use lm::{
+    CharLm, LmLog, LmObserver, LmOutcome, LmTrainConfig, LmTrainState, Sampled, evaluate_bpc,
+    fit_lm, sample_lm,
+};
 pub use parity::{
     DifficultyRow, ParityEval, ParityLog, ParityModel, ParityModelConfig, ParityObserver,
     ParityState, ParityTrainConfig, distribution_accuracy, evaluate_parity, fit_parity,
     parity_tensors,
 };
 pub use source::{Batch, ClassificationSource, ImageSource, TextSource};
+pub use token_exit::{
+    ClassifierReport, ClassifierTrainConfig, ExitDecisionMetrics, TokenExitMetrics,
+    dynamax_speedup, fit_exit_classifier, load_exit_classifier, save_exit_classifier,
+    spread_windows, token_exit_metrics,
+};
 pub use train::{
     EpochLog, JEI_ALTERNATION_STAGE, JeiConfig, Method, PonderConfig, TrainConfig, TrainObserver,
     TrainOutcome, TrainState, fit,

@@ -1,4 +1,4 @@
-//! Training a Mamba language model on a character corpus, with validation bits per
+//! Training a character language model (Mamba or transformer decoder) on a character corpus, with validation bits per
 //! character, a loss curve and resumable checkpoints.
 
 use std::time::Instant;
@@ -8,12 +8,39 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use ponder_core::{PonderError, Result};
+use ponder_core::{PonderError, Result, TokenLm};
 use ponder_data::CharCorpus;
-use ponder_mamba::MambaLm;
+use ponder_mamba::{MambaLm, Sampling, pick};
+use ponder_transformer::DecoderLm;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointFiles;
+
+/// A language model [`fit_lm`] trains: logits of every position of a window.
+pub trait CharLm: Module + Clone {
+    /// Logits `[batch, seq_len, vocab]` of ids `[batch, seq_len]`.
+    fn window_logits(&self, ids: Tensor<2, Int>) -> Tensor<3>;
+    /// Vocabulary size.
+    fn vocabulary(&self) -> usize;
+}
+
+impl CharLm for MambaLm {
+    fn window_logits(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.forward(ids)
+    }
+    fn vocabulary(&self) -> usize {
+        self.mamba.embedding.weight.dims()[0]
+    }
+}
+
+impl CharLm for DecoderLm {
+    fn window_logits(&self, ids: Tensor<2, Int>) -> Tensor<3> {
+        self.forward(ids)
+    }
+    fn vocabulary(&self) -> usize {
+        self.vocab_size()
+    }
+}
 
 /// Hyper-parameters of [`fit_lm`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,9 +202,9 @@ impl LmObserver for () {}
 
 /// The result of [`fit_lm`].
 #[derive(Debug)]
-pub struct LmOutcome {
+pub struct LmOutcome<M> {
     /// The trained model, without autodiff.
-    pub model: MambaLm,
+    pub model: M,
     /// The loss curve.
     pub logs: Vec<LmLog>,
     /// Seconds of training (across resumptions).
@@ -202,12 +229,12 @@ fn ids_tensor(ids: &[usize], shape: [usize; 2], device: &Device) -> Tensor<2, In
 }
 
 /// Mean cross-entropy (nats per predicted character) of windows `[batch, len + 1]`.
-fn window_loss(model: &MambaLm, ids: Tensor<2, Int>) -> Tensor<1> {
+fn window_loss<M: CharLm>(model: &M, ids: Tensor<2, Int>) -> Tensor<1> {
     let [batch, width] = ids.dims();
     let len = width - 1;
     let inputs = ids.clone().narrow(1, 0, len);
     let targets = ids.narrow(1, 1, len).reshape([batch * len]);
-    let logits = model.forward(inputs);
+    let logits = model.window_logits(inputs);
     let vocab = logits.dims()[2];
     CrossEntropyLossConfig::new()
         .init(&logits.device())
@@ -218,8 +245,8 @@ fn window_loss(model: &MambaLm, ids: Tensor<2, Int>) -> Tensor<1> {
 /// `max_windows` windows of `seq_len` characters (0: the whole validation text); NaN
 /// when the validation text is too short for one window ([`fit_lm`] refuses such a
 /// corpus).
-pub fn evaluate_bpc(
-    model: &MambaLm,
+pub fn evaluate_bpc<M: CharLm>(
+    model: &M,
     corpus: &CharCorpus,
     seq_len: usize,
     max_windows: usize,
@@ -247,16 +274,16 @@ pub fn evaluate_bpc(
 /// `eval_every` steps. With `checkpoints`, resumes from the latest one and writes one
 /// every `checkpoint_every` steps and at the end; the resumed run sees the same batches
 /// and learning rates as an uninterrupted one.
-pub fn fit_lm(
-    mut model: MambaLm,
+pub fn fit_lm<M: CharLm>(
+    mut model: M,
     corpus: &CharCorpus,
     config: &LmTrainConfig,
     device: &Device,
     checkpoints: Option<&CheckpointFiles>,
     observer: &mut dyn LmObserver,
-) -> Result<LmOutcome> {
+) -> Result<LmOutcome<M>> {
     config.validate()?;
-    let vocab = model.mamba.embedding.weight.dims()[0];
+    let vocab = model.vocabulary();
     if vocab < corpus.vocab.len() {
         return Err(PonderError::config(
             "model.vocab_size",
@@ -286,7 +313,7 @@ pub fn fit_lm(
         pending_steps: 0,
     };
     if let Some(files) = checkpoints.filter(|f| f.has_last()) {
-        let (m, o, s) = files.load_last::<MambaLm, LmTrainState>(model, optim)?;
+        let (m, o, s) = files.load_last::<M, LmTrainState>(model, optim)?;
         (model, optim, state) = (m, o, s);
     }
     let eval_device = device.clone().inner();
@@ -367,5 +394,67 @@ pub fn fit_lm(
         seconds: base_seconds + start.elapsed().as_secs_f64(),
         steps_run: config.steps.saturating_sub(first_step),
         interrupted: false,
+    })
+}
+
+/// What [`sample_lm`] generated.
+#[derive(Debug, Clone)]
+pub struct Sampled {
+    /// The generated tokens (the prompt not included).
+    pub tokens: Vec<usize>,
+    /// Bytes of the cache (recurrent state or KV cache) after the last token was fed.
+    pub cache_bytes: usize,
+    /// Shapes of layer 0's cache tensors then.
+    pub cache_shapes: Vec<Vec<usize>>,
+}
+
+/// Prefills `prompt`, then generates `n_tokens` one at a time at full depth with any
+/// [`TokenLm`] (greedy at temperature 0), for one sequence.
+pub fn sample_lm<L: TokenLm>(
+    lm: &L,
+    prompt: &[usize],
+    n_tokens: usize,
+    sampling: Sampling,
+) -> Result<Sampled> {
+    let vocab = lm.vocab_size();
+    if prompt.is_empty() {
+        return Err(PonderError::config(
+            "prompt",
+            "must have at least one token",
+        ));
+    }
+    if let Some(&bad) = prompt.iter().find(|&&t| t >= vocab) {
+        return Err(PonderError::config(
+            "prompt",
+            format!("token {bad} is outside the vocabulary of {vocab}"),
+        ));
+    }
+    if let Some(max) = lm.max_len()
+        && prompt.len() + n_tokens > max
+    {
+        return Err(PonderError::config(
+            "generate",
+            format!(
+                "a prompt of {} and {n_tokens} generated tokens exceed the model's {max} positions",
+                prompt.len()
+            ),
+        ));
+    }
+    let device = lm.device();
+    let ids = ids_tensor(prompt, [1, prompt.len()], &device);
+    let (logits, mut cache) = lm.prefill(ids);
+    let mut next = ponder_core::to_host(logits);
+    let mut rng = sampling.seed;
+    let mut tokens = Vec::with_capacity(n_tokens);
+    for _ in 0..n_tokens {
+        let token = pick(&next, sampling, &mut rng);
+        tokens.push(token);
+        let input = Tensor::<1, Int>::from_data(TensorData::new(vec![token as i64], [1]), &device);
+        next = ponder_core::to_host(lm.step_full(input, &mut cache));
+    }
+    Ok(Sampled {
+        tokens,
+        cache_bytes: lm.cache_bytes(&cache),
+        cache_shapes: lm.cache_shapes(&cache),
     })
 }

@@ -61,6 +61,18 @@ impl TokenLm for DecoderLm {
         cache.len()
     }
 
+    fn cache_bytes(&self, cache: &KvCache) -> usize {
+        cache.bytes()
+    }
+
+    fn cache_shapes(&self, cache: &KvCache) -> Vec<Vec<usize>> {
+        let layer = &cache.layers[0];
+        [&layer.k, &layer.v]
+            .into_iter()
+            .map(|t| t.as_ref().map(|t| t.dims().to_vec()).unwrap_or_default())
+            .collect()
+    }
+
     fn embed(&self, ids: Tensor<1, Int>, position: usize) -> Tensor<2> {
         self.embed_step(ids, position)
     }
@@ -130,8 +142,10 @@ impl TokenLm for DecoderLm {
     }
 
     fn sequence_layers(&self, ids: Tensor<2, Int>) -> SequenceLayers {
+        let input = self.embed(ids.clone(), 0);
         let streams = self.hidden_states(ids);
         SequenceLayers {
+            input,
             features: streams.clone(),
             streams,
         }

@@ -1,0 +1,939 @@
+//! `ponder compare` on a token-exit experiment (DYNAMAX, CALM; methods.md §6–7): for
+//! each language model (Mamba, transformer), train DYNAMAX's exit classifiers on the
+//! frozen model, sweep the threshold of every exit rule (classifiers, softmax max, top-2
+//! margin, hidden-state saturation), measure compute saved against consistency with
+//! full-depth greedy decoding on held-out text, and calibrate each rule's threshold with
+//! Learn-then-Test for a target consistency. Run folder:
+//!
+//! ```text
+//! runs/NAME-TIMESTAMP/
+//!   config.toml                          the resolved experiment
+//!   classifiers/BACKBONE/NAME/           classifier.bpk, report.json (reused on --resume)
+//!   curves/BACKBONE.json                 every swept point as it finishes
+//!   results.json, results.md             everything below
+//!   compute_vs_consistency_BACKBONE.svg  layers saved against consistency, one line per rule
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::SeriesLabelPosition;
+use ponder_calibration::{LttCandidate, LttOutcome, PValue, learn_then_test};
+use ponder_core::{SkipRule, TokenLm};
+use ponder_data::{CharCorpus, load_shakespeare};
+use ponder_exits::token::{
+    ClassifierKind, Decoded, ExitClassifier, ExitClassifierSpec, SummaryInput, TokenExitConfig,
+    TokenRule, decode,
+};
+use ponder_models::{
+    ClassifierReport, ClassifierTrainConfig, TokenExitMetrics, fit_exit_classifier,
+    load_exit_classifier, save_exit_classifier, spread_windows, token_exit_metrics,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::lm::{self, TrainedLm};
+use crate::report::{ChartSpec, line_chart};
+use crate::run::RunFolder;
+
+/// A token-exit experiment file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExitExperiment {
+    /// Name (used for the run folder).
+    pub name: String,
+    /// The corpus (must be the one the language models were trained on).
+    pub data: lm::LmData,
+    /// The language models.
+    pub backbones: Vec<BackboneEntry>,
+    /// How the exit classifiers train.
+    #[serde(default)]
+    pub classifier_train: ClassifierTrainConfig,
+    /// What is swept and measured.
+    pub token_exit: TokenExitSweep,
+}
+
+/// One language model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackboneEntry {
+    /// Name in tables (`mamba`, `transformer`).
+    pub name: String,
+    /// The `ponder lm` experiment that trains it when `run` holds no model.
+    pub lm: PathBuf,
+    /// The `ponder lm` run folder of the trained model.
+    pub run: PathBuf,
+    /// What skipped layers' caches get (transformer: copy or recompute; Mamba:
+    /// unadvanced or recompute).
+    pub skip_rule: SkipRule,
+}
+
+/// A classifier to train (its exits are `token_exit.exits`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierEntry {
+    /// `linear` or `mamba`.
+    pub kind: ClassifierKind,
+    /// Labels: the final token in the top-k of the exit's prediction.
+    pub top_k: usize,
+    /// Mamba classifier input: `hidden` or `confidence`.
+    #[serde(default = "default_summary")]
+    pub summary: SummaryInput,
+}
+
+fn default_summary() -> SummaryInput {
+    SummaryInput::Hidden
+}
+
+/// The sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenExitSweep {
+    /// Exit positions (1-based layers).
+    pub exits: Vec<usize>,
+    /// DYNAMAX's "always run the last layer" settings to measure (`[false]`: exited
+    /// tokens emit their exit layer's prediction; `[true]`: DYNAMAX's rule).
+    pub always_run_last: Vec<bool>,
+    /// Classifiers to train and sweep.
+    pub classifiers: Vec<ClassifierEntry>,
+    /// Thresholds of P(exit).
+    pub classifier_thresholds: Vec<f64>,
+    /// Thresholds of the softmax maximum.
+    pub softmax_thresholds: Vec<f64>,
+    /// Thresholds of the top-2 margin.
+    pub margin_thresholds: Vec<f64>,
+    /// Thresholds of the hidden-state saturation (cosine).
+    pub saturation_thresholds: Vec<f64>,
+    /// Characters of each prompt.
+    pub prompt_len: usize,
+    /// Characters generated after each prompt (the first from the prompt's full-depth
+    /// pass, the rest through the exiting decoder).
+    pub gen_len: usize,
+    /// Held-out sequences used to calibrate thresholds (Learn-then-Test).
+    pub calibration_sequences: usize,
+    /// Held-out sequences the results are measured on.
+    pub test_sequences: usize,
+    /// Rows decoded together.
+    pub batch_size: usize,
+    /// Target token consistency (Learn-then-Test's δ = 1 − target).
+    pub target_consistency: f64,
+    /// Learn-then-Test's error level ε.
+    pub ltt_epsilon: f64,
+    /// The softmax threshold at which every skip rule is compared.
+    pub ablation_threshold: f64,
+}
+
+impl TokenExitExperiment {
+    /// Whether a TOML file is a token-exit experiment (it has a `[token_exit]` table).
+    pub fn is_token_exit(path: &Path) -> bool {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+            .is_some_and(|t| t.contains_key("token_exit"))
+    }
+
+    /// Reads and checks an experiment file, then applies `key=value` overrides.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading token-exit experiment {}", path.display()))?;
+        let experiment: Self = toml::from_str(&text)
+            .with_context(|| format!("in token-exit experiment {}", path.display()))?;
+        let experiment = if overrides.is_empty() {
+            experiment
+        } else {
+            let mut value = toml::Value::try_from(&experiment)?;
+            crate::config::apply_overrides(&mut value, overrides)?;
+            value
+                .try_into()
+                .context("after applying the --set overrides")?
+        };
+        experiment
+            .validate()
+            .with_context(|| format!("in token-exit experiment {}", path.display()))?;
+        Ok(experiment)
+    }
+
+    /// Checks what can be checked without the models.
+    pub fn validate(&self) -> Result<()> {
+        self.classifier_train.validate()?;
+        let s = &self.token_exit;
+        if self.backbones.is_empty() {
+            bail!("invalid value for `backbones`: name at least one language model");
+        }
+        for (key, value) in [
+            ("prompt_len", s.prompt_len),
+            ("calibration_sequences", s.calibration_sequences),
+            ("test_sequences", s.test_sequences),
+            ("batch_size", s.batch_size),
+        ] {
+            if value == 0 {
+                bail!("invalid value for `token_exit.{key}`: must be at least 1");
+            }
+        }
+        if s.gen_len < 2 {
+            bail!("invalid value for `token_exit.gen_len`: must be at least 2");
+        }
+        if s.always_run_last.is_empty() {
+            bail!("invalid value for `token_exit.always_run_last`: give [false], [true] or both");
+        }
+        if !(s.target_consistency > 0.0 && s.target_consistency < 1.0) {
+            bail!("invalid value for `token_exit.target_consistency`: must be in (0, 1)");
+        }
+        if !(s.ltt_epsilon > 0.0 && s.ltt_epsilon < 1.0) {
+            bail!("invalid value for `token_exit.ltt_epsilon`: must be in (0, 1)");
+        }
+        for (key, values) in [
+            ("classifier_thresholds", &s.classifier_thresholds),
+            ("softmax_thresholds", &s.softmax_thresholds),
+            ("margin_thresholds", &s.margin_thresholds),
+            ("saturation_thresholds", &s.saturation_thresholds),
+        ] {
+            if let Some(bad) = values.iter().find(|t| !t.is_finite()) {
+                bail!("invalid value for `token_exit.{key}`: {bad} is not a finite number");
+            }
+        }
+        Ok(())
+    }
+
+    /// The specs of the classifiers.
+    pub fn specs(&self) -> Vec<ExitClassifierSpec> {
+        self.token_exit
+            .classifiers
+            .iter()
+            .map(|c| match c.kind {
+                ClassifierKind::Linear => {
+                    ExitClassifierSpec::linear(self.token_exit.exits.clone(), c.top_k)
+                }
+                ClassifierKind::Mamba => {
+                    ExitClassifierSpec::mamba(self.token_exit.exits.clone(), c.top_k, c.summary)
+                }
+            })
+            .collect()
+    }
+}
+
+/// One swept point.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    /// The rule and threshold.
+    pub rule: TokenRule,
+    /// Measured on the test sequences.
+    pub test: TokenExitMetrics,
+    /// Mean teacher-forced consistency on the calibration sequences.
+    pub calibration_consistency: f64,
+    /// Per-sequence inconsistency on the calibration sequences (Learn-then-Test's
+    /// losses).
+    pub calibration_losses: Vec<f64>,
+}
+
+/// A threshold sweep of one exit rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Curve {
+    /// `linear[k=15]`, `softmax`, ...
+    pub family: String,
+    /// DYNAMAX's always-run-last setting.
+    pub always_run_last: bool,
+    /// Points, from the most conservative threshold to the least.
+    pub points: Vec<SweepPoint>,
+    /// Learn-then-Test on the calibration sequences.
+    pub ltt: LttOutcome,
+    /// The chosen threshold's test metrics (None when nothing could be certified).
+    pub ltt_test: Option<TokenExitMetrics>,
+    /// The largest share of layers saved among points whose test consistency reaches
+    /// the target (None if none does).
+    pub layers_saved_at_target: Option<f64>,
+}
+
+/// A skip rule compared at one threshold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AblationRow {
+    /// The rule.
+    pub skip_rule: SkipRule,
+    /// DYNAMAX's always-run-last setting.
+    pub always_run_last: bool,
+    /// Test metrics.
+    pub test: TokenExitMetrics,
+}
+
+/// Everything measured on one language model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackboneResult {
+    /// Name.
+    pub name: String,
+    /// Layers.
+    pub n_layers: usize,
+    /// Parameters of the language model.
+    pub n_params: usize,
+    /// The skip rule of the sweeps.
+    pub skip_rule: SkipRule,
+    /// Bits per character of the test continuations at full depth (teacher forcing).
+    pub full_bpc: f64,
+    /// Wall-clock seconds of full-depth free decoding of the test sequences (the fastest
+    /// of three runs).
+    pub full_seconds: f64,
+    /// The trained classifiers.
+    pub classifiers: Vec<ClassifierReport>,
+    /// One sweep per rule and always-run-last setting.
+    pub curves: Vec<Curve>,
+    /// Skip rules compared.
+    pub ablation: Vec<AblationRow>,
+}
+
+/// The results of a token-exit comparison.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenExitResults {
+    /// Experiment name.
+    pub experiment: String,
+    /// Target consistency and ε.
+    pub target_consistency: f64,
+    /// ε.
+    pub ltt_epsilon: f64,
+    /// Per backbone.
+    pub backbones: Vec<BackboneResult>,
+}
+
+/// Prompts, their full-depth continuations and the true text of a set of held-out
+/// sequences.
+struct Sequences {
+    prompts: Vec<Vec<usize>>,
+    truth: Vec<Vec<usize>>,
+}
+
+fn sequences(corpus: &CharCorpus, sweep: &TokenExitSweep) -> Result<(Sequences, Sequences)> {
+    let len = sweep.prompt_len + sweep.gen_len;
+    let total = sweep.calibration_sequences + sweep.test_sequences;
+    let windows = spread_windows(&corpus.valid, len, total)?;
+    // Interleave so both sets cover every held-out work.
+    let (mut calibration, mut test) = (
+        Sequences {
+            prompts: vec![],
+            truth: vec![],
+        },
+        Sequences {
+            prompts: vec![],
+            truth: vec![],
+        },
+    );
+    for (i, w) in windows.iter().enumerate() {
+        let into_test = if test.prompts.len() >= sweep.test_sequences {
+            false
+        } else if calibration.prompts.len() >= sweep.calibration_sequences {
+            true
+        } else {
+            i % 2 == 1
+        };
+        let target = if into_test {
+            &mut test
+        } else {
+            &mut calibration
+        };
+        target.prompts.push(w[..sweep.prompt_len].to_vec());
+        target.truth.push(w[sweep.prompt_len..].to_vec());
+    }
+    Ok((calibration, test))
+}
+
+/// Decodes `prompts` in batches and joins the rows.
+#[allow(clippy::too_many_arguments)]
+fn decode_all<L: TokenLm>(
+    lm: &L,
+    config: &TokenExitConfig,
+    classifier: Option<(&ExitClassifier, &ExitClassifierSpec)>,
+    prompts: &[Vec<usize>],
+    n_tokens: usize,
+    forced: Option<&[Vec<usize>]>,
+    targets: Option<&[Vec<usize>]>,
+    batch_size: usize,
+) -> Result<Decoded> {
+    let mut out: Option<Decoded> = None;
+    for start in (0..prompts.len()).step_by(batch_size) {
+        let end = (start + batch_size).min(prompts.len());
+        let d = decode(
+            lm,
+            config,
+            classifier,
+            &prompts[start..end],
+            n_tokens,
+            forced.map(|f| &f[start..end]),
+            targets.map(|t| &t[start..end]),
+        )?;
+        out = Some(match out {
+            None => d,
+            Some(mut acc) => {
+                acc.tokens.extend(d.tokens);
+                acc.exit_layers.extend(d.exit_layers);
+                acc.layers_run.extend(d.layers_run);
+                acc.flops.extend(d.flops);
+                acc.full_flops.extend(d.full_flops);
+                if let (Some(a), Some(b)) = (acc.target_log_probs.as_mut(), d.target_log_probs) {
+                    a.extend(b);
+                }
+                acc.seconds += d.seconds;
+                acc
+            }
+        });
+    }
+    Ok(out.expect("at least one prompt"))
+}
+
+/// The exit rules swept, each with its family name and thresholds (most conservative
+/// first).
+fn families(experiment: &TokenExitExperiment) -> Vec<(String, Option<usize>, Vec<TokenRule>)> {
+    let s = &experiment.token_exit;
+    let sorted = |values: &[f64], make: fn(f64) -> TokenRule| {
+        let mut v = values.to_vec();
+        v.sort_by(|a, b| b.total_cmp(a));
+        v.dedup();
+        v.into_iter().map(make).collect::<Vec<_>>()
+    };
+    let mut out: Vec<(String, Option<usize>, Vec<TokenRule>)> = experiment
+        .specs()
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            (
+                spec.name(),
+                Some(i),
+                sorted(&s.classifier_thresholds, TokenRule::Classifier),
+            )
+        })
+        .collect();
+    out.push((
+        "softmax".into(),
+        None,
+        sorted(&s.softmax_thresholds, TokenRule::Softmax),
+    ));
+    out.push((
+        "margin".into(),
+        None,
+        sorted(&s.margin_thresholds, TokenRule::Margin),
+    ));
+    out.push((
+        "saturation".into(),
+        None,
+        sorted(&s.saturation_thresholds, TokenRule::Saturation),
+    ));
+    out.retain(|(_, _, rules)| !rules.is_empty());
+    out
+}
+
+fn bar(total: usize, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(label.to_string());
+    bar
+}
+
+/// Runs the whole comparison.
+pub fn run(
+    experiment: &TokenExitExperiment,
+    run: &RunFolder,
+    device: &Device,
+) -> Result<TokenExitResults> {
+    let load = || load_shakespeare(&experiment.data.path, experiment.data.valid_every);
+    let corpus = match load() {
+        Err(e @ ponder_data::DataError::MissingDataset { .. }) => {
+            crate::data::fetch("shakespeare", e)?;
+            load()
+        }
+        other => other,
+    }
+    .with_context(|| format!("reading the corpus in {}", experiment.data.path.display()))?;
+    let vocab: String = corpus.vocab.chars().iter().collect();
+    let (calibration, test) = sequences(&corpus, &experiment.token_exit)?;
+    let mut backbones = Vec::new();
+    for entry in &experiment.backbones {
+        lm::ensure_trained(&entry.lm, &entry.run, device)
+            .with_context(|| format!("the language model of backbone `{}`", entry.name))?;
+        let (_, trained) = lm::load_trained(&entry.run, &vocab, device)?;
+        let result = match &trained {
+            TrainedLm::Mamba(m) => evaluate(
+                m,
+                entry,
+                experiment,
+                &corpus,
+                &calibration,
+                &test,
+                run,
+                device,
+            )?,
+            TrainedLm::Transformer(t) => evaluate(
+                t,
+                entry,
+                experiment,
+                &corpus,
+                &calibration,
+                &test,
+                run,
+                device,
+            )?,
+        };
+        backbones.push(result);
+    }
+    Ok(TokenExitResults {
+        experiment: experiment.name.clone(),
+        target_consistency: experiment.token_exit.target_consistency,
+        ltt_epsilon: experiment.token_exit.ltt_epsilon,
+        backbones,
+    })
+}
+
+/// The sweep on one language model.
+#[allow(clippy::too_many_arguments)]
+fn evaluate<L: TokenLm + burn::module::Module>(
+    lm: &L,
+    entry: &BackboneEntry,
+    experiment: &TokenExitExperiment,
+    corpus: &CharCorpus,
+    calibration: &Sequences,
+    test: &Sequences,
+    run: &RunFolder,
+    device: &Device,
+) -> Result<BackboneResult> {
+    let s = &experiment.token_exit;
+    let n_layers = lm.n_layers();
+    lm.check_rule(entry.skip_rule)
+        .with_context(|| format!("backbone `{}`", entry.name))?;
+    ponder_exits::token::validate_exits(&s.exits, n_layers, "token_exit.exits")?;
+    let n = s.gen_len;
+    let never = TokenExitConfig {
+        rule: TokenRule::Never,
+        exits: s.exits.clone(),
+        skip_rule: entry.skip_rule,
+        always_run_last: false,
+    };
+    let batch = s.batch_size;
+    eprintln!(
+        "{}: full-depth greedy decoding of the held-out prompts ...",
+        entry.name
+    );
+    let mut full_test = decode_all(lm, &never, None, &test.prompts, n, None, None, batch)?;
+    // The wall-clock reference: the fastest of three full-depth runs.
+    for _ in 0..2 {
+        let again = decode_all(lm, &never, None, &test.prompts, n, None, None, batch)?;
+        full_test.seconds = full_test.seconds.min(again.seconds);
+    }
+    let full_calibration =
+        decode_all(lm, &never, None, &calibration.prompts, n, None, None, batch)?;
+    let targets: Vec<Vec<usize>> = test.truth.iter().map(|t| t[1..].to_vec()).collect();
+    let full_text = decode_all(
+        lm,
+        &never,
+        None,
+        &test.prompts,
+        n,
+        Some(&test.truth),
+        Some(&targets),
+        batch,
+    )?;
+    let full_bpc = token_exit_metrics(
+        n_layers,
+        None,
+        &full_test,
+        &full_test,
+        &full_test,
+        Some(&full_text),
+    )
+    .bpc;
+
+    // Classifiers.
+    let mut classifiers = Vec::new();
+    let mut reports = Vec::new();
+    for spec in experiment.specs() {
+        let dir = run
+            .root()
+            .join("classifiers")
+            .join(&entry.name)
+            .join(spec.name());
+        let (c, report) = match load_exit_classifier(&dir, &spec, lm.feature_size(), device)? {
+            Some(found) => found,
+            None => {
+                eprintln!(
+                    "{}: training the exit classifier {} ...",
+                    entry.name,
+                    spec.name()
+                );
+                let ad = device.clone().autodiff();
+                let (c, report) =
+                    fit_exit_classifier(lm, &spec, corpus, &experiment.classifier_train, &ad)
+                        .with_context(|| format!("training {} on {}", spec.name(), entry.name))?;
+                save_exit_classifier(&dir, &c, &report)?;
+                (c, report)
+            }
+        };
+        eprintln!(
+            "  {}: {} parameters, held-out exit decisions {}",
+            report.name,
+            report.n_params,
+            report
+                .valid
+                .iter()
+                .map(|m| format!(
+                    "L{} acc {:.1}% (positives {:.0}%)",
+                    m.layer,
+                    100.0 * m.accuracy,
+                    100.0 * m.positive_rate
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        classifiers.push((c, spec));
+        reports.push(report);
+    }
+
+    let penalty_of = |rule: SkipRule| (rule == SkipRule::Recompute).then(|| lm.dynamax_penalty());
+    let families = families(experiment);
+    let total: usize = families.iter().map(|f| f.2.len()).sum::<usize>() * s.always_run_last.len();
+    let progress = bar(total, &entry.name);
+    let mut curves = Vec::new();
+    for &always in &s.always_run_last {
+        for (family, classifier_index, rules) in &families {
+            let classifier = classifier_index.map(|i| (&classifiers[i].0, &classifiers[i].1));
+            let mut points = Vec::new();
+            for &rule in rules {
+                progress.set_message(format!("{family} {:.3}", rule.threshold()));
+                let config = TokenExitConfig {
+                    rule,
+                    exits: s.exits.clone(),
+                    skip_rule: entry.skip_rule,
+                    always_run_last: always,
+                };
+                let forced_tokens: Vec<Vec<usize>> = full_test
+                    .tokens
+                    .iter()
+                    .map(|t| t[..n - 1].to_vec())
+                    .collect();
+                let forced = decode_all(
+                    lm,
+                    &config,
+                    classifier,
+                    &test.prompts,
+                    n,
+                    Some(&forced_tokens),
+                    None,
+                    batch,
+                )?;
+                let free =
+                    decode_all(lm, &config, classifier, &test.prompts, n, None, None, batch)?;
+                let text = decode_all(
+                    lm,
+                    &config,
+                    classifier,
+                    &test.prompts,
+                    n,
+                    Some(&test.truth),
+                    Some(&targets),
+                    batch,
+                )?;
+                let metrics = token_exit_metrics(
+                    n_layers,
+                    penalty_of(entry.skip_rule),
+                    &full_test,
+                    &forced,
+                    &free,
+                    Some(&text),
+                );
+                let cal_forced: Vec<Vec<usize>> = full_calibration
+                    .tokens
+                    .iter()
+                    .map(|t| t[..n - 1].to_vec())
+                    .collect();
+                let cal = decode_all(
+                    lm,
+                    &config,
+                    classifier,
+                    &calibration.prompts,
+                    n,
+                    Some(&cal_forced),
+                    None,
+                    batch,
+                )?;
+                let cal_metrics =
+                    token_exit_metrics(n_layers, None, &full_calibration, &cal, &cal, None);
+                points.push(SweepPoint {
+                    rule,
+                    test: metrics,
+                    calibration_consistency: cal_metrics.consistency,
+                    calibration_losses: cal_metrics.row_inconsistency,
+                });
+                progress.inc(1);
+            }
+            let candidates: Vec<LttCandidate> = points
+                .iter()
+                .map(|p| LttCandidate {
+                    threshold: p.rule.threshold(),
+                    losses: &p.calibration_losses,
+                })
+                .collect();
+            let ltt = learn_then_test(
+                &candidates,
+                1.0 - s.target_consistency,
+                s.ltt_epsilon,
+                PValue::HoeffdingBentkus,
+            )
+            .with_context(|| format!("Learn-then-Test for {family}"))?;
+            let ltt_test = ltt.chosen.map(|i| points[i].test.clone());
+            let layers_saved_at_target = points
+                .iter()
+                .filter(|p| p.test.consistency >= s.target_consistency)
+                .map(|p| p.test.layers_saved)
+                .fold(None, |best: Option<f64>, v| {
+                    Some(best.map_or(v, |b| b.max(v)))
+                });
+            let curve = Curve {
+                family: family.clone(),
+                always_run_last: always,
+                points,
+                ltt,
+                ltt_test,
+                layers_saved_at_target,
+            };
+            run.write(
+                &format!("curves/{}/{}-last{}.json", entry.name, family, always),
+                &serde_json::to_vec_pretty(&curve)?,
+            )?;
+            curves.push(curve);
+        }
+    }
+    progress.finish_and_clear();
+
+    // Skip rules compared at one softmax threshold.
+    let mut ablation = Vec::new();
+    for rule in SkipRule::ALL.into_iter().filter(|&r| lm.supports(r)) {
+        for &always in &s.always_run_last {
+            let config = TokenExitConfig {
+                rule: TokenRule::Softmax(s.ablation_threshold),
+                exits: s.exits.clone(),
+                skip_rule: rule,
+                always_run_last: always,
+            };
+            let forced_tokens: Vec<Vec<usize>> = full_test
+                .tokens
+                .iter()
+                .map(|t| t[..n - 1].to_vec())
+                .collect();
+            let forced = decode_all(
+                lm,
+                &config,
+                None,
+                &test.prompts,
+                n,
+                Some(&forced_tokens),
+                None,
+                batch,
+            )?;
+            let free = decode_all(lm, &config, None, &test.prompts, n, None, None, batch)?;
+            let text = decode_all(
+                lm,
+                &config,
+                None,
+                &test.prompts,
+                n,
+                Some(&test.truth),
+                Some(&targets),
+                batch,
+            )?;
+            ablation.push(AblationRow {
+                skip_rule: rule,
+                always_run_last: always,
+                test: token_exit_metrics(
+                    n_layers,
+                    penalty_of(rule),
+                    &full_test,
+                    &forced,
+                    &free,
+                    Some(&text),
+                ),
+            });
+        }
+    }
+    Ok(BackboneResult {
+        name: entry.name.clone(),
+        n_layers,
+        n_params: lm.num_params(),
+        skip_rule: entry.skip_rule,
+        full_bpc,
+        full_seconds: full_test.seconds,
+        classifiers: reports,
+        curves,
+        ablation,
+    })
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}", 100.0 * v)
+}
+
+/// The results as Markdown.
+pub fn table(results: &TokenExitResults) -> String {
+    let mut s = format!(
+        "## {}: token-level early exit\n\nConsistency: teacher-forced token agreement with full-depth greedy decoding on held-out text; target {:.0}% (Learn-then-Test δ = {:.2}, ε = {:.2}, Hoeffding–Bentkus).\n\n",
+        results.experiment,
+        100.0 * results.target_consistency,
+        1.0 - results.target_consistency,
+        results.ltt_epsilon
+    );
+    for b in &results.backbones {
+        s.push_str(&format!(
+            "### {} ({} layers, {} parameters, skipped layers: {})\n\nFull depth: {:.3} bits/char on the test continuations; free decoding {:.2} s.\n\n",
+            b.name,
+            b.n_layers,
+            b.n_params,
+            b.skip_rule.name(),
+            b.full_bpc,
+            b.full_seconds
+        ));
+        s.push_str("Exit classifiers (held-out exit decisions at P > 0.5):\n\n| classifier | parameters | per exit: accuracy / F1 / positive rate |\n|---|---:|---|\n");
+        for c in &b.classifiers {
+            s.push_str(&format!(
+                "| {} | {} | {} |\n",
+                c.name,
+                c.n_params,
+                c.valid
+                    .iter()
+                    .map(|m| format!(
+                        "L{}: {} / {} / {}",
+                        m.layer,
+                        pct(m.accuracy),
+                        pct(m.f1),
+                        pct(m.positive_rate)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        s.push_str(&format!(
+            "\n| rule | last layer | layers saved at ≥ {:.0}% | LTT threshold | its test consistency | its layers saved | its FLOPs saved | its DYNAMAX speed-up | its wall-clock speed-up |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n",
+            100.0 * results.target_consistency
+        ));
+        for c in &b.curves {
+            let (thr, cons, saved, flops, dyn_s, wall) = match (&c.ltt_test, c.ltt.threshold) {
+                (Some(m), Some(t)) => (
+                    format!("{t:.3}"),
+                    pct(m.consistency),
+                    pct(m.layers_saved),
+                    pct(m.flops_saved),
+                    format!("{:.2}", m.dynamax_speedup),
+                    format!("{:.2}", b.full_seconds / m.seconds.max(1e-9)),
+                ),
+                _ => (
+                    "none certified".into(),
+                    "–".into(),
+                    "–".into(),
+                    "–".into(),
+                    "–".into(),
+                    "–".into(),
+                ),
+            };
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                c.family,
+                if c.always_run_last {
+                    "always run"
+                } else {
+                    "skipped"
+                },
+                c.layers_saved_at_target.map_or("none".into(), pct),
+                thr,
+                cons,
+                saved,
+                flops,
+                dyn_s,
+                wall
+            ));
+        }
+        s.push_str("\nEvery swept point (test sequences):\n\n| rule | last layer | threshold | layers saved | FLOPs saved | DYNAMAX speed-up | wall-clock speed-up | consistency | calibration consistency | free agreement | exact match | bits/char |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        for c in &b.curves {
+            for p in &c.points {
+                let m = &p.test;
+                s.push_str(&format!(
+                    "| {} | {} | {:.3} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {:.3} |\n",
+                    c.family,
+                    if c.always_run_last { "run" } else { "skip" },
+                    p.rule.threshold(),
+                    pct(m.layers_saved),
+                    pct(m.flops_saved),
+                    m.dynamax_speedup,
+                    b.full_seconds / m.seconds.max(1e-9),
+                    pct(m.consistency),
+                    pct(p.calibration_consistency),
+                    pct(m.free_agreement),
+                    pct(m.exact_match),
+                    m.bpc
+                ));
+            }
+        }
+        s.push_str("\nSkip rules at the softmax ablation threshold:\n\n| skip rule | last layer | layers saved | FLOPs saved | DYNAMAX speed-up | consistency | free agreement | bits/char |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+        for a in &b.ablation {
+            let m = &a.test;
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {:.2} | {} | {} | {:.3} |\n",
+                a.skip_rule.name(),
+                if a.always_run_last { "run" } else { "skip" },
+                pct(m.layers_saved),
+                pct(m.flops_saved),
+                m.dynamax_speedup,
+                pct(m.consistency),
+                pct(m.free_agreement),
+                m.bpc
+            ));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Layers saved against consistency, one line per rule and setting, for one backbone.
+pub fn plot(backbone: &BackboneResult) -> Result<String> {
+    let lines: Vec<(String, Vec<(f64, f64)>)> = backbone
+        .curves
+        .iter()
+        .map(|c| {
+            (
+                format!(
+                    "{}{}",
+                    c.family,
+                    if c.always_run_last {
+                        " (last layer run)"
+                    } else {
+                        ""
+                    }
+                ),
+                c.points
+                    .iter()
+                    .map(|p| (100.0 * p.test.layers_saved, 100.0 * p.test.consistency))
+                    .collect(),
+            )
+        })
+        .collect();
+    let lo = lines
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.1))
+        .fold(100.0f64, f64::min)
+        .min(90.0)
+        - 2.0;
+    let hi_x = lines
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0))
+        .fold(10.0f64, f64::max)
+        + 2.0;
+    line_chart(
+        ChartSpec {
+            caption: format!("{}: compute saved against consistency", backbone.name),
+            x_desc: "layers saved (%)",
+            y_desc: "token consistency with full depth (%)",
+            x: 0f64..hi_x,
+            y: lo.max(0.0)..100.5,
+            size: (900, 600),
+            legend: SeriesLabelPosition::LowerLeft,
+        },
+        &lines,
+    )
+}
