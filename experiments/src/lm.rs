@@ -189,6 +189,13 @@ impl LmExperiment {
             LmBackbone::Transformer => {
                 let config = self.decoder_config(1);
                 config.validate()?;
+                if config.max_len < self.train.seq_len {
+                    bail!(
+                        "invalid value for `model.max_len`: {} is shorter than the training windows (`train.seq_len` = {})",
+                        config.max_len,
+                        self.train.seq_len
+                    );
+                }
                 let prompt = self.generate.prompt.chars().count();
                 let longest = self
                     .generate

@@ -66,7 +66,13 @@ enum Command {
     /// Q-exit, sampling and the expectation for models with a halting head; JEI-DNN's
     /// gate rule for models with gates), score each for calibration (ECE, NLL, Brier,
     /// conformal sets calibrated on the validation split), print the tables and plot
-    /// accuracy and ECE against compute and every policy's reliability diagram.
+    /// accuracy and ECE against compute and every policy's reliability diagram. On a
+    /// token-exit experiment (a file with a `[token_exit]` table, e.g.
+    /// experiments/configs/shakespeare-token-exit.toml): train DYNAMAX's exit classifiers
+    /// on each frozen language model, sweep every exit rule's threshold (classifiers,
+    /// CALM's softmax, margin and saturation measures), measure compute saved against
+    /// consistency with full-depth greedy decoding, and calibrate each threshold with
+    /// Learn-then-Test.
     Compare {
         #[command(flatten)]
         run: RunArgs,
@@ -101,11 +107,14 @@ enum Command {
         #[command(flatten)]
         run: FolderArgs,
     },
-    /// A character-level Mamba language model on the complete works of Shakespeare:
-    /// train it (resumable checkpoints every few hundred steps), report validation bits
-    /// per character and the loss curve, generate a sample with the recurrent step mode,
-    /// and measure the generation state at 128 and 1024 characters. Preset:
-    /// experiments/configs/shakespeare-mamba.toml (about 25 minutes on 2 cores).
+    /// A character-level language model on the complete works of Shakespeare (Mamba,
+    /// or a causal transformer decoder with `model.backbone = "transformer"`): train it
+    /// (resumable checkpoints every few hundred steps), report validation bits per
+    /// character and the loss curve, generate a sample token by token, and measure the
+    /// generation state (recurrent state or KV cache) at two lengths. Presets:
+    /// experiments/configs/shakespeare-mamba.toml (about 25 minutes on 2 cores) and
+    /// shakespeare-transformer.toml (about 11 minutes). Token-level early exit on both:
+    /// `ponder compare experiments/configs/shakespeare-token-exit.toml`.
     Lm {
         /// LM experiment file (TOML).
         #[arg(default_value = DEFAULT_LM)]
@@ -496,7 +505,11 @@ fn lm_cmd(device: DeviceChoice, path: PathBuf, args: FolderArgs) -> Result<()> {
         &results,
         &lm::table(&results, &logs),
         ("loss_curve.svg", lm::loss_plot(&experiment.name, &logs)?),
-        "metrics.json, sample.txt, model.bpk, model.safetensors",
+        if experiment.model.backbone == lm::LmBackbone::Mamba {
+            "metrics.json, sample.txt, model.bpk, model.safetensors"
+        } else {
+            "metrics.json, sample.txt, model.bpk"
+        },
     )
 }
 

@@ -9,7 +9,7 @@
 //! runs/NAME-TIMESTAMP/
 //!   config.toml                          the resolved experiment
 //!   classifiers/BACKBONE/NAME/           classifier.bpk, report.json (reused on --resume)
-//!   curves/BACKBONE.json                 every swept point as it finishes
+//!   curves/BACKBONE/RULE-lastB.json      each rule's sweep as it finishes
 //!   results.json, results.md             everything below
 //!   compute_vs_consistency_BACKBONE.svg  layers saved against consistency, one line per rule
 //! ```
@@ -28,8 +28,9 @@ use ponder_exits::token::{
     TokenRule, decode,
 };
 use ponder_models::{
-    ClassifierReport, ClassifierTrainConfig, TokenExitMetrics, fit_exit_classifier,
-    load_exit_classifier, save_exit_classifier, spread_windows, token_exit_metrics,
+    ClassifierReport, ClassifierTrainConfig, DynamaxConstants, TokenExitMetrics,
+    fit_exit_classifier, load_exit_classifier, save_exit_classifier, spread_windows,
+    token_exit_metrics,
 };
 use serde::{Deserialize, Serialize};
 
@@ -174,6 +175,21 @@ impl TokenExitExperiment {
         if s.gen_len < 2 {
             bail!("invalid value for `token_exit.gen_len`: must be at least 2");
         }
+        if s.exits.is_empty() || s.exits[0] == 0 || s.exits.windows(2).any(|w| w[0] >= w[1]) {
+            bail!(
+                "invalid value for `token_exit.exits`: {:?} must be increasing layers from 1",
+                s.exits
+            );
+        }
+        if let Some(c) = s.classifiers.iter().find(|c| c.top_k == 0) {
+            bail!(
+                "invalid value for `token_exit.classifiers`: top_k = {} must be at least 1",
+                c.top_k
+            );
+        }
+        if !s.ablation_threshold.is_finite() {
+            bail!("invalid value for `token_exit.ablation_threshold`: must be a finite number");
+        }
         if s.always_run_last.is_empty() {
             bail!("invalid value for `token_exit.always_run_last`: give [false], [true] or both");
         }
@@ -269,8 +285,8 @@ pub struct BackboneResult {
     pub skip_rule: SkipRule,
     /// Bits per character of the test continuations at full depth (teacher forcing).
     pub full_bpc: f64,
-    /// Wall-clock seconds of full-depth free decoding of the test sequences (the fastest
-    /// of three runs).
+    /// Wall-clock seconds of full-depth free decoding of the test sequences (one run,
+    /// after a warm-up, timed as every swept point).
     pub full_seconds: f64,
     /// The trained classifiers.
     pub classifiers: Vec<ClassifierReport>,
@@ -503,6 +519,25 @@ fn evaluate<L: TokenLm + burn::module::Module>(
         .with_context(|| format!("backbone `{}`", entry.name))?;
     ponder_exits::token::validate_exits(&s.exits, n_layers, "token_exit.exits")?;
     let n = s.gen_len;
+    if let Some(max) = lm.max_len() {
+        if s.prompt_len + n - 1 > max {
+            bail!(
+                "invalid value for `token_exit.gen_len`: a prompt of {} and {n} generated characters exceed backbone `{}`'s {max} positions",
+                s.prompt_len,
+                entry.name
+            );
+        }
+        if experiment.classifier_train.seq_len > max {
+            bail!(
+                "invalid value for `classifier_train.seq_len`: {} exceeds backbone `{}`'s {max} positions",
+                experiment.classifier_train.seq_len,
+                entry.name
+            );
+        }
+    }
+    for spec in experiment.specs() {
+        spec.validate(n_layers, lm.vocab_size(), "token_exit.classifiers")?;
+    }
     let never = TokenExitConfig {
         rule: TokenRule::Never,
         exits: s.exits.clone(),
@@ -514,12 +549,18 @@ fn evaluate<L: TokenLm + burn::module::Module>(
         "{}: full-depth greedy decoding of the held-out prompts ...",
         entry.name
     );
-    let mut full_test = decode_all(lm, &never, None, &test.prompts, n, None, None, batch)?;
-    // The wall-clock reference: the fastest of three full-depth runs.
-    for _ in 0..2 {
-        let again = decode_all(lm, &never, None, &test.prompts, n, None, None, batch)?;
-        full_test.seconds = full_test.seconds.min(again.seconds);
-    }
+    // A warm-up pass, then the full-depth reference (timed once, as every swept point).
+    decode_all(
+        lm,
+        &never,
+        None,
+        &test.prompts[..batch.min(test.prompts.len())],
+        n,
+        None,
+        None,
+        batch,
+    )?;
+    let full_test = decode_all(lm, &never, None, &test.prompts, n, None, None, batch)?;
     let full_calibration =
         decode_all(lm, &never, None, &calibration.prompts, n, None, None, batch)?;
     let targets: Vec<Vec<usize>> = test.truth.iter().map(|t| t[1..].to_vec()).collect();
@@ -535,7 +576,7 @@ fn evaluate<L: TokenLm + burn::module::Module>(
     )?;
     let full_bpc = token_exit_metrics(
         n_layers,
-        None,
+        DynamaxConstants::of(lm, entry.skip_rule),
         &full_test,
         &full_test,
         &full_test,
@@ -561,9 +602,21 @@ fn evaluate<L: TokenLm + burn::module::Module>(
                     spec.name()
                 );
                 let ad = device.clone().autodiff();
-                let (c, report) =
-                    fit_exit_classifier(lm, &spec, corpus, &experiment.classifier_train, &ad)
-                        .with_context(|| format!("training {} on {}", spec.name(), entry.name))?;
+                let steps = bar(experiment.classifier_train.steps, &spec.name());
+                let trained = fit_exit_classifier(
+                    lm,
+                    &spec,
+                    corpus,
+                    &experiment.classifier_train,
+                    &ad,
+                    &mut |step, loss| {
+                        steps.set_position(step as u64);
+                        steps.set_message(format!("loss {loss:.3}"));
+                    },
+                );
+                steps.finish_and_clear();
+                let (c, report) = trained
+                    .with_context(|| format!("training {} on {}", spec.name(), entry.name))?;
                 save_exit_classifier(&dir, &c, &report)?;
                 (c, report)
             }
@@ -588,7 +641,7 @@ fn evaluate<L: TokenLm + burn::module::Module>(
         reports.push(report);
     }
 
-    let penalty_of = |rule: SkipRule| (rule == SkipRule::Recompute).then(|| lm.dynamax_penalty());
+    let dynamax_of = |rule: SkipRule| DynamaxConstants::of(lm, rule);
     let families = families(experiment);
     let total: usize = families.iter().map(|f| f.2.len()).sum::<usize>() * s.always_run_last.len();
     let progress = bar(total, &entry.name);
@@ -634,7 +687,7 @@ fn evaluate<L: TokenLm + burn::module::Module>(
                 )?;
                 let metrics = token_exit_metrics(
                     n_layers,
-                    penalty_of(entry.skip_rule),
+                    dynamax_of(entry.skip_rule),
                     &full_test,
                     &forced,
                     &free,
@@ -655,8 +708,14 @@ fn evaluate<L: TokenLm + burn::module::Module>(
                     None,
                     batch,
                 )?;
-                let cal_metrics =
-                    token_exit_metrics(n_layers, None, &full_calibration, &cal, &cal, None);
+                let cal_metrics = token_exit_metrics(
+                    n_layers,
+                    DynamaxConstants::of(lm, entry.skip_rule),
+                    &full_calibration,
+                    &cal,
+                    &cal,
+                    None,
+                );
                 points.push(SweepPoint {
                     rule,
                     test: metrics,
@@ -745,7 +804,7 @@ fn evaluate<L: TokenLm + burn::module::Module>(
                 always_run_last: always,
                 test: token_exit_metrics(
                     n_layers,
-                    penalty_of(rule),
+                    dynamax_of(rule),
                     &full_test,
                     &forced,
                     &free,

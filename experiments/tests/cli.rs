@@ -355,3 +355,117 @@ fn lm_runs_end_to_end_resumes_and_names_bad_input() {
     let out = ponder(&["lm", config.to_str().unwrap()], dir.path());
     assert_clean_failure(&out, &["d_statez"]);
 }
+
+const TOKEN_EXIT: &str = r#"name = "token-exit-test"
+[data]
+path = "CORPUS"
+valid_every = 3
+[[backbones]]
+name = "mamba"
+lm = "mamba-lm.toml"
+run = "lm-mamba"
+skip_rule = "recompute"
+[[backbones]]
+name = "transformer"
+lm = "transformer-lm.toml"
+run = "lm-transformer"
+skip_rule = "SKIP"
+[classifier_train]
+steps = 3
+batch_size = 4
+seq_len = 16
+valid_windows = 2
+[token_exit]
+exits = [1]
+always_run_last = [false, true]
+classifiers = [{ kind = "linear", top_k = 1 }, { kind = "mamba", top_k = 2, summary = "confidence" }]
+classifier_thresholds = [0.9, 0.5]
+softmax_thresholds = [0.5, 0.9]
+margin_thresholds = [0.5]
+saturation_thresholds = [0.9]
+prompt_len = 4
+gen_len = 6
+calibration_sequences = 4
+test_sequences = 3
+batch_size = 2
+target_consistency = 0.9
+ltt_epsilon = 0.2
+ablation_threshold = 0.5
+"#;
+
+#[test]
+fn token_exit_compare_trains_the_models_sweeps_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap();
+    for (i, text) in [
+        "to be or not to be, ",
+        "that is the question: ",
+        "whether tis nobler ",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(corpus.join(format!("w{i}_gut.txt")), text.repeat(20)).unwrap();
+    }
+    let lm = LM.replace("CORPUS", &corpus.display().to_string());
+    std::fs::write(dir.path().join("mamba-lm.toml"), &lm).unwrap();
+    let transformer = lm
+        .replace(
+            "d_state = 4",
+            "backbone = \"transformer\"\nn_heads = 2\nd_ff = 32",
+        )
+        .replace("tokens = 20", "tokens = 8")
+        .replace("memory_lengths = [8, 32]", "memory_lengths = [4, 8]");
+    std::fs::write(dir.path().join("transformer-lm.toml"), transformer).unwrap();
+    let config = dir.path().join("token-exit.toml");
+    let text = TOKEN_EXIT.replace("CORPUS", &corpus.display().to_string());
+    // the transformer has no un-advanced cache
+    std::fs::write(&config, text.replace("SKIP", "unadvanced")).unwrap();
+    let out = ponder(
+        &["compare", config.to_str().unwrap(), "--run-dir", "bad"],
+        dir.path(),
+    );
+    assert_clean_failure(&out, &["token_exit.skip_rule", "unadvanced", "transformer"]);
+
+    std::fs::write(&config, text.replace("SKIP", "copy")).unwrap();
+    let run = run_into(
+        dir.path(),
+        "compare",
+        &config,
+        &[
+            "results.json",
+            "results.md",
+            "compute_vs_consistency_mamba.svg",
+            "compute_vs_consistency_transformer.svg",
+            "classifiers/mamba/linear[k=1]/classifier.bpk",
+            "classifiers/transformer/mamba-confidence[k=2]/report.json",
+        ],
+    );
+    assert!(dir.path().join("lm-mamba/model.bpk").is_file());
+    assert!(dir.path().join("lm-transformer/model.bpk").is_file());
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    for b in results["backbones"].as_array().unwrap() {
+        // 2 classifiers + softmax, margin, saturation; two always-run-last settings
+        let curves = b["curves"].as_array().unwrap();
+        assert_eq!(curves.len(), 10, "{b}");
+        for c in curves {
+            for p in c["points"].as_array().unwrap() {
+                let consistency = p["test"]["consistency"].as_f64().unwrap();
+                assert!((0.0..=1.0).contains(&consistency));
+                assert_eq!(p["calibration_losses"].as_array().unwrap().len(), 4);
+            }
+        }
+        assert_eq!(b["ablation"].as_array().unwrap().len(), 4, "{b}");
+    }
+    // resuming reuses the classifiers (and the language models)
+    let again = ponder(&["compare", "--resume", run.to_str().unwrap()], dir.path());
+    assert!(again.status.success(), "stderr: {}", stderr(&again));
+    assert!(
+        !stderr(&again).contains("training the exit classifier"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(!stderr(&again).contains("holds no trained language model"));
+}

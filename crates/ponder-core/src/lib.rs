@@ -14,6 +14,10 @@
 //! Policies work on host copies of the signals ([`ExitSignals`]): a policy is plain Rust
 //! over slices, so it can be tested on hand-made sequences without any tensor.
 //!
+//! Language models exit per *token* instead ([`TokenLm`]): a decoder drives them one
+//! token and one layer at a time, rows that exit skip later layers, and a [`SkipRule`]
+//! says what the skipped layers' caches get.
+//!
 //! Nothing here knows about transformers, data sets or files: backbones live in
 //! `ponder-transformer`, heads and policies in `ponder-exits`.
 

@@ -182,6 +182,9 @@ pub trait TokenLm {
     /// layer charged per recomputed skipped layer (methods.md §6.7: 4/24 for Mistral,
     /// 9/26 for Mamba).
     fn dynamax_penalty(&self) -> f64;
+    /// What DYNAMAX's speed-up formula adds to each exited token's skipped layers
+    /// (methods.md §6.7: +1 per exit for Mistral, 0 for Mamba).
+    fn dynamax_skip_offset(&self) -> f64;
 
     /// Runs a prompt `[batch, len]` through every layer: the logits of the last prompt
     /// position `[batch, vocab]` and the caches after the prompt.

@@ -73,6 +73,10 @@ impl TokenLm for MambaLm {
         9.0 / 26.0
     }
 
+    fn dynamax_skip_offset(&self) -> f64 {
+        0.0
+    }
+
     fn prefill(&self, ids: Tensor<2, Int>) -> (Tensor<2>, MambaCache) {
         let [batch, len] = ids.dims();
         let (logits, state) = self.forward_prefill(ids, None);
@@ -192,11 +196,9 @@ impl TokenLm for MambaLm {
     fn skip_flops(&self, layer: usize, rule: SkipRule) -> u64 {
         match rule {
             SkipRule::Recompute => {
-                // The block without its output projection and residual (the output is
-                // discarded).
-                let mixer = &self.mamba.layers[layer].mixer;
+                // The RMSNorm and the state-only update (no read-out, gate or out_proj).
                 let d = self.mamba.d_model as u64;
-                self.layer_flops(layer, 0) - linear_flops(1, mixer.d_inner as u64, d) - d
+                5 * d + self.mamba.layers[layer].mixer.advance_flops(d)
             }
             SkipRule::Copy | SkipRule::Unadvanced => 0,
         }

@@ -13,6 +13,11 @@
 //!   evaluation every epoch, best checkpoint on validation, resumable checkpoints).
 //! * [`evaluate`]: adaptive inference of a policy over a data set through the batched
 //!   runner, with accuracy, exit statistics and wall-clock time.
+//! * [`fit_lm`]: a character language model ([`CharLm`]: Mamba or the transformer
+//!   decoder) with resumable checkpoints; [`sample_lm`] generates from any
+//!   [`ponder_core::TokenLm`].
+//! * [`fit_exit_classifier`]: DYNAMAX's exit classifiers on a frozen language model, and
+//!   [`token_exit_metrics`]: compute saved, consistency and speed of token-level exits.
 
 mod backbone;
 mod checkpoint;
@@ -42,9 +47,9 @@ pub use parity::{
 };
 pub use source::{Batch, ClassificationSource, ImageSource, TextSource};
 pub use token_exit::{
-    ClassifierReport, ClassifierTrainConfig, ExitDecisionMetrics, TokenExitMetrics,
-    dynamax_speedup, fit_exit_classifier, load_exit_classifier, save_exit_classifier,
-    spread_windows, token_exit_metrics,
+    ClassifierReport, ClassifierTrainConfig, DynamaxConstants, ExitDecisionMetrics,
+    TokenExitMetrics, dynamax_speedup, fit_exit_classifier, load_exit_classifier,
+    save_exit_classifier, spread_windows, token_exit_metrics,
 };
 pub use train::{
     EpochLog, JEI_ALTERNATION_STAGE, JeiConfig, Method, PonderConfig, TrainConfig, TrainObserver,

@@ -13,7 +13,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use ponder_core::{PonderError, Result, TokenLm, to_host};
+use ponder_core::{PonderError, Result, SkipRule, TokenLm, to_host};
 use ponder_data::CharCorpus;
 use ponder_exits::token::{
     Decoded, ExitClassifier, ExitClassifierSpec, agreement_labels, confidence_summary,
@@ -180,17 +180,27 @@ fn label<L: TokenLm>(
 }
 
 /// Trains an exit classifier `spec` on the frozen `lm` (on a plain device) with windows
-/// of `corpus`'s training text, on `device` (an autodiff device); returns the
-/// classifier without autodiff and its report.
+/// of `corpus`'s training text, on `device` (an autodiff device); `on_step` gets each
+/// step's number (1-based) and loss. Returns the classifier without autodiff and its
+/// report.
 pub fn fit_exit_classifier<L: TokenLm>(
     lm: &L,
     spec: &ExitClassifierSpec,
     corpus: &CharCorpus,
     config: &ClassifierTrainConfig,
     device: &Device,
+    on_step: &mut dyn FnMut(usize, f64),
 ) -> Result<(ExitClassifier, ClassifierReport)> {
     config.validate()?;
     spec.validate(lm.n_layers(), lm.vocab_size(), "classifier")?;
+    if let Some(max) = lm.max_len()
+        && config.seq_len > max
+    {
+        return Err(PonderError::config(
+            "classifier_train.seq_len",
+            format!("{} exceeds the model's {max} positions", config.seq_len),
+        ));
+    }
     let lm_device = lm.device();
     device.seed(config.seed);
     let mut classifier = spec.init(lm.feature_size(), device);
@@ -226,6 +236,7 @@ pub fn fit_exit_classifier<L: TokenLm>(
         if step + tail >= config.steps {
             tail_loss += value / tail as f64;
         }
+        on_step(step + 1, value);
         let grads = GradientsParams::from_grads(loss.backward(), &classifier);
         classifier = optim.step(config.learning_rate, classifier, grads);
     }
@@ -296,14 +307,14 @@ fn decision_metrics<L: TokenLm>(
         .collect())
 }
 
-/// `count` windows of `len` tokens spread evenly over `text` (first at 0, last at the
-/// end).
+/// `count` disjoint windows of `len` tokens spread evenly over `text` (first at 0,
+/// last at the end); an error when `text` is shorter than `count · len`.
 pub fn spread_windows(text: &[usize], len: usize, count: usize) -> Result<Vec<&[usize]>> {
-    if text.len() < len || count == 0 {
+    if text.len() < len.saturating_mul(count) || count == 0 {
         return Err(PonderError::config(
             "data",
             format!(
-                "{} held-out characters cannot give {count} windows of {len}",
+                "{} held-out characters cannot give {count} disjoint windows of {len}",
                 text.len()
             ),
         ));
@@ -395,7 +406,8 @@ pub struct TokenExitMetrics {
     /// included).
     pub flops_saved: f64,
     /// DYNAMAX's speed-up `total / (total − skipped + penalty)` (methods.md §6.7), with
-    /// the recompute penalty when the skip rule recomputes.
+    /// the recompute penalty when the skip rule recomputes: DYNAMAX's own bookkeeping
+    /// from exit layers, which counts the last layer as skipped even when it runs.
     pub dynamax_speedup: f64,
     /// Teacher-forced token consistency: fed the full model's continuation, the share of
     /// positions where the exiting decoder emits the full model's token.
@@ -415,16 +427,37 @@ pub struct TokenExitMetrics {
     pub seconds: f64,
 }
 
-/// DYNAMAX's speed-up from exit layers (1-based; N = no exit) of stepped tokens:
-/// `total = tokens·N`, `skipped = Σ (N − e)`, `penalty = Σ (N − e + 1)·c` over exited
-/// tokens when recomputing.
-pub fn dynamax_speedup(exit_layers: &[usize], n_layers: usize, penalty: Option<f64>) -> f64 {
+/// The constants of DYNAMAX's speed-up formula for one model and skip rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DynamaxConstants {
+    /// Added to each exited token's skipped layers (1 for Mistral, 0 for Mamba).
+    pub skip_offset: f64,
+    /// The recompute penalty c per skipped layer, when the rule recomputes.
+    pub penalty: Option<f64>,
+}
+
+impl DynamaxConstants {
+    /// The model's constants under `rule` (the penalty only for
+    /// [`SkipRule::Recompute`]).
+    pub fn of<L: TokenLm>(lm: &L, rule: SkipRule) -> Self {
+        Self {
+            skip_offset: lm.dynamax_skip_offset(),
+            penalty: (rule == SkipRule::Recompute).then(|| lm.dynamax_penalty()),
+        }
+    }
+}
+
+/// DYNAMAX's speed-up (`main_eval.py`, methods.md §6.7) from the exit layers (1-based;
+/// N = no exit) of stepped tokens: `total = tokens·N`, `skipped = Σ (N − e + offset)`
+/// and `penalty = Σ (N − e + 1)·c` over exited tokens, `total / (total − skipped +
+/// penalty)`.
+pub fn dynamax_speedup(exit_layers: &[usize], n_layers: usize, constants: DynamaxConstants) -> f64 {
     let n = n_layers as f64;
     let total = exit_layers.len() as f64 * n;
     let (mut skipped, mut pen) = (0.0, 0.0);
     for &e in exit_layers.iter().filter(|&&e| e < n_layers) {
-        skipped += n - e as f64;
-        if let Some(c) = penalty {
+        skipped += n - e as f64 + constants.skip_offset;
+        if let Some(c) = constants.penalty {
             pen += (n - e as f64 + 1.0) * c;
         }
     }
@@ -436,7 +469,7 @@ pub fn dynamax_speedup(exit_layers: &[usize], n_layers: usize, penalty: Option<f
 /// teacher-forced on the true text with its targets.
 pub fn token_exit_metrics(
     n_layers: usize,
-    penalty: Option<f64>,
+    dynamax: DynamaxConstants,
     full: &Decoded,
     forced: &Decoded,
     free: &Decoded,
@@ -478,7 +511,7 @@ pub fn token_exit_metrics(
         mean_layers,
         layers_saved: 1.0 - mean_layers / n_layers as f64,
         flops_saved: 1.0 - flops as f64 / full_flops.max(1) as f64,
-        dynamax_speedup: dynamax_speedup(&exits, n_layers, penalty),
+        dynamax_speedup: dynamax_speedup(&exits, n_layers, dynamax),
         consistency: agree as f64 / count.max(1) as f64,
         free_agreement: free_agree as f64 / count.max(1) as f64,
         exact_match: exact as f64 / rows.max(1) as f64,
@@ -495,10 +528,16 @@ mod tests {
     #[test]
     fn dynamax_speedup_follows_the_formula() {
         // 4 layers, tokens exiting at 1, 2 and one not exiting: total 12, skipped 3 + 2.
-        assert!((dynamax_speedup(&[1, 2, 4], 4, None) - 12.0 / 7.0).abs() < 1e-12);
+        let c = |skip_offset, penalty| DynamaxConstants {
+            skip_offset,
+            penalty,
+        };
+        assert!((dynamax_speedup(&[1, 2, 4], 4, c(0.0, None)) - 12.0 / 7.0).abs() < 1e-12);
         // with c = 0.5: penalty (4 + 3)·0.5 = 3.5
-        assert!((dynamax_speedup(&[1, 2, 4], 4, Some(0.5)) - 12.0 / 10.5).abs() < 1e-12);
-        assert_eq!(dynamax_speedup(&[4, 4], 4, Some(0.5)), 1.0);
+        assert!((dynamax_speedup(&[1, 2, 4], 4, c(0.0, Some(0.5))) - 12.0 / 10.5).abs() < 1e-12);
+        // Mistral's +1 per exit: skipped 5 + 2
+        assert!((dynamax_speedup(&[1, 2, 4], 4, c(1.0, None)) - 12.0 / 5.0).abs() < 1e-12);
+        assert_eq!(dynamax_speedup(&[4, 4], 4, c(1.0, Some(0.5))), 1.0);
     }
 
     #[test]
@@ -509,5 +548,8 @@ mod tests {
         assert_eq!(w[3][9], 99);
         assert_eq!(w[1][0], 30);
         assert!(spread_windows(&text, 200, 2).is_err());
+        assert!(spread_windows(&text, 30, 4).is_err(), "would overlap");
+        let w = spread_windows(&text, 25, 4).unwrap();
+        assert!(w.windows(2).all(|p| p[0][24] < p[1][0]));
     }
 }

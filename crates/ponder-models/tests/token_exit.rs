@@ -5,7 +5,10 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ponder_core::{LayerCall, Rows, SkipRule, TokenLm, argmax, to_host};
-use ponder_exits::token::{ExitClassifierSpec, SummaryInput, TokenExitConfig, TokenRule, decode};
+use ponder_exits::token::{
+    ExitClassifier, ExitClassifierSpec, SummaryInput, TokenExitConfig, TokenRule,
+    confidence_summary, decode, exit_probability,
+};
 use ponder_mamba::{MambaConfig, MambaLm, Sampling, generate};
 use ponder_transformer::{DecoderConfig, DecoderLm};
 
@@ -366,9 +369,113 @@ fn mamba_cache_rules_write_the_documented_state() {
     assert!(lm.check_rule(SkipRule::Copy).is_err());
 }
 
+/// Thresholds between the P(exit) values `classifier` gives on the prompts' positions
+/// (their quintiles), so that some rows exit where others do not whatever the weights.
+fn spread_thresholds<L: TokenLm>(
+    lm: &L,
+    classifier: &ExitClassifier,
+    spec: &ExitClassifierSpec,
+    prompts: &[Vec<usize>],
+) -> Vec<f64> {
+    let device = lm.device();
+    let (b, t) = (prompts.len(), prompts[0].len());
+    let ids = Tensor::<2, Int>::from_data(
+        TensorData::new(
+            prompts
+                .iter()
+                .flatten()
+                .map(|&x| x as i64)
+                .collect::<Vec<_>>(),
+            [b, t],
+        ),
+        &device,
+    );
+    let layers = lm.sequence_layers(ids);
+    let (n, d, f) = (b * t, lm.d_model(), lm.feature_size());
+    let mut features = Vec::new();
+    let mut confidence = Vec::new();
+    for l in 0..spec.last_exit() {
+        let previous = if l == 0 {
+            layers.input.clone()
+        } else {
+            layers.streams[l - 1].clone()
+        };
+        let logits = lm
+            .sequence_logits(layers.streams[l].clone())
+            .reshape([n, VOCAB]);
+        confidence.push(confidence_summary(
+            logits,
+            previous.reshape([n, d]),
+            layers.streams[l].clone().reshape([n, d]),
+        ));
+        features.push(layers.features[l].clone().reshape([n, f]));
+    }
+    let mut p: Vec<f64> = classifier
+        .forward_exits(spec, &features, &confidence)
+        .into_iter()
+        .flat_map(|l| to_host(exit_probability(l)))
+        .map(f64::from)
+        .collect();
+    p.sort_by(f64::total_cmp);
+    (1..5).map(|q| p[q * p.len() / 5]).collect()
+}
+
 fn check_batch_equals_rows<L: TokenLm>(lm: &L, rules: &[SkipRule]) {
     let p = prompts(4, 3);
     let mut mixed = false;
+    // Classifier rules: untrained linear and Mamba classifiers (both summaries); the
+    // Mamba classifier's per-row state must follow the rows that stay.
+    let device = lm.device();
+    device.seed(11);
+    let specs = [
+        ExitClassifierSpec::linear(vec![1, 2, 3], 1),
+        ExitClassifierSpec::mamba(vec![1, 2, 3], 1, SummaryInput::Hidden),
+        ExitClassifierSpec::mamba(vec![1, 2, 3], 1, SummaryInput::Confidence),
+    ];
+    for spec in &specs {
+        // weights scaled up so that P(exit) differs between rows
+        let classifier = match spec.init(lm.feature_size(), &device) {
+            ExitClassifier::Linear(mut l) => {
+                for head in l.heads.iter_mut() {
+                    head.weight = head.weight.clone().map(|w| w.mul_scalar(20.0));
+                }
+                ExitClassifier::Linear(l)
+            }
+            ExitClassifier::Mamba(mut m) => {
+                m.summary.weight = m.summary.weight.clone().map(|w| w.mul_scalar(5.0));
+                ExitClassifier::Mamba(m)
+            }
+        };
+        let mut spec_mixed = false;
+        for always in [false, true] {
+            for t in spread_thresholds(lm, &classifier, spec, &p) {
+                let c = config(TokenRule::Classifier(t), rules[0], always);
+                let with = Some((&classifier, spec));
+                let batched = decode(lm, &c, with, &p, 8, None, None).unwrap();
+                for r in 0..4 {
+                    let alone = decode(lm, &c, with, &p[r..r + 1], 8, None, None).unwrap();
+                    assert_eq!(
+                        batched.tokens[r],
+                        alone.tokens[0],
+                        "{} {t} row {r}",
+                        spec.name()
+                    );
+                    assert_eq!(batched.exit_layers[r], alone.exit_layers[0]);
+                    assert_eq!(batched.flops[r], alone.flops[0]);
+                }
+                // within one token, rows of the batch exit at different layers
+                spec_mixed |= (0..7).any(|s| {
+                    let at: Vec<usize> = batched.exit_layers.iter().map(|row| row[s]).collect();
+                    at.iter().any(|&l| l != at[0])
+                });
+            }
+        }
+        assert!(
+            spec_mixed,
+            "{}: rows never exited at different layers",
+            spec.name()
+        );
+    }
     for &skip_rule in rules {
         for always in [false, true] {
             let rules = (1..10).flat_map(|i| {
@@ -391,8 +498,10 @@ fn check_batch_equals_rows<L: TokenLm>(lm: &L, rules: &[SkipRule]) {
                     assert_eq!(batched.exit_layers[r], alone.exit_layers[0]);
                     assert_eq!(batched.flops[r], alone.flops[0]);
                 }
-                let layers: Vec<usize> = batched.exit_layers.iter().flatten().copied().collect();
-                mixed |= layers.iter().any(|&l| l != layers[0]);
+                mixed |= (0..7).any(|s| {
+                    let at: Vec<usize> = batched.exit_layers.iter().map(|row| row[s]).collect();
+                    at.iter().any(|&l| l != at[0])
+                });
             }
         }
     }
@@ -450,6 +559,64 @@ fn exit_compute_is_counted() {
             assert_eq!(d.layers_run[0][s], if always { 2 } else { 1 });
         }
     }
+}
+
+#[test]
+fn exit_measures_are_counted_once_and_reused_as_the_prediction() {
+    let device = Device::default();
+    let lm = transformer(&device);
+    let p = prompts(1, 3);
+    let (embed, head, vocab) = (lm.embed_flops(), lm.head_flops(), VOCAB as u64);
+    for always in [false, true] {
+        // Softmax(−1) exits every token after layer 1; its measure computed layer 1's
+        // logits, which are the emitted prediction unless the last layer runs.
+        let d = decode(
+            &lm,
+            &config(TokenRule::Softmax(-1.0), SkipRule::Copy, always),
+            None,
+            &p,
+            3,
+            None,
+            None,
+        )
+        .unwrap();
+        for s in 0..2 {
+            let position = 3 + s;
+            let mut expected = embed + lm.layer_flops(0, position) + head + 3 * vocab;
+            if always {
+                expected += lm.layer_flops(3, position) + head;
+            }
+            assert_eq!(d.flops[0][s], expected, "always {always}, token {s}");
+        }
+        // and the emitted tokens are layer 1's argmax without the last layer
+        if !always {
+            let fixed = decode(
+                &lm,
+                &config(TokenRule::Fixed(1), SkipRule::Copy, false),
+                None,
+                &p,
+                3,
+                None,
+                None,
+            )
+            .unwrap();
+            assert_eq!(d.tokens, fixed.tokens);
+        }
+    }
+}
+
+#[test]
+fn mamba_recompute_is_charged_the_state_update_only() {
+    let device = Device::default();
+    let lm = mamba(&device);
+    let (d, di, n, r, k) = (24u64, 48u64, 8u64, 2u64, 4u64);
+    // RMSNorm, the x half of in_proj, x_proj, dt_proj (+ bias), the update and the
+    // convolution with its SiLU and Δ's softplus
+    let expected =
+        5 * d + 2 * d * di + 2 * di * (r + 2 * n) + 2 * r * di + di + 5 * di * n + di * (2 * k + 6);
+    assert_eq!(lm.skip_flops(1, SkipRule::Recompute), expected);
+    assert!(expected < lm.layer_flops(1, 0) / 2 + lm.layer_flops(1, 0) / 4);
+    assert_eq!(lm.skip_flops(1, SkipRule::Unadvanced), 0);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The runtime's equivalences on burn's wgpu backend (built with `--features wgpu`;
 //! CI runs it over a software Vulkan device). The same weights give the same logits
 //! on wgpu as on the CPU, and a mixed-exit batch equals each row run alone; the Mamba
-//! scan, its recurrent step and a Mamba multi-exit classifier match the CPU too.
+//! scan, its recurrent step and a Mamba multi-exit classifier match the CPU too, and so
+//! does token-level exit decoding on both language models.
 #![cfg(feature = "wgpu")]
 
 use burn::module::Module;
@@ -256,4 +257,74 @@ fn wgpu_jei_gates_match_cpu() {
     let out_cpu = model_cpu.adaptive(EncoderInput::Images(images_cpu), &rule, None);
     let out_gpu = model_gpu.adaptive(EncoderInput::Images(images_gpu), &rule, None);
     assert_eq!(out_cpu.exit_layer, out_gpu.exit_layer);
+}
+
+/// Token-level exits on wgpu: the transformer decoder's and the Mamba LM's decoding
+/// with a fixed exit (skipped layers' caches recomputed) and at full depth emit the
+/// same tokens as on the CPU, and the decoder's logits match.
+#[test]
+fn wgpu_token_exits_match_cpu() {
+    use ponder_core::SkipRule;
+    use ponder_exits::token::{TokenExitConfig, TokenRule, decode};
+    let cpu = Device::flex();
+    cpu.seed(5);
+    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    // embeddings scaled up so that logits are far apart (no argmax near-ties)
+    let mut decoder_cpu = ponder_transformer::DecoderConfig::new(23, 16, 2, 3, 32, 32)
+        .init_lm(&cpu)
+        .valid();
+    decoder_cpu.token_embedding.weight = decoder_cpu
+        .token_embedding
+        .weight
+        .clone()
+        .map(|w| w.mul_scalar(30.0));
+    let decoder_gpu = decoder_cpu.clone().to_device(&gpu);
+    let mut mamba_cpu = ponder_mamba::MambaConfig::new(23, 16, 3)
+        .with_d_state(4)
+        .init_lm(&cpu)
+        .valid();
+    mamba_cpu.mamba.embedding.weight = mamba_cpu
+        .mamba
+        .embedding
+        .weight
+        .clone()
+        .map(|w| w.mul_scalar(30.0));
+    let mamba_gpu = mamba_cpu.clone().to_device(&gpu);
+    let prompts: Vec<Vec<usize>> = (0..3)
+        .map(|r| (0..5).map(|i| (r * 7 + i * 3 + 1) % 23).collect())
+        .collect();
+    let ids = burn::tensor::Tensor::<2, burn::tensor::Int>::from_data(
+        burn::tensor::TensorData::new(
+            prompts
+                .iter()
+                .flatten()
+                .map(|&t| t as i64)
+                .collect::<Vec<_>>(),
+            [3, 5],
+        ),
+        &cpu,
+    );
+    let logits_cpu = decoder_cpu.forward(ids.clone());
+    let logits_gpu = decoder_gpu.forward(ids.to_device(&gpu));
+    let diff = max_abs_diff(
+        &logits_cpu.try_into_vec_as::<f32>().unwrap(),
+        &logits_gpu.try_into_vec_as::<f32>().unwrap(),
+    );
+    assert!(diff < 1e-4, "decoder logits differ by {diff}");
+    for rule in [TokenRule::Never, TokenRule::Fixed(1), TokenRule::Fixed(2)] {
+        let config = |skip_rule| TokenExitConfig {
+            rule,
+            exits: vec![1, 2],
+            skip_rule,
+            always_run_last: rule == TokenRule::Fixed(1),
+        };
+        let c = config(SkipRule::Recompute);
+        let t_cpu = decode(&decoder_cpu, &c, None, &prompts, 8, None, None).unwrap();
+        let t_gpu = decode(&decoder_gpu, &c, None, &prompts, 8, None, None).unwrap();
+        assert_eq!(t_cpu.tokens, t_gpu.tokens, "decoder, {rule:?}");
+        assert_eq!(t_cpu.flops, t_gpu.flops);
+        let m_cpu = decode(&mamba_cpu, &c, None, &prompts, 8, None, None).unwrap();
+        let m_gpu = decode(&mamba_gpu, &c, None, &prompts, 8, None, None).unwrap();
+        assert_eq!(m_cpu.tokens, m_gpu.tokens, "mamba, {rule:?}");
+    }
 }

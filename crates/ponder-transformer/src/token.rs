@@ -50,6 +50,10 @@ impl TokenLm for DecoderLm {
         4.0 / 24.0
     }
 
+    fn dynamax_skip_offset(&self) -> f64 {
+        1.0
+    }
+
     fn prefill(&self, ids: Tensor<2, Int>) -> (Tensor<2>, KvCache) {
         let [batch, len] = ids.dims();
         let (logits, cache) = self.forward_prefill(ids);

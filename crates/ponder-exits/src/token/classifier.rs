@@ -379,3 +379,64 @@ impl ExitClassifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use ponder_core::to_host;
+
+    /// The Mamba classifier stepped layer by layer (inference) gives the logits of its
+    /// scan over the whole depth (training), for both summaries; so does the linear one.
+    #[test]
+    fn stepping_the_depth_equals_the_scan() {
+        let device = Device::default();
+        device.seed(4);
+        let (rows, f) = (5, 12);
+        let features: Vec<Tensor<2>> = (0..4)
+            .map(|_| Tensor::random([rows, f], Distribution::Normal(0.0, 1.0), &device))
+            .collect();
+        let confidence: Vec<Tensor<2>> = (0..4)
+            .map(|_| {
+                Tensor::random(
+                    [rows, N_SUMMARY_CONFIDENCE],
+                    Distribution::Uniform(0.0, 1.0),
+                    &device,
+                )
+            })
+            .collect();
+        for spec in [
+            ExitClassifierSpec::linear(vec![1, 3, 4], 1),
+            ExitClassifierSpec::mamba(vec![1, 3, 4], 1, SummaryInput::Hidden),
+            ExitClassifierSpec::mamba(vec![2, 4], 1, SummaryInput::Confidence),
+        ] {
+            let classifier = spec.init(f, &device);
+            let scanned = classifier.forward_exits(&spec, &features, &confidence);
+            let mut state = classifier.start(rows, &device);
+            let mut stepped = Vec::new();
+            for layer in 1..=spec.last_exit() {
+                if classifier.runs_at(&spec, layer) {
+                    let out = classifier.step(
+                        &spec,
+                        layer,
+                        features[layer - 1].clone(),
+                        Some(confidence[layer - 1].clone()),
+                        &mut state,
+                    );
+                    assert_eq!(out.is_some(), spec.exits.contains(&layer));
+                    stepped.extend(out);
+                }
+            }
+            assert_eq!(scanned.len(), stepped.len());
+            for (a, b) in scanned.into_iter().zip(stepped) {
+                let (a, b) = (to_host(a), to_host(b));
+                let diff = a
+                    .iter()
+                    .zip(&b)
+                    .map(|(x, y)| (x - y).abs())
+                    .fold(0.0, f32::max);
+                assert!(diff < 1e-4, "{}: {diff}", spec.name());
+            }
+        }
+    }
+}

@@ -72,15 +72,19 @@ fn ids_2d(rows: &[Vec<usize>], device: &burn::tensor::Device) -> Tensor<2, Int> 
 struct Exited {
     rows: Rows,
     streams: Tensor<2>,
+    /// Their exit layer's logits when the exit measure computed them (reused as the
+    /// emitted prediction when the last layer is not run).
+    logits: Option<Tensor<2>>,
 }
 
 /// Generates `n_tokens` tokens per row after `prompts` (all of one length), greedily.
 ///
-/// With `forced` (`[rows][n_tokens − 1]`), the token fed back after step `s` is
-/// `forced[row][s]` instead of the emitted one (teacher forcing: consistency given the
-/// same prefix, or perplexity with `targets = forced`). With `targets` (`[rows][n_tokens
-/// − 1]`), `target_log_probs[row][s]` is the log-probability of `targets[row][s]` at
-/// stepped token `s + 1`.
+/// With `forced` (`[rows][n_tokens − 1]`), stepped token `s` (1-based) is fed
+/// `forced[row][s − 1]` instead of the token emitted before it (teacher forcing:
+/// consistency given the same prefix). With `targets` (`[rows][n_tokens − 1]`),
+/// `target_log_probs[row][s − 1]` is the log-probability of `targets[row][s − 1]` at
+/// stepped token `s`: for the perplexity of a text `t` after the prompt, pass
+/// `forced = t` and `targets = t[1..]` (each fed character is scored on the next).
 ///
 /// `classifier` is required by [`TokenRule::Classifier`] and ignored otherwise.
 pub fn decode<L: TokenLm>(
@@ -152,7 +156,8 @@ pub fn decode<L: TokenLm>(
     let all_tokens = prompts
         .iter()
         .flatten()
-        .chain(forced.into_iter().flatten().flatten());
+        .chain(forced.into_iter().flatten().flatten())
+        .chain(targets.into_iter().flatten().flatten());
     if let Some(&bad) = all_tokens.clone().find(|&&t| t >= vocab) {
         return Err(PonderError::config(
             "decode.prompts",
@@ -229,12 +234,14 @@ pub fn decode<L: TokenLm>(
         let mut exited: Option<Exited> = None;
         let mut exit_layer = vec![n; batch];
         let mut layers_run = vec![0usize; batch];
-        let mut flops = vec![lm.embed_flops() + lm.head_flops(); batch];
+        // The final head is charged below, to the rows whose prediction it computes.
+        let mut flops = vec![lm.embed_flops(); batch];
         let full: u64 = lm.embed_flops()
             + (0..n).map(|l| lm.layer_flops(l, position)).sum::<u64>()
             + lm.head_flops();
         let mut clf_state = classifier.map(|(c, _)| c.start(batch, &device));
-        let mut final_stream = None;
+        // The streams of the rows that ran the last layer, in batch order of `ran_last`.
+        let mut final_stream: Option<(Rows, Tensor<2>)> = None;
         for l in 0..n {
             let layer = l + 1;
             let is_last = layer == n;
@@ -256,7 +263,7 @@ pub fn decode<L: TokenLm>(
                     layers_run[r] += 1;
                     flops[r] += lm.layer_flops(l, position);
                 }
-                final_stream = Some(step.stream);
+                final_stream = Some((all, step.stream));
                 break;
             }
             let skip = exited
@@ -281,17 +288,11 @@ pub fn decode<L: TokenLm>(
             }
             let Some(step) = step else {
                 // Every row has exited; this layer only filled caches.
-                if is_last {
-                    final_stream = exited.take().map(|e| e.streams);
-                }
                 continue;
             };
             let previous = std::mem::replace(&mut x, step.stream);
             if is_last {
-                final_stream = Some(match exited.take() {
-                    Some(e) => merge_rows(vec![(&active, x.clone()), (&e.rows, e.streams)]),
-                    None => x.clone(),
-                });
+                final_stream = Some((active.clone(), x.clone()));
                 break;
             }
             if layer > last_check {
@@ -368,23 +369,36 @@ pub fn decode<L: TokenLm>(
             for &i in &leaving {
                 exit_layer[active.indices[i]] = layer;
             }
-            let leaving_streams = x.clone().select(0, index_tensor(&leaving, &device));
+            let leaving_index = index_tensor(&leaving, &device);
+            let leaving_streams = x.clone().select(0, leaving_index.clone());
+            let leaving_logits = match (&logits, config.always_run_last) {
+                (Some(l), false) => Some(l.clone().select(0, leaving_index)),
+                _ => None,
+            };
             let leaving_rows: Vec<usize> = leaving.iter().map(|&i| active.indices[i]).collect();
             exited = Some(match exited.take() {
                 None => Exited {
                     rows: Rows::new(leaving_rows, batch, &device),
                     streams: leaving_streams,
+                    logits: leaving_logits,
                 },
                 Some(e) => {
                     let mut rows: Vec<usize> = e.rows.indices.clone();
                     rows.extend(&leaving_rows);
-                    let joined = Tensor::cat(vec![e.streams, leaving_streams], 0);
                     let mut order: Vec<usize> = (0..rows.len()).collect();
                     order.sort_by_key(|&i| rows[i]);
+                    let order_tensor = index_tensor(&order, &device);
                     let sorted_rows: Vec<usize> = order.iter().map(|&i| rows[i]).collect();
+                    let join = |a: Tensor<2>, b: Tensor<2>| {
+                        Tensor::cat(vec![a, b], 0).select(0, order_tensor.clone())
+                    };
                     Exited {
                         rows: Rows::new(sorted_rows, batch, &device),
-                        streams: joined.select(0, index_tensor(&order, &device)),
+                        streams: join(e.streams, leaving_streams),
+                        logits: match (e.logits, leaving_logits) {
+                            (Some(a), Some(b)) => Some(join(a, b)),
+                            _ => None,
+                        },
                     }
                 }
             });
@@ -403,8 +417,29 @@ pub fn decode<L: TokenLm>(
                 );
             }
         }
-        let final_stream = final_stream.expect("the last layer produces every row's output");
-        let logits = lm.head(lm.final_norm(final_stream));
+        // The emitted predictions: the final head on the rows that ran the last layer, and
+        // on exited rows' streams unless their exit measure already computed them.
+        let mut parts = Vec::new();
+        let mut headed = Vec::new();
+        if let Some((rows, stream)) = &final_stream
+            && !rows.is_empty()
+        {
+            parts.push((rows.clone(), lm.head(lm.final_norm(stream.clone()))));
+            headed.extend(rows.indices.iter().copied());
+        }
+        if let Some(e) = exited.take() {
+            match e.logits {
+                Some(l) => parts.push((e.rows, l)),
+                None => {
+                    headed.extend(e.rows.indices.iter().copied());
+                    parts.push((e.rows, lm.head(lm.final_norm(e.streams))));
+                }
+            }
+        }
+        for r in headed {
+            flops[r] += lm.head_flops();
+        }
+        let logits = merge_rows(parts.iter().map(|(r, t)| (r, t.clone())).collect());
         let log_probs = targets.map(|_| to_host(log_softmax(logits.clone(), 1)));
         let host = to_host(logits);
         for r in 0..batch {
