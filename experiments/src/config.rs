@@ -159,6 +159,26 @@ impl BackboneKind {
     }
 }
 
+/// Reads a TOML experiment file of kind `what` ("LM experiment", ...), applies
+/// `key=value` overrides to it and returns it for the caller to validate.
+pub(crate) fn load_toml<T>(path: &Path, overrides: &[String], what: &str) -> Result<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    let experiment: T =
+        toml::from_str(&text).with_context(|| format!("in {what} {}", path.display()))?;
+    if overrides.is_empty() {
+        return Ok(experiment);
+    }
+    let mut value = toml::Value::try_from(&experiment)?;
+    apply_overrides(&mut value, overrides)?;
+    value
+        .try_into()
+        .context("after applying the --set overrides")
+}
+
 pub(crate) fn default_d_state() -> usize {
     16
 }

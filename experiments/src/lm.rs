@@ -162,19 +162,7 @@ impl Default for LmGenerate {
 impl LmExperiment {
     /// Reads and checks an LM experiment file, then applies `key=value` overrides.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading LM experiment {}", path.display()))?;
-        let experiment: Self = toml::from_str(&text)
-            .with_context(|| format!("in LM experiment {}", path.display()))?;
-        let experiment = if overrides.is_empty() {
-            experiment
-        } else {
-            let mut value = toml::Value::try_from(&experiment)?;
-            crate::config::apply_overrides(&mut value, overrides)?;
-            value
-                .try_into()
-                .context("after applying the --set overrides")?
-        };
+        let experiment: Self = crate::config::load_toml(path, overrides, "LM experiment")?;
         experiment
             .validate()
             .with_context(|| format!("in LM experiment {}", path.display()))?;

@@ -136,19 +136,7 @@ impl TokenExitExperiment {
 
     /// Reads and checks an experiment file, then applies `key=value` overrides.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading token-exit experiment {}", path.display()))?;
-        let experiment: Self = toml::from_str(&text)
-            .with_context(|| format!("in token-exit experiment {}", path.display()))?;
-        let experiment = if overrides.is_empty() {
-            experiment
-        } else {
-            let mut value = toml::Value::try_from(&experiment)?;
-            crate::config::apply_overrides(&mut value, overrides)?;
-            value
-                .try_into()
-                .context("after applying the --set overrides")?
-        };
+        let experiment: Self = crate::config::load_toml(path, overrides, "token-exit experiment")?;
         experiment
             .validate()
             .with_context(|| format!("in token-exit experiment {}", path.display()))?;
@@ -995,4 +983,79 @@ pub fn plot(backbone: &BackboneResult) -> Result<String> {
         },
         &lines,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preset_parses_and_bad_values_are_named() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/shakespeare-token-exit.toml");
+        assert!(TokenExitExperiment::is_token_exit(&path));
+        assert!(!TokenExitExperiment::is_token_exit(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/shakespeare-mamba.toml")
+        ));
+        let e = TokenExitExperiment::load(&path, &[]).unwrap();
+        assert_eq!(e.backbones.len(), 2);
+        assert_eq!(e.specs().len(), e.token_exit.classifiers.len());
+        // every family, thresholds from the most conservative
+        let families = families(&e);
+        assert_eq!(families.len(), e.token_exit.classifiers.len() + 3);
+        for (_, _, rules) in &families {
+            assert!(
+                rules
+                    .windows(2)
+                    .all(|w| w[0].threshold() > w[1].threshold())
+            );
+        }
+        for (set, key) in [
+            ("token_exit.exits=[2, 1]", "token_exit.exits"),
+            ("token_exit.exits=[]", "token_exit.exits"),
+            (
+                "token_exit.target_consistency=1.0",
+                "token_exit.target_consistency",
+            ),
+            ("token_exit.ltt_epsilon=0.0", "token_exit.ltt_epsilon"),
+            ("token_exit.gen_len=1", "token_exit.gen_len"),
+            ("token_exit.batch_size=0", "token_exit.batch_size"),
+            (
+                "token_exit.always_run_last=[]",
+                "token_exit.always_run_last",
+            ),
+            ("classifier_train.steps=0", "classifier_train.steps"),
+            ("token_exit.colour=1", "colour"),
+        ] {
+            let err = TokenExitExperiment::load(&path, &[set.into()]).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{set}: {err:#}");
+        }
+    }
+
+    #[test]
+    fn sequences_interleave_calibration_and_test() {
+        let corpus = CharCorpus {
+            vocab: ponder_data::CharVocab::from_texts(["ab"]),
+            train: vec![0; 100],
+            valid: (0..1000).map(|i| i % 2).collect(),
+            train_files: vec![],
+            valid_files: vec![],
+        };
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/shakespeare-token-exit.toml");
+        let mut sweep = TokenExitExperiment::load(&path, &[]).unwrap().token_exit;
+        (sweep.prompt_len, sweep.gen_len) = (4, 6);
+        (sweep.calibration_sequences, sweep.test_sequences) = (7, 3);
+        let (cal, test) = sequences(&corpus, &sweep).unwrap();
+        assert_eq!((cal.prompts.len(), test.prompts.len()), (7, 3));
+        assert!(
+            cal.prompts
+                .iter()
+                .chain(&test.prompts)
+                .all(|p| p.len() == 4)
+        );
+        assert!(cal.truth.iter().chain(&test.truth).all(|t| t.len() == 6));
+        sweep.calibration_sequences = 200;
+        assert!(sequences(&corpus, &sweep).is_err(), "windows would overlap");
+    }
 }

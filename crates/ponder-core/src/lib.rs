@@ -41,7 +41,9 @@ pub use runner::{
     step_flops, to_host,
 };
 pub use stats::ExitStats;
-pub use token::{LayerCall, LayerStep, Rows, SequenceLayers, SkipRule, TokenLm, merge_rows};
+pub use token::{
+    LayerCall, LayerStep, Rows, SequenceLayers, SkipRule, TokenLm, check_prompt, merge_rows,
+};
 pub use weights::{SafeTensors, write_safetensors};
 
 /// Re-export of burn so downstream crates and tests use the same version.

@@ -13,6 +13,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::{PonderError, Result, index_tensor};
 
+/// Checks a generation prompt: at least one token, every token in the vocabulary.
+pub fn check_prompt(prompt: &[usize], vocab_size: usize) -> Result<()> {
+    if prompt.is_empty() {
+        return Err(PonderError::config(
+            "prompt",
+            "must have at least one token",
+        ));
+    }
+    if let Some(&bad) = prompt.iter().find(|&&t| t >= vocab_size) {
+        return Err(PonderError::config(
+            "prompt",
+            format!("token {bad} is outside the vocabulary of {vocab_size}"),
+        ));
+    }
+    Ok(())
+}
+
 /// What a layer's cache gets for a row that skipped the layer at the current token
 /// (pitfall 14).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Token-by-token generation with the recurrent state (constant memory in the length).
 
 use burn::tensor::{Int, Tensor, TensorData};
-use ponder_core::{PonderError, Result, to_host, uniform01};
+use ponder_core::{Result, check_prompt, to_host, uniform01};
 
 use crate::model::{MambaLm, MambaState};
 
@@ -56,18 +56,7 @@ pub fn generate(
     sampling: Sampling,
 ) -> Result<Generation> {
     let vocab = lm.mamba.embedding.weight.dims()[0];
-    if prompt.is_empty() {
-        return Err(PonderError::config(
-            "prompt",
-            "must have at least one token",
-        ));
-    }
-    if let Some(&bad) = prompt.iter().find(|&&t| t >= vocab) {
-        return Err(PonderError::config(
-            "prompt",
-            format!("token {bad} is outside the vocabulary of {vocab}"),
-        ));
-    }
+    check_prompt(prompt, vocab)?;
     let device = lm.mamba.embedding.weight.device();
     let ids = Tensor::<2, Int>::from_data(
         TensorData::new(

@@ -216,11 +216,40 @@ impl MambaMixer {
     /// - x: `[batch_size, d_model]`
     /// - output: `[batch_size, d_model]`
     pub fn step(&self, x: Tensor<2>, state: &mut LayerState) -> Tensor<2> {
-        let [batch, _] = x.dims();
-        let (di, k, n) = (self.d_inner, self.d_conv, self.d_state);
+        let di = self.d_inner;
         let xz = self.in_proj.forward(x);
-        let xs = xz.clone().narrow(1, 0, di);
-        let z = xz.narrow(1, di, di);
+        let z = xz.clone().narrow(1, di, di);
+        let (u, c) = self.update_state(xz.narrow(1, 0, di), state);
+        let [batch, _] = u.dims();
+        let y = (state.ssm.clone() * c.reshape([batch, 1, self.d_state]))
+            .sum_dim(2)
+            .reshape([batch, di]);
+        let y = y + u * self.d_skip.val().unsqueeze_dim(0);
+        self.out_proj.forward(y * silu(z))
+    }
+
+    /// Advances `state` by one token without computing the output: only the x half of
+    /// in_proj, the convolution, Δ/B/C and the SSM update run (no C read-out, D skip,
+    /// gate or out_proj). The state ends exactly as after [`MambaMixer::step`]; this is
+    /// DYNAMAX's "update the conv/ssm states only" for layers a token skipped.
+    ///
+    /// # Shapes
+    /// - x: `[batch_size, d_model]`
+    pub fn advance(&self, x: Tensor<2>, state: &mut LayerState) {
+        let di = self.d_inner;
+        let mut xs = x.matmul(self.in_proj.weight.val().narrow(1, 0, di)); // [B, di]
+        if let Some(bias) = &self.in_proj.bias {
+            xs = xs + bias.val().narrow(0, 0, di).unsqueeze_dim(0);
+        }
+        self.update_state(xs, state);
+    }
+
+    /// The recurrence shared by [`MambaMixer::step`] and [`MambaMixer::advance`]: shifts
+    /// the pre-convolution input `xs` `[B, d_inner]` into the conv state, convolves,
+    /// and updates the SSM state; returns the post-convolution input u and C.
+    fn update_state(&self, xs: Tensor<2>, state: &mut LayerState) -> (Tensor<2>, Tensor<2>) {
+        let [batch, _] = xs.dims();
+        let (di, k, n) = (self.d_inner, self.d_conv, self.d_state);
         let conv_state = Tensor::cat(
             vec![
                 state.conv.clone().narrow(2, 1, k - 1),
@@ -239,49 +268,8 @@ impl MambaMixer {
         let (delta, b, c) = self.delta_b_c(u.clone());
         let decay = (delta.clone().reshape([batch, di, 1]) * self.a().unsqueeze_dim::<3>(0)).exp();
         let input = (delta * u.clone()).reshape([batch, di, 1]) * b.reshape([batch, 1, n]);
-        let h = decay * state.ssm.clone() + input;
-        let y = (h.clone() * c.reshape([batch, 1, n]))
-            .sum_dim(2)
-            .reshape([batch, di]);
-        state.ssm = h;
-        let y = y + u * self.d_skip.val().unsqueeze_dim(0);
-        self.out_proj.forward(y * silu(z))
-    }
-
-    /// Advances `state` by one token without computing the output: only the x half of
-    /// in_proj, the convolution, Δ/B/C and the SSM update run (no C read-out, D skip,
-    /// gate or out_proj). The state ends exactly as after [`MambaMixer::step`]; this is
-    /// DYNAMAX's "update the conv/ssm states only" for layers a token skipped.
-    ///
-    /// # Shapes
-    /// - x: `[batch_size, d_model]`
-    pub fn advance(&self, x: Tensor<2>, state: &mut LayerState) {
-        let [batch, _] = x.dims();
-        let (di, k, n) = (self.d_inner, self.d_conv, self.d_state);
-        let weight = self.in_proj.weight.val().narrow(1, 0, di); // [d, di]
-        let mut xs = x.matmul(weight);
-        if let Some(bias) = &self.in_proj.bias {
-            xs = xs + bias.val().narrow(0, 0, di).unsqueeze_dim(0);
-        }
-        let conv_state = Tensor::cat(
-            vec![
-                state.conv.clone().narrow(2, 1, k - 1),
-                xs.reshape([batch, di, 1]),
-            ],
-            2,
-        );
-        let mut conv = (conv_state.clone() * self.conv_weight.val().unsqueeze_dim::<3>(0))
-            .sum_dim(2)
-            .reshape([batch, di]);
-        if let Some(bias) = &self.conv_bias {
-            conv = conv + bias.val().unsqueeze_dim(0);
-        }
-        state.conv = conv_state;
-        let u = silu(conv);
-        let (delta, b, _) = self.delta_b_c(u.clone());
-        let decay = (delta.clone().reshape([batch, di, 1]) * self.a().unsqueeze_dim::<3>(0)).exp();
-        let input = (delta * u).reshape([batch, di, 1]) * b.reshape([batch, 1, n]);
         state.ssm = decay * state.ssm.clone() + input;
+        (u, c)
     }
 
     /// FLOPs of [`MambaMixer::advance`] for one row (conventions of

@@ -416,19 +416,7 @@ pub fn sample_lm<L: TokenLm>(
     n_tokens: usize,
     sampling: Sampling,
 ) -> Result<Sampled> {
-    let vocab = lm.vocab_size();
-    if prompt.is_empty() {
-        return Err(PonderError::config(
-            "prompt",
-            "must have at least one token",
-        ));
-    }
-    if let Some(&bad) = prompt.iter().find(|&&t| t >= vocab) {
-        return Err(PonderError::config(
-            "prompt",
-            format!("token {bad} is outside the vocabulary of {vocab}"),
-        ));
-    }
+    ponder_core::check_prompt(prompt, lm.vocab_size())?;
     if let Some(max) = lm.max_len()
         && prompt.len() + n_tokens > max
     {
