@@ -452,6 +452,20 @@ pub fn run(
     .with_context(|| format!("reading the corpus in {}", experiment.data.path.display()))?;
     let vocab: String = corpus.vocab.chars().iter().collect();
     let (calibration, test) = sequences(&corpus, &experiment.token_exit)?;
+    spread_windows(
+        &corpus.valid,
+        experiment.classifier_train.seq_len,
+        experiment.classifier_train.valid_windows,
+    )
+    .context("invalid value for `classifier_train.valid_windows`")?;
+    // Everything that can be checked from the language models' configs, before any work.
+    for entry in &experiment.backbones {
+        let saved = entry.run.join("config.toml");
+        let lm_config = if saved.is_file() { &saved } else { &entry.lm };
+        let lm = lm::LmExperiment::load(lm_config, &[])
+            .with_context(|| format!("the language model of backbone `{}`", entry.name))?;
+        precheck(experiment, entry, &lm)?;
+    }
     let mut backbones = Vec::new();
     for entry in &experiment.backbones {
         lm::ensure_trained(&entry.lm, &entry.run, device)
@@ -487,6 +501,52 @@ pub fn run(
         ltt_epsilon: experiment.token_exit.ltt_epsilon,
         backbones,
     })
+}
+
+/// Checks a backbone's skip rule, exit positions, classifiers and lengths against its
+/// language model's config.
+fn precheck(
+    experiment: &TokenExitExperiment,
+    entry: &BackboneEntry,
+    lm: &lm::LmExperiment,
+) -> Result<()> {
+    let s = &experiment.token_exit;
+    let n_layers = lm.model.n_layers;
+    let (supported, max_len) = match lm.model.backbone {
+        lm::LmBackbone::Mamba => ([SkipRule::Recompute, SkipRule::Unadvanced], None),
+        lm::LmBackbone::Transformer => (
+            [SkipRule::Copy, SkipRule::Recompute],
+            Some(lm.decoder_config(1).max_len),
+        ),
+    };
+    if !supported.contains(&entry.skip_rule) {
+        bail!(
+            "invalid value for `token_exit.skip_rule` of backbone `{}`: \"{}\" does not apply to a {} (transformer: copy or recompute; Mamba: unadvanced or recompute)",
+            entry.name,
+            entry.skip_rule.name(),
+            lm.model.backbone.name()
+        );
+    }
+    ponder_exits::token::validate_exits(&s.exits, n_layers, "token_exit.exits")
+        .with_context(|| format!("backbone `{}` has {n_layers} layers", entry.name))?;
+    if let Some(max) = max_len {
+        if s.prompt_len + s.gen_len - 1 > max {
+            bail!(
+                "invalid value for `token_exit.gen_len`: a prompt of {} and {} generated characters exceed backbone `{}`'s {max} positions",
+                s.prompt_len,
+                s.gen_len,
+                entry.name
+            );
+        }
+        if experiment.classifier_train.seq_len > max {
+            bail!(
+                "invalid value for `classifier_train.seq_len`: {} exceeds backbone `{}`'s {max} positions",
+                experiment.classifier_train.seq_len,
+                entry.name
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The sweep on one language model.

@@ -427,6 +427,8 @@ fn token_exit_compare_trains_the_models_sweeps_and_resumes() {
         dir.path(),
     );
     assert_clean_failure(&out, &["token_exit.skip_rule", "unadvanced", "transformer"]);
+    // refused before any language model was trained
+    assert!(!dir.path().join("lm-mamba").exists());
 
     std::fs::write(&config, text.replace("SKIP", "copy")).unwrap();
     let run = run_into(

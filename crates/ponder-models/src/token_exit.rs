@@ -201,6 +201,8 @@ pub fn fit_exit_classifier<L: TokenLm>(
             format!("{} exceeds the model's {max} positions", config.seq_len),
         ));
     }
+    // The held-out windows of the decision metrics, checked before training.
+    spread_windows(&corpus.valid, config.seq_len, config.valid_windows)?;
     let lm_device = lm.device();
     device.seed(config.seed);
     let mut classifier = spec.init(lm.feature_size(), device);

@@ -41,7 +41,9 @@ pub struct Decoded {
     /// Layers each stepped token ran (with the last layer when it is always run).
     pub layers_run: Vec<Vec<usize>>,
     /// FLOPs of each stepped token: embedding, layers run, exit measures or classifier,
-    /// skipped layers' cache rule, the final norm and head.
+    /// skipped layers' cache rule, and the final norm and head (once: an exited token
+    /// that does not run the last layer reuses its exit measure's prediction when the
+    /// measure computed one).
     pub flops: Vec<Vec<u64>>,
     /// FLOPs the same token costs at full depth (embedding, every layer, the head).
     pub full_flops: Vec<Vec<u64>>,
@@ -240,7 +242,7 @@ pub fn decode<L: TokenLm>(
             + (0..n).map(|l| lm.layer_flops(l, position)).sum::<u64>()
             + lm.head_flops();
         let mut clf_state = classifier.map(|(c, _)| c.start(batch, &device));
-        // The streams of the rows that ran the last layer, in batch order of `ran_last`.
+        // The rows that ran the last layer and their output streams.
         let mut final_stream: Option<(Rows, Tensor<2>)> = None;
         for l in 0..n {
             let layer = l + 1;
