@@ -9,7 +9,9 @@
 //! runs/NAME-TIMESTAMP/
 //!   config.toml                          the resolved experiment
 //!   classifiers/BACKBONE/NAME/           classifier.bpk, report.json (reused on --resume)
-//!   curves/BACKBONE/RULE-lastB.json      each rule's sweep as it finishes
+//!   curves/BACKBONE/RULE-lastB.json      each rule's sweep as it finishes (on --resume,
+//!                                        points of the same threshold and setup are
+//!                                        read back instead of decoded again)
 //!   results.json, results.md             everything below
 //!   compute_vs_consistency_BACKBONE.svg  layers saved against consistency, one line per rule
 //! ```
@@ -247,6 +249,11 @@ pub struct Curve {
     /// The largest share of layers saved among points whose test consistency reaches
     /// the target (None if none does).
     pub layers_saved_at_target: Option<f64>,
+    /// What the points were measured under (backbone, exits, lengths, sequences,
+    /// classifier training): a resumed run reuses a point of the same rule only under
+    /// the same setup.
+    #[serde(default)]
+    pub setup: Option<serde_json::Value>,
 }
 
 /// A skip rule compared at one threshold.
@@ -697,8 +704,32 @@ fn evaluate<L: TokenLm + burn::module::Module>(
     for &always in &s.always_run_last {
         for (family, classifier_index, rules) in &families {
             let classifier = classifier_index.map(|i| (&classifiers[i].0, &classifiers[i].1));
+            let curve_path = format!("curves/{}/{}-last{}.json", entry.name, family, always);
+            let setup = serde_json::json!({
+                "backbone": entry,
+                "exits": s.exits,
+                "prompt_len": s.prompt_len,
+                "gen_len": s.gen_len,
+                "calibration_sequences": s.calibration_sequences,
+                "test_sequences": s.test_sequences,
+                "batch_size": s.batch_size,
+                "classifier_train": experiment.classifier_train,
+                "classifier": classifier.map(|(_, spec)| spec),
+            });
+            // Points measured before (an interrupted or extended run) under this setup.
+            let previous: Vec<SweepPoint> = std::fs::read(run.root().join(&curve_path))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Curve>(&bytes).ok())
+                .filter(|c| c.setup.as_ref().is_none_or(|v| *v == setup))
+                .map(|c| c.points)
+                .unwrap_or_default();
             let mut points = Vec::new();
             for &rule in rules {
+                if let Some(p) = previous.iter().find(|p| p.rule == rule) {
+                    points.push(p.clone());
+                    progress.inc(1);
+                    continue;
+                }
                 progress.set_message(format!("{family} {:.3}", rule.threshold()));
                 let config = TokenExitConfig {
                     rule,
@@ -801,11 +832,9 @@ fn evaluate<L: TokenLm + burn::module::Module>(
                 ltt,
                 ltt_test,
                 layers_saved_at_target,
+                setup: Some(setup),
             };
-            run.write(
-                &format!("curves/{}/{}-last{}.json", entry.name, family, always),
-                &serde_json::to_vec_pretty(&curve)?,
-            )?;
+            run.write(&curve_path, &serde_json::to_vec_pretty(&curve)?)?;
             curves.push(curve);
         }
     }

@@ -470,4 +470,25 @@ fn token_exit_compare_trains_the_models_sweeps_and_resumes() {
         stderr(&again)
     );
     assert!(!stderr(&again).contains("holds no trained language model"));
+
+    // extending a sweep: the points already measured are read back, the new one decoded
+    let curve_path = run.join("curves/mamba/softmax-lastfalse.json");
+    let before: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&curve_path).unwrap()).unwrap();
+    let config_path = run.join("config.toml");
+    let mut config: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["token_exit"]["softmax_thresholds"] =
+        toml::Value::try_from(vec![0.5, 0.7, 0.9]).unwrap();
+    std::fs::write(&config_path, toml::to_string(&config).unwrap()).unwrap();
+    let third = ponder(&["compare", "--resume", run.to_str().unwrap()], dir.path());
+    assert!(third.status.success(), "stderr: {}", stderr(&third));
+    let after: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&curve_path).unwrap()).unwrap();
+    let points = after["points"].as_array().unwrap();
+    assert_eq!(points.len(), 3);
+    let old = before["points"].as_array().unwrap();
+    assert_eq!(points[0], old[0], "0.9 reused as measured");
+    assert_eq!(points[2], old[1], "0.5 reused as measured");
+    assert_eq!(points[1]["rule"]["threshold"], 0.7);
 }
