@@ -113,7 +113,7 @@ impl SafeTensors {
             };
             let width = dtype_width(&dtype).ok_or_else(|| {
                 bad(format!(
-                    "tensor `{name}` has dtype {dtype}; only F32, F16 and BF16 are supported"
+                    "tensor `{name}` has dtype {dtype}, which is not a safetensors dtype"
                 ))
             })?;
             let bytes = shape.iter().try_fold(width, |acc, &d| acc.checked_mul(d));
@@ -174,6 +174,15 @@ impl SafeTensors {
                 path: self.path.clone(),
                 message: format!("tensor `{name}` is missing"),
             })?;
+        if !matches!(entry.dtype.as_str(), "F32" | "F16" | "BF16") {
+            return Err(PonderError::Checkpoint {
+                path: self.path.clone(),
+                message: format!(
+                    "tensor `{name}` has dtype {}; weights must be F32, F16 or BF16",
+                    entry.dtype
+                ),
+            });
+        }
         if entry.shape != expected {
             return Err(PonderError::Checkpoint {
                 path: self.path.clone(),
@@ -198,7 +207,7 @@ impl SafeTensors {
                 .chunks_exact(2)
                 .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
                 .collect(),
-            other => unreachable!("dtype {other} was rejected when the header was read"),
+            other => unreachable!("dtype {other} was refused above"),
         })
     }
 
@@ -214,6 +223,21 @@ impl SafeTensors {
             TensorData::new(values, expected.to_vec()),
             device,
         ))
+    }
+
+    /// Marks tensor `name` as used without reading it (buffers a model recomputes, such
+    /// as BERT's `position_ids`); false when the file has no such tensor.
+    pub fn skip(&self, name: &str) -> bool {
+        let present = self.entries.contains_key(name);
+        if present {
+            self.used.borrow_mut().insert(name.to_string());
+        }
+        present
+    }
+
+    /// The dtype of a tensor, if present.
+    pub fn dtype(&self, name: &str) -> Option<&str> {
+        self.entries.get(name).map(|e| e.dtype.as_str())
     }
 
     /// Tensors never read so far.
@@ -252,8 +276,10 @@ impl SafeTensors {
 
 fn dtype_width(dtype: &str) -> Option<usize> {
     match dtype {
-        "F32" => Some(4),
-        "F16" | "BF16" => Some(2),
+        "F64" | "I64" | "U64" => Some(8),
+        "F32" | "I32" | "U32" => Some(4),
+        "F16" | "BF16" | "I16" | "U16" => Some(2),
+        "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => Some(1),
         _ => None,
     }
 }
@@ -353,6 +379,24 @@ mod tests {
         let mut not_json = 4u64.to_le_bytes().to_vec();
         not_json.extend_from_slice(b"{{{{");
         assert!(file(not_json).unwrap_err().to_string().contains("JSON"));
+    }
+
+    #[test]
+    fn integer_buffers_open_but_are_not_weights() {
+        let mut bytes = write_safetensors(&[("w", vec![2], vec![1.0, 2.0])]);
+        // relabel as one I64 value (8 bytes)
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let text = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();
+        let relabelled = text.replace("\"F32\"", "\"I64\"").replace("[2]", "[1]");
+        assert_eq!(relabelled.len(), text.len());
+        bytes[8..8 + header_len].copy_from_slice(relabelled.as_bytes());
+        let f = file(bytes).unwrap();
+        assert_eq!(f.dtype("w"), Some("I64"));
+        let err = f.read("w", &[1]).unwrap_err().to_string();
+        assert!(err.contains("`w`") && err.contains("I64"), "{err}");
+        assert!(f.ensure_all_used().is_err());
+        assert!(f.skip("w") && !f.skip("absent"));
+        assert!(f.ensure_all_used().is_ok());
     }
 
     #[test]

@@ -20,9 +20,11 @@ mod config;
 mod decoder;
 mod embedding;
 mod encoder;
+mod loader;
 mod token;
 
 pub use config::{EmbeddingKind, EncoderConfig};
 pub use decoder::{DecoderBlock, DecoderConfig, DecoderLm, KvCache, LayerKv};
 pub use embedding::{PatchEmbedding, TextEmbedding};
 pub use encoder::{Encoder, EncoderInput, EncoderState};
+pub use loader::{HfConfig, HfLayout, LoadedEncoder, load_from, load_hf_encoder};

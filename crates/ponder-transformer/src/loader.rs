@@ -1,0 +1,399 @@
+//! Pretrained Hugging Face encoders (BERT, RoBERTa, ALBERT) from `config.json` and
+//! `model.safetensors` into an [`Encoder`].
+//!
+//! Tensor names, with the model's prefix (`bert.`, `roberta.`, `albert.`) or none
+//! (sentence-transformers checkpoints such as all-MiniLM-L6-v2). PyTorch stores a
+//! `Linear` weight as `[out, in]`; burn's is `[in, out]`, so every weight is transposed.
+//! `i` runs over the layers; ALBERT has one shared layer.
+//!
+//! | Hugging Face (BERT / RoBERTa) | ALBERT | ponder |
+//! |---|---|---|
+//! | `embeddings.word_embeddings.weight` | same | `text.tokens.weight` |
+//! | `embeddings.position_embeddings.weight` | same | `text.positions.weight` (RoBERTa: rows from 2 on, see below) |
+//! | `embeddings.token_type_embeddings.weight` | same | `text.token_types.weight` |
+//! | `embeddings.LayerNorm.{weight,bias}` | same | `text.norm.{gamma,beta}` |
+//! | — | `encoder.embedding_hidden_mapping_in.{weight,bias}` | `embed_map` |
+//! | `encoder.layer.{i}.attention.self.{query,key,value}.{weight,bias}` | `encoder.albert_layer_groups.0.albert_layers.0.attention.{query,key,value}.*` | `layers[i].mha.{query,key,value}` |
+//! | `encoder.layer.{i}.attention.output.dense.*` | `….attention.dense.*` | `layers[i].mha.output` |
+//! | `encoder.layer.{i}.attention.output.LayerNorm.*` | `….attention.LayerNorm.*` | `layers[i].norm_1` (post-norm: after attention) |
+//! | `encoder.layer.{i}.intermediate.dense.*` | `….ffn.*` | `layers[i].pwff.linear_inner` |
+//! | `encoder.layer.{i}.output.dense.*` | `….ffn_output.*` | `layers[i].pwff.linear_outer` |
+//! | `encoder.layer.{i}.output.LayerNorm.*` | `….full_layer_layer_norm.*` | `layers[i].norm_2` (after the feed-forward) |
+//! | `pooler.dense.*` (optional) | `pooler.*` (optional) | `pooler` |
+//!
+//! Also accepted: `LayerNorm.gamma`/`beta` (old BERT checkpoints) for `weight`/`bias`,
+//! the `embeddings.position_ids` buffer and pretraining heads (`cls.*`, `lm_head.*`,
+//! `predictions.*`, `sop_classifier.*`), which are skipped. Any other tensor, a missing one
+//! or a wrong shape is an error naming the tensor, its expected and its actual shape.
+//! A checkpoint without a pooler (all-MiniLM-L6-v2) keeps a freshly initialised one
+//! ([`LoadedEncoder::pooler_loaded`] says so).
+//!
+//! RoBERTa numbers positions from `padding_idx + 1 = 2`; ponder's positions start at 0,
+//! so its table is the checkpoint's rows `2..` (right-padded input gives every real
+//! token the position RoBERTa gives it). Every model runs in post-norm form with the
+//! checkpoint's `layer_norm_eps`; the feed-forward activation is the exact (erf) GELU,
+//! which is BERT's and RoBERTa's `"gelu"`; ALBERT's `"gelu_new"` (the tanh
+//! approximation) is accepted and differs from it by at most about 1e-3 per activation.
+
+use std::path::Path;
+
+use burn::module::Param;
+use burn::nn::{LayerNorm, Linear};
+use burn::tensor::{Device, Tensor};
+use ponder_core::{PonderError, Result, SafeTensors};
+use serde::Deserialize;
+
+use crate::config::{EmbeddingKind, EncoderConfig};
+use crate::encoder::Encoder;
+
+/// Which naming a checkpoint uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HfLayout {
+    /// BERT (and MiniLM, which is a BERT).
+    Bert,
+    /// RoBERTa (BERT's names, positions from 2).
+    Roberta,
+    /// ALBERT (factorised embedding, one shared layer).
+    Albert,
+}
+
+/// The fields of a Hugging Face `config.json` the encoder needs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct HfConfig {
+    /// `bert`, `roberta`, `xlm-roberta` or `albert`.
+    pub model_type: String,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size H.
+    pub hidden_size: usize,
+    /// Layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads.
+    pub num_attention_heads: usize,
+    /// Feed-forward size.
+    pub intermediate_size: usize,
+    /// Positions (RoBERTa's include its two offset rows).
+    pub max_position_embeddings: usize,
+    /// Token types.
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    /// Layer-norm epsilon.
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    /// Activation of the feed-forward block.
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    /// ALBERT's embedding size E.
+    #[serde(default)]
+    pub embedding_size: Option<usize>,
+}
+
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+
+/// Name prefixes of pretraining heads (masked-LM, next-sentence, sentence-order),
+/// skipped when present.
+const PRETRAINING_HEADS: [&str; 4] = ["cls.", "lm_head.", "predictions.", "sop_classifier."];
+
+/// The RoBERTa position offset (`padding_idx + 1`).
+const ROBERTA_POSITION_OFFSET: usize = 2;
+
+impl HfConfig {
+    /// Reads `config.json`.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| PonderError::Io {
+            action: "reading",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|e| PonderError::Checkpoint {
+            path: path.to_path_buf(),
+            message: format!("not a Hugging Face encoder config: {e}"),
+        })
+    }
+
+    /// The checkpoint's naming.
+    pub fn layout(&self) -> Result<HfLayout> {
+        match self.model_type.as_str() {
+            "bert" => Ok(HfLayout::Bert),
+            "roberta" | "xlm-roberta" | "camembert" => Ok(HfLayout::Roberta),
+            "albert" => Ok(HfLayout::Albert),
+            other => Err(PonderError::config(
+                "config.json model_type",
+                format!("`{other}` is not an encoder ponder loads (bert, roberta, albert)"),
+            )),
+        }
+    }
+
+    /// The ponder encoder of this shape (dropout 0.1, as the checkpoints train with).
+    pub fn encoder_config(&self) -> Result<EncoderConfig> {
+        let layout = self.layout()?;
+        if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_new") {
+            return Err(PonderError::config(
+                "config.json hidden_act",
+                format!(
+                    "`{}`: only gelu (and ALBERT's gelu_new) are supported",
+                    self.hidden_act
+                ),
+            ));
+        }
+        let max_position = match layout {
+            HfLayout::Roberta => self
+                .max_position_embeddings
+                .checked_sub(ROBERTA_POSITION_OFFSET)
+                .filter(|&p| p > 0)
+                .ok_or_else(|| {
+                    PonderError::config(
+                        "config.json max_position_embeddings",
+                        "RoBERTa needs more than its 2 offset positions",
+                    )
+                })?,
+            _ => self.max_position_embeddings,
+        };
+        let config = EncoderConfig::new(
+            EmbeddingKind::Text {
+                vocab_size: self.vocab_size,
+                max_position,
+                type_vocab_size: self.type_vocab_size,
+            },
+            self.num_hidden_layers,
+            self.hidden_size,
+            self.num_attention_heads,
+            self.intermediate_size,
+        )
+        .with_layer_norm_eps(self.layer_norm_eps)
+        .with_share_layers(layout == HfLayout::Albert)
+        .with_d_embed(match layout {
+            HfLayout::Albert => self.embedding_size,
+            _ => None,
+        });
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// What [`load_hf_encoder`] returns.
+#[derive(Debug)]
+pub struct LoadedEncoder {
+    /// The encoder with the checkpoint's weights.
+    pub encoder: Encoder,
+    /// Its configuration.
+    pub config: EncoderConfig,
+    /// The naming the checkpoint used.
+    pub layout: HfLayout,
+    /// Whether the checkpoint had a pooler (otherwise it is freshly initialised).
+    pub pooler_loaded: bool,
+}
+
+fn bad(file: &SafeTensors, message: String) -> PonderError {
+    PonderError::Checkpoint {
+        path: file.path().to_path_buf(),
+        message,
+    }
+}
+
+/// Reads one of `names` (the first present; the error names the first).
+fn tensor<const D: usize>(
+    file: &SafeTensors,
+    names: &[String],
+    shape: [usize; D],
+    device: &Device,
+) -> Result<Tensor<D>> {
+    let name = names.iter().find(|n| file.contains(n)).unwrap_or(&names[0]);
+    file.tensor(name, shape, device)
+}
+
+fn linear(
+    file: &SafeTensors,
+    prefix: &str,
+    d_in: usize,
+    d_out: usize,
+    device: &Device,
+) -> Result<Linear> {
+    let weight = file
+        .tensor(&format!("{prefix}.weight"), [d_out, d_in], device)?
+        .transpose();
+    let bias = file.tensor(&format!("{prefix}.bias"), [d_out], device)?;
+    Ok(Linear {
+        weight: Param::from_tensor(weight),
+        bias: Some(Param::from_tensor(bias)),
+    })
+}
+
+fn layer_norm(
+    file: &SafeTensors,
+    prefix: &str,
+    d: usize,
+    into: &mut LayerNorm,
+    device: &Device,
+) -> Result<()> {
+    let names = |new: &str, old: &str| [format!("{prefix}.{new}"), format!("{prefix}.{old}")];
+    into.gamma = Param::from_tensor(tensor(file, &names("weight", "gamma"), [d], device)?);
+    into.beta = Some(Param::from_tensor(tensor(
+        file,
+        &names("bias", "beta"),
+        [d],
+        device,
+    )?));
+    Ok(())
+}
+
+/// Loads a Hugging Face BERT, RoBERTa or ALBERT encoder from its `config.json` and
+/// `model.safetensors` (module docs: the name map). Fails naming the tensor on a
+/// missing tensor, a wrong shape or dtype, a tensor the encoder does not use, or a
+/// damaged file; never panics on file contents.
+pub fn load_hf_encoder(
+    config_path: impl AsRef<Path>,
+    weights_path: impl AsRef<Path>,
+    device: &Device,
+) -> Result<LoadedEncoder> {
+    let hf = HfConfig::read(config_path)?;
+    let file = SafeTensors::open(weights_path)?;
+    load_from(&hf, &file, device)
+}
+
+/// [`load_hf_encoder`] from an opened file and a parsed config.
+pub fn load_from(hf: &HfConfig, file: &SafeTensors, device: &Device) -> Result<LoadedEncoder> {
+    let layout = hf.layout()?;
+    let config = hf.encoder_config()?;
+    let mut encoder = config.init(device);
+    let prefix = [
+        match layout {
+            HfLayout::Bert => "bert.",
+            HfLayout::Roberta => "roberta.",
+            HfLayout::Albert => "albert.",
+        },
+        "",
+    ]
+    .into_iter()
+    .find(|p| file.contains(&format!("{p}embeddings.word_embeddings.weight")))
+    .ok_or_else(|| {
+        bad(
+            file,
+            "tensor `embeddings.word_embeddings.weight` is missing (with or without the model's prefix): not a BERT/RoBERTa/ALBERT checkpoint".into(),
+        )
+    })?;
+    let key = |rest: &str| format!("{prefix}{rest}");
+    let (h, ff, e) = (config.d_model, config.d_ff, config.embed_size());
+    let EmbeddingKind::Text {
+        vocab_size,
+        max_position,
+        type_vocab_size,
+    } = config.embedding
+    else {
+        unreachable!("a Hugging Face encoder reads text")
+    };
+
+    // Embeddings.
+    let text = encoder.text.as_mut().expect("a text encoder");
+    text.tokens.weight = Param::from_tensor(file.tensor(
+        &key("embeddings.word_embeddings.weight"),
+        [vocab_size, e],
+        device,
+    )?);
+    let positions = file.tensor(
+        &key("embeddings.position_embeddings.weight"),
+        [hf.max_position_embeddings, e],
+        device,
+    )?;
+    let positions = match layout {
+        HfLayout::Roberta => positions.narrow(0, ROBERTA_POSITION_OFFSET, max_position),
+        _ => positions,
+    };
+    text.positions.weight = Param::from_tensor(positions);
+    if let Some(types) = text.token_types.as_mut() {
+        types.weight = Param::from_tensor(file.tensor(
+            &key("embeddings.token_type_embeddings.weight"),
+            [type_vocab_size, e],
+            device,
+        )?);
+    }
+    layer_norm(
+        file,
+        &key("embeddings.LayerNorm"),
+        e,
+        &mut text.norm,
+        device,
+    )?;
+    file.skip(&key("embeddings.position_ids"));
+    if let Some(map) = encoder.embed_map.as_mut() {
+        *map = linear(
+            file,
+            &key("encoder.embedding_hidden_mapping_in"),
+            e,
+            h,
+            device,
+        )?;
+    }
+
+    // Layers.
+    for (i, layer) in encoder.layers.iter_mut().enumerate() {
+        let names = match layout {
+            HfLayout::Albert => {
+                let p = key("encoder.albert_layer_groups.0.albert_layers.0");
+                [
+                    format!("{p}.attention.query"),
+                    format!("{p}.attention.key"),
+                    format!("{p}.attention.value"),
+                    format!("{p}.attention.dense"),
+                    format!("{p}.attention.LayerNorm"),
+                    format!("{p}.ffn"),
+                    format!("{p}.ffn_output"),
+                    format!("{p}.full_layer_layer_norm"),
+                ]
+            }
+            _ => {
+                let p = key(&format!("encoder.layer.{i}"));
+                [
+                    format!("{p}.attention.self.query"),
+                    format!("{p}.attention.self.key"),
+                    format!("{p}.attention.self.value"),
+                    format!("{p}.attention.output.dense"),
+                    format!("{p}.attention.output.LayerNorm"),
+                    format!("{p}.intermediate.dense"),
+                    format!("{p}.output.dense"),
+                    format!("{p}.output.LayerNorm"),
+                ]
+            }
+        };
+        layer.mha.query = linear(file, &names[0], h, h, device)?;
+        layer.mha.key = linear(file, &names[1], h, h, device)?;
+        layer.mha.value = linear(file, &names[2], h, h, device)?;
+        layer.mha.output = linear(file, &names[3], h, h, device)?;
+        layer_norm(file, &names[4], h, &mut layer.norm_1, device)?;
+        layer.pwff.linear_inner = linear(file, &names[5], h, ff, device)?;
+        layer.pwff.linear_outer = linear(file, &names[6], ff, h, device)?;
+        layer_norm(file, &names[7], h, &mut layer.norm_2, device)?;
+    }
+
+    // Pooler (optional).
+    let pooler_prefix = match layout {
+        HfLayout::Albert => key("pooler"),
+        _ => key("pooler.dense"),
+    };
+    let pooler_loaded = file.contains(&format!("{pooler_prefix}.weight"));
+    if pooler_loaded {
+        encoder.pooler = linear(file, &pooler_prefix, h, h, device)?;
+    }
+    // Pretraining heads are not part of the encoder.
+    for name in file.names() {
+        if PRETRAINING_HEADS.iter().any(|p| name.starts_with(p)) {
+            file.skip(&name);
+        }
+    }
+    file.ensure_all_used()?;
+    Ok(LoadedEncoder {
+        encoder,
+        config,
+        layout,
+        pooler_loaded,
+    })
+}
