@@ -64,6 +64,7 @@ pub mod chars;
 pub mod email;
 pub mod error;
 pub mod folders;
+pub mod glue;
 pub mod gzip;
 pub mod idx;
 pub mod image;
@@ -80,6 +81,10 @@ pub use email::email_text;
 pub use error::{DataError, Result};
 pub use folders::{
     ClassSpec, SPAM_ASSASSIN_HINT, load_spam_assassin, read_class_folders, read_class_folders_with,
+};
+pub use glue::{
+    GlueData, GlueMetric, GlueScore, GlueSplit, GlueTask, glue_classification_score,
+    glue_regression_score, read_glue, read_glue_file,
 };
 pub use gzip::read_maybe_gzip;
 pub use idx::{ImageSet, read_idx_images, read_idx_labels};
