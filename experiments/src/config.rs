@@ -12,7 +12,7 @@ use ponder_exits::{
 };
 use ponder_mamba::{MambaConfig, MambaEncoderConfig, Pooling};
 use ponder_models::{BackboneConfig, Method, TrainConfig};
-use ponder_transformer::{EmbeddingKind, EncoderConfig};
+use ponder_transformer::{EmbeddingKind, EncoderConfig, HfConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::run::ModelKind;
@@ -120,6 +120,13 @@ pub struct ModelConfig {
     /// Images: side of a square patch.
     #[serde(default = "default_patch")]
     pub patch_size: usize,
+    /// A pretrained Hugging Face encoder to start from (BERT, RoBERTa or ALBERT): a
+    /// folder holding `config.json` and `model.safetensors`, e.g.
+    /// `data/all-minilm-l6-v2`. Text only, transformer backbone; the encoder's sizes are
+    /// the checkpoint's (`n_layers`, `d_model`, `n_heads`, `d_ff` must equal them) and
+    /// its vocabulary must be the tokenizer's.
+    #[serde(default)]
+    pub pretrained: Option<PathBuf>,
     /// The backbone: `transformer` (default) or `mamba` (text only; `n_heads`, `d_ff`,
     /// `d_embed`, `share_layers`, `norm_first` and `dropout` are the transformer's).
     #[serde(default)]
@@ -308,7 +315,14 @@ impl Experiment {
             );
         }
         self.train.validate()?;
-        self.encoder_config(10, 1)?.validate()?;
+        match &self.model.pretrained {
+            // the checkpoint's shape against [model] (the vocabulary is checked once the
+            // tokenizer is loaded)
+            Some(dir) => {
+                self.pretrained_config(dir, None, 1)?;
+            }
+            None => self.encoder_config(10, 1)?.validate()?,
+        }
         if self.backbones().contains(&BackboneKind::Mamba) {
             if self.data.dataset != Dataset::Spamassassin {
                 bail!(
@@ -342,6 +356,17 @@ impl Experiment {
             bail!(
                 "invalid value for `data.test_fraction`: {} is not in [0, 1)",
                 self.data.test_fraction
+            );
+        }
+        if self.model.pretrained.is_some()
+            && (self.data.dataset != Dataset::Spamassassin
+                || self
+                    .backbones()
+                    .iter()
+                    .any(|b| *b != BackboneKind::Transformer))
+        {
+            bail!(
+                "invalid value for `model.pretrained`: a pretrained encoder needs a text data set and the transformer backbone"
             );
         }
         if self.data.dataset == Dataset::Spamassassin && self.data.tokenizer.is_none() {
@@ -474,9 +499,65 @@ impl Experiment {
         })
     }
 
+    /// The pretrained checkpoint's encoder (`model.pretrained`), checked against the
+    /// `[model]` sizes, the tokenizer's vocabulary and `data.max_tokens`; dropout as
+    /// `model.dropout`.
+    pub fn pretrained_config(
+        &self,
+        dir: &Path,
+        vocab_size: Option<usize>,
+        max_position: usize,
+    ) -> Result<EncoderConfig> {
+        let hf = HfConfig::read(dir.join("config.json"))
+            .map_err(|e| anyhow::anyhow!("{e}").context("in `model.pretrained`"))?;
+        let config = hf
+            .encoder_config()
+            .map_err(|e| anyhow::anyhow!("{e}").context("in `model.pretrained`"))?
+            .with_dropout(self.model.dropout);
+        let m = &self.model;
+        for (key, ours, theirs) in [
+            ("n_layers", m.n_layers, config.n_layers),
+            ("d_model", m.d_model, config.d_model),
+            ("n_heads", m.n_heads, config.n_heads),
+            ("d_ff", m.d_ff, config.d_ff),
+        ] {
+            if ours != theirs {
+                bail!(
+                    "invalid value for `model.{key}`: {ours}, but the pretrained encoder in {} has {theirs}",
+                    dir.display()
+                );
+            }
+        }
+        let EmbeddingKind::Text {
+            vocab_size: theirs,
+            max_position: positions,
+            ..
+        } = config.embedding
+        else {
+            unreachable!("pretrained encoders read text")
+        };
+        if let Some(vocab_size) = vocab_size
+            && vocab_size != theirs
+        {
+            bail!(
+                "the tokenizer has {vocab_size} tokens but the pretrained encoder in {} has {theirs}: use its own tokenizer (`data.tokenizer`)",
+                dir.display()
+            );
+        }
+        if max_position > positions {
+            bail!(
+                "invalid value for `data.max_tokens`: {max_position} exceeds the pretrained encoder's {positions} positions"
+            );
+        }
+        Ok(config)
+    }
+
     /// The encoder of this experiment for `max_position` tokens (text) or images.
     pub fn encoder_config(&self, vocab_size: usize, max_position: usize) -> Result<EncoderConfig> {
         let m = &self.model;
+        if let Some(dir) = &m.pretrained {
+            return self.pretrained_config(dir, Some(vocab_size), max_position);
+        }
         let embedding = match self.data.dataset {
             Dataset::FashionMnist => EmbeddingKind::Patch {
                 image_size: 28,

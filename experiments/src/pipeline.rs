@@ -396,6 +396,30 @@ pub fn model_config(
         .with_head_dropout(experiment.model.head_dropout))
 }
 
+/// Replaces `model`'s encoder by `model.pretrained`'s, when the experiment names one (a
+/// resumed run then loads its own checkpoint over it); the heads, and a pooler the
+/// checkpoint lacks, stay freshly initialised.
+pub fn load_pretrained(
+    experiment: &Experiment,
+    model: &mut MultiExitClassifier,
+    vocab_size: usize,
+    device: &Device,
+) -> Result<()> {
+    let Some(dir) = &experiment.model.pretrained else {
+        return Ok(());
+    };
+    let hf = ponder_transformer::HfConfig::read(dir.join("config.json"))?;
+    let file = ponder_core::SafeTensors::open(dir.join("model.safetensors"))?;
+    let config = experiment.pretrained_config(dir, Some(vocab_size), experiment.data.max_tokens)?;
+    let loaded = ponder_transformer::load_with_config(&hf, config, &file, device)
+        .with_context(|| format!("loading the pretrained encoder in {}", dir.display()))?;
+    let ponder_models::Backbone::Transformer(encoder) = &mut model.backbone else {
+        bail!("`model.pretrained` needs the transformer backbone");
+    };
+    *encoder = loaded.encoder;
+    Ok(())
+}
+
 /// Trains the model of `method` (with `seed`, in a run of several seeds; else with
 /// `train.seed`), or resumes its training, or loads it when finished.
 pub fn train_or_load<S: ClassificationSource>(
@@ -409,7 +433,9 @@ pub fn train_or_load<S: ClassificationSource>(
     let config = experiment.train_config(method, seed.unwrap_or(experiment.train.seed));
     let ad = device.clone().autodiff();
     ad.seed(config.seed);
-    let model = model_config(experiment, method, splits.n_classes, splits.vocab_size)?.init(&ad);
+    let mut model =
+        model_config(experiment, method, splits.n_classes, splits.vocab_size)?.init(&ad);
+    load_pretrained(experiment, &mut model, splits.vocab_size, &ad)?;
     let kind = experiment.model_kind(method);
     let files = run.checkpoints(kind, seed);
     let name = &kind.name(seed);
@@ -869,6 +895,48 @@ gate = [0.5, 0.3]
 #[cfg(test)]
 mod config_tests {
     use super::*;
+
+    #[test]
+    fn a_pretrained_encoder_is_checked_and_loaded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../crates/ponder-transformer/tests/data/tiny-bert");
+        let text = |d_model: usize, max_tokens: usize| {
+            format!(
+                "name = \"t\"\n[data]\ndataset = \"spamassassin\"\npath = \"x\"\ntokenizer = \"vocab.txt\"\nmax_tokens = {max_tokens}\n[model]\npretrained = {:?}\nn_layers = 3\nd_model = {d_model}\nn_heads = 4\nd_ff = 24\n[train]\nmethod = \"pabee\"\n[compare]\nmethods = [\"pabee\"]\n",
+                dir.display().to_string()
+            )
+        };
+        let experiment = Experiment::parse(&text(16, 8)).unwrap();
+        let device = Device::default();
+        let mut model = model_config(&experiment, Method::Pabee, 2, 40)
+            .unwrap()
+            .init(&device);
+        load_pretrained(&experiment, &mut model, 40, &device).unwrap();
+        let ponder_models::Backbone::Transformer(encoder) = &model.backbone else {
+            panic!("a transformer")
+        };
+        let file = ponder_core::SafeTensors::open(dir.join("model.safetensors")).unwrap();
+        let want = file
+            .read("bert.embeddings.word_embeddings.weight", &[40, 16])
+            .unwrap();
+        let got = ponder_core::to_host(encoder.text.as_ref().unwrap().tokens.weight.val());
+        assert_eq!(got, want);
+        // sizes, vocabulary and positions that do not fit the checkpoint are named
+        let e = Experiment::parse(&text(32, 8)).unwrap_err();
+        assert!(format!("{e:#}").contains("model.d_model"), "{e:#}");
+        let e = model_config(&experiment, Method::Pabee, 2, 41).unwrap_err();
+        assert!(format!("{e:#}").contains("tokenizer"), "{e:#}");
+        let e = model_config(
+            &Experiment::parse(&text(16, 20)).unwrap(),
+            Method::Pabee,
+            2,
+            40,
+        );
+        assert!(format!("{:#}", e.unwrap_err()).contains("data.max_tokens"));
+        // images cannot use it
+        let images = text(16, 8).replace("spamassassin", "fashion-mnist");
+        assert!(Experiment::parse(&images).is_err());
+    }
 
     #[test]
     fn methods_that_need_internal_exits_or_classes_are_refused_before_building_a_model() {

@@ -27,4 +27,4 @@ pub use config::{EmbeddingKind, EncoderConfig};
 pub use decoder::{DecoderBlock, DecoderConfig, DecoderLm, KvCache, LayerKv};
 pub use embedding::{PatchEmbedding, TextEmbedding};
 pub use encoder::{Encoder, EncoderInput, EncoderState};
-pub use loader::{HfConfig, HfLayout, LoadedEncoder, load_from, load_hf_encoder};
+pub use loader::{HfConfig, HfLayout, LoadedEncoder, load_from, load_hf_encoder, load_with_config};

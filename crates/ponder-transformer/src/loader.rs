@@ -262,8 +262,25 @@ pub fn load_hf_encoder(
 
 /// [`load_hf_encoder`] from an opened file and a parsed config.
 pub fn load_from(hf: &HfConfig, file: &SafeTensors, device: &Device) -> Result<LoadedEncoder> {
+    load_with_config(hf, hf.encoder_config()?, file, device)
+}
+
+/// [`load_from`] into an encoder built from `config`, which must be
+/// [`HfConfig::encoder_config`] up to its dropout (how a fine-tuning run sets its own).
+pub fn load_with_config(
+    hf: &HfConfig,
+    config: EncoderConfig,
+    file: &SafeTensors,
+    device: &Device,
+) -> Result<LoadedEncoder> {
     let layout = hf.layout()?;
-    let config = hf.encoder_config()?;
+    let expected = hf.encoder_config()?.with_dropout(config.dropout);
+    if format!("{expected:?}") != format!("{config:?}") {
+        return Err(PonderError::config(
+            "encoder",
+            format!("{config:?} is not the checkpoint's shape {expected:?}"),
+        ));
+    }
     let mut encoder = config.init(device);
     let prefix = [
         match layout {
