@@ -131,7 +131,7 @@ def tiny(kind, rng):
     h, heads, ff, layers, vocab, e = 16, 4, 24, 3, 40, 8
     cfg = dict(model_type=kind, vocab_size=vocab, hidden_size=h, num_hidden_layers=layers,
                num_attention_heads=heads, intermediate_size=ff, type_vocab_size=2, layer_norm_eps=1e-12,
-               hidden_act="gelu",
+               hidden_act="gelu_new" if kind == "albert" else "gelu",
                max_position_embeddings=12 if kind == "roberta" else 10)
     if kind == "albert":
         cfg["embedding_size"] = e

@@ -520,6 +520,21 @@ impl Experiment {
             ("d_model", m.d_model, config.d_model),
             ("n_heads", m.n_heads, config.n_heads),
             ("d_ff", m.d_ff, config.d_ff),
+            (
+                "d_embed",
+                m.d_embed.unwrap_or(m.d_model),
+                config.embed_size(),
+            ),
+            (
+                "share_layers",
+                m.share_layers as usize,
+                config.share_layers as usize,
+            ),
+            (
+                "norm_first",
+                m.norm_first as usize,
+                config.norm_first as usize,
+            ),
         ] {
             if ours != theirs {
                 bail!(

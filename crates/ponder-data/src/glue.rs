@@ -7,7 +7,7 @@
 //! | SST-2 | same | `sentence` | `label` (`0`/`1`) | | accuracy |
 //! | MRPC | same | `#1 String` (`#2 String`) | `Quality` (`0`/`1`) | header names with `#` and spaces | F1 (positive class) and accuracy |
 //! | STS-B | same | `sentence1` (`sentence2`) | `score` (0–5, a float) | regression | Pearson and Spearman correlation |
-//! | QQP | same | `question1` (`question2`) | `is_duplicate` (`0`/`1`) | some lines have missing fields: skipped and counted, as the reference processors do | F1 and accuracy |
+//! | QQP | same | `question1` (`question2`) | `is_duplicate` (`0`/`1`) | some lines have missing fields: skipped and counted, as the reference processors do (longer lines are errors) | F1 and accuracy |
 //! | MNLI | `train.tsv`, `dev_matched.tsv`, `dev_mismatched.tsv` | `sentence1` (`sentence2`) | `gold_label`, the **last** column | dev files have five annotator columns before it | accuracy (matched / mismatched) |
 //! | QNLI | `train.tsv`, `dev.tsv` | `question` (`sentence`) | `label` (`entailment`/`not_entailment`) | | accuracy |
 //! | RTE | same | `sentence1` (`sentence2`) | `label` (`entailment`/`not_entailment`) | | accuracy |
@@ -346,7 +346,7 @@ pub fn read_glue_file(path: impl AsRef<Path>, task: GlueTask) -> Result<GlueData
         }
         let fields: Vec<&str> = line.split('\t').collect();
         if fields.len() != n_fields {
-            if task == GlueTask::Qqp {
+            if task == GlueTask::Qqp && fields.len() < n_fields {
                 skipped_lines.push(line_no);
                 continue;
             }

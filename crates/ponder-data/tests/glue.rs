@@ -105,9 +105,19 @@ fn qqp_skips_and_counts_malformed_lines() {
          402555\t536040\t536041\tHow do I control my horny emotions?\tHow do you control your horniness?\t1\n",
     )]);
     let d = read(dir.path(), GlueTask::Qqp, GlueSplit::Train);
+    // short lines are skipped (the reference processor's IndexError)
     assert_eq!(d.len(), 2);
     assert_eq!(d.skipped_lines, vec![3]);
     assert_eq!(d.examples[1].label, 1);
+    // a line with too many fields is an error naming it
+    let long = folder(&[(
+        "train.tsv",
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n1\t2\t3\ta\tb\tc\t0\n",
+    )]);
+    let err = read_glue(long.path(), GlueTask::Qqp, GlueSplit::Train)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 2") && err.contains("7"), "{err}");
 }
 
 #[test]
@@ -118,7 +128,7 @@ fn mnli_label_is_the_last_column_and_dev_has_annotators() {
         (
             "train.tsv",
             &format!(
-                "{header_train}\n0\t31193\t31193n\tgovernment\t( ( x ) )\t( y )\t(ROOT x)\t(ROOT y)\tConceptually cream skimming has two basic dimensions.\tProduct and geography are what make cream skimming work.\tneutral\tneutral\n"
+                "{header_train}\n0\t31193\t31193n\tgovernment\t( ( x ) )\t( y )\t(ROOT x)\t(ROOT y)\tConceptually cream skimming has two basic dimensions.\tProduct and geography are what make cream skimming work.\tcontradiction\tneutral\n"
             ),
         ),
         (
@@ -130,12 +140,12 @@ fn mnli_label_is_the_last_column_and_dev_has_annotators() {
         (
             "dev_mismatched.tsv",
             &format!(
-                "{header_dev}\n0\t75290\t75290c\tletters\tb\tb\tp\tp\tYour contribution helped make it possible.\tYour contributions were of no help.\tcontradiction\tcontradiction\tcontradiction\tcontradiction\tcontradiction\tcontradiction\n"
+                "{header_dev}\n0\t75290\t75290c\tletters\tb\tb\tp\tp\tYour contribution helped make it possible.\tYour contributions were of no help.\tentailment\tcontradiction\tcontradiction\tcontradiction\tcontradiction\tcontradiction\n"
             ),
         ),
     ]);
     let train = read(dir.path(), GlueTask::Mnli, GlueSplit::Train);
-    assert_eq!(train.examples[0].label, 2);
+    assert_eq!(train.examples[0].label, 2, "gold_label, not label1");
     assert_eq!(
         train.examples[0].text,
         "Conceptually cream skimming has two basic dimensions."
@@ -143,7 +153,7 @@ fn mnli_label_is_the_last_column_and_dev_has_annotators() {
     let matched = read(dir.path(), GlueTask::Mnli, GlueSplit::Dev);
     assert_eq!(matched.examples[0].label, 2, "gold_label, not label2");
     let mismatched = read(dir.path(), GlueTask::Mnli, GlueSplit::DevMismatched);
-    assert_eq!(mismatched.examples[0].label, 0);
+    assert_eq!(mismatched.examples[0].label, 0, "gold_label, not label1");
     assert!(read_glue(dir.path(), GlueTask::Rte, GlueSplit::DevMismatched).is_err());
 }
 
@@ -233,6 +243,9 @@ fn metrics_equal_hand_values() {
     // a constant prediction has Matthews 0 (sklearn's convention)
     let flat = glue_classification_score(GlueTask::Cola, &[1, 1, 1], &[1, 0, 1]).unwrap();
     assert_eq!(flat.matthews, Some(0.0));
+    // no true positive: F1 is 0
+    let none = glue_classification_score(GlueTask::Qqp, &[0, 0, 1], &[1, 1, 0]).unwrap();
+    assert_eq!(none.f1, Some(0.0));
     let mnli = glue_classification_score(GlueTask::Mnli, &[0, 2, 1], &[0, 2, 2]).unwrap();
     assert!((mnli.accuracy.unwrap() - 2.0 / 3.0).abs() < 1e-12);
     // STS-B: Pearson of (1,2,3,4) and (2,4,5,9); Spearman with a tie

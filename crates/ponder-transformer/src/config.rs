@@ -57,6 +57,10 @@ pub struct EncoderConfig {
     /// Layer-norm epsilon. Default: 1e-12 (BERT).
     #[config(default = 1e-12)]
     pub layer_norm_eps: f64,
+    /// The feed-forward block's GELU in its tanh approximation (ALBERT's and GPT-2's
+    /// `gelu_new`) instead of the exact erf form (BERT's `gelu`). Default: false.
+    #[config(default = false)]
+    pub gelu_approximate: bool,
 }
 
 impl EncoderConfig {

@@ -1,6 +1,7 @@
 //! The layer-wise encoder.
 
 use burn::module::Module;
+use burn::nn::activation::ActivationConfig;
 use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderLayer};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Int, Tensor};
@@ -154,7 +155,12 @@ impl EncoderConfig {
             TransformerEncoderConfig::new(self.d_model, self.d_ff, self.n_heads, self.n_layers)
                 .with_dropout(self.dropout)
                 .with_norm_first(self.norm_first)
-                .with_layer_norm_eps(self.layer_norm_eps);
+                .with_layer_norm_eps(self.layer_norm_eps)
+                .with_activation(if self.gelu_approximate {
+                    ActivationConfig::GeluApproximate
+                } else {
+                    ActivationConfig::Gelu
+                });
         let n_weight_sets = if self.share_layers { 1 } else { self.n_layers };
         Encoder {
             text,

@@ -25,15 +25,20 @@
 //! the `embeddings.position_ids` buffer and pretraining heads (`cls.*`, `lm_head.*`,
 //! `predictions.*`, `sop_classifier.*`), which are skipped. Any other tensor, a missing one
 //! or a wrong shape is an error naming the tensor, its expected and its actual shape.
-//! A checkpoint without a pooler (all-MiniLM-L6-v2) keeps a freshly initialised one
-//! ([`LoadedEncoder::pooler_loaded`] says so).
+//! A checkpoint without a pooler keeps a freshly initialised one
+//! ([`LoadedEncoder::pooler_loaded`] says so; all-MiniLM-L6-v2 has one, though its
+//! sentence-embedding training used mean pooling, not the pooler).
 //!
 //! RoBERTa numbers positions from `padding_idx + 1 = 2`; ponder's positions start at 0,
 //! so its table is the checkpoint's rows `2..` (right-padded input gives every real
 //! token the position RoBERTa gives it). Every model runs in post-norm form with the
-//! checkpoint's `layer_norm_eps`; the feed-forward activation is the exact (erf) GELU,
-//! which is BERT's and RoBERTa's `"gelu"`; ALBERT's `"gelu_new"` (the tanh
-//! approximation) is accepted and differs from it by at most about 1e-3 per activation.
+//! checkpoint's `layer_norm_eps` and `hidden_dropout_prob`; the feed-forward GELU is
+//! the exact (erf) one for `"gelu"` (BERT, RoBERTa) and the tanh approximation for
+//! `"gelu_new"` / `"gelu_pytorch_tanh"` (ALBERT). Before any allocation, the vocabulary,
+//! positions, feed-forward size and layer count of `config.json` are checked against the
+//! file's tensors. ALBERT with several layer groups, or several layers per group, is
+//! refused. burn's feed-forward block has a dropout after its activation that BERT does
+//! not (training only).
 
 use std::path::Path;
 
@@ -83,9 +88,28 @@ pub struct HfConfig {
     /// Activation of the feed-forward block.
     #[serde(default = "default_act")]
     pub hidden_act: String,
-    /// ALBERT's embedding size E.
+    /// ALBERT's embedding size E (Hugging Face's default: 128).
     #[serde(default)]
     pub embedding_size: Option<usize>,
+    /// Dropout of hidden states (the encoder's dropout unless a run sets its own).
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    /// The padding token; RoBERTa's positions start at `pad_token_id + 1`.
+    #[serde(default)]
+    pub pad_token_id: Option<usize>,
+    /// ALBERT: groups of layers (only 1 is supported).
+    #[serde(default = "default_one")]
+    pub num_hidden_groups: usize,
+    /// ALBERT: layers per group (only 1 is supported).
+    #[serde(default = "default_one")]
+    pub inner_group_num: usize,
+}
+
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_one() -> usize {
+    1
 }
 
 fn default_type_vocab() -> usize {
@@ -101,9 +125,6 @@ fn default_act() -> String {
 /// Name prefixes of pretraining heads (masked-LM, next-sentence, sentence-order),
 /// skipped when present.
 const PRETRAINING_HEADS: [&str; 4] = ["cls.", "lm_head.", "predictions.", "sop_classifier."];
-
-/// The RoBERTa position offset (`padding_idx + 1`).
-const ROBERTA_POSITION_OFFSET: usize = 2;
 
 impl HfConfig {
     /// Reads `config.json`.
@@ -133,31 +154,79 @@ impl HfConfig {
         }
     }
 
-    /// The ponder encoder of this shape (dropout 0.1, as the checkpoints train with).
+    /// The row of the position table that position 0 reads: RoBERTa's `padding_idx +
+    /// 1` (2 for the released checkpoints), 0 otherwise.
+    pub fn position_offset(&self) -> Result<usize> {
+        Ok(match self.layout()? {
+            HfLayout::Roberta => self.pad_token_id.unwrap_or(1) + 1,
+            _ => 0,
+        })
+    }
+
+    /// The embedding size E.
+    pub fn embed_size(&self) -> Result<usize> {
+        Ok(match self.layout()? {
+            HfLayout::Albert => self.embedding_size.unwrap_or(128),
+            _ => self.hidden_size,
+        })
+    }
+
+    /// The ponder encoder of this shape, with the checkpoint's hidden dropout.
     pub fn encoder_config(&self) -> Result<EncoderConfig> {
         let layout = self.layout()?;
-        if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_new") {
+        let gelu_approximate = match self.hidden_act.as_str() {
+            "gelu" => false,
+            "gelu_new" | "gelu_pytorch_tanh" => true,
+            other => {
+                return Err(PonderError::config(
+                    "config.json hidden_act",
+                    format!("`{other}`: only gelu, gelu_new and gelu_pytorch_tanh are supported"),
+                ));
+            }
+        };
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps > 0.0) {
             return Err(PonderError::config(
-                "config.json hidden_act",
-                format!(
-                    "`{}`: only gelu (and ALBERT's gelu_new) are supported",
-                    self.hidden_act
-                ),
+                "config.json layer_norm_eps",
+                format!("{} is not a positive number", self.layer_norm_eps),
             ));
         }
-        let max_position = match layout {
-            HfLayout::Roberta => self
-                .max_position_embeddings
-                .checked_sub(ROBERTA_POSITION_OFFSET)
-                .filter(|&p| p > 0)
-                .ok_or_else(|| {
-                    PonderError::config(
-                        "config.json max_position_embeddings",
-                        "RoBERTa needs more than its 2 offset positions",
-                    )
-                })?,
-            _ => self.max_position_embeddings,
-        };
+        if !(0.0..1.0).contains(&self.hidden_dropout_prob) {
+            return Err(PonderError::config(
+                "config.json hidden_dropout_prob",
+                format!("{} is not in [0, 1)", self.hidden_dropout_prob),
+            ));
+        }
+        if layout == HfLayout::Albert {
+            if self.num_hidden_groups != 1 || self.inner_group_num != 1 {
+                return Err(PonderError::config(
+                    "config.json num_hidden_groups / inner_group_num",
+                    format!(
+                        "{} / {}: only ALBERT with one group of one shared layer is supported",
+                        self.num_hidden_groups, self.inner_group_num
+                    ),
+                ));
+            }
+            if self.embed_size()? == self.hidden_size {
+                return Err(PonderError::config(
+                    "config.json embedding_size",
+                    "ALBERT with embedding_size = hidden_size is not supported",
+                ));
+            }
+        }
+        let offset = self.position_offset()?;
+        let max_position = self
+            .max_position_embeddings
+            .checked_sub(offset)
+            .filter(|&p| p > 0)
+            .ok_or_else(|| {
+                PonderError::config(
+                    "config.json max_position_embeddings",
+                    format!(
+                        "{} leaves no position after the offset {offset}",
+                        self.max_position_embeddings
+                    ),
+                )
+            })?;
         let config = EncoderConfig::new(
             EmbeddingKind::Text {
                 vocab_size: self.vocab_size,
@@ -170,9 +239,11 @@ impl HfConfig {
             self.intermediate_size,
         )
         .with_layer_norm_eps(self.layer_norm_eps)
+        .with_dropout(self.hidden_dropout_prob)
+        .with_gelu_approximate(gelu_approximate)
         .with_share_layers(layout == HfLayout::Albert)
         .with_d_embed(match layout {
-            HfLayout::Albert => self.embedding_size,
+            HfLayout::Albert => Some(self.embed_size()?),
             _ => None,
         });
         config.validate()?;
@@ -281,7 +352,6 @@ pub fn load_with_config(
             format!("{config:?} is not the checkpoint's shape {expected:?}"),
         ));
     }
-    let mut encoder = config.init(device);
     let prefix = [
         match layout {
             HfLayout::Bert => "bert.",
@@ -300,6 +370,40 @@ pub fn load_with_config(
     })?;
     let key = |rest: &str| format!("{prefix}{rest}");
     let (h, ff, e) = (config.d_model, config.d_ff, config.embed_size());
+    // The sizes config.json claims, against the file's tensors, before anything is
+    // allocated (a damaged config.json must not make the encoder huge).
+    let last = match layout {
+        HfLayout::Albert => "encoder.albert_layer_groups.0.albert_layers.0.ffn.weight".to_string(),
+        _ => format!(
+            "encoder.layer.{}.intermediate.dense.weight",
+            config.n_layers - 1
+        ),
+    };
+    for (name, expected) in [
+        (
+            key("embeddings.word_embeddings.weight"),
+            vec![hf.vocab_size, e],
+        ),
+        (
+            key("embeddings.position_embeddings.weight"),
+            vec![hf.max_position_embeddings, e],
+        ),
+        (key(&last), vec![ff, h]),
+    ] {
+        match file.shape(&name) {
+            Some(shape) if shape == expected.as_slice() => {}
+            Some(shape) => {
+                return Err(bad(
+                    file,
+                    format!(
+                        "tensor `{name}` has shape {shape:?}, config.json implies {expected:?}"
+                    ),
+                ));
+            }
+            None => return Err(bad(file, format!("tensor `{name}` is missing"))),
+        }
+    }
+    let mut encoder = config.init(device);
     let EmbeddingKind::Text {
         vocab_size,
         max_position,
@@ -322,7 +426,7 @@ pub fn load_with_config(
         device,
     )?;
     let positions = match layout {
-        HfLayout::Roberta => positions.narrow(0, ROBERTA_POSITION_OFFSET, max_position),
+        HfLayout::Roberta => positions.narrow(0, hf.position_offset()?, max_position),
         _ => positions,
     };
     text.positions.weight = Param::from_tensor(positions);

@@ -126,6 +126,7 @@ fn all_minilm_l6_v2_matches_the_numpy_reference() {
     .unwrap();
     assert_eq!(loaded.layout, HfLayout::Bert);
     assert_eq!(loaded.config.n_layers, 6);
+    assert!(loaded.pooler_loaded, "all-MiniLM-L6-v2 ships a pooler");
     let expected = SafeTensors::open(data("minilm.expected.safetensors")).unwrap();
     let sentences: Vec<String> =
         serde_json::from_slice(&std::fs::read(data("minilm.sentences.json")).unwrap()).unwrap();
@@ -267,6 +268,47 @@ fn bad_configs_are_errors() {
         let hf: HfConfig = serde_json::from_value(value).unwrap();
         assert!(hf.encoder_config().is_err(), "{field}");
     }
+    let parse = |json: serde_json::Value| serde_json::from_value::<HfConfig>(json).unwrap();
+    let base = serde_json::json!({
+        "model_type": "roberta", "vocab_size": 40, "hidden_size": 16, "num_hidden_layers": 3,
+        "num_attention_heads": 4, "intermediate_size": 24, "max_position_embeddings": 2,
+    });
+    let e = parse(base.clone())
+        .encoder_config()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("max_position_embeddings"), "{e}");
+    let mut albert = base.clone();
+    albert["model_type"] = "albert".into();
+    albert["max_position_embeddings"] = 10.into();
+    albert["num_hidden_groups"] = 2.into();
+    let e = parse(albert.clone())
+        .encoder_config()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("num_hidden_groups"), "{e}");
+    albert["num_hidden_groups"] = 1.into();
+    albert["layer_norm_eps"] = (-1.0).into();
+    let e = parse(albert.clone())
+        .encoder_config()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("layer_norm_eps"), "{e}");
+    albert["layer_norm_eps"] = 1e-12.into();
+    // ALBERT's embedding size defaults to 128, as in Hugging Face
+    assert_eq!(parse(albert).encoder_config().unwrap().embed_size(), 128);
+    // a config.json claiming more than the file holds is refused before allocating
+    let (mut config, tensors) = tiny_bert();
+    config.vocab_size = 1 << 40;
+    let err = load_bytes(&config, write_safetensors(&tensors)).unwrap_err();
+    assert!(
+        err.contains("word_embeddings") && err.contains("config.json"),
+        "{err}"
+    );
+    let (mut config, tensors) = tiny_bert();
+    config.num_hidden_layers = 1000;
+    let err = load_bytes(&config, write_safetensors(&tensors)).unwrap_err();
+    assert!(err.contains("encoder.layer.999"), "{err}");
     let dir = tempfile_dir();
     std::fs::write(dir.join("config.json"), "{not json").unwrap();
     let err = HfConfig::read(dir.join("config.json"))
