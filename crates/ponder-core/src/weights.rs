@@ -240,6 +240,35 @@ impl SafeTensors {
         self.entries.get(name).map(|e| e.dtype.as_str())
     }
 
+    /// A PyTorch `Linear` stored as `{prefix}.weight` `[d_out, d_in]` (and
+    /// `{prefix}.bias` `[d_out]` when `bias`), as burn's `Linear` (weight `[d_in,
+    /// d_out]`).
+    pub fn linear(
+        &self,
+        prefix: &str,
+        d_in: usize,
+        d_out: usize,
+        bias: bool,
+        device: &Device,
+    ) -> Result<burn::nn::Linear> {
+        let weight = self
+            .tensor(&format!("{prefix}.weight"), [d_out, d_in], device)?
+            .transpose();
+        let bias = if bias {
+            Some(burn::module::Param::from_tensor(self.tensor(
+                &format!("{prefix}.bias"),
+                [d_out],
+                device,
+            )?))
+        } else {
+            None
+        };
+        Ok(burn::nn::Linear {
+            weight: burn::module::Param::from_tensor(weight),
+            bias,
+        })
+    }
+
     /// Tensors never read so far.
     pub fn unused(&self) -> Vec<String> {
         let used = self.used.borrow();

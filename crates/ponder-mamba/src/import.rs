@@ -129,29 +129,6 @@ fn param<const D: usize>(
     Ok(Param::from_tensor(file.tensor(name, shape, device)?))
 }
 
-/// A PyTorch `[out, in]` Linear weight (and optional bias) as burn's `[in, out]`.
-fn linear(
-    file: &SafeTensors,
-    prefix: &str,
-    d_in: usize,
-    d_out: usize,
-    bias: bool,
-    device: &Device,
-) -> Result<Linear> {
-    let weight = file
-        .tensor(&format!("{prefix}.weight"), [d_out, d_in], device)?
-        .transpose();
-    let bias = if bias {
-        Some(param(file, &format!("{prefix}.bias"), [d_out], device)?)
-    } else {
-        None
-    };
-    Ok(Linear {
-        weight: Param::from_tensor(weight),
-        bias,
-    })
-}
-
 /// Loads a state-spaces Mamba language model from a safetensors file: the
 /// configuration is read from the tensor shapes, every tensor must be used, and a
 /// shape that does not fit is an error naming the tensor.
@@ -170,14 +147,7 @@ pub fn load_state_spaces(
         let key = |rest: &str| layer_key(i, rest);
         block.norm.gamma = param(&file, &key("norm.weight"), [d], device)?;
         let m = &mut block.mixer;
-        m.in_proj = linear(
-            &file,
-            &key("mixer.in_proj"),
-            d,
-            2 * di,
-            config.proj_bias,
-            device,
-        )?;
+        m.in_proj = file.linear(&key("mixer.in_proj"), d, 2 * di, config.proj_bias, device)?;
         m.conv_weight = Param::from_tensor(
             file.tensor(&key("mixer.conv1d.weight"), [di, 1, k], device)?
                 .reshape([di, k]),
@@ -187,24 +157,17 @@ pub fn load_state_spaces(
         } else {
             None
         };
-        m.x_proj = linear(&file, &key("mixer.x_proj"), di, r + 2 * n, false, device)?;
-        m.dt_proj = linear(&file, &key("mixer.dt_proj"), r, di, true, device)?;
+        m.x_proj = file.linear(&key("mixer.x_proj"), di, r + 2 * n, false, device)?;
+        m.dt_proj = file.linear(&key("mixer.dt_proj"), r, di, true, device)?;
         m.a_log = param(&file, &key("mixer.A_log"), [di, n], device)?;
         m.d_skip = param(&file, &key("mixer.D"), [di], device)?;
-        m.out_proj = linear(
-            &file,
-            &key("mixer.out_proj"),
-            di,
-            d,
-            config.proj_bias,
-            device,
-        )?;
+        m.out_proj = file.linear(&key("mixer.out_proj"), di, d, config.proj_bias, device)?;
     }
     if file.contains(LM_HEAD) {
         if config.tie_embeddings {
             file.read(LM_HEAD, &[v, d])?; // equal to the embedding: nothing to load
         } else {
-            lm.lm_head = Some(linear(&file, "lm_head", d, v, false, device)?);
+            lm.lm_head = Some(file.linear("lm_head", d, v, false, device)?);
         }
     }
     file.ensure_all_used()?;

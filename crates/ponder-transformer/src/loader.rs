@@ -43,7 +43,7 @@
 use std::path::Path;
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::LayerNorm;
 use burn::tensor::{Device, Tensor};
 use ponder_core::{PonderError, Result, SafeTensors};
 use serde::Deserialize;
@@ -282,23 +282,6 @@ fn tensor<const D: usize>(
     file.tensor(name, shape, device)
 }
 
-fn linear(
-    file: &SafeTensors,
-    prefix: &str,
-    d_in: usize,
-    d_out: usize,
-    device: &Device,
-) -> Result<Linear> {
-    let weight = file
-        .tensor(&format!("{prefix}.weight"), [d_out, d_in], device)?
-        .transpose();
-    let bias = file.tensor(&format!("{prefix}.bias"), [d_out], device)?;
-    Ok(Linear {
-        weight: Param::from_tensor(weight),
-        bias: Some(Param::from_tensor(bias)),
-    })
-}
-
 fn layer_norm(
     file: &SafeTensors,
     prefix: &str,
@@ -446,11 +429,11 @@ pub fn load_with_config(
     )?;
     file.skip(&key("embeddings.position_ids"));
     if let Some(map) = encoder.embed_map.as_mut() {
-        *map = linear(
-            file,
+        *map = file.linear(
             &key("encoder.embedding_hidden_mapping_in"),
             e,
             h,
+            true,
             device,
         )?;
     }
@@ -485,13 +468,13 @@ pub fn load_with_config(
                 ]
             }
         };
-        layer.mha.query = linear(file, &names[0], h, h, device)?;
-        layer.mha.key = linear(file, &names[1], h, h, device)?;
-        layer.mha.value = linear(file, &names[2], h, h, device)?;
-        layer.mha.output = linear(file, &names[3], h, h, device)?;
+        layer.mha.query = file.linear(&names[0], h, h, true, device)?;
+        layer.mha.key = file.linear(&names[1], h, h, true, device)?;
+        layer.mha.value = file.linear(&names[2], h, h, true, device)?;
+        layer.mha.output = file.linear(&names[3], h, h, true, device)?;
         layer_norm(file, &names[4], h, &mut layer.norm_1, device)?;
-        layer.pwff.linear_inner = linear(file, &names[5], h, ff, device)?;
-        layer.pwff.linear_outer = linear(file, &names[6], ff, h, device)?;
+        layer.pwff.linear_inner = file.linear(&names[5], h, ff, true, device)?;
+        layer.pwff.linear_outer = file.linear(&names[6], ff, h, true, device)?;
         layer_norm(file, &names[7], h, &mut layer.norm_2, device)?;
     }
 
@@ -502,7 +485,7 @@ pub fn load_with_config(
     };
     let pooler_loaded = file.contains(&format!("{pooler_prefix}.weight"));
     if pooler_loaded {
-        encoder.pooler = linear(file, &pooler_prefix, h, h, device)?;
+        encoder.pooler = file.linear(&pooler_prefix, h, h, true, device)?;
     }
     // Pretraining heads are not part of the encoder.
     for name in file.names() {
