@@ -697,6 +697,40 @@ fn evaluate<L: TokenLm + burn::module::Module>(
     }
 
     let dynamax_of = |rule: SkipRule| DynamaxConstants::of(lm, rule);
+    // The full model's continuations, fed back in teacher-forced decoding.
+    let forced_by = |full: &Decoded| -> Vec<Vec<usize>> {
+        full.tokens.iter().map(|t| t[..n - 1].to_vec()).collect()
+    };
+    let (test_forced, cal_forced) = (forced_by(&full_test), forced_by(&full_calibration));
+    // A configuration on the test sequences: teacher-forced on the full continuation,
+    // free-running, and teacher-forced on the true text (bits per character).
+    let measure_test = |config: &TokenExitConfig,
+                        classifier: Option<(&ExitClassifier, &ExitClassifierSpec)>|
+     -> Result<TokenExitMetrics> {
+        let decode_test = |forced: Option<&[Vec<usize>]>, targets: Option<&[Vec<usize>]>| {
+            decode_all(
+                lm,
+                config,
+                classifier,
+                &test.prompts,
+                n,
+                forced,
+                targets,
+                batch,
+            )
+        };
+        let forced = decode_test(Some(&test_forced), None)?;
+        let free = decode_test(None, None)?;
+        let text = decode_test(Some(&test.truth), Some(&targets))?;
+        Ok(token_exit_metrics(
+            n_layers,
+            dynamax_of(config.skip_rule),
+            &full_test,
+            &forced,
+            &free,
+            Some(&text),
+        ))
+    };
     let families = families(experiment);
     let total: usize = families.iter().map(|f| f.2.len()).sum::<usize>() * s.always_run_last.len();
     let progress = bar(total, &entry.name);
@@ -737,46 +771,7 @@ fn evaluate<L: TokenLm + burn::module::Module>(
                     skip_rule: entry.skip_rule,
                     always_run_last: always,
                 };
-                let forced_tokens: Vec<Vec<usize>> = full_test
-                    .tokens
-                    .iter()
-                    .map(|t| t[..n - 1].to_vec())
-                    .collect();
-                let forced = decode_all(
-                    lm,
-                    &config,
-                    classifier,
-                    &test.prompts,
-                    n,
-                    Some(&forced_tokens),
-                    None,
-                    batch,
-                )?;
-                let free =
-                    decode_all(lm, &config, classifier, &test.prompts, n, None, None, batch)?;
-                let text = decode_all(
-                    lm,
-                    &config,
-                    classifier,
-                    &test.prompts,
-                    n,
-                    Some(&test.truth),
-                    Some(&targets),
-                    batch,
-                )?;
-                let metrics = token_exit_metrics(
-                    n_layers,
-                    dynamax_of(entry.skip_rule),
-                    &full_test,
-                    &forced,
-                    &free,
-                    Some(&text),
-                );
-                let cal_forced: Vec<Vec<usize>> = full_calibration
-                    .tokens
-                    .iter()
-                    .map(|t| t[..n - 1].to_vec())
-                    .collect();
+                let metrics = measure_test(&config, classifier)?;
                 let cal = decode_all(
                     lm,
                     &config,
@@ -789,7 +784,7 @@ fn evaluate<L: TokenLm + burn::module::Module>(
                 )?;
                 let cal_metrics = token_exit_metrics(
                     n_layers,
-                    DynamaxConstants::of(lm, entry.skip_rule),
+                    dynamax_of(entry.skip_rule),
                     &full_calibration,
                     &cal,
                     &cal,
@@ -850,43 +845,10 @@ fn evaluate<L: TokenLm + burn::module::Module>(
                 skip_rule: rule,
                 always_run_last: always,
             };
-            let forced_tokens: Vec<Vec<usize>> = full_test
-                .tokens
-                .iter()
-                .map(|t| t[..n - 1].to_vec())
-                .collect();
-            let forced = decode_all(
-                lm,
-                &config,
-                None,
-                &test.prompts,
-                n,
-                Some(&forced_tokens),
-                None,
-                batch,
-            )?;
-            let free = decode_all(lm, &config, None, &test.prompts, n, None, None, batch)?;
-            let text = decode_all(
-                lm,
-                &config,
-                None,
-                &test.prompts,
-                n,
-                Some(&test.truth),
-                Some(&targets),
-                batch,
-            )?;
             ablation.push(AblationRow {
                 skip_rule: rule,
                 always_run_last: always,
-                test: token_exit_metrics(
-                    n_layers,
-                    dynamax_of(rule),
-                    &full_test,
-                    &forced,
-                    &free,
-                    Some(&text),
-                ),
+                test: measure_test(&config, None)?,
             });
         }
     }
