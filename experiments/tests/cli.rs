@@ -290,10 +290,9 @@ tokens = 20
 memory_lengths = [8, 32]
 "#;
 
-#[test]
-fn lm_runs_end_to_end_resumes_and_names_bad_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus");
+/// A tiny three-work character corpus in `DIR/corpus`.
+fn write_corpus(dir: &Path) -> std::path::PathBuf {
+    let corpus = dir.join("corpus");
     std::fs::create_dir_all(&corpus).unwrap();
     for (i, text) in [
         "to be or not to be, ",
@@ -305,6 +304,13 @@ fn lm_runs_end_to_end_resumes_and_names_bad_input() {
     {
         std::fs::write(corpus.join(format!("w{i}_gut.txt")), text.repeat(20)).unwrap();
     }
+    corpus
+}
+
+#[test]
+fn lm_runs_end_to_end_resumes_and_names_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
     let config = dir.path().join("lm.toml");
     std::fs::write(&config, LM.replace("CORPUS", &corpus.display().to_string())).unwrap();
     let run = run_into(
@@ -396,18 +402,7 @@ ablation_threshold = 0.5
 #[test]
 fn token_exit_compare_trains_the_models_sweeps_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus");
-    std::fs::create_dir_all(&corpus).unwrap();
-    for (i, text) in [
-        "to be or not to be, ",
-        "that is the question: ",
-        "whether tis nobler ",
-    ]
-    .iter()
-    .enumerate()
-    {
-        std::fs::write(corpus.join(format!("w{i}_gut.txt")), text.repeat(20)).unwrap();
-    }
+    let corpus = write_corpus(dir.path());
     let lm = LM.replace("CORPUS", &corpus.display().to_string());
     std::fs::write(dir.path().join("mamba-lm.toml"), &lm).unwrap();
     let transformer = lm
