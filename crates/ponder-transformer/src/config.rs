@@ -144,20 +144,7 @@ impl EncoderConfig {
             ("d_ff", self.d_ff),
             ("d_embed", self.embed_size()),
         ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(PonderError::config(key, "must be positive"));
-            }
-        }
-        if !self.d_model.is_multiple_of(self.n_heads) {
-            return Err(PonderError::config(
-                "n_heads",
-                format!(
-                    "{} heads do not divide d_model = {}",
-                    self.n_heads, self.d_model
-                ),
-            ));
-        }
+        check_sizes(&positive, self.d_model, self.n_heads)?;
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(PonderError::config(
                 "dropout",
@@ -194,6 +181,27 @@ impl EncoderConfig {
         }
         Ok(())
     }
+}
+
+/// Every size in `positive` at least 1 (named when not), and `n_heads` dividing
+/// `d_model`: what any multi-head attention stack needs.
+pub(crate) fn check_sizes(
+    positive: &[(&str, usize)],
+    d_model: usize,
+    n_heads: usize,
+) -> ponder_core::Result<()> {
+    for &(key, value) in positive {
+        if value == 0 {
+            return Err(PonderError::config(key, "must be at least 1"));
+        }
+    }
+    if !d_model.is_multiple_of(n_heads) {
+        return Err(PonderError::config(
+            "n_heads",
+            format!("{n_heads} heads do not divide d_model = {d_model}"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

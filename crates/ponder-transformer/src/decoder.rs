@@ -80,20 +80,7 @@ impl DecoderConfig {
             ("d_ff", self.d_ff),
             ("max_len", self.max_len),
         ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(PonderError::config(key, "must be at least 1"));
-            }
-        }
-        if !self.d_model.is_multiple_of(self.n_heads) {
-            return Err(PonderError::config(
-                "n_heads",
-                format!(
-                    "{} heads do not divide d_model = {}",
-                    self.n_heads, self.d_model
-                ),
-            ));
-        }
+        crate::config::check_sizes(&positive, self.d_model, self.n_heads)?;
         if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
             return Err(PonderError::config(
                 "norm_eps",
