@@ -112,6 +112,13 @@ impl TokenLm for MambaLm {
     ) -> Option<LayerStep> {
         let block = &self.mamba.layers[layer];
         let (run_rows, x) = call.run;
+        if run_rows.is_empty() && matches!(call.skip, Some((_, _, SkipRule::Unadvanced)) | None) {
+            // Every row skips this layer and leaves its state as it is: nothing to do.
+            if layer + 1 == self.n_layers() {
+                cache.len += 1;
+            }
+            return None;
+        }
         let old = cache.state.layers[layer].clone();
         let mut step = None;
         let mut run_state = None;
