@@ -260,6 +260,12 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// Peak learning rate of AdamW. Default: 1e-3.
     pub learning_rate: f64,
+    /// Peak learning rate of the stages that train heads on a frozen backbone
+    /// (DeeBERT's stage 2, JEI-DNN's warm-up and alternation). Fine-tuning a pretrained
+    /// encoder wants a small `learning_rate`, at which freshly initialised heads on its
+    /// frozen features barely move in an epoch. Default: `learning_rate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frozen_learning_rate: Option<f64>,
     /// Fraction of each stage's steps spent warming up linearly to the peak rate,
     /// which then decays linearly towards 0. Default: 0.1.
     pub warmup_fraction: f64,
@@ -287,6 +293,7 @@ impl Default for TrainConfig {
             batch_size: 64,
             eval_batch_size: 256,
             learning_rate: 1e-3,
+            frozen_learning_rate: None,
             warmup_fraction: 0.1,
             weight_decay: 0.01,
             grad_clip: 1.0,
@@ -319,6 +326,11 @@ impl TrainConfig {
                 "learning_rate",
                 format!("{} is not in (0, 1]", self.learning_rate),
             );
+        }
+        if let Some(rate) = self.frozen_learning_rate
+            && !(rate > 0.0 && rate <= 1.0)
+        {
+            return err("frozen_learning_rate", format!("{rate} is not in (0, 1]"));
         }
         if !(0.0..1.0).contains(&self.warmup_fraction) {
             return err(
@@ -363,6 +375,14 @@ pub enum StageLoss {
     /// inference-module phases (weighted CE), switching every `jei.phase_batches`
     /// batches, gates first; validation: accuracy under the gates (a_l ≥ 0.5).
     JeiJoint,
+}
+
+impl StageLoss {
+    /// Whether the stage trains heads on a frozen backbone (and so runs at
+    /// `frozen_learning_rate`).
+    pub fn frozen_backbone(self) -> bool {
+        matches!(self, Self::Internal | Self::JeiWarmup | Self::JeiJoint)
+    }
 }
 
 impl Method {
@@ -476,10 +496,14 @@ fn new_optimizer(config: &TrainConfig) -> ModuleOptimizer {
 /// advanced to `done` steps; with the rate of the last of those steps (0 if none).
 fn new_scheduler(
     config: &TrainConfig,
+    kind: StageLoss,
     total: usize,
     done: usize,
 ) -> Result<(ModuleLrScheduler, f64)> {
-    let peak = config.learning_rate;
+    let peak = match config.frozen_learning_rate {
+        Some(rate) if kind.frozen_backbone() => rate,
+        _ => config.learning_rate,
+    };
     let warmup =
         ((total as f64 * config.warmup_fraction).round() as usize).clamp(1, total.max(2) - 1);
     let decay = total.saturating_sub(warmup).max(1);
@@ -826,7 +850,7 @@ pub fn fit<S: ClassificationSource>(
         let stage_total = epochs * steps_per_epoch;
         // `lr`: the rate of the latest step, for the epoch's log (carried over from the
         // checkpoint when resuming after the epoch's last step, before its evaluation)
-        let (mut scheduler, mut lr) = new_scheduler(config, stage_total, state.stage_step)?;
+        let (mut scheduler, mut lr) = new_scheduler(config, kind, stage_total, state.stage_step)?;
         while state.epoch < epochs {
             let epoch_start = Instant::now();
             let order = ponder_data::shuffled_indices(

@@ -356,6 +356,38 @@ fn deebert_stage2_keeps_the_backbone_and_final_head() {
     assert_eq!(last.valid_metric, mean);
 }
 
+#[test]
+fn frozen_learning_rate_drives_only_the_frozen_backbone_stages() {
+    // DeeBERT with `frozen_learning_rate`: stage 1 (the backbone) runs as before, bit
+    // for bit; stage 2 (heads on the frozen backbone) follows the frozen rate's
+    // schedule and ends elsewhere than at the shared rate.
+    let _guard = serial();
+    let (train, valid) = sources();
+    let d = device();
+    let shared = TrainConfig {
+        epochs: 1,
+        stage2_epochs: 2,
+        ..config(Method::DeeBert)
+    };
+    let frozen = TrainConfig {
+        frozen_learning_rate: Some(shared.learning_rate * 10.0),
+        ..shared.clone()
+    };
+    let a = train_plain(model(shared.seed, &d), &train, &valid, &shared, &d);
+    let b = train_plain(model(shared.seed, &d), &train, &valid, &frozen, &d);
+    assert_same_history(&a.state.history[..1], &b.state.history[..1], "stage 1");
+    for (x, y) in a.state.history[1..].iter().zip(&b.state.history[1..]) {
+        assert_eq!(x.stage, 1);
+        let ratio = y.learning_rate / x.learning_rate;
+        assert!((ratio - 10.0).abs() < 1e-9, "stage 2 rate ratio {ratio}");
+    }
+    assert_ne!(
+        probe_logits(&a.model, &valid)[0],
+        probe_logits(&b.model, &valid)[0],
+        "the frozen rate did not change the internal head"
+    );
+}
+
 /// Runs `config` uninterrupted (checkpointing into its own folder), then again stopped
 /// after step `stop_at` and resumed from its checkpoints with a fresh model; asserts
 /// both end alike and returns the state the resumed run started from.
@@ -767,6 +799,12 @@ fn bad_train_config_is_an_error() {
         bad("train.learning_rate", |c| c.learning_rate = 0.0),
         bad("train.learning_rate", |c| c.learning_rate = f64::NAN),
         bad("train.learning_rate", |c| c.learning_rate = 2.0),
+        bad("train.frozen_learning_rate", |c| {
+            c.frozen_learning_rate = Some(0.0)
+        }),
+        bad("train.frozen_learning_rate", |c| {
+            c.frozen_learning_rate = Some(f64::NAN)
+        }),
         bad("train.epochs", |c| c.epochs = 0),
         bad("train.stage2_epochs", |c| {
             c.method = Method::DeeBert;
