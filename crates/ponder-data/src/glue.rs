@@ -418,6 +418,38 @@ pub struct GlueScore {
     pub spearman: Option<f64>,
 }
 
+impl GlueScore {
+    /// The task's single number, as GLUE's leaderboard averages it: accuracy,
+    /// Matthews correlation, the mean of F1 and accuracy (MRPC, QQP), or the mean of
+    /// Pearson and Spearman (STS-B). NaN when a correlation is undefined.
+    pub fn primary(&self) -> f64 {
+        let v = |x: Option<f64>| x.unwrap_or(f64::NAN);
+        match self.metric {
+            GlueMetric::Accuracy => v(self.accuracy),
+            GlueMetric::Matthews => v(self.matthews),
+            GlueMetric::F1Accuracy => (v(self.f1) + v(self.accuracy)) / 2.0,
+            GlueMetric::PearsonSpearman => (v(self.pearson) + v(self.spearman)) / 2.0,
+        }
+    }
+
+    /// The scores as a short text, ×100 (`F1 88.10 / acc 84.00`).
+    pub fn summary(&self) -> String {
+        let f = |name: &str, x: Option<f64>| x.map(|x| format!("{name} {:.2}", x * 100.0));
+        let parts: Vec<String> = match self.metric {
+            GlueMetric::Accuracy => vec![f("acc", self.accuracy)],
+            GlueMetric::Matthews => vec![f("MCC", self.matthews), f("acc", self.accuracy)],
+            GlueMetric::F1Accuracy => vec![f("F1", self.f1), f("acc", self.accuracy)],
+            GlueMetric::PearsonSpearman => {
+                vec![f("Pearson", self.pearson), f("Spearman", self.spearman)]
+            }
+        }
+        .into_iter()
+        .flatten()
+        .collect();
+        parts.join(" / ")
+    }
+}
+
 fn length_check(a: usize, b: usize) -> Result<()> {
     if a != b || a == 0 {
         return Err(DataError::InvalidInput {
@@ -479,7 +511,12 @@ pub fn glue_classification_score(
     })
 }
 
-fn pearson(x: &[f64], y: &[f64]) -> f64 {
+/// Pearson correlation of two equally long series (NaN when either is constant or
+/// they are empty).
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    if x.is_empty() || x.len() != y.len() {
+        return f64::NAN;
+    }
     let n = x.len() as f64;
     let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
     let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();

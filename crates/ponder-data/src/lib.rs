@@ -84,7 +84,7 @@ pub use folders::{
 };
 pub use glue::{
     GlueData, GlueMetric, GlueScore, GlueSplit, GlueTask, glue_classification_score,
-    glue_regression_score, read_glue, read_glue_file,
+    glue_regression_score, pearson, read_glue, read_glue_file,
 };
 pub use gzip::read_maybe_gzip;
 pub use idx::{ImageSet, read_idx_images, read_idx_labels};

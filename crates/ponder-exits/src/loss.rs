@@ -13,6 +13,20 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     cross_entropy_per_row(logits, targets).mean().reshape([1])
 }
 
+/// Mean squared error of one-output heads against real-valued targets (PABEE's
+/// regression heads, STS-B).
+///
+/// # Shapes
+/// - outputs: `[batch_size, 1]`
+/// - targets: `[batch_size]`
+/// - output: `[1]`
+pub fn mse(outputs: Tensor<2>, targets: Tensor<1>) -> Tensor<1> {
+    let [batch_size, width] = outputs.dims();
+    assert_eq!(width, 1, "regression heads have one output, got {width}");
+    let diff = outputs.reshape([batch_size]) - targets;
+    (diff.clone() * diff).mean().reshape([1])
+}
+
 /// Cross-entropy of each row of `logits` against its class index.
 ///
 /// # Shapes
@@ -67,6 +81,16 @@ mod tests {
 
     fn device() -> Device {
         Device::flex()
+    }
+
+    #[test]
+    fn mse_matches_hand_computation() {
+        let d = device();
+        let out = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 3.0, -1.0], [3, 1]), &d);
+        let target = Tensor::<1>::from_data(TensorData::new(vec![0.0f32, 3.5, 1.0], [3]), &d);
+        // (1 + 0.25 + 4) / 3
+        let v = ponder_core::to_host(mse(out, target))[0];
+        assert!((v - 1.75).abs() < 1e-6, "{v}");
     }
 
     #[test]

@@ -16,7 +16,8 @@ use crate::source::{Batch, ClassificationSource};
 pub struct EvalOutput {
     /// The policy's name.
     pub policy: String,
-    /// Fraction of rows whose exited prediction is right.
+    /// Fraction of rows whose exited prediction is right; for a regression task, the
+    /// Pearson correlation of the exited outputs with the scores ([`correlation`]).
     pub accuracy: f64,
     /// Exit statistics (mean exit layer, speed-ups, histogram).
     pub stats: ExitStats,
@@ -34,6 +35,20 @@ pub struct EvalOutput {
     pub targets: Vec<usize>,
     /// Exit layer (1-based) of each row.
     pub exit_layers: Vec<usize>,
+    /// Regression tasks: the exited output of each row (empty for classification).
+    pub values: Vec<f32>,
+    /// Regression tasks: the true score of each row (empty for classification).
+    pub scores: Vec<f32>,
+}
+
+/// Pearson correlation of regression outputs with their scores, 0 where it is
+/// undefined (a constant prediction, which tells nothing about the scores): the
+/// "accuracy" of a regression exit, what checkpoints are chosen on.
+pub fn correlation(values: &[f32], scores: &[f32]) -> f64 {
+    let x: Vec<f64> = values.iter().map(|&v| v as f64).collect();
+    let y: Vec<f64> = scores.iter().map(|&v| v as f64).collect();
+    let r = ponder_data::pearson(&x, &y);
+    if r.is_nan() { 0.0 } else { r }
 }
 
 /// Accuracy of every exit when all layers run (one forward pass per batch).
@@ -84,6 +99,8 @@ pub fn evaluate<P: ExitPolicy>(
     let mut targets = Vec::new();
     let mut exit_layers = Vec::new();
     let mut flops = Vec::new();
+    let mut values = Vec::new();
+    let mut scores = Vec::new();
     let mut correct = 0usize;
     let mut seconds = 0.0;
     // full-depth FLOPs of every row, from its own batch's (padded) length
@@ -104,14 +121,23 @@ pub fn evaluate<P: ExitPolicy>(
             probs.extend(p);
         }
         targets.extend_from_slice(&batch.targets);
+        if let Some(s) = &batch.scores {
+            values.extend_from_slice(&logits);
+            scores.extend_from_slice(s);
+        }
         exit_layers.extend(out.exit_layer);
         flops.extend(out.flops);
     }
     let n = predictions.len().max(1);
     let full_depth_flops = (full_depth_total / n as f64).round() as u64;
+    let accuracy = if scores.is_empty() {
+        correct as f64 / n as f64
+    } else {
+        correlation(&values, &scores)
+    };
     EvalOutput {
         policy: policy.name(),
-        accuracy: correct as f64 / n as f64,
+        accuracy,
         stats: ExitStats::new(&exit_layers, &flops, n_layers, full_depth_flops),
         wall_seconds: seconds,
         predictions,
@@ -119,6 +145,8 @@ pub fn evaluate<P: ExitPolicy>(
         probs,
         targets,
         exit_layers,
+        values,
+        scores,
     }
 }
 
@@ -178,8 +206,12 @@ pub fn layer_outputs(model: &MultiExitClassifier, batches: &[Batch]) -> LayerOut
     }
 }
 
-/// Accuracy of every exit on prepared `batches`, all layers run on all rows.
+/// Accuracy of every exit on prepared `batches`, all layers run on all rows; for a
+/// regression task, every exit's [`correlation`] with the scores.
 pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> LayerAccuracy {
+    let regression = batches.iter().any(|b| b.scores.is_some());
+    let mut outputs = vec![Vec::new(); model.n_layers()];
+    let mut scores = Vec::new();
     let mut correct = vec![0usize; model.n_layers()];
     let mut tally = HaltingTally::default();
     let mut gate_tally = RuleTally::default();
@@ -189,6 +221,12 @@ pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> Layer
         let logits: Vec<Vec<f32>> = out.logits.into_iter().map(to_host).collect();
         for (l, layer) in logits.iter().enumerate() {
             correct[l] += right_rows(layer, &batch.targets).filter(|&r| r).count();
+        }
+        if regression {
+            for (l, layer) in logits.iter().enumerate() {
+                outputs[l].extend_from_slice(layer);
+            }
+            scores.extend_from_slice(batch.scores.as_deref().unwrap_or_default());
         }
         if model.gates.is_some() {
             let gates: Vec<Option<Vec<f32>>> =
@@ -206,7 +244,11 @@ pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> Layer
     let halting = model.halting.as_ref().map(|_| tally);
     let gated = model.gates.as_ref().map(|_| gate_tally);
     LayerAccuracy {
-        accuracy: correct.into_iter().map(|c| c as f64 / n).collect(),
+        accuracy: if regression {
+            outputs.iter().map(|o| correlation(o, &scores)).collect()
+        } else {
+            correct.into_iter().map(|c| c as f64 / n).collect()
+        },
         exit_distribution_accuracy: halting.as_ref().map(HaltingTally::distribution_accuracy),
         expected_depth: halting.as_ref().map(HaltingTally::expected_depth),
         q_exit_accuracy: halting.as_ref().map(HaltingTally::q_exit_accuracy),

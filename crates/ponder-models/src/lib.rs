@@ -33,8 +33,8 @@ pub use backbone::{Backbone, BackboneConfig, BackboneHidden};
 pub use checkpoint::{CheckpointFiles, write_atomic};
 pub use classifier::{MultiExitClassifier, MultiExitConfig};
 pub use eval::{
-    EvalOutput, LayerAccuracy, LayerOutputs, evaluate, layer_accuracies, layer_outputs,
-    make_batches,
+    EvalOutput, LayerAccuracy, LayerOutputs, correlation, evaluate, layer_accuracies,
+    layer_outputs, make_batches,
 };
 pub use lm::{
     CharLm, LmLog, LmObserver, LmOutcome, LmTrainConfig, LmTrainState, Sampled, evaluate_bpc,

@@ -6,13 +6,17 @@ use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use ponder_data::{Encoded, ImageSet, TokenBatch};
 use ponder_transformer::EncoderInput;
 
-/// A batch: the encoder's input and the class of each row.
+/// A batch: the encoder's input and the class of each row (and, for a regression
+/// task, the real-valued target of each row).
 #[derive(Debug, Clone)]
 pub struct Batch {
     /// Encoder input.
     pub input: EncoderInput,
-    /// Class index of each row.
+    /// Class index of each row (all 0 for a regression task).
     pub targets: Vec<usize>,
+    /// Regression tasks (STS-B): the score of each row; the heads then have one output
+    /// and train on the squared error.
+    pub scores: Option<Vec<f32>>,
 }
 
 impl Batch {
@@ -23,6 +27,16 @@ impl Batch {
     pub fn targets_tensor(&self, device: &Device) -> Tensor<1, Int> {
         let data: Vec<i64> = self.targets.iter().map(|&t| t as i64).collect();
         Tensor::from_data(TensorData::new(data, [self.targets.len()]), device)
+    }
+
+    /// The regression targets as a tensor on `device` (`None` for classification).
+    ///
+    /// # Shapes
+    /// `[batch_size]`
+    pub fn scores_tensor(&self, device: &Device) -> Option<Tensor<1>> {
+        self.scores
+            .as_ref()
+            .map(|s| Tensor::from_data(TensorData::new(s.clone(), [s.len()]), device))
     }
 }
 
@@ -38,6 +52,10 @@ pub trait ClassificationSource {
     fn n_classes(&self) -> usize;
     /// The class of each example, in order.
     fn targets(&self) -> Vec<usize>;
+    /// Regression sources: the score of each example, in order (`None`: classification).
+    fn scores(&self) -> Option<Vec<f32>> {
+        None
+    }
     /// The examples at `positions` (indices into this source) as a batch on `device`.
     fn batch(&self, positions: &[usize], device: &Device) -> Batch;
 }
@@ -131,6 +149,7 @@ impl ClassificationSource for ImageSource {
         Batch {
             input: EncoderInput::Images(images),
             targets,
+            scores: None,
         }
     }
 }
@@ -141,6 +160,7 @@ impl ClassificationSource for ImageSource {
 pub struct TextSource {
     encoded: Arc<Vec<Encoded>>,
     labels: Arc<Vec<usize>>,
+    scores: Option<Arc<Vec<f32>>>,
     indices: Vec<usize>,
     n_classes: usize,
     pad_id: u32,
@@ -177,9 +197,32 @@ impl TextSource {
         Self {
             encoded,
             labels,
+            scores: None,
             indices,
             n_classes,
             pad_id,
+        }
+    }
+
+    /// A regression source (STS-B): the texts `indices` of `encoded` with one real score
+    /// each; one output (`n_classes() == 1`) and every class index 0.
+    ///
+    /// # Panics
+    /// As [`TextSource::new`], or if there is not one finite score per text.
+    pub fn regression(
+        encoded: Arc<Vec<Encoded>>,
+        scores: Arc<Vec<f32>>,
+        indices: Vec<usize>,
+        pad_id: u32,
+    ) -> Self {
+        assert!(
+            scores.len() == encoded.len() && scores.iter().all(|s| s.is_finite()),
+            "TextSource: one finite score per text"
+        );
+        let labels = Arc::new(vec![0; encoded.len()]);
+        Self {
+            scores: Some(scores),
+            ..Self::new(encoded, labels, indices, 1, pad_id)
         }
     }
 }
@@ -195,6 +238,12 @@ impl ClassificationSource for TextSource {
 
     fn targets(&self) -> Vec<usize> {
         self.indices.iter().map(|&i| self.labels[i]).collect()
+    }
+
+    fn scores(&self) -> Option<Vec<f32>> {
+        self.scores
+            .as_ref()
+            .map(|s| self.indices.iter().map(|&i| s[i]).collect())
     }
 
     fn batch(&self, positions: &[usize], device: &Device) -> Batch {
@@ -223,6 +272,10 @@ impl ClassificationSource for TextSource {
                     .then(|| Tensor::<2, Bool>::from_data(TensorData::new(pad, shape), device)),
             },
             targets: tokens.labels,
+            scores: self
+                .scores
+                .as_ref()
+                .map(|s| positions.iter().map(|&p| s[self.indices[p]]).collect()),
         }
     }
 }

@@ -565,13 +565,14 @@ fn stage_loss(
     device: &Device,
 ) -> Tensor<1> {
     let targets = batch.targets_tensor(device);
+    let scores = batch.scores_tensor(device);
     match kind {
         StageLoss::DepthWeighted => {
             let out = model.forward_all(batch.input.clone());
             loss::depth_weighted(
                 out.logits
                     .into_iter()
-                    .map(|l| loss::cross_entropy(l, targets.clone()))
+                    .map(|l| exit_loss(l, &targets, scores.as_ref()))
                     .collect(),
             )
         }
@@ -579,7 +580,7 @@ fn stage_loss(
             let n = model.n_layers();
             let state = model.backbone.forward_cut(batch.input.clone(), n);
             let logits = model.heads.logits(n - 1, model.backbone.pooled(&state));
-            loss::cross_entropy(logits, targets)
+            exit_loss(logits, &targets, scores.as_ref())
         }
         StageLoss::Ponder | StageLoss::PonderQExit => {
             let out = model.forward_all(batch.input.clone());
@@ -595,22 +596,32 @@ fn stage_loss(
                 .total
         }
         // The backbone is frozen: train only the internal heads on its features.
-        StageLoss::Internal => loss::sum(internal_losses(model, batch, targets)),
-        StageLoss::JeiWarmup => jei::warmup_loss(internal_losses(model, batch, targets)),
+        StageLoss::Internal => loss::sum(internal_losses(model, batch, targets, scores)),
+        StageLoss::JeiWarmup => jei::warmup_loss(internal_losses(model, batch, targets, scores)),
         StageLoss::JeiJoint => jei_joint_loss(model, batch, context, targets),
     }
 }
 
-/// The cross-entropy of every internal head on the features of the frozen backbone.
+/// One exit's loss: cross-entropy against the classes, or for a regression batch the
+/// squared error of its single output against the scores (PABEE's regression heads).
+fn exit_loss(logits: Tensor<2>, targets: &Tensor<1, Int>, scores: Option<&Tensor<1>>) -> Tensor<1> {
+    match scores {
+        Some(scores) => loss::mse(logits, scores.clone()),
+        None => loss::cross_entropy(logits, targets.clone()),
+    }
+}
+
+/// The loss of every internal head on the features of the frozen backbone.
 fn internal_losses(
     model: &MultiExitClassifier,
     batch: &Batch,
     targets: Tensor<1, Int>,
+    scores: Option<Tensor<1>>,
 ) -> Vec<Tensor<1>> {
     frozen_features(model, batch, model.n_layers() - 1)
         .into_iter()
         .enumerate()
-        .map(|(l, f)| loss::cross_entropy(model.heads.logits(l, f), targets.clone()))
+        .map(|(l, f)| exit_loss(model.heads.logits(l, f), &targets, scores.as_ref()))
         .collect()
 }
 
@@ -762,6 +773,36 @@ pub fn fit<S: ClassificationSource>(
                 "{} training and {} validation examples: both must be non-empty",
                 train.len(),
                 valid.len()
+            ),
+        ));
+    }
+    let regression = train.scores().is_some();
+    if regression != valid.scores().is_some() {
+        return Err(PonderError::config(
+            "data",
+            "the training and validation sources must both be regression or both classification",
+        ));
+    }
+    if regression
+        && !matches!(
+            config.method,
+            Method::Pabee | Method::FinalOnly | Method::DeeBert
+        )
+    {
+        return Err(PonderError::config(
+            "train.method",
+            format!(
+                "{:?} has no regression variant; a regression task (STS-B) trains with pabee, dee_bert or final_only",
+                config.method
+            ),
+        ));
+    }
+    if regression && model.heads.n_classes != 1 {
+        return Err(PonderError::config(
+            "data",
+            format!(
+                "a regression task needs heads with one output; the model has {}",
+                model.heads.n_classes
             ),
         ));
     }

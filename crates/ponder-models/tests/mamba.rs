@@ -88,6 +88,7 @@ impl ClassificationSource for Contains5 {
                 )),
             },
             targets: positions.iter().map(|&p| self.labels[p]).collect(),
+            scores: None,
         }
     }
 }

@@ -483,6 +483,7 @@ fn palbert_trains_and_a_method_without_halting_head_is_refused() {
                     mask_pad: None,
                 },
                 targets: positions.iter().map(|&p| self.0[p].1).collect(),
+                scores: None,
             }
         }
     }

@@ -675,6 +675,7 @@ impl ClassificationSource for Poisoned {
                 device,
             )),
             targets: batch.targets,
+            scores: None,
         }
     }
 }
