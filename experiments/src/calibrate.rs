@@ -328,6 +328,8 @@ mod tests {
             probs,
             targets,
             exit_layers,
+            values: Vec::new(),
+            scores: Vec::new(),
         }
     }
 

@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use ponder_data::GlueTask;
 use ponder_exits::{
     EntropyThreshold, Expectation, FixedLayer, LearnedGate, MaxProbThreshold, NeverExit, Oracle,
-    Patience, Policy, PonderSample, QExit,
+    Patience, PatienceRegression, Policy, PonderSample, QExit,
 };
 use ponder_mamba::{MambaConfig, MambaEncoderConfig, Pooling};
 use ponder_models::{BackboneConfig, Method, TrainConfig};
@@ -39,15 +40,25 @@ pub struct Experiment {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataConfig {
-    /// `fashion-mnist` (IDX images; also reads MNIST) or `spamassassin` (e-mails, one
-    /// folder per class).
+    /// `fashion-mnist` (IDX images; also reads MNIST), `spamassassin` (e-mails, one
+    /// folder per class) or `glue` (one GLUE task's TSV files, `data.task`).
     pub dataset: Dataset,
-    /// Folder of the data set.
+    /// Folder of the data set; for GLUE, the task's folder (`glue_data/RTE`) holding
+    /// `train.tsv` and `dev.tsv` (MNLI: `dev_matched.tsv`, `dev_mismatched.tsv`).
     pub path: PathBuf,
-    /// Fraction of the training data held out for validation (model selection).
+    /// GLUE only: the task (`cola`, `sst-2`, `mrpc`, `sts-b`, `qqp`, `mnli`, `qnli`, `rte`,
+    /// `wnli`; case, `-` and `_` are ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// GLUE MNLI only: test on `dev_mismatched.tsv` instead of `dev_matched.tsv`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mismatched: bool,
+    /// Fraction of the training data held out for validation (model selection; for
+    /// GLUE, carved from `train.tsv`: the dev file is the test set).
     #[serde(default = "default_valid_fraction")]
     pub valid_fraction: f64,
-    /// Fraction held out for the test set, for data sets without one (SpamAssassin).
+    /// Fraction held out for the test set, for data sets without one (SpamAssassin;
+    /// ignored by the others).
     #[serde(default = "default_test_fraction")]
     pub test_fraction: f64,
     /// Use at most this many training examples (0: all), for quick runs.
@@ -88,6 +99,15 @@ pub enum Dataset {
     FashionMnist,
     /// The SpamAssassin public corpus.
     Spamassassin,
+    /// A GLUE task (`data.task`) from its TSV files.
+    Glue,
+}
+
+impl Dataset {
+    /// Whether examples are token sequences.
+    pub fn is_text(self) -> bool {
+        self != Dataset::FashionMnist
+    }
 }
 
 /// The backbone: an encoder and its exits.
@@ -245,6 +265,10 @@ pub struct CompareConfig {
     /// many times (sampling with seeds 0, 1, …) and report how much each example's exit
     /// layer varies (0: skip).
     pub repeats: usize,
+    /// Regression tasks (STS-B): PABEE's tolerances `τ` to sweep with every
+    /// `compare.patience` (two exits agree when their outputs differ by less than τ;
+    /// scores run from 0 to 5).
+    pub tolerance: Vec<f32>,
     /// Batch size of evaluation.
     pub batch_size: usize,
     /// Train every method on each of these backbones (`transformer`, `mamba`) with the
@@ -268,6 +292,7 @@ impl Default for CompareConfig {
             gate: vec![0.5, 0.3, 0.7, 0.9],
             jei_cost_weights: Vec::new(),
             repeats: 10,
+            tolerance: vec![0.1, 0.25, 0.5],
             batch_size: 256,
             backbones: Vec::new(),
         }
@@ -323,8 +348,31 @@ impl Experiment {
             }
             None => self.encoder_config(10, 1)?.validate()?,
         }
+        if self.data.dataset == Dataset::Glue {
+            let task = self.glue_task()?.unwrap_or_else(|| unreachable!("checked"));
+            if self.data.mismatched && task != GlueTask::Mnli {
+                bail!(
+                    "invalid value for `data.mismatched`: only MNLI has a mismatched dev set, not {}",
+                    task.name()
+                );
+            }
+            if task.is_regression() {
+                let methods = self.compare.methods.iter().chain([&self.train.method]);
+                if let Some(m) = methods
+                    .into_iter()
+                    .find(|m| !matches!(m, Method::Pabee | Method::DeeBert | Method::FinalOnly))
+                {
+                    bail!(
+                        "invalid value for `compare.methods` / `train.method`: {} is a regression task and {m:?} has no regression variant (use pabee, dee_bert or final_only)",
+                        task.name()
+                    );
+                }
+            }
+        } else if self.data.task.is_some() || self.data.mismatched {
+            bail!("`data.task` and `data.mismatched` apply to `dataset = \"glue\"` only");
+        }
         if self.backbones().contains(&BackboneKind::Mamba) {
-            if self.data.dataset != Dataset::Spamassassin {
+            if !self.data.dataset.is_text() {
                 bail!(
                     "invalid value for `model.backbone` / `compare.backbones`: the Mamba backbone reads token ids; use it with a text data set"
                 );
@@ -359,7 +407,7 @@ impl Experiment {
             );
         }
         if self.model.pretrained.is_some()
-            && (self.data.dataset != Dataset::Spamassassin
+            && (!self.data.dataset.is_text()
                 || self
                     .backbones()
                     .iter()
@@ -369,7 +417,7 @@ impl Experiment {
                 "invalid value for `model.pretrained`: a pretrained encoder needs a text data set and the transformer backbone"
             );
         }
-        if self.data.dataset == Dataset::Spamassassin && self.data.tokenizer.is_none() {
+        if self.data.dataset.is_text() && self.data.tokenizer.is_none() {
             bail!("missing `data.tokenizer`: text data sets need a tokenizer.json or vocab.txt");
         }
         if self.data.max_tokens < 3 {
@@ -579,7 +627,7 @@ impl Experiment {
                 patch_size: m.patch_size,
                 channels: 1,
             },
-            Dataset::Spamassassin => EmbeddingKind::Text {
+            Dataset::Spamassassin | Dataset::Glue => EmbeddingKind::Text {
                 vocab_size,
                 max_position,
                 type_vocab_size: 2,
@@ -596,10 +644,52 @@ impl Experiment {
         Ok(config)
     }
 
-    /// Every policy `compare` evaluates, in table order; the first is full depth.
+    /// The GLUE task of a `dataset = "glue"` experiment (`None` for other data sets).
+    ///
+    /// # Errors
+    /// A GLUE experiment without `data.task`, or an unknown task.
+    pub fn glue_task(&self) -> Result<Option<GlueTask>> {
+        if self.data.dataset != Dataset::Glue {
+            return Ok(None);
+        }
+        let name = self.data.task.as_deref().context(
+            "missing `data.task`: a GLUE experiment names its task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli)",
+        )?;
+        GlueTask::parse(name)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("invalid value for `data.task`: {e}"))
+    }
+
+    /// Whether the task is a regression (GLUE's STS-B): one output per exit, scored by
+    /// correlation.
+    pub fn is_regression(&self) -> bool {
+        self.glue_task()
+            .ok()
+            .flatten()
+            .is_some_and(GlueTask::is_regression)
+    }
+
+    /// Every policy `compare` evaluates, in table order; the first is full depth. A
+    /// regression task gets full depth, PABEE's regression patience (every
+    /// `compare.patience` × `compare.tolerance`) and the fixed exits.
     pub fn policies(&self) -> Result<Vec<Policy>> {
         let c = &self.compare;
         let mut out = vec![Policy::Full(NeverExit)];
+        if self.is_regression() {
+            for &t in &c.patience {
+                for &tol in &c.tolerance {
+                    out.push(Policy::PatienceRegression(
+                        PatienceRegression::new(t, tol).context("in `compare.tolerance`")?,
+                    ));
+                }
+            }
+            if c.fixed_layers {
+                for l in 1..self.model.n_layers {
+                    out.push(Policy::Fixed(FixedLayer::new(l).context("in `compare`")?));
+                }
+            }
+            return Ok(out);
+        }
         for &t in &c.max_prob {
             out.push(Policy::MaxProb(
                 MaxProbThreshold::new(t).context("in `compare.max_prob`")?,
@@ -697,6 +787,54 @@ pub fn apply_overrides(value: &mut toml::Value, overrides: &[String]) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every committed experiment file of `ponder compare`/`train` parses and passes
+    /// its checks (the pretrained ones' sizes against the checkpoint when it has been
+    /// fetched).
+    #[test]
+    fn committed_experiment_files_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let workspace = root.parent().unwrap();
+        let mut checked = Vec::new();
+        for entry in std::fs::read_dir(root.join("configs")).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            // language-model, parity and token-exit files have their own commands
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if text.contains("[token_exit]")
+                || name.starts_with("parity")
+                || (name.starts_with("shakespeare") && !text.contains("[compare]"))
+            {
+                continue;
+            }
+            let text = text.replace(
+                "pretrained = \"data/",
+                &format!("pretrained = \"{}/data/", workspace.display()),
+            );
+            // without the checkpoint, everything but its sizes is checked
+            let text = if workspace.join("data/all-minilm-l6-v2").is_dir() {
+                text
+            } else {
+                text.lines()
+                    .filter(|l| !l.starts_with("pretrained = "))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            Experiment::parse(&text).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            checked.push(name);
+        }
+        for name in [
+            "glue.toml",
+            "glue-stsb.toml",
+            "spamassassin-minilm.toml",
+            "fashion-mnist-jei.toml",
+        ] {
+            assert!(
+                checked.iter().any(|c| c == name),
+                "{name} not checked: {checked:?}"
+            );
+        }
+    }
 
     const MINIMAL: &str = r#"
 name = "t"
@@ -803,6 +941,62 @@ d_ff = 64
     fn bad_model_shape_is_named() {
         let err = Experiment::parse(&MINIMAL.replace("n_heads = 4", "n_heads = 5")).unwrap_err();
         assert!(format!("{err:#}").contains("n_heads"));
+    }
+
+    #[test]
+    fn glue_settings_are_checked() {
+        let glue = |data: &str, compare: &str| {
+            let text = MINIMAL
+                .replace(
+                    "dataset = \"fashion-mnist\"",
+                    &format!("dataset = \"glue\"\ntokenizer = \"vocab.txt\"\n{data}"),
+                )
+                .replace("path = \"data/fashion-mnist\"", "path = \"glue_data/X\"");
+            Experiment::parse(&format!("{text}\n[compare]\n{compare}\n"))
+        };
+        let message = |r: Result<Experiment>| format!("{:#}", r.unwrap_err());
+        let e = glue("task = \"SST-2\"", "").unwrap();
+        assert_eq!(e.glue_task().unwrap(), Some(GlueTask::Sst2));
+        assert!(!e.is_regression());
+        assert!(message(glue("", "")).contains("missing `data.task`"));
+        let m = message(glue("task = \"sst3\"", ""));
+        assert!(m.contains("data.task") && m.contains("sst3"), "{m}");
+        let m = message(glue("task = \"qnli\"\nmismatched = true", ""));
+        assert!(m.contains("data.mismatched"), "{m}");
+        assert!(glue("task = \"mnli\"\nmismatched = true", "").is_ok());
+        // STS-B: regression policies only, and methods with a regression variant
+        let e = glue(
+            "task = \"sts_b\"",
+            "methods = [\"pabee\"]\npatience = [2]\ntolerance = [0.3]",
+        )
+        .unwrap();
+        assert!(e.is_regression());
+        let names: Vec<String> = e
+            .policies()
+            .unwrap()
+            .iter()
+            .map(ponder_core::ExitPolicy::name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "full",
+                "patience=2,tol=0.3",
+                "fixed=1",
+                "fixed=2",
+                "fixed=3"
+            ]
+        );
+        let m = message(glue("task = \"stsb\"", "methods = [\"jei_dnn\"]"));
+        assert!(m.contains("regression variant"), "{m}");
+        let m = message(glue("task = \"stsb\"", "tolerance = [-1.0]"));
+        assert!(m.contains("compare.tolerance"), "{m}");
+        // a task on another data set
+        let m = message(Experiment::parse(&MINIMAL.replace(
+            "dataset = \"fashion-mnist\"",
+            "dataset = \"fashion-mnist\"\ntask = \"rte\"",
+        )));
+        assert!(m.contains("data.task"), "{m}");
     }
 
     #[test]

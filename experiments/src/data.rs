@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use ponder_data::{
-    DataError, TextTokenizer, load_fashion_mnist, load_spam_assassin, split_indices,
-    split_train_valid,
+    DataError, Encoded, GlueSplit, TextExample, TextTokenizer, load_fashion_mnist,
+    load_spam_assassin, read_glue, split_indices, split_train_valid,
 };
 use ponder_models::{ImageSource, TextSource};
 
@@ -116,29 +116,8 @@ pub fn load(config: &DataConfig, seed: u64, fetch_missing: bool) -> Result<Loade
                 }
                 other => other?,
             };
-            let tokenizer_path = config
-                .tokenizer
-                .as_ref()
-                .context("`data.tokenizer` is required for text")?;
-            let tokenizer = match TextTokenizer::from_file(tokenizer_path) {
-                Err(e) if fetch_missing && !tokenizer_path.exists() => {
-                    fetch("minilm", e)?;
-                    TextTokenizer::from_file(tokenizer_path)?
-                }
-                other => other?,
-            };
-            let mut ids = Vec::with_capacity(dataset.len());
-            for (i, example) in dataset.examples.iter().enumerate() {
-                let encoded = tokenizer.encode_example(example, config.max_tokens)?;
-                if encoded.is_empty() {
-                    bail!(
-                        "text {i} of {} encodes to no tokens with {}: the tokenizer must add [CLS]/[SEP]",
-                        config.path.display(),
-                        tokenizer_path.display()
-                    );
-                }
-                ids.push(encoded);
-            }
+            let tokenizer = load_tokenizer(config, fetch_missing)?;
+            let ids = encode_all(&tokenizer, &dataset.examples, config)?;
             let labels: Vec<usize> = dataset.examples.iter().map(|e| e.label).collect();
             let n_classes = dataset.n_classes();
             let pad = tokenizer.pad_id()?;
@@ -167,5 +146,119 @@ pub fn load(config: &DataConfig, seed: u64, fetch_missing: bool) -> Result<Loade
                 vocab_size,
             }))
         }
+        Dataset::Glue => load_glue(config, seed, fetch_missing),
     }
+}
+
+/// The text tokenizer of `data.tokenizer`, fetching all-MiniLM-L6-v2's when it is
+/// missing (and `fetch_missing`).
+fn load_tokenizer(config: &DataConfig, fetch_missing: bool) -> Result<TextTokenizer> {
+    let path = config
+        .tokenizer
+        .as_ref()
+        .context("`data.tokenizer` is required for text")?;
+    Ok(match TextTokenizer::from_file(path) {
+        Err(e) if fetch_missing && !path.exists() => {
+            fetch("minilm", e)?;
+            TextTokenizer::from_file(path)?
+        }
+        other => other?,
+    })
+}
+
+/// Tokenizes every example (pairs as `[CLS] a [SEP] b [SEP]` with segment ids),
+/// truncated to `data.max_tokens`.
+fn encode_all(
+    tokenizer: &TextTokenizer,
+    examples: &[TextExample],
+    config: &DataConfig,
+) -> Result<Vec<Encoded>> {
+    let mut ids = Vec::with_capacity(examples.len());
+    for (i, example) in examples.iter().enumerate() {
+        let encoded = tokenizer.encode_example(example, config.max_tokens)?;
+        if encoded.is_empty() {
+            bail!(
+                "text {i} of {} encodes to no tokens with {}: the tokenizer must add [CLS]/[SEP]",
+                config.path.display(),
+                tokenizer.path().display()
+            );
+        }
+        ids.push(encoded);
+    }
+    Ok(ids)
+}
+
+/// One GLUE task: `train.tsv` split into training and validation (`data.valid_fraction`),
+/// the dev file as the test set (GLUE's test labels are not public). STS-B's scores
+/// make a regression source.
+fn load_glue(config: &DataConfig, seed: u64, fetch_missing: bool) -> Result<LoadedData> {
+    let task = ponder_data::GlueTask::parse(config.task.as_deref().unwrap_or_default())?;
+    let dev = if config.mismatched {
+        GlueSplit::DevMismatched
+    } else {
+        GlueSplit::Dev
+    };
+    let train_file = config.path.join(task.file(GlueSplit::Train)?);
+    if !train_file.is_file() {
+        bail!(
+            "no GLUE {} training file at {}: GLUE is not on any registry this program can fetch from; download the task (e.g. with the `download_glue_data.py` script of the GLUE baselines, which writes glue_data/{}/) and set `data.path` to its folder",
+            task.name(),
+            train_file.display(),
+            task.name()
+        );
+    }
+    let read = |split| {
+        let data = read_glue(&config.path, task, split)?;
+        if !data.skipped_lines.is_empty() {
+            eprintln!(
+                "{}: skipped {} malformed lines (missing fields), as GLUE's reference processor does",
+                data.path.display(),
+                data.skipped_lines.len()
+            );
+        }
+        if data.is_empty() {
+            bail!("{} holds no examples", data.path.display());
+        }
+        Ok::<_, anyhow::Error>(data)
+    };
+    let (train, test) = (read(GlueSplit::Train)?, read(dev)?);
+    let tokenizer = load_tokenizer(config, fetch_missing)?;
+    let n_train = train.len();
+    let mut examples = train.examples;
+    examples.extend(test.examples);
+    let ids = Arc::new(encode_all(&tokenizer, &examples, config)?);
+    let parts = split_train_valid(n_train, config.valid_fraction, seed)?;
+    let test_indices = limit((n_train..ids.len()).collect(), config.test_limit);
+    let train_indices = limit(parts.train, config.train_limit);
+    let pad = tokenizer.pad_id()?;
+    let vocab_size = tokenizer.vocab_size();
+    let splits = match (train.scores, test.scores) {
+        (Some(mut scores), Some(test_scores)) => {
+            scores.extend(test_scores);
+            let scores = Arc::new(scores);
+            let source =
+                |indices| TextSource::regression(ids.clone(), scores.clone(), indices, pad);
+            Splits {
+                train: source(train_indices),
+                valid: source(parts.valid),
+                test: source(test_indices),
+                n_classes: 1,
+                vocab_size,
+            }
+        }
+        _ => {
+            let labels = Arc::new(examples.iter().map(|e| e.label).collect::<Vec<_>>());
+            let n_classes = task.labels().len();
+            let source =
+                |indices| TextSource::new(ids.clone(), labels.clone(), indices, n_classes, pad);
+            Splits {
+                train: source(train_indices),
+                valid: source(parts.valid),
+                test: source(test_indices),
+                n_classes,
+                vocab_size,
+            }
+        }
+    };
+    Ok(LoadedData::Text(splits))
 }

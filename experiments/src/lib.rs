@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 use burn::tensor::Device;
 use ponder_exits::{
     EntropyThreshold, Expectation, FixedLayer, LearnedGate, MaxProbThreshold, NeverExit, Oracle,
-    Patience, Policy, PonderSample, QExit,
+    Patience, PatienceRegression, Policy, PonderSample, QExit,
 };
 use ponder_models::Method;
 
@@ -110,6 +110,21 @@ pub fn parse_policy(spec: &str) -> Result<Policy> {
         "oracle" => Policy::Oracle(Oracle),
         "max_prob" => Policy::MaxProb(MaxProbThreshold::new(number(name)? as f32)?),
         "entropy" => Policy::Entropy(EntropyThreshold::new(number(name)? as f32)?),
+        // PABEE's regression rule: `patience=T,tol=TAU`
+        "patience" if value.is_some_and(|v| v.contains(",tol=")) => {
+            let (t, tol) = value
+                .and_then(|v| v.split_once(",tol="))
+                .unwrap_or_else(|| unreachable!("checked"));
+            let t = t
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("policy `{spec}`: `{t}` is not a whole number ≥ 0"))?;
+            let tol = tol
+                .trim()
+                .parse::<f32>()
+                .map_err(|_| anyhow::anyhow!("policy `{spec}`: `{tol}` is not a number"))?;
+            Policy::PatienceRegression(PatienceRegression::new(t, tol)?)
+        }
         "patience" => Policy::Patience(Patience::new(integer(name)?)),
         "fixed" => Policy::Fixed(FixedLayer::new(integer(name)?)?),
         "q_exit" => Policy::QExit(QExit::new(number(name)?)?),
@@ -131,7 +146,7 @@ pub fn parse_policy(spec: &str) -> Result<Policy> {
             None => 0.5,
         })?),
         other => bail!(
-            "unknown policy `{other}`: use full, oracle, max_prob=T, entropy=S, patience=T, fixed=L, q_exit=Q, sample=SEED, expectation or gate=A"
+            "unknown policy `{other}`: use full, oracle, max_prob=T, entropy=S, patience=T, patience=T,tol=TAU (regression), fixed=L, q_exit=Q, sample=SEED, expectation or gate=A"
         ),
     })
 }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use clap::{Parser, Subcommand};
+use ponder_exits::Policy;
 use ponder_experiments::config::BackboneKind;
 use ponder_experiments::config::Experiment;
 use ponder_experiments::data::{self, LoadedData, Splits};
@@ -28,7 +29,10 @@ const DEFAULT_LM: &str = "experiments/configs/shakespeare-mamba.toml";
 /// A run is described by an experiment file (TOML, see experiments/configs/) and
 /// writes a run folder with the resolved config, checkpoints, per-epoch metrics,
 /// results.json, a Markdown table and SVG plots. Missing data sets are fetched with
-/// scripts/fetch-data.sh when it is in the working directory.
+/// scripts/fetch-data.sh when it is in the working directory. GLUE cannot be fetched:
+/// with its files, an experiment with `dataset = "glue"`, `task = "mrpc"` (any of the
+/// nine tasks) and `path = "glue_data/MRPC"` trains on train.tsv and reports the
+/// task's official metric on dev.tsv (experiments/configs/glue.toml).
 #[derive(Parser, Debug)]
 #[command(name = "ponder", version, about, long_about)]
 struct Cli {
@@ -129,9 +133,10 @@ enum Command {
         run: PathBuf,
         /// Policies to evaluate (repeatable): full, oracle, max_prob=T, entropy=S,
         /// patience=T, fixed=L, for models with a halting head (palbert, ponder_net)
-        /// q_exit=Q, sample=SEED, expectation, and for JEI-DNN models gate=A. Default:
-        /// the experiment's comparison sweep. Every policy is also scored for
-        /// calibration and conformal sets.
+        /// q_exit=Q, sample=SEED, expectation, and for JEI-DNN models gate=A; on a
+        /// regression task (GLUE's STS-B) full, fixed=L and patience=T,tol=TAU. Default:
+        /// the experiment's comparison sweep. Every classification policy is also scored
+        /// for calibration and conformal sets.
         #[arg(long = "policy")]
         policies: Vec<String>,
         /// Do not fetch missing data sets.
@@ -294,12 +299,17 @@ fn train_cmd(
         .test_layer_accuracy
         .iter()
         .enumerate()
-        .map(|(l, a)| format!("  exit {:>2}: {:.2}%", l + 1, a * 100.0))
+        .map(|(l, a)| format!("  exit {:>2}: {:.2}", l + 1, a * 100.0))
         .collect();
     println!(
-        "{} trained ({:.0} s); test accuracy of each exit with all layers run:\n{}",
+        "{} trained ({:.0} s); test {} of each exit with all layers run:\n{}",
         result.method,
         result.train_seconds,
+        if experiment.is_regression() {
+            "Pearson correlation ×100"
+        } else {
+            "accuracy %"
+        },
         layers.join("\n")
     );
     println!("run folder: {}", run.root().display());
@@ -317,6 +327,26 @@ fn eval_cmd(device: DeviceChoice, root: PathBuf, specs: Vec<String>, no_fetch: b
             .map(|s| parse_policy(s))
             .collect::<Result<Vec<_>>>()?
     };
+    // a regression task's heads have one output: only its own rules apply
+    let regression = experiment.is_regression();
+    if let Some(p) = policies.iter().find(|p| {
+        let fits_regression = matches!(
+            p,
+            Policy::Full(_) | Policy::Fixed(_) | Policy::PatienceRegression(_)
+        );
+        fits_regression != regression && !matches!(p, Policy::Full(_) | Policy::Fixed(_))
+    }) {
+        bail!(
+            "policy {} does not apply to {}: {}",
+            ponder_core::ExitPolicy::name(p),
+            root.display(),
+            if regression {
+                "a regression task takes full, fixed=L and patience=T,tol=TAU"
+            } else {
+                "patience=T,tol=TAU is PABEE's rule for regression tasks (STS-B)"
+            }
+        );
+    }
     let several = !experiment.compare.seeds.is_empty();
     let mut trained: Vec<(BackboneKind, Method, Option<f64>, u64)> = Vec::new();
     for backbone in experiment.backbones() {
@@ -385,10 +415,7 @@ fn eval_models<S: ClassificationSource>(
 ) -> Result<CompareResults> {
     let test = make_batches(&splits.test, experiment.compare.batch_size, dev);
     let calibration = make_batches(&splits.valid, experiment.compare.batch_size, dev);
-    let data = pipeline::EvalData {
-        test: &test,
-        calibration: &calibration,
-    };
+    let data = pipeline::EvalData::new(experiment, &test, &calibration);
     let several = !experiment.compare.seeds.is_empty();
     let mut models = Vec::new();
     for &(backbone, method, cost, seed) in methods {

@@ -7,10 +7,12 @@ use burn::module::Module;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use ponder_core::ExitPolicy;
+use ponder_data::{GlueScore, GlueTask, glue_classification_score, glue_regression_score};
 use ponder_exits::{HaltingHeadConfig, NeverExit, Policy, PonderSample};
 use ponder_models::{
-    Batch, ClassificationSource, JEI_ALTERNATION_STAGE, LayerAccuracy, Method, MultiExitClassifier,
-    MultiExitConfig, evaluate, fit, layer_accuracies, layer_outputs, make_batches,
+    Batch, ClassificationSource, EvalOutput, JEI_ALTERNATION_STAGE, LayerAccuracy, Method,
+    MultiExitClassifier, MultiExitConfig, evaluate, fit, layer_accuracies, layer_outputs,
+    make_batches,
 };
 use serde::{Deserialize, Serialize};
 
@@ -32,8 +34,12 @@ pub struct PolicyResult {
     pub family: String,
     /// Policy with its parameter.
     pub policy: String,
-    /// Test accuracy.
+    /// Test accuracy (regression tasks: the Pearson correlation of the exited outputs
+    /// with the scores).
     pub accuracy: f64,
+    /// GLUE: the task's official scores (F1, Matthews, Pearson and Spearman, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_score: Option<GlueScore>,
     /// Mean exit layer (1-based).
     pub mean_exit_layer: f64,
     /// `n_layers / mean_exit_layer`.
@@ -130,6 +136,9 @@ pub struct SeedSummary {
     pub accuracy_mean: f64,
     /// Standard deviation of the test accuracy over seeds (n − 1 denominator).
     pub accuracy_std: f64,
+    /// GLUE: the task's single number ([`GlueScore::primary`]): mean, std over seeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_metric: Option<(f64, f64)>,
     /// Mean of the mean exit layer.
     pub mean_exit_layer_mean: f64,
     /// Its standard deviation over seeds.
@@ -235,6 +244,12 @@ pub struct CompareResults {
     pub n_test: usize,
     /// Number of layers.
     pub n_layers: usize,
+    /// GLUE: the task (`MRPC`, `STS-B`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// A regression task (STS-B): "accuracy" columns hold Pearson correlations.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub regression: bool,
     /// One entry per trained model (per method and seed).
     pub models: Vec<ModelResult>,
     /// With several seeds: every (method, policy) as mean ± std over seeds.
@@ -260,6 +275,12 @@ impl CompareResults {
             device: device_name.to_string(),
             n_test,
             n_layers: experiment.model.n_layers,
+            task: experiment
+                .glue_task()
+                .ok()
+                .flatten()
+                .map(|t| t.name().to_string()),
+            regression: experiment.is_regression(),
             seed_summary: if experiment.compare.seeds.is_empty() {
                 Vec::new()
             } else {
@@ -334,6 +355,11 @@ pub fn seed_summary(models: &[ModelResult]) -> Vec<SeedSummary> {
                 mean_std(&rows.iter().map(|r| f(r)).collect::<Vec<_>>())
             };
             let (accuracy_mean, accuracy_std) = pick(|r| r.accuracy);
+            let task_metric = rows
+                .iter()
+                .map(|r| r.task_score.as_ref().map(GlueScore::primary))
+                .collect::<Option<Vec<f64>>>()
+                .map(|v| mean_std(&v));
             let (mean_exit_layer_mean, mean_exit_layer_std) = pick(|r| r.mean_exit_layer);
             SeedSummary {
                 method,
@@ -342,6 +368,7 @@ pub fn seed_summary(models: &[ModelResult]) -> Vec<SeedSummary> {
                 n_seeds: rows.len(),
                 accuracy_mean,
                 accuracy_std,
+                task_metric,
                 mean_exit_layer_mean,
                 mean_exit_layer_std,
                 flop_speedup_mean: pick(|r| r.flop_speedup).0,
@@ -517,16 +544,45 @@ pub struct EvalData<'a> {
     pub test: &'a [Batch],
     /// Validation batches (conformal thresholds).
     pub calibration: &'a [Batch],
+    /// GLUE: the task whose official scores every policy gets.
+    pub task: Option<GlueTask>,
+}
+
+impl<'a> EvalData<'a> {
+    /// The batches of an experiment (its GLUE task, if any).
+    pub fn new(experiment: &Experiment, test: &'a [Batch], calibration: &'a [Batch]) -> Self {
+        Self {
+            test,
+            calibration,
+            task: experiment.glue_task().ok().flatten(),
+        }
+    }
+}
+
+/// The GLUE task's scores of one evaluation.
+fn task_score(task: Option<GlueTask>, out: &EvalOutput) -> Result<Option<GlueScore>> {
+    let Some(task) = task else {
+        return Ok(None);
+    };
+    let score = if task.is_regression() {
+        let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+        glue_regression_score(&f(&out.values), &f(&out.scores))
+    } else {
+        glue_classification_score(task, &out.predictions, &out.targets)
+    };
+    Ok(Some(score.with_context(|| {
+        format!("scoring {} on {}", out.policy, task.name())
+    })?))
 }
 
 /// Evaluates every applicable policy on one model over the prepared test batches, with
 /// its calibration and conformal sets (calibrated on the validation batches; these runs
-/// are not timed).
+/// are not timed) unless `calibration_model` is `None` (regression).
 pub fn evaluate_policies(
     label: &str,
     model: &MultiExitClassifier,
     data: EvalData<'_>,
-    calibration_model: &ModelCalibration,
+    calibration_model: Option<&ModelCalibration>,
     policies: &[Policy],
 ) -> Result<Vec<PolicyResult>> {
     let batches = data.test;
@@ -549,30 +605,40 @@ pub fn evaluate_policies(
     for policy in policies {
         bar.set_message(policy.name());
         // full depth on the validation split is the last exit of its all-layers pass
-        let (out, calibration_out) = match policy {
-            Policy::Full(_) => (full.clone(), None),
-            _ => (
-                evaluate(model, batches, policy),
-                Some(evaluate(model, data.calibration, policy)),
-            ),
+        let out = match policy {
+            Policy::Full(_) => full.clone(),
+            _ => evaluate(model, batches, policy),
         };
-        let calibration_outputs = calibration_out
-            .as_ref()
-            .map_or_else(|| calibration_model.full_depth(), PolicyOutputs::from);
-        let calibration = policy_calibration((&out).into(), calibration_outputs, calibration_model)
-            .with_context(|| format!("calibration of {label} under {}", out.policy))?;
+        let calibration = match calibration_model {
+            None => None,
+            Some(calibration_model) => {
+                let calibration_out = match policy {
+                    Policy::Full(_) => None,
+                    _ => Some(evaluate(model, data.calibration, policy)),
+                };
+                let calibration_outputs = calibration_out
+                    .as_ref()
+                    .map_or_else(|| calibration_model.full_depth(), PolicyOutputs::from);
+                Some(
+                    policy_calibration((&out).into(), calibration_outputs, calibration_model)
+                        .with_context(|| format!("calibration of {label} under {}", out.policy))?,
+                )
+            }
+        };
+        let task_score = task_score(data.task, &out)?;
         rows.push(PolicyResult {
             method: label.to_string(),
             family: policy.family().to_string(),
             policy: out.policy,
             accuracy: out.accuracy,
+            task_score,
             mean_exit_layer: out.stats.mean_exit_layer,
             layer_speedup: out.stats.layer_speedup,
             flop_speedup: out.stats.flop_speedup,
             wall_speedup: full.wall_seconds / out.wall_seconds.max(1e-12),
             wall_seconds: out.wall_seconds,
             exit_histogram: out.stats.histogram,
-            calibration: Some(calibration),
+            calibration,
         });
         bar.inc(1);
     }
@@ -637,10 +703,7 @@ pub fn compare<S: ClassificationSource>(
     let policies = experiment.policies()?;
     let test_batches = make_batches(&splits.test, experiment.compare.batch_size, device);
     let calibration_batches = make_batches(&splits.valid, experiment.compare.batch_size, device);
-    let data = EvalData {
-        test: &test_batches,
-        calibration: &calibration_batches,
-    };
+    let data = EvalData::new(experiment, &test_batches, &calibration_batches);
     let several = !experiment.compare.seeds.is_empty();
     let mut models = Vec::new();
     for backbone in experiment.backbones() {
@@ -689,18 +752,24 @@ pub fn evaluate_model(
     let label = kind.label();
     let several = !experiment.compare.seeds.is_empty();
     // every exit on the validation split, once: the per-exit conformal fallback, the
-    // exits' temperatures and the posterior's calibration
-    let calibration = ModelCalibration::new(layer_outputs(model, data.calibration))
-        .with_context(|| format!("calibrating {label}"))?;
-    let posterior = match model.gates {
-        Some(_) => Some(
+    // exits' temperatures and the posterior's calibration (class probabilities: none
+    // for a regression task)
+    let calibration = match experiment.is_regression() {
+        true => None,
+        false => Some(
+            ModelCalibration::new(layer_outputs(model, data.calibration))
+                .with_context(|| format!("calibrating {label}"))?,
+        ),
+    };
+    let posterior = match (&model.gates, &calibration) {
+        (Some(_), Some(calibration)) => Some(
             posterior_result(&layer_outputs(model, data.test), &calibration.layers)
                 .with_context(|| format!("JEI-DNN posterior of {label}"))?,
         ),
-        None => None,
+        _ => None,
     };
     Ok(ModelResult {
-        policies: evaluate_policies(&label, model, data, &calibration, policies)?,
+        policies: evaluate_policies(&label, model, data, calibration.as_ref(), policies)?,
         posterior,
         ..ModelResult::new(
             kind,
@@ -821,6 +890,7 @@ gate = [0.5, 0.3]
         let data = EvalData {
             test: &test,
             calibration: &calibration,
+            task: None,
         };
         let policies = experiment.policies().unwrap();
         let mut models = Vec::new();

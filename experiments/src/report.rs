@@ -7,6 +7,8 @@ use plotters::prelude::*;
 
 use ponder_calibration::ReliabilityBin;
 
+use ponder_data::{GlueMetric, GlueScore};
+
 use crate::calibrate::CalibrationResult;
 use crate::pipeline::{CalibrationSummary, CompareResults, PolicyResult, SeedSummary};
 
@@ -44,7 +46,8 @@ pub fn table(results: &CompareResults) -> String {
         };
         let _ = writeln!(
             s,
-            "- {name}: {params}test accuracy of each exit (all layers run): [{}] %",
+            "- {name}: {params}test {} of each exit (all layers run): [{}]",
+            metric_name(results),
             layers.join(", ")
         );
         if let (Some(acc), Some(depth)) = (
@@ -110,15 +113,27 @@ fn seed_table(s: &mut String, results: &CompareResults) {
         .max()
         .unwrap_or(0);
     let _ = writeln!(s, "mean ± std over {n_seeds} seeds\n");
+    let task = task_column(results);
     let _ = writeln!(
         s,
-        "| model | policy | accuracy % | mean exit layer | FLOP speed-up | wall speed-up |"
+        "| model | policy | {} |{} mean exit layer | FLOP speed-up | wall speed-up |",
+        metric_name(results),
+        task.as_ref().map_or(String::new(), |t| format!(" {t} |"))
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---|---:|{}---:|---:|---:|",
+        if task.is_some() { "---:|" } else { "" }
+    );
     for r in &results.seed_summary {
+        let task_cell = match (&task, r.task_metric) {
+            (None, _) => String::new(),
+            (Some(_), Some((m, sd))) => format!(" {:.2} ± {:.2} |", m * 100.0, sd * 100.0),
+            (Some(_), None) => " – |".to_string(),
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.2} ± {:.2} | {:.2} ± {:.2} | {:.2}× | {:.2}× |",
+            "| {} | {} | {:.2} ± {:.2} |{task_cell} {:.2} ± {:.2} | {:.2}× | {:.2}× |",
             r.method,
             r.policy,
             r.accuracy_mean * 100.0,
@@ -135,7 +150,11 @@ fn seed_table(s: &mut String, results: &CompareResults) {
             s,
             "\nat matched compute (each model's policy whose mean exit layer is closest to the reference)\n"
         );
-        let _ = writeln!(s, "| model | policy | accuracy % | mean exit layer |");
+        let _ = writeln!(
+            s,
+            "| model | policy | {} | mean exit layer |",
+            metric_name(results)
+        );
         let _ = writeln!(s, "|---|---|---:|---:|");
         for r in matched {
             let _ = writeln!(
@@ -404,18 +423,56 @@ pub fn ece_plot(results: &CompareResults) -> Result<String> {
     )
 }
 
+/// The header of the "accuracy" columns: accuracy, or for a regression task the
+/// Pearson correlation (both ×100).
+fn metric_name(results: &CompareResults) -> &'static str {
+    if results.regression {
+        "Pearson ×100"
+    } else {
+        "accuracy %"
+    }
+}
+
+/// The header of the GLUE task's column (its official metric, ×100), if any.
+fn task_column(results: &CompareResults) -> Option<String> {
+    let task = results.task.as_ref()?;
+    let metric = results
+        .models
+        .iter()
+        .flat_map(|m| &m.policies)
+        .find_map(|r| r.task_score.as_ref())?;
+    Some(match metric.metric {
+        GlueMetric::Accuracy => format!("{task} accuracy"),
+        GlueMetric::F1Accuracy => format!("{task} F1 / accuracy"),
+        GlueMetric::Matthews => format!("{task} MCC / accuracy"),
+        GlueMetric::PearsonSpearman => format!("{task} Pearson / Spearman"),
+    })
+}
+
 /// One row per (model, policy).
 fn policy_table(s: &mut String, results: &CompareResults) {
+    let task = task_column(results);
     let _ = writeln!(
         s,
-        "| model | policy | accuracy % | mean exit layer | layer speed-up | FLOP speed-up | wall speed-up |"
+        "| model | policy | {} |{} mean exit layer | layer speed-up | FLOP speed-up | wall speed-up |",
+        metric_name(results),
+        task.as_ref().map_or(String::new(), |t| format!(" {t} |"))
     );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        s,
+        "|---|---|---:|{}---:|---:|---:|---:|",
+        if task.is_some() { "---:|" } else { "" }
+    );
     for model in &results.models {
         for r in &model.policies {
+            let task_cell = match (&task, &r.task_score) {
+                (None, _) => String::new(),
+                (Some(_), Some(score)) => format!(" {} |", task_cell(score)),
+                (Some(_), None) => " – |".to_string(),
+            };
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.2} | {:.2} | {:.2}× | {:.2}× | {:.2}× |",
+                "| {} | {} | {:.2} |{task_cell} {:.2} | {:.2}× | {:.2}× | {:.2}× |",
                 r.method,
                 r.policy,
                 r.accuracy * 100.0,
@@ -425,6 +482,17 @@ fn policy_table(s: &mut String, results: &CompareResults) {
                 r.wall_speedup
             );
         }
+    }
+}
+
+/// A GLUE score as its table cell: the task's numbers ×100, `/`-separated.
+fn task_cell(score: &GlueScore) -> String {
+    let f = |x: Option<f64>| x.map_or("–".to_string(), |x| format!("{:.2}", x * 100.0));
+    match score.metric {
+        GlueMetric::Accuracy => f(score.accuracy),
+        GlueMetric::F1Accuracy => format!("{} / {}", f(score.f1), f(score.accuracy)),
+        GlueMetric::Matthews => format!("{} / {}", f(score.matthews), f(score.accuracy)),
+        GlueMetric::PearsonSpearman => format!("{} / {}", f(score.pearson), f(score.spearman)),
     }
 }
 
@@ -448,9 +516,10 @@ pub fn summary(results: &CompareResults) -> Vec<String> {
             .filter(|r| r.family != "oracle" && r.family != "full")
             .filter(|r| r.accuracy >= full.accuracy - 0.01)
             .max_by(|a, b| a.flop_speedup.total_cmp(&b.flop_speedup));
+        let unit = if results.regression { "" } else { "%" };
         match best {
             Some(r) => lines.push(format!(
-                "{name}: best FLOP speed-up within 1 point of full depth ({:.2}%): {} at {:.2}% ({:.2}× FLOPs, {:.2}× wall-clock)",
+                "{name}: best FLOP speed-up within 1 point of full depth ({:.2}{unit}): {} at {:.2}{unit} ({:.2}× FLOPs, {:.2}× wall-clock)",
                 full.accuracy * 100.0,
                 r.policy,
                 r.accuracy * 100.0,
@@ -535,6 +604,7 @@ fn plotted(results: &CompareResults) -> Vec<(String, Vec<PolicyResult>)> {
             family: r.family.clone(),
             policy: r.policy.clone(),
             accuracy: r.accuracy_mean,
+            task_score: None,
             mean_exit_layer: r.mean_exit_layer_mean,
             layer_speedup: results.n_layers as f64 / r.mean_exit_layer_mean.max(1e-9),
             flop_speedup: r.flop_speedup_mean,
@@ -642,9 +712,21 @@ pub fn accuracy_plot(results: &CompareResults) -> Result<String> {
     let pad = ((max_y - min_y) * 0.05).max(0.5);
     line_chart(
         ChartSpec {
-            caption: format!("{}: accuracy vs compute", results.experiment),
+            caption: format!(
+                "{}: {} vs compute",
+                results.experiment,
+                if results.regression {
+                    "Pearson correlation"
+                } else {
+                    "accuracy"
+                }
+            ),
             x_desc: "FLOP speed-up (×)",
-            y_desc: "test accuracy (%)",
+            y_desc: if results.regression {
+                "test Pearson correlation (×100)"
+            } else {
+                "test accuracy (%)"
+            },
             x: 0.9..max_x,
             y: (min_y - pad)..(max_y + pad),
             size: (900, 600),
@@ -836,6 +918,7 @@ mod tests {
             family: family.into(),
             policy: policy.into(),
             accuracy,
+            task_score: None,
             mean_exit_layer: 1.0,
             layer_speedup: 1.0,
             flop_speedup: flops,
@@ -895,6 +978,8 @@ mod tests {
                 ),
             ],
             seed_summary: Vec::new(),
+            task: None,
+            regression: false,
         };
         let lines = family_curves(&results, |r| Some(r.accuracy));
         let names: Vec<&str> = lines.iter().map(|(n, _)| n.as_str()).collect();
@@ -918,6 +1003,7 @@ mod tests {
             n_seeds: 3,
             accuracy_mean: 0.8,
             accuracy_std: 0.0,
+            task_metric: None,
             mean_exit_layer_mean: layers,
             mean_exit_layer_std: 0.0,
             flop_speedup_mean: 6.0 / layers,
@@ -934,6 +1020,8 @@ mod tests {
             n_test: 10,
             n_layers: 6,
             models: Vec::new(),
+            task: None,
+            regression: false,
             seed_summary: vec![
                 summary_row("jei_dnn", "full", "full", 6.0),
                 summary_row("jei_dnn", "max_prob", "max_prob>0.6", 1.54),
