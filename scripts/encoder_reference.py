@@ -14,7 +14,9 @@ crates/ponder-transformer/tests/data/:
   of three sentences from a WordPiece tokenizer implemented here from vocab.txt
   (BERT's basic tokenizer: lower-casing, accent stripping, punctuation split; greedy
   longest-match WordPiece), and the embedding output and all six layers' hidden states
-  of all-MiniLM-L6-v2 for each sentence.
+  of all-MiniLM-L6-v2 for each sentence; the same for two sentence pairs
+  (`[CLS] a [SEP] b [SEP]` with segment ids 0 then 1, as GLUE's pair tasks feed them:
+  minilm.pairs.json).
 
 Run from the repository root: python3 scripts/encoder_reference.py
 """
@@ -81,8 +83,9 @@ def linear(x, w, b):
     return x @ w.T + b
 
 
-def encoder_states(w, cfg, ids, mask, prefix=""):
-    """Embedding output then every layer's output, float64, [batch, t, H]."""
+def encoder_states(w, cfg, ids, mask, prefix="", types=None):
+    """Embedding output then every layer's output, float64, [batch, t, H]; segment ids
+    `types` (default all 0)."""
     g = lambda n: np.asarray(w[prefix + n], dtype=np.float64)
     kind = cfg["model_type"]
     eps = cfg.get("layer_norm_eps", 1e-12)
@@ -94,7 +97,7 @@ def encoder_states(w, cfg, ids, mask, prefix=""):
     else:
         pos = np.tile(np.arange(t), (bsz, 1))
     x = g("embeddings.word_embeddings.weight")[ids] + g("embeddings.position_embeddings.weight")[pos]
-    x = x + g("embeddings.token_type_embeddings.weight")[np.zeros_like(ids)]
+    x = x + g("embeddings.token_type_embeddings.weight")[np.zeros_like(ids) if types is None else types]
     x = layer_norm(x, g("embeddings.LayerNorm.weight"), g("embeddings.LayerNorm.bias"), eps)
     states = [x]
     if kind == "albert":
@@ -207,8 +210,20 @@ def basic_tokens(text):
     return out
 
 
-def wordpiece(text, vocab):
-    ids = [vocab["[CLS]"]]
+def wordpiece(text, vocab, pair=None):
+    """[CLS] text [SEP] (pair [SEP]), and the segment ids (0 up to the first [SEP],
+    then 1)."""
+    ids = [vocab["[CLS]"]] + pieces_of(text, vocab) + [vocab["[SEP]"]]
+    types = [0] * len(ids)
+    if pair is not None:
+        second = pieces_of(pair, vocab) + [vocab["[SEP]"]]
+        ids += second
+        types += [1] * len(second)
+    return ids, types
+
+
+def pieces_of(text, vocab):
+    ids = []
     for word in basic_tokens(text):
         start, pieces = 0, []
         while start < len(word):
@@ -225,7 +240,6 @@ def wordpiece(text, vocab):
             pieces.append(found)
             start = end
         ids.extend(vocab[p] for p in pieces)
-    ids.append(vocab["[SEP]"])
     return ids
 
 
@@ -233,6 +247,12 @@ SENTENCES = [
     "Early exit saves compute on easy inputs.",
     "Congratulations! You've WON a FREE cruise -- reply now.",
     "The quick brown fox jumps over the lazy dog's back.",
+]
+
+# sentence pairs as GLUE's pair tasks feed them: [CLS] a [SEP] b [SEP], segments 0 and 1
+PAIRS = [
+    ["A man is playing a flute.", "A man plays a bamboo flute!"],
+    ["Is the cruise free?", "Reply now: you've won a FREE cruise."],
 ]
 
 
@@ -247,14 +267,25 @@ def minilm():
     w = read_safetensors(os.path.join(MINILM, "model.safetensors"))
     expected = {}
     for n, sentence in enumerate(SENTENCES):
-        ids = np.array([wordpiece(sentence, vocab)], dtype=np.int64)
+        ids = np.array([wordpiece(sentence, vocab)[0]], dtype=np.int64)
         states = encoder_states(w, cfg, ids, np.ones(ids.shape))
         expected[f"ids.{n}"] = ids[0]
         for i, s in enumerate(states):
             expected[f"state.{n}.{i}"] = s[0].astype(np.float32)
+    for n, (a, b) in enumerate(PAIRS):
+        ids, types = wordpiece(a, vocab, b)
+        ids = np.array([ids], dtype=np.int64)
+        types = np.array([types], dtype=np.int64)
+        states = encoder_states(w, cfg, ids, np.ones(ids.shape), types=types)
+        expected[f"pair_ids.{n}"] = ids[0]
+        expected[f"pair_types.{n}"] = types[0]
+        for i, s in enumerate(states):
+            expected[f"pair_state.{n}.{i}"] = s[0].astype(np.float32)
     write_safetensors(os.path.join(OUT, "minilm.expected.safetensors"), expected)
     with open(os.path.join(OUT, "minilm.sentences.json"), "w") as f:
         json.dump(SENTENCES, f, indent=1)
+    with open(os.path.join(OUT, "minilm.pairs.json"), "w") as f:
+        json.dump(PAIRS, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 //! Hugging Face encoder import: reference parity against `scripts/encoder_reference.py`
 //! (NumPy, float64) for small BERT, RoBERTa and ALBERT checkpoints and, when
 //! `data/all-minilm-l6-v2` is present, for all-MiniLM-L6-v2 (token ids from the
-//! tokenizer and all six layers' hidden states); bad weight files are errors naming the
+//! tokenizer and all six layers' hidden states, of sentences and of sentence pairs
+//! with their segment ids); bad weight files are errors naming the
 //! tensor; thousands of random and mutated files never make the loader panic.
 
 use std::path::PathBuf;
@@ -45,13 +46,24 @@ fn states(
     shape: [usize; 2],
     pad: Option<Vec<bool>>,
 ) -> Vec<Vec<f32>> {
+    states_with_types(loaded, ids, None, shape, pad)
+}
+
+/// As [`states`], with segment ids.
+fn states_with_types(
+    loaded: &LoadedEncoder,
+    ids: &[i64],
+    types: Option<&[i64]>,
+    shape: [usize; 2],
+    pad: Option<Vec<bool>>,
+) -> Vec<Vec<f32>> {
     let device = Device::default();
     let encoder = loaded.encoder.clone().valid();
-    let ids = Tensor::<2, Int>::from_data(TensorData::new(ids.to_vec(), shape), &device);
+    let int = |v: &[i64]| Tensor::<2, Int>::from_data(TensorData::new(v.to_vec(), shape), &device);
     let mask_pad = pad.map(|p| Tensor::<2, Bool>::from_data(TensorData::new(p, shape), &device));
     let mut state = encoder.embed_input(EncoderInput::Tokens {
-        ids,
-        type_ids: None,
+        ids: int(ids),
+        type_ids: types.map(int),
         mask_pad,
     });
     let mut out = vec![to_host(state.x.clone())];
@@ -148,6 +160,36 @@ fn all_minilm_l6_v2_matches_the_numpy_reference() {
             let d = max_diff(state, &want);
             assert!(d < 1e-4, "sentence {n}, state {l}: {d}");
         }
+    }
+    // sentence pairs (GLUE's pair tasks): ids and segment ids from the tokenizer equal
+    // the script's, and the second segment's token-type embedding is the checkpoint's
+    let pairs: Vec<[String; 2]> =
+        serde_json::from_slice(&std::fs::read(data("minilm.pairs.json")).unwrap()).unwrap();
+    assert!(!pairs.is_empty());
+    for (n, [a, b]) in pairs.iter().enumerate() {
+        let ids = ints(&expected, &format!("pair_ids.{n}"));
+        let types = ints(&expected, &format!("pair_types.{n}"));
+        assert!(types.contains(&1));
+        let encoded = tokenizer.encode_pair(a, b, 128).unwrap();
+        let widen = |v: &[u32]| v.iter().map(|&i| i as i64).collect::<Vec<_>>();
+        assert_eq!(widen(&encoded.ids), ids, "token ids of {a:?} / {b:?}");
+        assert_eq!(
+            widen(&encoded.type_ids),
+            types,
+            "segment ids of {a:?} / {b:?}"
+        );
+        let t = ids.len();
+        let got = states_with_types(&loaded, &ids, Some(&types), [1, t], None);
+        for (l, state) in got.iter().enumerate() {
+            let want = expected
+                .read(&format!("pair_state.{n}.{l}"), &[t, 384])
+                .unwrap();
+            let d = max_diff(state, &want);
+            assert!(d < 1e-4, "pair {n}, state {l}: {d}");
+        }
+        // without the segment ids the embedding output differs: the types are used
+        let untyped = states(&loaded, &ids, [1, t], None);
+        assert!(max_diff(&untyped[0], &got[0]) > 1e-3);
     }
 }
 
