@@ -9,12 +9,12 @@ crates/ponder-transformer/tests/data/:
 * tiny-{bert,roberta,albert}/{config.json,model.safetensors}: small random checkpoints
   in each naming (weights scaled up so that attention is far from uniform), and
   tiny-*.expected.safetensors: the embedding output and every layer's hidden states
-  for a padded batch of two sequences;
+  for a padded batch of two sequences, and the pooler's output;
 * minilm.expected.safetensors (only when data/all-minilm-l6-v2 exists): the token ids
   of three sentences from a WordPiece tokenizer implemented here from vocab.txt
   (BERT's basic tokenizer: lower-casing, accent stripping, punctuation split; greedy
   longest-match WordPiece), and the embedding output and all six layers' hidden states
-  of all-MiniLM-L6-v2 for each sentence; the same for two sentence pairs
+  of all-MiniLM-L6-v2 for each sentence, with its pooler's output; the same for two sentence pairs
   (`[CLS] a [SEP] b [SEP]` with segment ids 0 then 1, as GLUE's pair tasks feed them:
   minilm.pairs.json).
 
@@ -130,6 +130,12 @@ def encoder_states(w, cfg, ids, mask, prefix="", types=None):
     return states
 
 
+def pooled(w, name, last):
+    """The pooler on the [CLS] token of the last layer: tanh(W·h_cls + b), [batch, H]."""
+    g = lambda n: np.asarray(w[n], dtype=np.float64)
+    return np.tanh(linear(last[:, 0], g(name + ".weight"), g(name + ".bias")))
+
+
 def tiny(kind, rng):
     h, heads, ff, layers, vocab, e = 16, 4, 24, 3, 40, 8
     cfg = dict(model_type=kind, vocab_size=vocab, hidden_size=h, num_hidden_layers=layers,
@@ -183,6 +189,7 @@ def tiny(kind, rng):
     expected = {"ids": ids, "mask": mask.astype(np.int64)}
     for i, s in enumerate(states):
         expected[f"state.{i}"] = s.astype(np.float32)
+    expected["pooled"] = pooled(w, pooler, states[-1]).astype(np.float32)
     write_safetensors(os.path.join(OUT, f"tiny-{kind}.expected.safetensors"), expected)
 
 
@@ -272,6 +279,7 @@ def minilm():
         expected[f"ids.{n}"] = ids[0]
         for i, s in enumerate(states):
             expected[f"state.{n}.{i}"] = s[0].astype(np.float32)
+        expected[f"pooled.{n}"] = pooled(w, "pooler.dense", states[-1])[0].astype(np.float32)
     for n, (a, b) in enumerate(PAIRS):
         ids, types = wordpiece(a, vocab, b)
         ids = np.array([ids], dtype=np.int64)

@@ -1,8 +1,8 @@
 //! Hugging Face encoder import: reference parity against `scripts/encoder_reference.py`
 //! (NumPy, float64) for small BERT, RoBERTa and ALBERT checkpoints and, when
 //! `data/all-minilm-l6-v2` is present, for all-MiniLM-L6-v2 (token ids from the
-//! tokenizer and all six layers' hidden states, of sentences and of sentence pairs
-//! with their segment ids); bad weight files are errors naming the
+//! tokenizer, all six layers' hidden states and the pooler's output, of sentences and of
+//! sentence pairs with their segment ids); bad weight files are errors naming the
 //! tensor; thousands of random and mutated files never make the loader panic.
 
 use std::path::PathBuf;
@@ -46,17 +46,18 @@ fn states(
     shape: [usize; 2],
     pad: Option<Vec<bool>>,
 ) -> Vec<Vec<f32>> {
-    states_with_types(loaded, ids, None, shape, pad)
+    states_with_types(loaded, ids, None, shape, pad).0
 }
 
-/// As [`states`], with segment ids.
+/// As [`states`], with segment ids; and the pooled output of the last layer
+/// `[batch, H]`.
 fn states_with_types(
     loaded: &LoadedEncoder,
     ids: &[i64],
     types: Option<&[i64]>,
     shape: [usize; 2],
     pad: Option<Vec<bool>>,
-) -> Vec<Vec<f32>> {
+) -> (Vec<Vec<f32>>, Vec<f32>) {
     let device = Device::default();
     let encoder = loaded.encoder.clone().valid();
     let int = |v: &[i64]| Tensor::<2, Int>::from_data(TensorData::new(v.to_vec(), shape), &device);
@@ -71,7 +72,7 @@ fn states_with_types(
         state = encoder.layer_forward(l, state);
         out.push(to_host(state.x.clone()));
     }
-    out
+    (out, to_host(encoder.pooled(&state)))
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -104,7 +105,11 @@ fn small_checkpoints_match_the_numpy_reference() {
         let mask = ints(&expected, "mask");
         let pad: Vec<bool> = mask.iter().map(|&m| m == 0).collect();
         let h = loaded.config.d_model;
-        let got = states(&loaded, &ids, [2, 7], Some(pad));
+        let (got, pooled) = states_with_types(&loaded, &ids, None, [2, 7], Some(pad));
+        // the pooler on [CLS] (token 0 is real in both rows)
+        let want = expected.read("pooled", &[2, h]).unwrap();
+        let d = max_diff(&pooled, &want);
+        assert!(d < 1e-4, "{kind} pooled: {d}");
         // ALBERT's reference embedding output is E wide (before the E → H map)
         let first = if layout == HfLayout::Albert { 1 } else { 0 };
         for (l, state) in got.iter().enumerate().skip(first) {
@@ -154,12 +159,15 @@ fn all_minilm_l6_v2_matches_the_numpy_reference() {
             .collect();
         assert_eq!(ours, ids, "token ids of {sentence:?}");
         let t = ids.len();
-        let got = states(&loaded, &ids, [1, t], None);
+        let (got, pooled) = states_with_types(&loaded, &ids, None, [1, t], None);
         for (l, state) in got.iter().enumerate() {
             let want = expected.read(&format!("state.{n}.{l}"), &[t, 384]).unwrap();
             let d = max_diff(state, &want);
             assert!(d < 1e-4, "sentence {n}, state {l}: {d}");
         }
+        let want = expected.read(&format!("pooled.{n}"), &[384]).unwrap();
+        let d = max_diff(&pooled, &want);
+        assert!(d < 1e-4, "sentence {n}, pooled: {d}");
     }
     // sentence pairs (GLUE's pair tasks): ids and segment ids from the tokenizer equal
     // the script's, and the second segment's token-type embedding is the checkpoint's
@@ -179,7 +187,7 @@ fn all_minilm_l6_v2_matches_the_numpy_reference() {
             "segment ids of {a:?} / {b:?}"
         );
         let t = ids.len();
-        let got = states_with_types(&loaded, &ids, Some(&types), [1, t], None);
+        let (got, _) = states_with_types(&loaded, &ids, Some(&types), [1, t], None);
         for (l, state) in got.iter().enumerate() {
             let want = expected
                 .read(&format!("pair_state.{n}.{l}"), &[t, 384])
