@@ -5,28 +5,9 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn ponder(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ponder"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("running ponder")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_clean_failure(out: &Output, needles: &[&str]) {
-    let err = stderr(out);
-    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
-    assert!(!err.contains("panicked"), "panicked: {err}");
-    for n in needles {
-        assert!(err.contains(n), "stderr does not mention {n:?}: {err}");
-    }
-}
+mod common;
+use common::{assert_clean_failure, ponder, stderr};
 
 const WORDS: [&str; 12] = [
     "the", "cat", "dog", "sat", "ran", "on", "mat", "good", "bad", "very", "a", "day",
