@@ -289,6 +289,7 @@ def minilm():
         expected[f"pair_types.{n}"] = types[0]
         for i, s in enumerate(states):
             expected[f"pair_state.{n}.{i}"] = s[0].astype(np.float32)
+        expected[f"pair_pooled.{n}"] = pooled(w, "pooler.dense", states[-1])[0].astype(np.float32)
     write_safetensors(os.path.join(OUT, "minilm.expected.safetensors"), expected)
     with open(os.path.join(OUT, "minilm.sentences.json"), "w") as f:
         json.dump(SENTENCES, f, indent=1)

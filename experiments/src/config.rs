@@ -47,7 +47,10 @@ pub struct DataConfig {
     /// `train.tsv` and `dev.tsv` (MNLI: `dev_matched.tsv`, `dev_mismatched.tsv`).
     pub path: PathBuf,
     /// GLUE only: the task (`cola`, `sst-2`, `mrpc`, `sts-b`, `qqp`, `mnli`, `qnli`, `rte`,
-    /// `wnli`; case, `-` and `_` are ignored).
+    /// `wnli`; case, `-` and `_` are ignored). Checkpoints are chosen on validation
+    /// accuracy (STS-B: Pearson correlation), not on the task's official metric. The
+    /// Mamba backbone reads a pair as one sequence (`[SEP]` marks the boundary; it has
+    /// no segment embedding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task: Option<String>,
     /// GLUE MNLI only: test on `dev_mismatched.tsv` instead of `dev_matched.tsv`.
@@ -160,7 +163,10 @@ pub struct ModelConfig {
     /// Mamba: expansion factor (d_inner = expand · d_model).
     #[serde(default = "default_expand")]
     pub expand: usize,
-    /// Mamba: what every exit reads, `last` (the last real token) or `mean`.
+    /// What every exit reads: `mean`, the mean of the real tokens' states (both
+    /// backbones; for a sentence-transformers checkpoint such as all-MiniLM-L6-v2 the
+    /// pooling it was trained with), or `last` (the default): the last real token for
+    /// Mamba, the `[CLS]` token (BERT's pooler input) for the transformer.
     #[serde(default = "default_pooling")]
     pub pooling: Pooling,
 }
@@ -267,7 +273,7 @@ pub struct CompareConfig {
     pub repeats: usize,
     /// Regression tasks (STS-B): PABEE's tolerances `τ` to sweep with every
     /// `compare.patience` (two exits agree when their outputs differ by less than τ;
-    /// scores run from 0 to 5).
+    /// scores run from 0 to 5). Classification tasks ignore it.
     pub tolerance: Vec<f32>,
     /// Batch size of evaluation.
     pub batch_size: usize,
@@ -353,6 +359,15 @@ impl Experiment {
             if self.data.mismatched && task != GlueTask::Mnli {
                 bail!(
                     "invalid value for `data.mismatched`: only MNLI has a mismatched dev set, not {}",
+                    task.name()
+                );
+            }
+            if task.is_regression()
+                && self.compare.tolerance.is_empty()
+                && !self.compare.patience.is_empty()
+            {
+                bail!(
+                    "invalid value for `compare.tolerance`: {} is a regression task; its patience rule needs at least one tolerance",
                     task.name()
                 );
             }
@@ -561,7 +576,8 @@ impl Experiment {
         let config = hf
             .encoder_config()
             .map_err(|e| anyhow::anyhow!("{e}").context("in `model.pretrained`"))?
-            .with_dropout(self.model.dropout);
+            .with_dropout(self.model.dropout)
+            .with_mean_pool(self.model.pooling == Pooling::Mean);
         let m = &self.model;
         for (key, ours, theirs) in [
             ("n_layers", m.n_layers, config.n_layers),
@@ -637,7 +653,8 @@ impl Experiment {
             .with_d_embed(m.d_embed)
             .with_share_layers(m.share_layers)
             .with_norm_first(m.norm_first)
-            .with_dropout(m.dropout);
+            .with_dropout(m.dropout)
+            .with_mean_pool(m.pooling == Pooling::Mean);
         config
             .validate()
             .map_err(|e| anyhow::anyhow!("{e}").context("in section [model]"))?;
@@ -990,6 +1007,8 @@ d_ff = 64
         let m = message(glue("task = \"stsb\"", "methods = [\"jei_dnn\"]"));
         assert!(m.contains("regression variant"), "{m}");
         let m = message(glue("task = \"stsb\"", "tolerance = [-1.0]"));
+        assert!(m.contains("compare.tolerance"), "{m}");
+        let m = message(glue("task = \"stsb\"", "tolerance = []"));
         assert!(m.contains("compare.tolerance"), "{m}");
         // a task on another data set
         let m = message(Experiment::parse(&MINIMAL.replace(

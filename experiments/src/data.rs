@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use ponder_data::{
     DataError, Encoded, GlueSplit, TextExample, TextTokenizer, load_fashion_mnist,
-    load_spam_assassin, read_glue, split_indices, split_train_valid,
+    load_spam_assassin, read_glue, shuffled_indices, split_indices, split_train_valid,
 };
 use ponder_models::{ImageSource, TextSource};
 
@@ -228,7 +228,17 @@ fn load_glue(config: &DataConfig, seed: u64, fetch_missing: bool) -> Result<Load
     examples.extend(test.examples);
     let ids = Arc::new(encode_all(&tokenizer, &examples, config)?);
     let parts = split_train_valid(n_train, config.valid_fraction, seed)?;
-    let test_indices = limit((n_train..ids.len()).collect(), config.test_limit);
+    // a limited test set is a seeded random subset of the dev file (some dev files are
+    // grouped by genre or source), kept in file order
+    let n_dev = ids.len() - n_train;
+    let test_indices: Vec<usize> = if config.test_limit > 0 && config.test_limit < n_dev {
+        let mut pick = shuffled_indices(n_dev, seed);
+        pick.truncate(config.test_limit);
+        pick.sort_unstable();
+        pick.into_iter().map(|i| n_train + i).collect()
+    } else {
+        (n_train..ids.len()).collect()
+    };
     let train_indices = limit(parts.train, config.train_limit);
     let pad = tokenizer.pad_id()?;
     let vocab_size = tokenizer.vocab_size();

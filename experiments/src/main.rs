@@ -220,12 +220,20 @@ fn compare_cmd(device: DeviceChoice, args: RunArgs, methods: Vec<String>) -> Res
         "exit_histogram.svg",
         report::histogram_plot(&results)?.as_bytes(),
     )?;
+    println!("{table}");
+    if results.regression {
+        // calibration needs class probabilities: a regression task has none
+        println!(
+            "wrote {0}/results.json, results.md, accuracy_vs_flops.svg (Pearson correlation) and exit_histogram.svg",
+            run.root().display()
+        );
+        return Ok(());
+    }
     run.write("ece_vs_flops.svg", report::ece_plot(&results)?.as_bytes())?;
     let diagrams = report::reliability_plots(&results)?;
     for (path, svg) in &diagrams {
         run.write(path, svg.as_bytes())?;
     }
-    println!("{table}");
     println!(
         "wrote {0}/results.json, results.md, accuracy_vs_flops.svg, exit_histogram.svg, ece_vs_flops.svg and {1} reliability diagrams in {0}/reliability/",
         run.root().display(),

@@ -566,7 +566,24 @@ fn task_score(task: Option<GlueTask>, out: &EvalOutput) -> Result<Option<GlueSco
     };
     let score = if task.is_regression() {
         let f = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-        glue_regression_score(&f(&out.values), &f(&out.scores))
+        if let Some(bad) = out.values.iter().find(|v| !v.is_finite()) {
+            // a diverged model: its correlation column says 0 (`correlation`), its
+            // official score is absent
+            eprintln!(
+                "warning: {} on {} gave a non-finite output ({bad}): no official score",
+                out.policy,
+                task.name()
+            );
+            return Ok(None);
+        }
+        glue_regression_score(&f(&out.values), &f(&out.scores)).map(|mut s| {
+            // an undefined correlation (a constant prediction) counts 0, as in
+            // `correlation`, the column beside it
+            for c in [&mut s.pearson, &mut s.spearman] {
+                *c = c.map(|v| if v.is_nan() { 0.0 } else { v });
+            }
+            s
+        })
     } else {
         glue_classification_score(task, &out.predictions, &out.targets)
     };

@@ -113,7 +113,7 @@ fn seed_table(s: &mut String, results: &CompareResults) {
         .max()
         .unwrap_or(0);
     let _ = writeln!(s, "mean ± std over {n_seeds} seeds\n");
-    let task = task_column(results);
+    let task = task_primary_column(results);
     let _ = writeln!(
         s,
         "| model | policy | {} |{} mean exit layer | FLOP speed-up | wall speed-up |",
@@ -449,6 +449,23 @@ fn task_column(results: &CompareResults) -> Option<String> {
     })
 }
 
+/// The header of the seed table's GLUE column: the task's single number
+/// ([`GlueScore::primary`], ×100), if any.
+fn task_primary_column(results: &CompareResults) -> Option<String> {
+    let task = results.task.as_ref()?;
+    let metric = results
+        .models
+        .iter()
+        .flat_map(|m| &m.policies)
+        .find_map(|r| r.task_score.as_ref())?;
+    Some(match metric.metric {
+        GlueMetric::Accuracy => format!("{task} accuracy"),
+        GlueMetric::F1Accuracy => format!("{task} (F1 + accuracy)/2"),
+        GlueMetric::Matthews => format!("{task} MCC"),
+        GlueMetric::PearsonSpearman => format!("{task} (Pearson + Spearman)/2"),
+    })
+}
+
 /// One row per (model, policy).
 fn policy_table(s: &mut String, results: &CompareResults) {
     let task = task_column(results);
@@ -549,8 +566,13 @@ pub fn summary(results: &CompareResults) -> Vec<String> {
         } else {
             String::new()
         };
+        let (what, unit) = if results.regression {
+            ("Pearson ×100", "")
+        } else {
+            ("accuracy", "%")
+        };
         lines.push(format!(
-            "last-exit accuracy of {}{seed} {:.2}% vs the final-head-only backbone ({}, stage 1) {:.2}%: difference {:+.2} points",
+            "last-exit {what} of {}{seed} {:.2}{unit} vs the final-head-only backbone ({}, stage 1) {:.2}{unit}: difference {:+.2} points",
             model.method,
             last * 100.0,
             base.method,
@@ -684,6 +706,29 @@ fn family_curves(
             }
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             lines.push((format!("{method} / {family}"), points));
+        }
+        // PABEE's regression rule: one curve per tolerance, over the patience values
+        let mut tolerances: Vec<&str> = Vec::new();
+        for r in policies
+            .iter()
+            .filter(|r| r.family == "patience_regression")
+        {
+            if let Some((_, tol)) = r.policy.split_once(",tol=")
+                && !tolerances.contains(&tol)
+            {
+                tolerances.push(tol);
+            }
+        }
+        for tol in tolerances {
+            let suffix = format!(",tol={tol}");
+            let mut points: Vec<(f64, f64)> = policies
+                .iter()
+                .filter(|r| r.family == "patience_regression" && r.policy.ends_with(&suffix))
+                .chain(full)
+                .filter_map(|r| y(r).map(|v| (r.flop_speedup, v)))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            lines.push((format!("{method} / patience, τ = {tol}"), points));
         }
     }
     for (base, mut points) in sweeps {
@@ -833,7 +878,13 @@ pub fn histogram_plot(results: &CompareResults) -> Result<String> {
         .map_or(0.0, |r| r.accuracy);
     let mut chosen: Vec<&PolicyResult> = Vec::new();
     for family in [
-        "max_prob", "entropy", "patience", "q_exit", "sample", "oracle",
+        "max_prob",
+        "entropy",
+        "patience",
+        "patience_regression",
+        "q_exit",
+        "sample",
+        "oracle",
     ] {
         if let Some(r) = model
             .policies

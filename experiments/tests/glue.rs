@@ -222,6 +222,13 @@ fn stsb_trains_regression_heads_and_sweeps_the_regression_patience() {
         full["task_score"]["spearman"].as_f64().unwrap() > 0.7,
         "{table}"
     );
+    // the plot has one patience curve per tolerance; no calibration plots
+    let plot = std::fs::read_to_string(run.join("accuracy_vs_flops.svg")).unwrap();
+    assert!(
+        plot.contains("patience, τ = 0.25") && plot.contains("patience, τ = 1"),
+        "legend of accuracy_vs_flops.svg"
+    );
+    assert!(!run.join("ece_vs_flops.svg").exists());
     // a lax tolerance exits earlier than a strict one
     let layer = |i: usize| model["policies"][i]["mean_exit_layer"].as_f64().unwrap();
     assert!(layer(2) <= layer(1), "{table}");

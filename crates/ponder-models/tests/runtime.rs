@@ -225,6 +225,58 @@ fn text_row_alone(lengths: &[usize], row: usize, device: &Device) -> EncoderInpu
 }
 
 #[test]
+fn mean_pooling_reads_the_real_tokens_only() {
+    // sentence-transformers' pooling: the cut/full equivalences hold, a padded row
+    // equals the row alone, and the pooled features are the pooler on the mean of the
+    // real tokens' states
+    let d = device();
+    let model = MultiExitConfig::new(
+        EncoderConfig::tiny()
+            .with_dropout(0.0)
+            .with_mean_pool(true)
+            .into(),
+        3,
+    )
+    .with_head_dropout(0.0)
+    .init(&d)
+    .valid();
+    let lengths = [6usize, 3, 9, 4];
+    check_cut_and_full(&model, text_input(&lengths, &d));
+    check_mixed_batch(
+        &model,
+        text_input(&lengths, &d),
+        |row| text_row_alone(&lengths, row, &d),
+        vec![3, 1, 4, 2],
+    );
+    let Backbone::Transformer(encoder) = &model.backbone else {
+        unreachable!()
+    };
+    let state = encoder.layer_forward(0, encoder.embed_input(text_input(&lengths, &d)));
+    let pooled = host(encoder.pooled(&state));
+    let [_, seq_len, h] = state.x.dims();
+    let x = state.x.clone().reshape([lengths.len() * seq_len, h]);
+    let x = x.try_into_vec_as::<f32>().unwrap();
+    for (r, &len) in lengths.iter().enumerate() {
+        let mean: Vec<f32> = (0..h)
+            .map(|j| (0..len).map(|t| x[(r * seq_len + t) * h + j]).sum::<f32>() / len as f32)
+            .collect();
+        let mean = Tensor::<2>::from_data(TensorData::new(mean, [1, h]), &d);
+        let want = host(encoder.pooler.forward(mean).tanh());
+        let diff = max_abs_diff(&pooled[r * h..(r + 1) * h], &want);
+        assert!(diff < 1e-5, "row {r}: {diff}");
+    }
+    // the [CLS] pooling of the same weights differs
+    let cls = Backbone::Transformer(ponder_transformer::Encoder {
+        mean_pool: false,
+        ..encoder.clone()
+    });
+    let Backbone::Transformer(cls) = &cls else {
+        unreachable!()
+    };
+    assert!(max_abs_diff(&host(cls.pooled(&state)), &pooled) > 1e-3);
+}
+
+#[test]
 fn mixed_exits_in_a_padded_text_batch_equal_each_row_alone() {
     let d = device();
     let model = text_model(false, false);

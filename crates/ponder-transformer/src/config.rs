@@ -61,6 +61,11 @@ pub struct EncoderConfig {
     /// `gelu_new`) instead of the exact erf form (BERT's `gelu`). Default: false.
     #[config(default = false)]
     pub gelu_approximate: bool,
+    /// The pooler reads the mean of the real tokens' states instead of the `[CLS]`
+    /// state (sentence-transformers' pooling, what all-MiniLM-L6-v2 was trained with).
+    /// Default: false.
+    #[config(default = false)]
+    pub mean_pool: bool,
 }
 
 impl EncoderConfig {

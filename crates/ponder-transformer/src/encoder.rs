@@ -95,6 +95,8 @@ pub struct Encoder {
     pub final_norm: Option<LayerNorm>,
     /// The pooler `tanh(W·h_cls + b)`, shared by all exits.
     pub pooler: Linear,
+    /// The pooler reads the mean of the real tokens' states instead of `h_cls`.
+    pub mean_pool: bool,
     /// Number of layers (applications of the shared layer for ALBERT).
     pub n_layers: usize,
     /// Hidden size.
@@ -176,6 +178,7 @@ impl EncoderConfig {
                     .init(device)
             }),
             pooler: LinearConfig::new(self.d_model, self.d_model).init(device),
+            mean_pool: self.mean_pool,
             n_layers: self.n_layers,
             d_model: self.d_model,
             n_heads: self.n_heads,
@@ -251,22 +254,35 @@ impl Encoder {
         }
     }
 
-    /// The pooled `[CLS]` features of a state: `tanh(W·norm(h_cls) + b)`.
+    /// The pooled features of a state: `tanh(W·norm(h_cls) + b)`, or with `mean_pool`
+    /// `tanh(W·mean_t norm(h_t) + b)` over the real (non-padding) tokens.
     ///
     /// # Shapes
     /// - output: `[batch_size, d_model]`
     pub fn pooled(&self, state: &EncoderState) -> Tensor<2> {
-        let [batch_size, _, d_model] = state.x.dims();
-        let cls = state
-            .x
-            .clone()
-            .slice([0..batch_size, 0..1, 0..d_model])
-            .reshape([batch_size, d_model]);
-        let cls = match &self.final_norm {
-            Some(norm) => norm.forward(cls),
-            None => cls,
+        let [batch_size, seq_len, d_model] = state.x.dims();
+        let norm = |x: Tensor<3>| match &self.final_norm {
+            Some(norm) => norm.forward(x),
+            None => x,
         };
-        self.pooler.forward(cls).tanh()
+        let features = if self.mean_pool {
+            let x = norm(state.x.clone());
+            let keep = match &state.mask_pad {
+                // 1 − mask rather than `bool_not` (flex rejects it on masks built from
+                // host data, burn 0.22.1)
+                Some(mask) => mask.clone().float().neg().add_scalar(1.0),
+                None => Tensor::ones([batch_size, seq_len], &x.device()),
+            };
+            let count = keep.clone().sum_dim(1).clamp_min(1.0); // [B, 1]
+            (x * keep.unsqueeze_dim(2))
+                .sum_dim(1)
+                .reshape([batch_size, d_model])
+                / count
+        } else {
+            norm(state.x.clone().slice([0..batch_size, 0..1, 0..d_model]))
+                .reshape([batch_size, d_model])
+        };
+        self.pooler.forward(features).tanh()
     }
 
     /// The full forward pass cut after `n_layers` layers: hidden states after layer

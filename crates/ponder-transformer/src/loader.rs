@@ -320,7 +320,8 @@ pub fn load_from(hf: &HfConfig, file: &SafeTensors, device: &Device) -> Result<L
 }
 
 /// [`load_from`] into an encoder built from `config`, which must be
-/// [`HfConfig::encoder_config`] up to its dropout (how a fine-tuning run sets its own).
+/// [`HfConfig::encoder_config`] up to its dropout and pooling (how a fine-tuning run sets
+/// its own).
 pub fn load_with_config(
     hf: &HfConfig,
     config: EncoderConfig,
@@ -328,7 +329,10 @@ pub fn load_with_config(
     device: &Device,
 ) -> Result<LoadedEncoder> {
     let layout = hf.layout()?;
-    let expected = hf.encoder_config()?.with_dropout(config.dropout);
+    let expected = hf
+        .encoder_config()?
+        .with_dropout(config.dropout)
+        .with_mean_pool(config.mean_pool);
     if format!("{expected:?}") != format!("{config:?}") {
         return Err(PonderError::config(
             "encoder",

@@ -187,7 +187,7 @@ fn all_minilm_l6_v2_matches_the_numpy_reference() {
             "segment ids of {a:?} / {b:?}"
         );
         let t = ids.len();
-        let (got, _) = states_with_types(&loaded, &ids, Some(&types), [1, t], None);
+        let (got, pooled) = states_with_types(&loaded, &ids, Some(&types), [1, t], None);
         for (l, state) in got.iter().enumerate() {
             let want = expected
                 .read(&format!("pair_state.{n}.{l}"), &[t, 384])
@@ -195,6 +195,9 @@ fn all_minilm_l6_v2_matches_the_numpy_reference() {
             let d = max_diff(state, &want);
             assert!(d < 1e-4, "pair {n}, state {l}: {d}");
         }
+        let want = expected.read(&format!("pair_pooled.{n}"), &[384]).unwrap();
+        let d = max_diff(&pooled, &want);
+        assert!(d < 1e-4, "pair {n}, pooled: {d}");
         // without the segment ids the embedding output differs: the types are used
         let untyped = states(&loaded, &ids, [1, t], None);
         assert!(max_diff(&untyped[0], &got[0]) > 1e-3);
