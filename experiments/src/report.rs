@@ -113,7 +113,7 @@ fn seed_table(s: &mut String, results: &CompareResults) {
         .max()
         .unwrap_or(0);
     let _ = writeln!(s, "mean ± std over {n_seeds} seeds\n");
-    let task = task_primary_column(results);
+    let task = task_column(results, true);
     let _ = writeln!(
         s,
         "| model | policy | {} |{} mean exit layer | FLOP speed-up | wall speed-up |",
@@ -433,42 +433,30 @@ fn metric_name(results: &CompareResults) -> &'static str {
     }
 }
 
-/// The header of the GLUE task's column (its official metric, ×100), if any.
-fn task_column(results: &CompareResults) -> Option<String> {
+/// The header of the GLUE task's column, if any: its official metrics (×100), or with
+/// `primary` its single number ([`GlueScore::primary`], the seed table's column).
+fn task_column(results: &CompareResults, primary: bool) -> Option<String> {
     let task = results.task.as_ref()?;
     let metric = results
         .models
         .iter()
         .flat_map(|m| &m.policies)
         .find_map(|r| r.task_score.as_ref())?;
-    Some(match metric.metric {
-        GlueMetric::Accuracy => format!("{task} accuracy"),
-        GlueMetric::F1Accuracy => format!("{task} F1 / accuracy"),
-        GlueMetric::Matthews => format!("{task} MCC / accuracy"),
-        GlueMetric::PearsonSpearman => format!("{task} Pearson / Spearman"),
-    })
-}
-
-/// The header of the seed table's GLUE column: the task's single number
-/// ([`GlueScore::primary`], ×100), if any.
-fn task_primary_column(results: &CompareResults) -> Option<String> {
-    let task = results.task.as_ref()?;
-    let metric = results
-        .models
-        .iter()
-        .flat_map(|m| &m.policies)
-        .find_map(|r| r.task_score.as_ref())?;
-    Some(match metric.metric {
-        GlueMetric::Accuracy => format!("{task} accuracy"),
-        GlueMetric::F1Accuracy => format!("{task} (F1 + accuracy)/2"),
-        GlueMetric::Matthews => format!("{task} MCC"),
-        GlueMetric::PearsonSpearman => format!("{task} (Pearson + Spearman)/2"),
-    })
+    let name = match (metric.metric, primary) {
+        (GlueMetric::Accuracy, _) => "accuracy",
+        (GlueMetric::F1Accuracy, false) => "F1 / accuracy",
+        (GlueMetric::F1Accuracy, true) => "(F1 + accuracy)/2",
+        (GlueMetric::Matthews, false) => "MCC / accuracy",
+        (GlueMetric::Matthews, true) => "MCC",
+        (GlueMetric::PearsonSpearman, false) => "Pearson / Spearman",
+        (GlueMetric::PearsonSpearman, true) => "(Pearson + Spearman)/2",
+    };
+    Some(format!("{task} {name}"))
 }
 
 /// One row per (model, policy).
 fn policy_table(s: &mut String, results: &CompareResults) {
-    let task = task_column(results);
+    let task = task_column(results, false);
     let _ = writeln!(
         s,
         "| model | policy | {} |{} mean exit layer | layer speed-up | FLOP speed-up | wall speed-up |",

@@ -174,6 +174,23 @@ fn a_glue_classification_task_reports_its_official_metric_per_policy() {
         // classification rows keep their calibration
         assert!(p["calibration"].is_object());
     }
+    // over seeds: the task's single number, (F1 + accuracy)/2, as mean ± std
+    let seeds = experiment(
+        dir.path(),
+        "glue-mrpc-seeds",
+        "MRPC",
+        &data,
+        "seeds = [1, 2]\n",
+    );
+    let (_, json_seeds, table_seeds) = compare(dir.path(), &seeds, "run-seeds");
+    assert!(
+        table_seeds.contains("| MRPC (F1 + accuracy)/2 |"),
+        "{table_seeds}"
+    );
+    for row in json_seeds["seed_summary"].as_array().unwrap() {
+        let [mean, _] = [0, 1].map(|i| row["task_metric"][i].as_f64().unwrap());
+        assert!((0.0..=1.0).contains(&mean), "{row}");
+    }
     // the pattern ("very" in the second sentence) is learnt
     let full = &policies[0];
     assert_eq!(full["policy"], "full");
