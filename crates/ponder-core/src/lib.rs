@@ -25,6 +25,7 @@ mod backbone;
 mod error;
 mod flops;
 mod policy;
+mod pool;
 mod rng;
 mod runner;
 mod stats;
@@ -35,6 +36,7 @@ pub use backbone::{ExitHeads, LayerwiseBackbone};
 pub use error::{PonderError, Result};
 pub use flops::{linear_flops, transformer_layer_flops};
 pub use policy::{ExitPolicy, ExitSignals, argmax, retain, softmax};
+pub use pool::{masked_mean, real_tokens};
 pub use rng::{splitmix64, uniform01};
 pub use runner::{
     AdaptiveOutput, AllLayersOutput, exit_flops, forward_all_layers, index_tensor, run_adaptive,

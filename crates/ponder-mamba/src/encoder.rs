@@ -78,20 +78,12 @@ impl MambaEncoder {
     /// Pooled, normalised features `[batch, d_model]`.
     pub fn pooled(&self, hidden: &MambaHidden) -> Tensor<2> {
         let x = hidden.x.clone();
-        let [batch, seq_len, d] = x.dims();
-        let device = x.device();
-        let keep = match &hidden.mask_pad {
-            // 1 − mask rather than `bool_not`: flex's `bool_not` rejects masks built from
-            // host data (burn 0.22.1).
-            Some(mask) => mask.clone().float().neg().add_scalar(1.0),
-            None => Tensor::ones([batch, seq_len], &device),
-        };
+        let [batch, _, d] = x.dims();
         if self.mean_pool {
-            let x = self.mamba.norm_f.forward(x);
-            let count = keep.clone().sum_dim(1).clamp_min(1.0); // [B, 1]
-            (x * keep.unsqueeze_dim(2)).sum_dim(1).reshape([batch, d]) / count
+            ponder_core::masked_mean(self.mamba.norm_f.forward(x), hidden.mask_pad.as_ref())
         } else {
             // RMSNorm is per token: pick the last real token first, then normalise it.
+            let keep = ponder_core::real_tokens(hidden.mask_pad.as_ref(), &x);
             let last = (keep.sum_dim(1).int() - 1).clamp_min(0); // [B, 1]
             let index = last.reshape([batch, 1, 1]).repeat_dim(2, d);
             self.mamba

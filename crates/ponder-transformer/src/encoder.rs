@@ -260,24 +260,13 @@ impl Encoder {
     /// # Shapes
     /// - output: `[batch_size, d_model]`
     pub fn pooled(&self, state: &EncoderState) -> Tensor<2> {
-        let [batch_size, seq_len, d_model] = state.x.dims();
+        let [batch_size, _, d_model] = state.x.dims();
         let norm = |x: Tensor<3>| match &self.final_norm {
             Some(norm) => norm.forward(x),
             None => x,
         };
         let features = if self.mean_pool {
-            let x = norm(state.x.clone());
-            let keep = match &state.mask_pad {
-                // 1 − mask rather than `bool_not` (flex rejects it on masks built from
-                // host data, burn 0.22.1)
-                Some(mask) => mask.clone().float().neg().add_scalar(1.0),
-                None => Tensor::ones([batch_size, seq_len], &x.device()),
-            };
-            let count = keep.clone().sum_dim(1).clamp_min(1.0); // [B, 1]
-            (x * keep.unsqueeze_dim(2))
-                .sum_dim(1)
-                .reshape([batch_size, d_model])
-                / count
+            ponder_core::masked_mean(norm(state.x.clone()), state.mask_pad.as_ref())
         } else {
             norm(state.x.clone().slice([0..batch_size, 0..1, 0..d_model]))
                 .reshape([batch_size, d_model])
