@@ -373,10 +373,7 @@ impl Experiment {
             }
             if task.is_regression() {
                 let methods = self.compare.methods.iter().chain([&self.train.method]);
-                if let Some(m) = methods
-                    .into_iter()
-                    .find(|m| !matches!(m, Method::Pabee | Method::DeeBert | Method::FinalOnly))
-                {
+                if let Some(m) = methods.into_iter().find(|m| !m.has_regression_variant()) {
                     bail!(
                         "invalid value for `compare.methods` / `train.method`: {} is a regression task and {m:?} has no regression variant (use pabee, dee_bert or final_only)",
                         task.name()

@@ -54,6 +54,13 @@ impl Method {
     pub fn has_gates(&self) -> bool {
         matches!(self, Method::JeiDnn)
     }
+
+    /// Whether the method trains one-output heads on a regression task (PABEE's
+    /// regression variant; DeeBERT and final-only train the same exits in stages). The
+    /// halting and gating methods read class confidences and have none.
+    pub fn has_regression_variant(&self) -> bool {
+        matches!(self, Method::Pabee | Method::DeeBert | Method::FinalOnly)
+    }
 }
 
 /// The stage of [`Method::JeiDnn`] at which its alternation starts (after the backbone's
@@ -783,12 +790,7 @@ pub fn fit<S: ClassificationSource>(
             "the training and validation sources must both be regression or both classification",
         ));
     }
-    if regression
-        && !matches!(
-            config.method,
-            Method::Pabee | Method::FinalOnly | Method::DeeBert
-        )
-    {
+    if regression && !config.method.has_regression_variant() {
         return Err(PonderError::config(
             "train.method",
             format!(
