@@ -423,9 +423,9 @@ pub fn model_config(
         .with_head_dropout(experiment.model.head_dropout))
 }
 
-/// Replaces `model`'s encoder by `model.pretrained`'s, when the experiment names one (a
-/// resumed run then loads its own checkpoint over it); the heads, and a pooler the
-/// checkpoint lacks, stay freshly initialised.
+/// Replaces `model`'s encoder by `model.pretrained`'s, when the experiment names one;
+/// the heads, and a pooler the checkpoint lacks, stay freshly initialised. Only a model
+/// that starts training needs it: a trained or resumed one loads its own checkpoint.
 pub fn load_pretrained(
     experiment: &Experiment,
     model: &mut MultiExitClassifier,
@@ -462,7 +462,6 @@ pub fn train_or_load<S: ClassificationSource>(
     ad.seed(config.seed);
     let mut model =
         model_config(experiment, method, splits.n_classes, splits.vocab_size)?.init(&ad);
-    load_pretrained(experiment, &mut model, splits.vocab_size, &ad)?;
     let kind = experiment.model_kind(method);
     let files = run.checkpoints(kind, seed);
     let name = &kind.name(seed);
@@ -500,6 +499,10 @@ pub fn train_or_load<S: ClassificationSource>(
         );
     }
     let resume = files.has_last();
+    if !resume {
+        // a resumed (or forked) run's checkpoint holds the encoder already
+        load_pretrained(experiment, &mut model, splits.vocab_size, &ad)?;
+    }
     let mut progress = TrainProgress::new(name, run.clone(), format!("models/{name}/metrics.json"));
     let start = Instant::now();
     let outcome = fit(
