@@ -106,6 +106,24 @@ pub enum Dataset {
     Glue,
 }
 
+impl DataConfig {
+    /// The GLUE task of `dataset = "glue"` (`None` for other data sets).
+    ///
+    /// # Errors
+    /// A GLUE data set without `task`, or an unknown task.
+    pub fn glue_task(&self) -> Result<Option<GlueTask>> {
+        if self.dataset != Dataset::Glue {
+            return Ok(None);
+        }
+        let name = self.task.as_deref().context(
+            "missing `data.task`: a GLUE experiment names its task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli)",
+        )?;
+        GlueTask::parse(name)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("invalid value for `data.task`: {e}"))
+    }
+}
+
 impl Dataset {
     /// Whether examples are token sequences.
     pub fn is_text(self) -> bool {
@@ -658,20 +676,10 @@ impl Experiment {
         Ok(config)
     }
 
-    /// The GLUE task of a `dataset = "glue"` experiment (`None` for other data sets).
-    ///
-    /// # Errors
-    /// A GLUE experiment without `data.task`, or an unknown task.
+    /// The GLUE task of a `dataset = "glue"` experiment (`None` for other data sets);
+    /// see [`DataConfig::glue_task`].
     pub fn glue_task(&self) -> Result<Option<GlueTask>> {
-        if self.data.dataset != Dataset::Glue {
-            return Ok(None);
-        }
-        let name = self.data.task.as_deref().context(
-            "missing `data.task`: a GLUE experiment names its task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli)",
-        )?;
-        GlueTask::parse(name)
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!("invalid value for `data.task`: {e}"))
+        self.data.glue_task()
     }
 
     /// Whether the task is a regression (GLUE's STS-B): one output per exit, scored by
@@ -688,39 +696,42 @@ impl Experiment {
     /// `compare.patience` × `compare.tolerance`) and the fixed exits.
     pub fn policies(&self) -> Result<Vec<Policy>> {
         let c = &self.compare;
+        let regression = self.is_regression();
         let mut out = vec![Policy::Full(NeverExit)];
-        if self.is_regression() {
-            for &t in &c.patience {
-                for &tol in &c.tolerance {
-                    out.push(Policy::PatienceRegression(
-                        PatienceRegression::new(t, tol).context("in `compare.tolerance`")?,
-                    ));
-                }
-            }
-            if c.fixed_layers {
-                for l in 1..self.model.n_layers {
-                    out.push(Policy::Fixed(FixedLayer::new(l).context("in `compare`")?));
-                }
-            }
-            return Ok(out);
-        }
-        for &t in &c.max_prob {
+        // thresholds on class probabilities: classification only
+        let (max_prob, entropy) = match regression {
+            true => (&[][..], &[][..]),
+            false => (&c.max_prob[..], &c.entropy[..]),
+        };
+        for &t in max_prob {
             out.push(Policy::MaxProb(
                 MaxProbThreshold::new(t).context("in `compare.max_prob`")?,
             ));
         }
-        for &t in &c.entropy {
+        for &t in entropy {
             out.push(Policy::Entropy(
                 EntropyThreshold::new(t).context("in `compare.entropy`")?,
             ));
         }
         for &t in &c.patience {
-            out.push(Policy::Patience(Patience::new(t)));
+            if !regression {
+                out.push(Policy::Patience(Patience::new(t)));
+                continue;
+            }
+            for &tol in &c.tolerance {
+                out.push(Policy::PatienceRegression(
+                    PatienceRegression::new(t, tol).context("in `compare.tolerance`")?,
+                ));
+            }
         }
         if c.fixed_layers {
             for l in 1..self.model.n_layers {
                 out.push(Policy::Fixed(FixedLayer::new(l).context("in `compare`")?));
             }
+        }
+        if regression {
+            // the rules below read labels, class probabilities, halting or gates
+            return Ok(out);
         }
         if c.oracle {
             out.push(Policy::Oracle(Oracle));

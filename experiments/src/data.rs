@@ -192,7 +192,9 @@ fn encode_all(
 /// the dev file as the test set (GLUE's test labels are not public). STS-B's scores
 /// make a regression source.
 fn load_glue(config: &DataConfig, seed: u64, fetch_missing: bool) -> Result<LoadedData> {
-    let task = ponder_data::GlueTask::parse(config.task.as_deref().unwrap_or_default())?;
+    let task = config
+        .glue_task()?
+        .context("a GLUE data set names its task (`data.task`)")?;
     let dev = if config.mismatched {
         GlueSplit::DevMismatched
     } else {
