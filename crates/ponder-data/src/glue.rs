@@ -431,23 +431,6 @@ impl GlueScore {
             GlueMetric::PearsonSpearman => (v(self.pearson) + v(self.spearman)) / 2.0,
         }
     }
-
-    /// The scores as a short text, ×100 (`F1 88.10 / acc 84.00`).
-    pub fn summary(&self) -> String {
-        let f = |name: &str, x: Option<f64>| x.map(|x| format!("{name} {:.2}", x * 100.0));
-        let parts: Vec<String> = match self.metric {
-            GlueMetric::Accuracy => vec![f("acc", self.accuracy)],
-            GlueMetric::Matthews => vec![f("MCC", self.matthews), f("acc", self.accuracy)],
-            GlueMetric::F1Accuracy => vec![f("F1", self.f1), f("acc", self.accuracy)],
-            GlueMetric::PearsonSpearman => {
-                vec![f("Pearson", self.pearson), f("Spearman", self.spearman)]
-            }
-        }
-        .into_iter()
-        .flatten()
-        .collect();
-        parts.join(" / ")
-    }
 }
 
 fn length_check(a: usize, b: usize) -> Result<()> {
