@@ -337,12 +337,10 @@ fn eval_cmd(device: DeviceChoice, root: PathBuf, specs: Vec<String>, no_fetch: b
     };
     // a regression task's heads have one output: only its own rules apply
     let regression = experiment.is_regression();
-    if let Some(p) = policies.iter().find(|p| {
-        let fits_regression = matches!(
-            p,
-            Policy::Full(_) | Policy::Fixed(_) | Policy::PatienceRegression(_)
-        );
-        fits_regression != regression && !matches!(p, Policy::Full(_) | Policy::Fixed(_))
+    if let Some(p) = policies.iter().find(|p| match p {
+        Policy::Full(_) | Policy::Fixed(_) => false,
+        Policy::PatienceRegression(_) => !regression,
+        _ => regression,
     }) {
         bail!(
             "policy {} does not apply to {}: {}",
