@@ -220,13 +220,14 @@ pub fn layer_accuracies(model: &MultiExitClassifier, batches: &[Batch]) -> Layer
         let out = model.forward_all(batch.input.clone());
         let logits: Vec<Vec<f32>> = out.logits.into_iter().map(to_host).collect();
         for (l, layer) in logits.iter().enumerate() {
-            correct[l] += right_rows(layer, &batch.targets).filter(|&r| r).count();
-        }
-        if regression {
-            for (l, layer) in logits.iter().enumerate() {
+            if regression {
                 outputs[l].extend_from_slice(layer);
+            } else {
+                correct[l] += right_rows(layer, &batch.targets).filter(|&r| r).count();
             }
-            scores.extend_from_slice(batch.scores.as_deref().unwrap_or_default());
+        }
+        if let Some(s) = &batch.scores {
+            scores.extend_from_slice(s);
         }
         if model.gates.is_some() {
             let gates: Vec<Option<Vec<f32>>> =
