@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::Output;
 
 mod common;
 use common::{assert_clean_failure, ponder, stderr};
@@ -133,9 +134,9 @@ batch_size = 64
     path
 }
 
-fn compare(dir: &Path, config: &Path, run: &str) -> (PathBuf, serde_json::Value, String) {
-    let run = dir.join(run);
-    let out = ponder(
+/// `ponder compare CONFIG --run-dir DIR/RUN --no-fetch` in `dir`.
+fn run_compare(dir: &Path, config: &Path, run: &Path) -> Output {
+    ponder(
         &[
             "compare",
             config.to_str().unwrap(),
@@ -144,7 +145,12 @@ fn compare(dir: &Path, config: &Path, run: &str) -> (PathBuf, serde_json::Value,
             "--no-fetch",
         ],
         dir,
-    );
+    )
+}
+
+fn compare(dir: &Path, config: &Path, run: &str) -> (PathBuf, serde_json::Value, String) {
+    let run = dir.join(run);
+    let out = run_compare(dir, config, &run);
     assert!(out.status.success(), "stderr: {}", stderr(&out));
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
@@ -284,62 +290,59 @@ fn bad_glue_configurations_are_named() {
     let dir = tempfile::tempdir().unwrap();
     let mrpc = write_mrpc(dir.path(), 8, 4);
     let stsb = write_stsb(dir.path(), 8, 4);
-    let check = |name: &str, task: &str, data: &Path, extra: &str, needles: &[&str]| {
-        let config = experiment(dir.path(), name, task, data, extra);
-        let run = dir.path().join(format!("run-{name}"));
-        let out = ponder(
-            &[
-                "compare",
-                config.to_str().unwrap(),
-                "--run-dir",
-                run.to_str().unwrap(),
-                "--no-fetch",
-            ],
-            dir.path(),
-        );
-        assert_clean_failure(&out, needles);
-    };
+    // `edit` changes the experiment file's text before the run
+    let check =
+        |name: &str, task: &str, data: &Path, edit: &dyn Fn(String) -> String, needles: &[&str]| {
+            let config = experiment(dir.path(), name, task, data, "");
+            let text = edit(std::fs::read_to_string(&config).unwrap());
+            std::fs::write(&config, text).unwrap();
+            let run = dir.path().join(format!("run-{name}"));
+            assert_clean_failure(&run_compare(dir.path(), &config, &run), needles);
+        };
+    let same = |t: String| t;
     check(
         "unknown",
         "glu",
         &mrpc,
-        "",
+        &same,
         &["data.task", "unknown GLUE task"],
     );
     check(
         "missing",
         "rte",
         &dir.path().join("nowhere"),
-        "",
+        &same,
         &["RTE", "train.tsv", "download_glue_data.py"],
     );
-    let config = experiment(dir.path(), "halting", "stsb", &stsb, "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        r#"methods = ["pabee"]"#,
-        r#"methods = ["pabee", "palbert"]"#,
+    check(
+        "halting",
+        "stsb",
+        &stsb,
+        &|t| {
+            t.replace(
+                r#"methods = ["pabee"]"#,
+                r#"methods = ["pabee", "palbert"]"#,
+            )
+        },
+        &["STS-B", "Palbert", "regression"],
     );
-    std::fs::write(&config, text).unwrap();
-    let out = ponder(
-        &["compare", config.to_str().unwrap(), "--no-fetch"],
-        dir.path(),
+    check(
+        "mism",
+        "mrpc",
+        &mrpc,
+        &|t| {
+            t.replace(
+                "valid_fraction = 0.2",
+                "valid_fraction = 0.2\nmismatched = true",
+            )
+        },
+        &["data.mismatched", "MNLI"],
     );
-    assert_clean_failure(&out, &["STS-B", "Palbert", "regression"]);
-    let config = experiment(dir.path(), "mism", "mrpc", &mrpc, "");
-    let text = std::fs::read_to_string(&config).unwrap().replace(
-        "valid_fraction = 0.2",
-        "valid_fraction = 0.2\nmismatched = true",
-    );
-    std::fs::write(&config, text).unwrap();
-    let out = ponder(
-        &["compare", config.to_str().unwrap(), "--no-fetch"],
-        dir.path(),
-    );
-    assert_clean_failure(&out, &["data.mismatched", "MNLI"]);
     // a malformed line names the file and line
     std::fs::write(
         mrpc.join("dev.tsv"),
         "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\tonly two\n",
     )
     .unwrap();
-    check("badline", "mrpc", &mrpc, "", &["dev.tsv", "line 2"]);
+    check("badline", "mrpc", &mrpc, &same, &["dev.tsv", "line 2"]);
 }
