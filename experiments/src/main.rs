@@ -158,19 +158,37 @@ struct RunArgs {
     no_fetch: bool,
 }
 
-fn open_run(args: &RunArgs) -> Result<(RunFolder, Experiment)> {
+/// The run of `ponder compare` / `train`: a resumed run folder with its own experiment,
+/// or a new one. The data is loaded first, and a new run folder is only created once it
+/// has loaded, with the values the data decided (class order, image size and
+/// normalisation) in its `config.toml`; bad data leaves no run folder behind.
+fn open_run(args: &RunArgs) -> Result<(RunFolder, Experiment, LoadedData)> {
     if let Some(root) = &args.folder.resume {
-        let (run, experiment) = RunFolder::open(root)?;
+        let (run, mut experiment) = RunFolder::open(root)?;
         eprintln!("resuming run {}", run.root().display());
-        return Ok((run, experiment));
+        let loaded = load_data(&mut experiment, !args.no_fetch)?;
+        return Ok((run, experiment, loaded));
     }
-    let experiment = Experiment::load(&args.experiment)?.with_overrides(&args.folder.overrides)?;
+    let mut experiment =
+        Experiment::load(&args.experiment)?.with_overrides(&args.folder.overrides)?;
+    let loaded = load_data(&mut experiment, !args.no_fetch)
+        .with_context(|| format!("loading the data of {}", args.experiment.display()))?;
     let run = match &args.folder.run_dir {
         Some(dir) => RunFolder::create_at(dir.clone(), &experiment)?,
         None => RunFolder::create(Path::new("runs"), &experiment)?,
     };
     eprintln!("run folder: {}", run.root().display());
-    Ok((run, experiment))
+    Ok((run, experiment, loaded))
+}
+
+/// Loads the experiment's data, fills in what the data decides and checks the
+/// experiment again with those values (e.g. the patch size against the image size).
+fn load_data(experiment: &mut Experiment, fetch_missing: bool) -> Result<LoadedData> {
+    let loaded = data::load(&mut experiment.data, experiment.train.seed, fetch_missing)?;
+    experiment
+        .validate()
+        .context("with the values read from the data")?;
+    Ok(loaded)
 }
 
 fn write_results(run: &RunFolder, stem: &str, results: &CompareResults) -> Result<String> {
@@ -195,7 +213,7 @@ fn compare_cmd(device: DeviceChoice, args: RunArgs, methods: Vec<String>) -> Res
         return token_exit_cmd(device, args);
     }
     let (dev, dev_name) = device.device()?;
-    let (run, experiment) = open_run(&args)?;
+    let (run, experiment, loaded) = open_run(&args)?;
     let methods = if methods.is_empty() {
         experiment.methods()
     } else {
@@ -204,7 +222,6 @@ fn compare_cmd(device: DeviceChoice, args: RunArgs, methods: Vec<String>) -> Res
             .map(|m| parse_method(m))
             .collect::<Result<_>>()?
     };
-    let loaded = data::load(&experiment.data, experiment.train.seed, !args.no_fetch)?;
     let results = match &loaded {
         LoadedData::Images(s) => {
             pipeline::compare(&experiment, s, &run, &dev, &dev_name, &methods)?
@@ -274,7 +291,7 @@ fn train_cmd(
     seed: Option<u64>,
 ) -> Result<()> {
     let (dev, _) = device.device()?;
-    let (run, experiment) = open_run(&args)?;
+    let (run, experiment, loaded) = open_run(&args)?;
     let seeds = &experiment.compare.seeds;
     let seed = match (seed, seeds.first()) {
         (Some(s), Some(_)) if !seeds.contains(&s) => {
@@ -291,7 +308,6 @@ fn train_cmd(
         Some(m) => parse_method(&m)?,
         None => experiment.train.method,
     };
-    let loaded = data::load(&experiment.data, experiment.train.seed, !args.no_fetch)?;
     let result = match &loaded {
         LoadedData::Images(s) => train_one(&experiment, s, &run, &dev, method, seed)?,
         LoadedData::Text(s) => train_one(&experiment, s, &run, &dev, method, seed)?,
@@ -326,7 +342,7 @@ fn train_cmd(
 
 fn eval_cmd(device: DeviceChoice, root: PathBuf, specs: Vec<String>, no_fetch: bool) -> Result<()> {
     let (dev, dev_name) = device.device()?;
-    let (run, experiment) = RunFolder::open(&root)?;
+    let (run, mut experiment) = RunFolder::open(&root)?;
     let policies = if specs.is_empty() {
         experiment.policies()?
     } else {
@@ -396,7 +412,7 @@ fn eval_cmd(device: DeviceChoice, root: PathBuf, specs: Vec<String>, no_fetch: b
             root.display()
         );
     }
-    let loaded = data::load(&experiment.data, experiment.train.seed, !no_fetch)?;
+    let loaded = load_data(&mut experiment, !no_fetch)?;
     let results = match &loaded {
         LoadedData::Images(s) => {
             eval_models(&experiment, s, &run, &dev, &dev_name, &trained, &policies)?

@@ -861,9 +861,10 @@ mod tests {
         let pixels = (0..n * 28 * 28)
             .map(|_| (ponder_core::splitmix64(&mut state) % 256) as u8)
             .collect();
-        let labels = (0..n).map(|i| (i % 3) as u8).collect();
+        let labels = (0..n).map(|i| i % 3).collect();
         let set = ImageSet {
             n_images: n,
+            n_channels: 1,
             n_rows: 28,
             n_cols: 28,
             pixels,

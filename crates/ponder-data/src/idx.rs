@@ -22,24 +22,72 @@ pub const IDX_IMAGES_MAGIC: u32 = 0x0000_0803;
 /// Magic number of an IDX file of `u8` labels (1 dimension).
 pub const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
 
-/// A set of equally sized grey-scale images, as read from an IDX file.
+/// A set of equally sized images of `u8` pixels, with one or more channels: what
+/// [`read_idx_images`] reads (grey scale) and
+/// [`read_image_folder`](crate::read_image_folder) makes (grey scale or RGB).
+///
+/// The fields must agree: `pixels.len() == n_images * n_channels * n_rows * n_cols`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageSet {
     /// Number of images.
     pub n_images: usize,
+    /// Channels of every image: 1 (grey scale, as in IDX files) or 3 (RGB).
+    pub n_channels: usize,
     /// Rows (height) of every image.
     pub n_rows: usize,
     /// Columns (width) of every image.
     pub n_cols: usize,
-    /// All pixels, image after image, each image row-major; `n_images * n_rows * n_cols`
-    /// bytes, 0 = background.
+    /// All pixels, image after image; each image channel-major, then row-major
+    /// (`[channel][row][col]`, the order of a `[batch, channels, height, width]` tensor);
+    /// `n_images * n_channels * n_rows * n_cols` bytes, 0 = black.
     pub pixels: Vec<u8>,
 }
 
 impl ImageSet {
-    /// Pixels per image (`n_rows * n_cols`).
+    /// Bytes per image (`n_channels * n_rows * n_cols`).
     pub fn image_len(&self) -> usize {
-        self.n_rows * self.n_cols
+        self.n_channels * self.n_rows * self.n_cols
+    }
+
+    /// Per-channel mean and standard deviation of `pixel / 255` over the images
+    /// `indices` (typically the training split, to normalise every split with):
+    /// `(means, stds)`, one value per channel each.
+    ///
+    /// Computed exactly on the integer sums and then in `f64`; the standard deviation is
+    /// the population one (divided by the number of pixels). A standard deviation of 0
+    /// (a channel with one value everywhere) is returned as 1, so that normalising with
+    /// it never divides by zero; with no indices every mean is 0 and every std 1.
+    ///
+    /// # Panics
+    /// If an index is `>= n_images`.
+    pub fn channel_stats(&self, indices: &[usize]) -> (Vec<f32>, Vec<f32>) {
+        let plane = self.n_rows * self.n_cols;
+        let mut sums = vec![0u64; self.n_channels];
+        let mut squares = vec![0u64; self.n_channels];
+        for &i in indices {
+            let image = self.image(i);
+            for (c, values) in image.chunks_exact(plane.max(1)).enumerate() {
+                for &v in values {
+                    let v = u64::from(v);
+                    sums[c] += v;
+                    squares[c] += v * v;
+                }
+            }
+        }
+        let n = (indices.len() * plane) as f64;
+        sums.iter()
+            .zip(&squares)
+            .map(|(&sum, &square)| {
+                if n == 0.0 {
+                    return (0.0, 1.0);
+                }
+                let mean = sum as f64 / n;
+                let var = (square as f64 / n - mean * mean).max(0.0);
+                let std = var.sqrt() / 255.0;
+                let std = if std > 0.0 { std } else { 1.0 };
+                ((mean / 255.0) as f32, std as f32)
+            })
+            .unzip()
     }
 
     /// Number of images.
@@ -52,7 +100,7 @@ impl ImageSet {
         self.n_images == 0
     }
 
-    /// The pixels of image `i`, row-major.
+    /// The pixels of image `i` (`image_len()` bytes, channel-major, then row-major).
     ///
     /// # Panics
     /// If `i >= n_images`; see [`ImageSet::get`] for a checked version.
@@ -66,7 +114,7 @@ impl ImageSet {
         }
     }
 
-    /// The pixels of image `i`, or `None` if `i >= n_images`.
+    /// The pixels of image `i` (as [`ImageSet::image`]), or `None` if `i >= n_images`.
     pub fn get(&self, i: usize) -> Option<&[u8]> {
         if i >= self.n_images {
             return None;
@@ -76,7 +124,8 @@ impl ImageSet {
     }
 }
 
-/// Reads an IDX file of `u8` images (magic `0x00000803`), gzip-compressed or raw.
+/// Reads an IDX file of `u8` images (magic `0x00000803`), gzip-compressed or raw, of any
+/// size (rows × columns from the header), as grey scale (`n_channels = 1`).
 pub fn read_idx_images(path: impl AsRef<Path>) -> Result<ImageSet> {
     let path = path.as_ref();
     let bytes = read_maybe_gzip(path)?;
@@ -96,6 +145,7 @@ pub fn read_idx_images(path: impl AsRef<Path>) -> Result<ImageSet> {
     let pixels = take_data(path, bytes, 16, total, &what)?;
     Ok(ImageSet {
         n_images: to_usize(path, n_images)?,
+        n_channels: 1,
         n_rows: to_usize(path, n_rows)?,
         n_cols: to_usize(path, n_cols)?,
         pixels,
@@ -242,6 +292,49 @@ mod tests {
             assert_eq!(set.image(1), &[7, 8, 9, 10, 11, 12, 13, 14]);
             assert_eq!(set.get(3), None);
         }
+    }
+
+    #[test]
+    fn reads_images_of_any_size_as_one_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.gz");
+        std::fs::write(&path, gz(&images_bytes(4, 32, 32))).unwrap();
+        let set = read_idx_images(&path).unwrap();
+        assert_eq!(
+            (set.n_images, set.n_channels, set.n_rows, set.n_cols),
+            (4, 1, 32, 32)
+        );
+        assert_eq!(set.image_len(), 1024);
+        assert_eq!(set.pixels.len(), 4 * 1024);
+        let third = set.image(2);
+        assert_eq!(
+            (third[0], third[1], third[1023]),
+            (14, 15, ((14 + 1023) % 256) as u8)
+        );
+    }
+
+    #[test]
+    fn channel_stats_are_per_channel_and_never_zero() {
+        // Two 1×2 images of three channels: channel 0 takes 0 and 255 (mean 0.5, std
+        // 0.5), channel 1 is 51 everywhere (mean 0.2, std 0 -> 1), channel 2 takes 0, 0,
+        // 0 and 102 (mean 0.1, std sqrt(0.16 / 4 - 0.01) = 0.4 * sqrt(3) / 4).
+        let set = ImageSet {
+            n_images: 2,
+            n_channels: 3,
+            n_rows: 1,
+            n_cols: 2,
+            pixels: vec![0, 255, 51, 51, 0, 0, 255, 0, 51, 51, 0, 102],
+        };
+        let (mean, std) = set.channel_stats(&[0, 1]);
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-6);
+        assert!(close(&mean, &[0.5, 0.2, 0.1]), "{mean:?}");
+        let third = 0.4 * 3f32.sqrt() / 4.0;
+        assert!(close(&std, &[0.5, 1.0, third]), "{std:?}");
+        // the second image alone: channel 0 is 255 and 0 again; a repeated index counts twice
+        let (mean, std) = set.channel_stats(&[1, 1]);
+        assert!(close(&mean, &[0.5, 0.2, 0.2]), "{mean:?}");
+        assert!(close(&std, &[0.5, 1.0, 0.2]), "{std:?}");
+        assert_eq!(set.channel_stats(&[]), (vec![0.0; 3], vec![1.0; 3]));
     }
 
     #[test]

@@ -1,13 +1,15 @@
-//! [`ImageDataset`]: labelled grey-scale images, turned into `f32` batches.
+//! [`ImageDataset`]: labelled images (grey scale or RGB), turned into `f32` batches.
 
 use crate::batch::ImageBatch;
 use crate::error::{DataError, Result};
 use crate::idx::ImageSet;
 
-/// A borrowed view of labelled grey-scale images (one channel), e.g.
-/// [`MnistSplits::train`](crate::MnistSplits::train).
+/// A borrowed view of labelled images with any number of channels, e.g.
+/// [`MnistSplits::train`](crate::MnistSplits::train) (grey scale).
 ///
-/// Pixels come out as `f32` in `[0, 1]` (byte / 255).
+/// Pixels come out as `f32` in `[0, 1]` (byte / 255), in the layout of the
+/// [`ImageSet`]: channel-major, then row-major. Labels are bytes (at most 256 classes),
+/// as IDX files store them.
 #[derive(Debug, Clone, Copy)]
 pub struct ImageDataset<'a> {
     images: &'a ImageSet,
@@ -52,9 +54,9 @@ impl<'a> ImageDataset<'a> {
         self.n_classes
     }
 
-    /// Channels per image: always 1 (grey scale).
+    /// Channels per image (1: grey scale, 3: RGB).
     pub fn channels(&self) -> usize {
-        1
+        self.images.n_channels
     }
 
     /// Image height (rows).
@@ -77,8 +79,9 @@ impl<'a> ImageDataset<'a> {
         self.labels
     }
 
-    /// Pixels of the images at `indices`, concatenated (image-major, then row-major), as
-    /// `f32` in `[0, 1]`: `indices.len() * height * width` values.
+    /// Pixels of the images at `indices`, concatenated (image-major, then channel-major,
+    /// then row-major), as `f32` in `[0, 1]`: `indices.len() * channels * height * width`
+    /// values.
     ///
     /// # Panics
     /// If an index is `>= len()`; [`ImageDataset::batch`] checks instead.
@@ -101,7 +104,8 @@ impl<'a> ImageDataset<'a> {
             .collect()
     }
 
-    /// The batch of the images at `indices` (shape `[indices.len(), 1, height, width]`).
+    /// The batch of the images at `indices` (shape
+    /// `[indices.len(), channels, height, width]`).
     ///
     /// Errors with [`DataError::InvalidInput`] if an index is out of range.
     pub fn batch(&self, indices: &[usize]) -> Result<ImageBatch> {
@@ -116,7 +120,7 @@ impl<'a> ImageDataset<'a> {
         Ok(ImageBatch {
             pixels: self.pixels_f32(indices),
             batch_size: indices.len(),
-            channels: 1,
+            channels: self.channels(),
             height: self.height(),
             width: self.width(),
             labels: self.labels_of(indices),
@@ -131,6 +135,7 @@ mod tests {
     fn set() -> ImageSet {
         ImageSet {
             n_images: 3,
+            n_channels: 1,
             n_rows: 1,
             n_cols: 2,
             pixels: vec![0, 255, 51, 102, 255, 0],
@@ -148,6 +153,24 @@ mod tests {
         assert_eq!((b.batch_size, b.channels, b.height, b.width), (2, 1, 1, 2));
         assert_eq!(b.labels, vec![1, 0]);
         assert_eq!(b.pixels, vec![1.0, 0.0, 0.2, 0.4]);
+    }
+
+    #[test]
+    fn rgb_batches_have_three_channels() {
+        // two 1×1 RGB images
+        let images = ImageSet {
+            n_images: 2,
+            n_channels: 3,
+            n_rows: 1,
+            n_cols: 1,
+            pixels: vec![255, 0, 51, 0, 102, 255],
+        };
+        let labels = [0, 1];
+        let ds = ImageDataset::new(&images, &labels).unwrap();
+        assert_eq!(ds.channels(), 3);
+        let b = ds.batch(&[1, 0]).unwrap();
+        assert_eq!(b.shape(), [2, 3, 1, 1]);
+        assert_eq!(b.pixels, vec![0.0, 0.4, 1.0, 1.0, 0.0, 0.2]);
     }
 
     #[test]

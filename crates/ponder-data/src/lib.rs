@@ -14,17 +14,25 @@
 //!     [`MnistSplits`] (also works for MNIST).
 //!   * [`image`]: [`ImageDataset`], a labelled view giving `f32` pixels in `[0, 1]` and
 //!     [`ImageBatch`]es.
+//!   * [`image_folder`]: users' own images, one sub-folder of PNG or JPEG files per
+//!     class: [`read_image_folder`] resizes them to squares of grey scale or RGB
+//!     ([`ImageFolderSpec`]) → [`ImageFolder`] (an [`ImageSet`] with labels and class
+//!     names); [`ImageSet::channel_stats`] gives the per-channel normalisation.
 //! * Text
 //!   * [`text`]: [`TextExample`] and [`TextDataset`].
 //!   * [`tsv`]: [`read_tsv`] for GLUE-style TSV files, columns chosen by [`TsvSpec`].
+//!   * [`table`]: [`read_table`] for users' own labelled tables in TSV, CSV or JSON
+//!     lines ([`TableFormat`], columns chosen by [`TableColumns`]) → [`RawTable`], whose
+//!     [`distinct_labels`](RawTable::distinct_labels) sort numerically when all are
+//!     integers ([`sort_labels`]) and whose [`into_dataset`](RawTable::into_dataset)
+//!     gives a [`TextDataset`].
 //!   * [`folders`]: [`read_class_folders`] for one-folder-per-class corpora
 //!     ([`ClassSpec`]), and [`load_spam_assassin`] with [`ClassSpec::spam_assassin`].
 //!   * [`email`]: [`email_text`] keeps the subject and body of a raw e-mail.
 //!   * [`tokenize`]: [`TextTokenizer`] (from a `tokenizer.json` or a WordPiece
 //!     `vocab.txt`) gives [`Encoded`] ids with special tokens, truncated, unpadded.
 //! * Language modelling
-//!   * [`chars`]: [`load_shakespeare`] → [`CharCorpus`] (character-level, whole works
-//!     held out for validation) with its [`CharVocab`].
+//!   * [`chars`]: [`load_shakespeare`] → [`CharCorpus`].
 //! * Training plumbing
 //!   * [`split`]: seeded [`shuffled_indices`], [`split_indices`] and
 //!     [`split_train_valid`] into [`Splits`].
@@ -68,13 +76,16 @@ pub mod glue;
 pub mod gzip;
 pub mod idx;
 pub mod image;
+pub mod image_folder;
 pub mod mnist;
 pub mod parity;
 pub mod split;
+pub mod table;
 pub mod text;
 pub mod tokenize;
 pub mod tsv;
 
+pub use self::image::ImageDataset;
 pub use batch::{ImageBatch, TokenBatch, batches, n_batches};
 pub use chars::{CharCorpus, CharVocab, SHAKESPEARE_HINT, load_char_files, load_shakespeare};
 pub use email::email_text;
@@ -88,12 +99,13 @@ pub use glue::{
 };
 pub use gzip::read_maybe_gzip;
 pub use idx::{ImageSet, read_idx_images, read_idx_labels};
-pub use image::ImageDataset;
+pub use image_folder::{IMAGE_EXTENSIONS, ImageFolder, ImageFolderSpec, read_image_folder};
 pub use mnist::{
     FASHION_MNIST_CLASS_NAMES, FASHION_MNIST_HINT, MNIST_CLASSES, MnistSplits, load_fashion_mnist,
 };
 pub use parity::{ParitySet, parity_set};
 pub use split::{Splits, shuffled_indices, split_indices, split_train_valid};
+pub use table::{RawTable, TableColumns, TableFormat, TableRow, read_table, sort_labels};
 pub use text::{TextDataset, TextExample};
 pub use tokenize::{Encoded, TextTokenizer};
 pub use tsv::{TsvSpec, read_tsv};

@@ -4,11 +4,15 @@
 //! GLUE files are not quoted CSV: quotes are ordinary characters and fields are split on
 //! `'\t'` only. `\r\n` line ends and a UTF-8 byte-order mark are accepted; empty lines are
 //! skipped.
+//!
+//! The parsing is shared with [`read_table`](crate::read_table) ([`TableFormat::Tsv`]);
+//! [`read_tsv`] adds the fixed label list of a [`TsvSpec`].
 
 use std::path::Path;
 
 use crate::error::{DataError, Result};
-use crate::text::{TextDataset, TextExample};
+use crate::table::{RawTable, TableColumns, TableFormat, parse_rows};
+use crate::text::TextDataset;
 
 /// Which columns of a TSV file hold the text and the label, and which labels exist.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -55,6 +59,11 @@ impl TsvSpec {
 /// Reads a TSV file with a header line into a [`TextDataset`] whose label names are
 /// `spec.labels`.
 ///
+/// The parsing is that of [`read_table`](crate::read_table) with
+/// [`TableFormat::Tsv`], but more lenient, as GLUE files need: a missing file is a plain
+/// [`DataError::Io`] error, and a file with a header but no rows, or rows with an empty
+/// text, is accepted.
+///
 /// Errors name the file, and the 1-based line number for a line with the wrong number of
 /// fields, invalid UTF-8 or an unknown label ([`DataError::UnknownLabel`], listing the
 /// known labels). Label values are compared after trimming spaces.
@@ -66,79 +75,23 @@ pub fn read_tsv(path: impl AsRef<Path>, spec: &TsvSpec) -> Result<TextDataset> {
         });
     }
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, "read", e))?;
-    let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(&bytes);
-
-    let mut lines = bytes.split(|&b| b == b'\n').enumerate().map(|(i, raw)| {
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        let line_no = i + 1;
-        std::str::from_utf8(raw)
-            .map(|s| (line_no, s))
-            .map_err(|e| DataError::format(path, format!("line {line_no} is not valid UTF-8: {e}")))
-    });
-
-    let header: Vec<&str> = match lines.next() {
-        Some(line) => line?.1.split('\t').collect(),
-        None => return Err(DataError::format(path, "empty file: no header line")),
+    let columns = TableColumns {
+        text: spec.text_column.clone(),
+        text_pair: spec.text_pair_column.clone(),
+        label: spec.label_column.clone(),
     };
-    if header.len() == 1 && header[0].is_empty() {
-        return Err(DataError::format(path, "empty file: no header line"));
+    let rows = parse_rows(path, &bytes, TableFormat::Tsv, &columns)?;
+    RawTable {
+        path: path.to_path_buf(),
+        rows,
     }
-    let column = |name: &str| {
-        header.iter().position(|h| h.trim() == name).ok_or_else(|| {
-            DataError::format(
-                path,
-                format!("no column named {name:?} in the header; columns: {header:?}"),
-            )
-        })
-    };
-    let text_col = column(&spec.text_column)?;
-    let pair_col = spec.text_pair_column.as_deref().map(column).transpose()?;
-    let label_col = column(&spec.label_column)?;
-
-    let mut examples = Vec::new();
-    for line in lines {
-        let (line_no, line) = line?;
-        if line.is_empty() {
-            continue;
-        }
-        let fields: Vec<&str> = line.split('\t').collect();
-        if fields.len() != header.len() {
-            return Err(DataError::format(
-                path,
-                format!(
-                    "line {line_no} has {} tab-separated fields but the header has {} \
-                     (GLUE TSV is split on tabs only, without quoting)",
-                    fields.len(),
-                    header.len()
-                ),
-            ));
-        }
-        let label_text = fields[label_col].trim();
-        let label = spec
-            .labels
-            .iter()
-            .position(|l| l == label_text)
-            .ok_or_else(|| DataError::UnknownLabel {
-                path: path.to_path_buf(),
-                line: line_no,
-                label: label_text.to_string(),
-                known: spec.labels.clone(),
-            })?;
-        examples.push(TextExample {
-            text: fields[text_col].to_string(),
-            text_pair: pair_col.map(|c| fields[c].to_string()),
-            label,
-        });
-    }
-    Ok(TextDataset {
-        examples,
-        label_names: spec.labels.clone(),
-    })
+    .into_dataset(&spec.labels)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::TextExample;
 
     fn write(content: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();

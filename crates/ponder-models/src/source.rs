@@ -60,33 +60,46 @@ pub trait ClassificationSource {
     fn batch(&self, positions: &[usize], device: &Device) -> Batch;
 }
 
-/// Grey images from an IDX set (MNIST, Fashion-MNIST): a subset of the set, chosen by
-/// index, so train and validation splits share one copy of the pixels.
+/// Images of an [`ImageSet`] (IDX files such as Fashion-MNIST, or an image folder), any
+/// size and any number of channels: a subset of the set, chosen by index, so train and
+/// validation splits share one copy of the pixels.
 ///
-/// Pixels are scaled to `[0, 1]` and standardised with the given mean and standard
-/// deviation (Fashion-MNIST's: 0.2860, 0.3530).
+/// Pixels are scaled to `[0, 1]` and standardised per channel with a mean and standard
+/// deviation each: by default Fashion-MNIST's (0.2860, 0.3530) for every channel;
+/// [`ImageSource::with_channel_normalisation`] takes, e.g., the
+/// [`ImageSet::channel_stats`] of the training split.
 #[derive(Debug, Clone)]
 pub struct ImageSource {
     images: Arc<ImageSet>,
-    labels: Arc<Vec<u8>>,
+    labels: Arc<Vec<usize>>,
     indices: Vec<usize>,
     n_classes: usize,
-    mean: f32,
-    std: f32,
+    mean: Vec<f32>,
+    std: Vec<f32>,
 }
 
 impl ImageSource {
-    /// The examples `indices` of `images`/`labels`.
+    /// The examples `indices` of `images`/`labels` (labels `0..n_classes`).
     ///
     /// # Panics
-    /// If an index is out of range or the labels do not match the images (the loaders
-    /// of `ponder-data` check this on real files).
+    /// If the set has no channel or its pixels do not match its sizes, an index is out of
+    /// range, the labels do not match the images, or a label is not below `n_classes`
+    /// (the loaders of `ponder-data` check this on real files).
     pub fn new(
         images: Arc<ImageSet>,
-        labels: Arc<Vec<u8>>,
+        labels: Arc<Vec<usize>>,
         indices: Vec<usize>,
         n_classes: usize,
     ) -> Self {
+        assert!(
+            images.n_channels > 0 && images.pixels.len() == images.n_images * images.image_len(),
+            "ImageSource: {} pixels for {} images of {}x{}x{} (channels x rows x cols)",
+            images.pixels.len(),
+            images.n_images,
+            images.n_channels,
+            images.n_rows,
+            images.n_cols
+        );
         assert_eq!(
             images.n_images,
             labels.len(),
@@ -96,21 +109,60 @@ impl ImageSource {
             indices.iter().all(|&i| i < images.n_images),
             "ImageSource: index out of range"
         );
+        if let Some((i, label)) = labels.iter().enumerate().find(|&(_, &l)| l >= n_classes) {
+            panic!("ImageSource: label {label} of image {i} is not below n_classes = {n_classes}");
+        }
+        let channels = images.n_channels;
         Self {
             images,
             labels,
             indices,
             n_classes,
-            mean: 0.2860,
-            std: 0.3530,
+            mean: vec![0.2860; channels],
+            std: vec![0.3530; channels],
         }
     }
 
-    /// Uses another normalisation.
-    pub fn with_normalisation(mut self, mean: f32, std: f32) -> Self {
+    /// Uses another normalisation, the same for every channel.
+    ///
+    /// # Panics
+    /// If `mean` is not finite or `std` is not finite and positive.
+    pub fn with_normalisation(self, mean: f32, std: f32) -> Self {
+        let channels = self.images.n_channels;
+        self.with_channel_normalisation(vec![mean; channels], vec![std; channels])
+    }
+
+    /// Uses another normalisation per channel: channel `c` becomes
+    /// `(pixel / 255 - mean[c]) / std[c]`.
+    ///
+    /// # Panics
+    /// If `mean` or `std` does not have one value per channel, a mean is not finite, or
+    /// a standard deviation is not finite and positive.
+    pub fn with_channel_normalisation(mut self, mean: Vec<f32>, std: Vec<f32>) -> Self {
+        let channels = self.images.n_channels;
+        assert!(
+            mean.len() == channels && std.len() == channels,
+            "ImageSource: normalisation mean {mean:?} and std {std:?} must have one value per \
+             channel ({channels})"
+        );
+        assert!(
+            mean.iter().all(|m| m.is_finite()) && std.iter().all(|s| s.is_finite() && *s > 0.0),
+            "ImageSource: normalisation mean {mean:?} must be finite and std {std:?} finite \
+             and positive"
+        );
         self.mean = mean;
         self.std = std;
         self
+    }
+
+    /// The normalisation used: `(mean, std)`, one value per channel each.
+    pub fn normalisation(&self) -> (&[f32], &[f32]) {
+        (&self.mean, &self.std)
+    }
+
+    /// The underlying images (all of them, not only this source's indices).
+    pub fn images(&self) -> &ImageSet {
+        &self.images
     }
 }
 
@@ -124,28 +176,33 @@ impl ClassificationSource for ImageSource {
     }
 
     fn targets(&self) -> Vec<usize> {
-        self.indices
-            .iter()
-            .map(|&i| self.labels[i] as usize)
-            .collect()
+        self.indices.iter().map(|&i| self.labels[i]).collect()
     }
 
+    /// # Shapes
+    /// The input is [`EncoderInput::Images`] of `[positions.len(), n_channels, n_rows,
+    /// n_cols]`.
     fn batch(&self, positions: &[usize], device: &Device) -> Batch {
-        let (h, w) = (self.images.n_rows, self.images.n_cols);
-        let mut pixels = Vec::with_capacity(positions.len() * h * w);
+        let set = &*self.images;
+        let (c, h, w) = (set.n_channels, set.n_rows, set.n_cols);
+        // The normalised value of every byte, per channel.
+        let table: Vec<[f32; 256]> = self
+            .mean
+            .iter()
+            .zip(&self.std)
+            .map(|(&mean, &std)| std::array::from_fn(|v| (v as f32 / 255.0 - mean) / std))
+            .collect();
+        let mut pixels = Vec::with_capacity(positions.len() * c * h * w);
         let mut targets = Vec::with_capacity(positions.len());
         for &p in positions {
             let i = self.indices[p];
-            pixels.extend(
-                self.images
-                    .image(i)
-                    .iter()
-                    .map(|&v| (v as f32 / 255.0 - self.mean) / self.std),
-            );
-            targets.push(self.labels[i] as usize);
+            for (plane, table) in set.image(i).chunks_exact((h * w).max(1)).zip(&table) {
+                pixels.extend(plane.iter().map(|&v| table[usize::from(v)]));
+            }
+            targets.push(self.labels[i]);
         }
         let images =
-            Tensor::<4>::from_data(TensorData::new(pixels, [positions.len(), 1, h, w]), device);
+            Tensor::<4>::from_data(TensorData::new(pixels, [positions.len(), c, h, w]), device);
         Batch {
             input: EncoderInput::Images(images),
             targets,

@@ -18,7 +18,7 @@ use ponder_models::{
     Method, MultiExitClassifier, MultiExitConfig, TrainConfig, TrainObserver, TrainOutcome,
     TrainState, fit,
 };
-use ponder_transformer::{EncoderConfig, EncoderInput};
+use ponder_transformer::{EmbeddingKind, EncoderConfig, EncoderInput};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -35,7 +35,7 @@ const N_VALID: usize = 64;
 /// bright square whose place and size depend on the class (sides 5–6, 9–10, 13–14),
 /// its corner jittered by up to 4 pixels. Learnable, but not within a few steps: a tiny
 /// ViT needs some 50 steps to pass 80% (so the metrics of short runs still move).
-fn synthetic_images() -> (Arc<ImageSet>, Arc<Vec<u8>>) {
+fn synthetic_images() -> (Arc<ImageSet>, Arc<Vec<usize>>) {
     let n = N_TRAIN + N_VALID;
     let mut lcg: u64 = 0x2545_F491_4F6C_DD1D;
     let mut next = move || {
@@ -65,10 +65,11 @@ fn synthetic_images() -> (Arc<ImageSet>, Arc<Vec<u8>>) {
                 pixels.push(v as u8);
             }
         }
-        labels.push(class as u8);
+        labels.push(class);
     }
     let set = ImageSet {
         n_images: n,
+        n_channels: 1,
         n_rows: SIDE,
         n_cols: SIDE,
         pixels,
@@ -779,6 +780,113 @@ fn training_learns() {
     assert_eq!(bits(&accuracy), bits(&best.valid_layer_accuracy));
 }
 
+/// `n` random RGB 12×12 images in 3 classes (only the plumbing is under test), every
+/// channel drawn from its own range so that the channels' statistics differ.
+fn rgb_images(n: usize) -> (Arc<ImageSet>, Arc<Vec<usize>>) {
+    let mut lcg: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        lcg = lcg
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (lcg >> 33) as u32
+    };
+    let mut pixels = Vec::with_capacity(n * 3 * 12 * 12);
+    for _ in 0..n {
+        for (low, span) in [(0, 256), (100, 50), (200, 20)] {
+            pixels.extend((0..12 * 12).map(|_| (low + next() % span) as u8));
+        }
+    }
+    let set = ImageSet {
+        n_images: n,
+        n_channels: 3,
+        n_rows: 12,
+        n_cols: 12,
+        pixels,
+    };
+    (Arc::new(set), Arc::new((0..n).map(|i| i % 3).collect()))
+}
+
+#[test]
+fn rgb_images_of_another_size_train() {
+    let _guard = serial();
+    let (images, labels) = rgb_images(48);
+    let train_indices: Vec<usize> = (0..32).collect();
+    let (mean, std) = images.channel_stats(&train_indices);
+    let source = |indices| {
+        ImageSource::new(images.clone(), labels.clone(), indices, N_CLASSES)
+            .with_channel_normalisation(mean.clone(), std.clone())
+    };
+    let (train, valid) = (source(train_indices), source((32..48).collect()));
+    assert_eq!(train.normalisation(), (mean.as_slice(), std.as_slice()));
+
+    // batches are [b, 3, 12, 12], each channel standardised with its own statistics
+    let all: Vec<usize> = (0..32).collect();
+    let EncoderInput::Images(x) = train.batch(&all, &Device::flex()).input else {
+        panic!("an image source gives images");
+    };
+    assert_eq!(x.dims(), [32, 3, 12, 12]);
+    let x = x.try_into_vec_as::<f32>().unwrap();
+    for c in 0..3 {
+        let values: Vec<f32> = x
+            .chunks_exact(144)
+            .skip(c)
+            .step_by(3)
+            .flatten()
+            .copied()
+            .collect();
+        let n = values.len() as f32;
+        let m = values.iter().sum::<f32>() / n;
+        let v = values.iter().map(|x| (x - m) * (x - m)).sum::<f32>() / n;
+        assert!(
+            m.abs() < 1e-3 && (v.sqrt() - 1.0).abs() < 1e-3,
+            "channel {c}: mean {m}, std {}",
+            v.sqrt()
+        );
+    }
+
+    // a tiny ViT on 12×12 RGB patches of 4 trains, and its exits give finite logits
+    let d = device();
+    d.seed(5);
+    let mut encoder = EncoderConfig::tiny_vit();
+    encoder.embedding = EmbeddingKind::Patch {
+        image_size: 12,
+        patch_size: 4,
+        channels: 3,
+    };
+    encoder.n_layers = 2;
+    encoder.d_model = 16;
+    encoder.n_heads = 2;
+    encoder.d_ff = 32;
+    let model = MultiExitConfig::new(encoder.into(), N_CLASSES).init(&d);
+    let config = TrainConfig {
+        epochs: 2,
+        batch_size: 16,
+        eval_batch_size: 16,
+        ..config(Method::Pabee)
+    };
+    let out = train_plain(model, &train, &valid, &config, &d);
+    let history = &out.state.history;
+    assert_eq!(out.state.global_step, 4, "{history:#?}");
+    assert!(
+        history.iter().all(|l| l.train_loss.is_finite()),
+        "{history:#?}"
+    );
+    let logits = probe_logits(&out.model, &valid);
+    assert_eq!(logits.len(), 2);
+    for exit in &logits {
+        assert_eq!(exit.len(), 16 * N_CLASSES);
+        assert!(exit.iter().all(|v| v.is_finite()), "{exit:?}");
+    }
+}
+
+#[test]
+#[should_panic(expected = "must have one value per channel (3)")]
+fn channel_normalisation_needs_one_value_per_channel() {
+    let (images, labels) = rgb_images(3);
+    let _ = ImageSource::new(images, labels, vec![0, 1, 2], N_CLASSES)
+        .with_channel_normalisation(vec![0.5, 0.5], vec![0.2, 0.2]);
+}
+
 fn config_key(config: &TrainConfig) -> String {
     match config.validate() {
         Err(PonderError::InvalidConfig { key, .. }) => key,
@@ -847,6 +955,7 @@ fn bad_train_config_is_an_error() {
     let empty = ImageSource::new(
         Arc::new(ImageSet {
             n_images: 0,
+            n_channels: 1,
             n_rows: SIDE,
             n_cols: SIDE,
             pixels: Vec::new(),

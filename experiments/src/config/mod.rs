@@ -18,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::run::ModelKind;
 
+mod data;
+pub use data::{DataConfig, DataFormat, Dataset, InputKind};
+
 /// A whole experiment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,101 +37,6 @@ pub struct Experiment {
     /// What `ponder compare` trains and evaluates.
     #[serde(default)]
     pub compare: CompareConfig,
-}
-
-/// Which data set, where, and how it is split.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DataConfig {
-    /// `fashion-mnist` (IDX images; also reads MNIST), `spamassassin` (e-mails, one
-    /// folder per class) or `glue` (one GLUE task's TSV files, `data.task`).
-    pub dataset: Dataset,
-    /// Folder of the data set; for GLUE, the task's folder (`glue_data/RTE`) holding
-    /// `train.tsv` and `dev.tsv` (MNLI: `dev_matched.tsv`, `dev_mismatched.tsv`).
-    pub path: PathBuf,
-    /// GLUE only: the task (`cola`, `sst-2`, `mrpc`, `sts-b`, `qqp`, `mnli`, `qnli`, `rte`,
-    /// `wnli`; case, `-` and `_` are ignored). Checkpoints are chosen on validation
-    /// accuracy (STS-B: Pearson correlation), not on the task's official metric. The
-    /// Mamba backbone reads a pair as one sequence (`[SEP]` marks the boundary; it has
-    /// no segment embedding).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task: Option<String>,
-    /// GLUE MNLI only: test on `dev_mismatched.tsv` instead of `dev_matched.tsv`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub mismatched: bool,
-    /// Fraction of the training data held out for validation (model selection; for
-    /// GLUE, carved from `train.tsv`: the dev file is the test set).
-    #[serde(default = "default_valid_fraction")]
-    pub valid_fraction: f64,
-    /// Fraction held out for the test set, for data sets without one (SpamAssassin;
-    /// ignored by the others).
-    #[serde(default = "default_test_fraction")]
-    pub test_fraction: f64,
-    /// Use at most this many training examples (0: all), for quick runs.
-    #[serde(default)]
-    pub train_limit: usize,
-    /// Use at most this many test examples (0: all).
-    #[serde(default)]
-    pub test_limit: usize,
-    /// Text only: `tokenizer.json` or WordPiece `vocab.txt`.
-    #[serde(default)]
-    pub tokenizer: Option<PathBuf>,
-    /// Text only: longest token sequence, special tokens included.
-    #[serde(default = "default_max_tokens")]
-    pub max_tokens: usize,
-    /// Text only: bytes of each e-mail kept after taking its subject and body.
-    #[serde(default = "default_max_bytes")]
-    pub max_bytes: usize,
-}
-
-fn default_valid_fraction() -> f64 {
-    0.1
-}
-fn default_test_fraction() -> f64 {
-    0.2
-}
-fn default_max_tokens() -> usize {
-    128
-}
-fn default_max_bytes() -> usize {
-    4000
-}
-
-/// Supported data sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Dataset {
-    /// Fashion-MNIST (or MNIST) IDX files.
-    FashionMnist,
-    /// The SpamAssassin public corpus.
-    Spamassassin,
-    /// A GLUE task (`data.task`) from its TSV files.
-    Glue,
-}
-
-impl DataConfig {
-    /// The GLUE task of `dataset = "glue"` (`None` for other data sets).
-    ///
-    /// # Errors
-    /// A GLUE data set without `task`, or an unknown task.
-    pub fn glue_task(&self) -> Result<Option<GlueTask>> {
-        if self.dataset != Dataset::Glue {
-            return Ok(None);
-        }
-        let name = self.task.as_deref().context(
-            "missing `data.task`: a GLUE experiment names its task (cola, sst-2, mrpc, sts-b, qqp, mnli, qnli, rte, wnli)",
-        )?;
-        GlueTask::parse(name)
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!("invalid value for `data.task`: {e}"))
-    }
-}
-
-impl Dataset {
-    /// Whether examples are token sequences.
-    pub fn is_text(self) -> bool {
-        self != Dataset::FashionMnist
-    }
 }
 
 /// The backbone: an encoder and its exits.
@@ -364,6 +272,7 @@ impl Experiment {
             );
         }
         self.train.validate()?;
+        self.data.validate()?;
         match &self.model.pretrained {
             // the checkpoint's shape against [model] (the vocabulary is checked once the
             // tokenizer is loaded)
@@ -372,7 +281,7 @@ impl Experiment {
             }
             None => self.encoder_config(10, 1)?.validate()?,
         }
-        if self.data.dataset == Dataset::Glue {
+        if self.data.dataset == Some(Dataset::Glue) {
             let task = self.glue_task()?.unwrap_or_else(|| unreachable!("checked"));
             if self.data.mismatched && task != GlueTask::Mnli {
                 bail!(
@@ -398,11 +307,9 @@ impl Experiment {
                     );
                 }
             }
-        } else if self.data.task.is_some() || self.data.mismatched {
-            bail!("`data.task` and `data.mismatched` apply to `dataset = \"glue\"` only");
         }
         if self.backbones().contains(&BackboneKind::Mamba) {
-            if !self.data.dataset.is_text() {
+            if !self.data.is_text() {
                 bail!(
                     "invalid value for `model.backbone` / `compare.backbones`: the Mamba backbone reads token ids; use it with a text data set"
                 );
@@ -424,20 +331,8 @@ impl Experiment {
                 .ponder
                 .validate_for("train.ponder", self.model.n_layers)?;
         }
-        if !(0.0..1.0).contains(&self.data.valid_fraction) || self.data.valid_fraction == 0.0 {
-            bail!(
-                "invalid value for `data.valid_fraction`: {} is not in (0, 1)",
-                self.data.valid_fraction
-            );
-        }
-        if !(0.0..1.0).contains(&self.data.test_fraction) {
-            bail!(
-                "invalid value for `data.test_fraction`: {} is not in [0, 1)",
-                self.data.test_fraction
-            );
-        }
         if self.model.pretrained.is_some()
-            && (!self.data.dataset.is_text()
+            && (!self.data.is_text()
                 || self
                     .backbones()
                     .iter()
@@ -445,15 +340,6 @@ impl Experiment {
         {
             bail!(
                 "invalid value for `model.pretrained`: a pretrained encoder needs a text data set and the transformer backbone"
-            );
-        }
-        if self.data.dataset.is_text() && self.data.tokenizer.is_none() {
-            bail!("missing `data.tokenizer`: text data sets need a tokenizer.json or vocab.txt");
-        }
-        if self.data.max_tokens < 3 {
-            bail!(
-                "invalid value for `data.max_tokens`: {} is too short",
-                self.data.max_tokens
             );
         }
         if !(0.0..1.0).contains(&self.model.head_dropout) {
@@ -652,13 +538,15 @@ impl Experiment {
         if let Some(dir) = &m.pretrained {
             return self.pretrained_config(dir, Some(vocab_size), max_position);
         }
-        let embedding = match self.data.dataset {
-            Dataset::FashionMnist => EmbeddingKind::Patch {
-                image_size: 28,
+        let embedding = match self.data.input() {
+            // an IDX file's size is known once it is read: until then any multiple of the
+            // patch passes
+            InputKind::Images { size, channels } => EmbeddingKind::Patch {
+                image_size: size.unwrap_or(m.patch_size),
                 patch_size: m.patch_size,
-                channels: 1,
+                channels,
             },
-            Dataset::Spamassassin | Dataset::Glue => EmbeddingKind::Text {
+            InputKind::Text => EmbeddingKind::Text {
                 vocab_size,
                 max_position,
                 type_vocab_size: 2,
@@ -828,6 +716,7 @@ mod tests {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
             if text.contains("[token_exit]")
                 || name.starts_with("parity")
+                || name.starts_with("lm-")
                 || (name.starts_with("shakespeare") && !text.contains("[compare]"))
             {
                 continue;
