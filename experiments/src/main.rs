@@ -111,14 +111,16 @@ enum Command {
         #[command(flatten)]
         run: FolderArgs,
     },
-    /// A character-level language model on the complete works of Shakespeare (Mamba,
-    /// or a causal transformer decoder with `model.backbone = "transformer"`): train it
-    /// (resumable checkpoints every few hundred steps), report validation bits per
-    /// character and the loss curve, generate a sample token by token, and measure the
-    /// generation state (recurrent state or KV cache) at two lengths. Presets:
-    /// experiments/configs/shakespeare-mamba.toml (about 25 minutes on 2 cores) and
-    /// shakespeare-transformer.toml (about 11 minutes). Token-level early exit on both:
-    /// `ponder compare experiments/configs/shakespeare-token-exit.toml`.
+    /// A language model (Mamba, or a causal transformer decoder with `model.backbone =
+    /// "transformer"`) on a text corpus, over characters or the tokens of a
+    /// tokenizer.json: train it (resumable checkpoints every few hundred steps), report
+    /// validation (and test) bits per token and per character and the loss curve,
+    /// generate a sample token by token, and measure the generation state (recurrent
+    /// state or KV cache) at two lengths. Your own text: experiments/configs/lm-text.toml
+    /// (`[data]` with `format = "text"`, `train`, `valid`, `test`, `tokenizer`). The
+    /// complete works of Shakespeare: experiments/configs/shakespeare-mamba.toml (about 25
+    /// minutes on 2 cores) and shakespeare-transformer.toml (about 11 minutes); token-level
+    /// early exit on both: `ponder compare experiments/configs/shakespeare-token-exit.toml`.
     Lm {
         /// LM experiment file (TOML).
         #[arg(default_value = DEFAULT_LM)]
@@ -481,6 +483,32 @@ fn open_or_create<E: serde::Serialize>(
     Ok((RunFolder::create_with_config(root, &text)?, experiment))
 }
 
+/// [`open_or_create`] that also reads the experiment's data with `read` before a new run
+/// folder is made, so that bad data leaves no folder behind.
+fn open_or_create_with<E: serde::Serialize, D>(
+    resume: Option<PathBuf>,
+    run_dir: Option<PathBuf>,
+    load_saved: impl FnOnce(&Path) -> Result<E>,
+    load_new: impl FnOnce() -> Result<(String, E)>,
+    read: impl FnOnce(&E) -> Result<D>,
+) -> Result<(RunFolder, E, D)> {
+    if let Some(root) = resume {
+        let run = RunFolder::existing(&root)?;
+        let experiment = load_saved(&root.join("config.toml"))?;
+        let data = read(&experiment)?;
+        return Ok((run, experiment, data));
+    }
+    let (name, experiment) = load_new()?;
+    let data = read(&experiment)?;
+    let root = run_dir.unwrap_or_else(|| RunFolder::timestamped(Path::new("runs"), &name));
+    let text = toml::to_string_pretty(&experiment).context("serialising the experiment")?;
+    Ok((
+        RunFolder::create_with_config(root, &text)?,
+        experiment,
+        data,
+    ))
+}
+
 fn parity_cmd(device: DeviceChoice, path: PathBuf, args: FolderArgs) -> Result<()> {
     let (dev, _) = device.device()?;
     let (run, experiment) = open_or_create(
@@ -507,7 +535,7 @@ fn token_exit_cmd(device: DeviceChoice, args: RunArgs) -> Result<()> {
     let (dev, _) = device.device()?;
     let path = args.experiment.clone();
     let overrides = args.folder.overrides.clone();
-    let (run, experiment) = open_or_create(
+    let (run, experiment, corpus) = open_or_create_with(
         args.folder.resume,
         args.folder.run_dir,
         |root| TokenExitExperiment::load(root, &[]),
@@ -515,9 +543,10 @@ fn token_exit_cmd(device: DeviceChoice, args: RunArgs) -> Result<()> {
             let e = TokenExitExperiment::load(&path, &overrides)?;
             Ok((e.name.clone(), e))
         },
+        token_exit::load_corpus,
     )?;
     eprintln!("run folder: {}", run.root().display());
-    let results = token_exit::run(&experiment, &run, &dev)?;
+    let results = token_exit::run(&experiment, &corpus, &run, &dev)?;
     let mut plots = Vec::new();
     for b in &results.backbones {
         let name = format!("compute_vs_consistency_{}.svg", b.name);
@@ -538,7 +567,8 @@ fn token_exit_cmd(device: DeviceChoice, args: RunArgs) -> Result<()> {
 
 fn lm_cmd(device: DeviceChoice, path: PathBuf, args: FolderArgs) -> Result<()> {
     let (dev, _) = device.device()?;
-    let (run, experiment) = open_or_create(
+    // the corpus is read and checked before a run folder is made
+    let (run, experiment, inputs) = open_or_create_with(
         args.resume,
         args.run_dir,
         |root| LmExperiment::load(root, &[]),
@@ -546,9 +576,10 @@ fn lm_cmd(device: DeviceChoice, path: PathBuf, args: FolderArgs) -> Result<()> {
             let e = LmExperiment::load(&path, &args.overrides)?;
             Ok((e.name.clone(), e))
         },
+        LmExperiment::inputs,
     )?;
     eprintln!("run folder: {}", run.root().display());
-    let (results, logs) = lm::run(&experiment, &run, &dev)?;
+    let (results, logs) = lm::run(&experiment, &inputs, &run, &dev)?;
     finish_run(
         &run,
         &results,

@@ -1,9 +1,12 @@
 //! `ponder compare` on a token-exit experiment (DYNAMAX, CALM; methods.md §6–7): for
-//! each language model (Mamba, transformer), train DYNAMAX's exit classifiers on the
-//! frozen model, sweep the threshold of every exit rule (classifiers, softmax max, top-2
-//! margin, hidden-state saturation), measure compute saved against consistency with
-//! full-depth greedy decoding on held-out text, and calibrate each rule's threshold with
-//! Learn-then-Test for a target consistency. Run folder:
+//! each language model (Mamba, transformer) trained by `ponder lm` on the corpus of the
+//! experiment's `[data]` (the same forms as `ponder lm`'s, characters or a
+//! `tokenizer.json`; each model's run must have recorded the same vocabulary), train
+//! DYNAMAX's exit classifiers on the frozen model, sweep the threshold of every exit rule
+//! (classifiers, softmax max, top-2 margin, hidden-state saturation), measure compute
+//! saved against consistency with full-depth greedy decoding on held-out text, and
+//! calibrate each rule's threshold with Learn-then-Test for a target consistency. Run
+//! folder:
 //!
 //! ```text
 //! runs/NAME-TIMESTAMP/
@@ -24,7 +27,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::SeriesLabelPosition;
 use ponder_calibration::{LttCandidate, LttOutcome, PValue, learn_then_test};
 use ponder_core::{SkipRule, TokenLm};
-use ponder_data::{CharCorpus, load_shakespeare};
+use ponder_data::LmCorpus;
 use ponder_exits::token::{
     ClassifierKind, Decoded, ExitClassifier, ExitClassifierSpec, SummaryInput, TokenExitConfig,
     TokenRule, decode,
@@ -46,7 +49,8 @@ use crate::run::RunFolder;
 pub struct TokenExitExperiment {
     /// Name (used for the run folder).
     pub name: String,
-    /// The corpus (must be the one the language models were trained on).
+    /// The corpus (its vocabulary must be the one the language models were trained on;
+    /// the sequences come from its validation text).
     pub data: lm::LmData,
     /// The language models.
     pub backbones: Vec<BackboneEntry>,
@@ -108,9 +112,9 @@ pub struct TokenExitSweep {
     pub margin_thresholds: Vec<f64>,
     /// Thresholds of the hidden-state saturation (cosine).
     pub saturation_thresholds: Vec<f64>,
-    /// Characters of each prompt.
+    /// Tokens (characters, with a character vocabulary) of each prompt.
     pub prompt_len: usize,
-    /// Characters generated after each prompt (the first from the prompt's full-depth
+    /// Tokens generated after each prompt (the first from the prompt's full-depth
     /// pass, the rest through the exiting decoder).
     pub gen_len: usize,
     /// Held-out sequences used to calibrate thresholds (Learn-then-Test).
@@ -147,6 +151,7 @@ impl TokenExitExperiment {
 
     /// Checks what can be checked without the models.
     pub fn validate(&self) -> Result<()> {
+        self.data.validate()?;
         self.classifier_train.validate()?;
         let s = &self.token_exit;
         if self.backbones.is_empty() {
@@ -278,7 +283,8 @@ pub struct BackboneResult {
     pub n_params: usize,
     /// The skip rule of the sweeps.
     pub skip_rule: SkipRule,
-    /// Bits per character of the test continuations at full depth (teacher forcing).
+    /// Bits per token (per character, with a character vocabulary) of the test
+    /// continuations at full depth (teacher forcing).
     pub full_bpc: f64,
     /// Wall-clock seconds of full-depth free decoding of the test sequences (one run,
     /// after a warm-up, timed as every swept point).
@@ -296,12 +302,20 @@ pub struct BackboneResult {
 pub struct TokenExitResults {
     /// Experiment name.
     pub experiment: String,
+    /// `characters`, or `tokenizer PATH`: what a token is (the `bpc` columns are bits
+    /// per token, which are bits per character only for characters).
+    #[serde(default = "characters")]
+    pub vocabulary: String,
     /// Target consistency and ε.
     pub target_consistency: f64,
     /// ε.
     pub ltt_epsilon: f64,
     /// Per backbone.
     pub backbones: Vec<BackboneResult>,
+}
+
+fn characters() -> String {
+    "characters".into()
 }
 
 /// Prompts, their full-depth continuations and the true text of a set of held-out
@@ -311,10 +325,10 @@ struct Sequences {
     truth: Vec<Vec<usize>>,
 }
 
-fn sequences(corpus: &CharCorpus, sweep: &TokenExitSweep) -> Result<(Sequences, Sequences)> {
+fn sequences(corpus: &LmCorpus, sweep: &TokenExitSweep) -> Result<(Sequences, Sequences)> {
     let len = sweep.prompt_len + sweep.gen_len;
     let total = sweep.calibration_sequences + sweep.test_sequences;
-    let windows = spread_windows(&corpus.valid, len, total)?;
+    let windows = spread_windows(&corpus.valid.ids, len, total)?;
     // Interleave so both sets cover every held-out work.
     let (mut calibration, mut test) = (
         Sequences {
@@ -339,8 +353,9 @@ fn sequences(corpus: &CharCorpus, sweep: &TokenExitSweep) -> Result<(Sequences, 
         } else {
             &mut calibration
         };
-        target.prompts.push(w[..sweep.prompt_len].to_vec());
-        target.truth.push(w[sweep.prompt_len..].to_vec());
+        let ids = |part: &[u32]| part.iter().map(|&id| id as usize).collect::<Vec<_>>();
+        target.prompts.push(ids(&w[..sweep.prompt_len]));
+        target.truth.push(ids(&w[sweep.prompt_len..]));
     }
     Ok((calibration, test))
 }
@@ -442,29 +457,36 @@ fn bar(total: usize, label: &str) -> ProgressBar {
     bar
 }
 
-/// Runs the whole comparison.
-pub fn run(
-    experiment: &TokenExitExperiment,
-    run: &RunFolder,
-    device: &Device,
-) -> Result<TokenExitResults> {
-    let load = || load_shakespeare(&experiment.data.path, experiment.data.valid_every);
-    let corpus = match load() {
-        Err(e @ ponder_data::DataError::MissingDataset { .. }) => {
-            crate::data::fetch("shakespeare", e)?;
-            load()
-        }
-        other => other,
-    }
-    .with_context(|| format!("reading the corpus in {}", experiment.data.path.display()))?;
-    let vocab: String = corpus.vocab.chars().iter().collect();
-    let (calibration, test) = sequences(&corpus, &experiment.token_exit)?;
+/// Reads the experiment's corpus (`[data]`) and checks that its validation text holds the
+/// sequences and the classifiers' held-out windows, and that the language models already
+/// trained recorded its vocabulary: before a run folder is made.
+pub fn load_corpus(experiment: &TokenExitExperiment) -> Result<LmCorpus> {
+    let corpus = experiment.data.load()?;
+    sequences(&corpus, &experiment.token_exit).context(
+        "invalid value for `token_exit.calibration_sequences` / `token_exit.test_sequences`",
+    )?;
     spread_windows(
-        &corpus.valid,
+        &corpus.valid.ids,
         experiment.classifier_train.seq_len,
         experiment.classifier_train.valid_windows,
     )
     .context("invalid value for `classifier_train.valid_windows`")?;
+    // language models trained already must have been trained on this vocabulary
+    for entry in &experiment.backbones {
+        lm::check_vocab(&entry.run, &corpus.vocab, false)
+            .with_context(|| format!("the language model of backbone `{}`", entry.name))?;
+    }
+    Ok(corpus)
+}
+
+/// Runs the whole comparison on `corpus` ([`load_corpus`]).
+pub fn run(
+    experiment: &TokenExitExperiment,
+    corpus: &LmCorpus,
+    run: &RunFolder,
+    device: &Device,
+) -> Result<TokenExitResults> {
+    let (calibration, test) = sequences(corpus, &experiment.token_exit)?;
     // Everything that can be checked from the language models' configs, before any work.
     for entry in &experiment.backbones {
         let saved = entry.run.join("config.toml");
@@ -477,13 +499,14 @@ pub fn run(
     for entry in &experiment.backbones {
         lm::ensure_trained(&entry.lm, &entry.run, device)
             .with_context(|| format!("the language model of backbone `{}`", entry.name))?;
-        let (_, trained) = lm::load_trained(&entry.run, &vocab, device)?;
+        let (_, trained) = lm::load_trained(&entry.run, &corpus.vocab, device)
+            .with_context(|| format!("the language model of backbone `{}`", entry.name))?;
         let result = match &trained {
             TrainedLm::Mamba(m) => evaluate(
                 m,
                 entry,
                 experiment,
-                &corpus,
+                corpus,
                 &calibration,
                 &test,
                 run,
@@ -493,7 +516,7 @@ pub fn run(
                 t,
                 entry,
                 experiment,
-                &corpus,
+                corpus,
                 &calibration,
                 &test,
                 run,
@@ -504,6 +527,7 @@ pub fn run(
     }
     Ok(TokenExitResults {
         experiment: experiment.name.clone(),
+        vocabulary: corpus.vocab.describe(),
         target_consistency: experiment.token_exit.target_consistency,
         ltt_epsilon: experiment.token_exit.ltt_epsilon,
         backbones,
@@ -539,7 +563,7 @@ fn precheck(
     if let Some(max) = max_len {
         if s.prompt_len + s.gen_len - 1 > max {
             bail!(
-                "invalid value for `token_exit.gen_len`: a prompt of {} and {} generated characters exceed backbone `{}`'s {max} positions",
+                "invalid value for `token_exit.gen_len`: a prompt of {} and {} generated tokens exceed backbone `{}`'s {max} positions",
                 s.prompt_len,
                 s.gen_len,
                 entry.name
@@ -562,7 +586,7 @@ fn evaluate<L: TokenLm + burn::module::Module>(
     lm: &L,
     entry: &BackboneEntry,
     experiment: &TokenExitExperiment,
-    corpus: &CharCorpus,
+    corpus: &LmCorpus,
     calibration: &Sequences,
     test: &Sequences,
     run: &RunFolder,
@@ -577,7 +601,7 @@ fn evaluate<L: TokenLm + burn::module::Module>(
     if let Some(max) = lm.max_len() {
         if s.prompt_len + n - 1 > max {
             bail!(
-                "invalid value for `token_exit.gen_len`: a prompt of {} and {n} generated characters exceed backbone `{}`'s {max} positions",
+                "invalid value for `token_exit.gen_len`: a prompt of {} and {n} generated tokens exceed backbone `{}`'s {max} positions",
                 s.prompt_len,
                 entry.name
             );
@@ -871,6 +895,11 @@ fn pct(v: f64) -> String {
 
 /// The results as Markdown.
 pub fn table(results: &TokenExitResults) -> String {
+    let per = if results.vocabulary == "characters" {
+        "char"
+    } else {
+        "token"
+    };
     let mut s = format!(
         "## {}: token-level early exit\n\nConsistency: teacher-forced token agreement with full-depth greedy decoding on held-out text; target {:.0}% (Learn-then-Test δ = {:.2}, ε = {:.2}, Hoeffding–Bentkus).\n\n",
         results.experiment,
@@ -880,7 +909,7 @@ pub fn table(results: &TokenExitResults) -> String {
     );
     for b in &results.backbones {
         s.push_str(&format!(
-            "### {} ({} layers, {} parameters, skipped layers: {})\n\nFull depth: {:.3} bits/char on the test continuations; free decoding {:.2} s.\n\n",
+            "### {} ({} layers, {} parameters, skipped layers: {})\n\nFull depth: {:.3} bits/{per} on the test continuations; free decoding {:.2} s.\n\n",
             b.name,
             b.n_layers,
             b.n_params,
@@ -947,7 +976,7 @@ pub fn table(results: &TokenExitResults) -> String {
                 wall
             ));
         }
-        s.push_str("\nEvery swept point (test sequences):\n\n| rule | last layer | threshold | layers saved | FLOPs saved | DYNAMAX speed-up | wall-clock speed-up | consistency | calibration consistency | free agreement | exact match | bits/char |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str(&format!("\nEvery swept point (test sequences):\n\n| rule | last layer | threshold | layers saved | FLOPs saved | DYNAMAX speed-up | wall-clock speed-up | consistency | calibration consistency | free agreement | exact match | bits/{per} |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"));
         for c in &b.curves {
             for p in &c.points {
                 let m = &p.test;
@@ -968,7 +997,7 @@ pub fn table(results: &TokenExitResults) -> String {
                 ));
             }
         }
-        s.push_str("\nSkip rules at the softmax ablation threshold:\n\n| skip rule | last layer | layers saved | FLOPs saved | DYNAMAX speed-up | consistency | free agreement | bits/char |\n|---|---|---:|---:|---:|---:|---:|---:|\n");
+        s.push_str(&format!("\nSkip rules at the softmax ablation threshold:\n\n| skip rule | last layer | layers saved | FLOPs saved | DYNAMAX speed-up | consistency | free agreement | bits/{per} |\n|---|---|---:|---:|---:|---:|---:|---:|\n"));
         for a in &b.ablation {
             let m = &a.test;
             s.push_str(&format!(
@@ -1085,13 +1114,7 @@ mod tests {
 
     #[test]
     fn sequences_interleave_calibration_and_test() {
-        let corpus = CharCorpus {
-            vocab: ponder_data::CharVocab::from_texts(["ab"]),
-            train: vec![0; 100],
-            valid: (0..1000).map(|i| i % 2).collect(),
-            train_files: vec![],
-            valid_files: vec![],
-        };
+        let corpus = LmCorpus::from_texts(&"a".repeat(100), &"ab".repeat(500));
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/shakespeare-token-exit.toml");
         let mut sweep = TokenExitExperiment::load(&path, &[]).unwrap().token_exit;

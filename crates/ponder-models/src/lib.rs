@@ -13,9 +13,10 @@
 //!   evaluation every epoch, best checkpoint on validation, resumable checkpoints).
 //! * [`evaluate`]: adaptive inference of a policy over a data set through the batched
 //!   runner, with accuracy, exit statistics and wall-clock time.
-//! * [`fit_lm`]: a character language model ([`CharLm`]: Mamba or the transformer
-//!   decoder) with resumable checkpoints; [`sample_lm`] generates from any
-//!   [`ponder_core::TokenLm`].
+//! * [`fit_lm`]: a language model ([`WindowLm`]: Mamba or the transformer decoder) on
+//!   an [`LmCorpus`](ponder_data::LmCorpus) of characters or subword tokens, with
+//!   resumable checkpoints; [`evaluate_lm`] gives bits per token and per character;
+//!   [`sample_lm`] generates from any [`ponder_core::TokenLm`].
 //! * [`fit_exit_classifier`]: DYNAMAX's exit classifiers on a frozen language model, and
 //!   [`token_exit_metrics`]: compute saved, consistency and speed of token-level exits.
 
@@ -37,8 +38,8 @@ pub use eval::{
     layer_outputs, make_batches,
 };
 pub use lm::{
-    CharLm, LmLog, LmObserver, LmOutcome, LmTrainConfig, LmTrainState, Sampled, evaluate_bpc,
-    fit_lm, sample_lm,
+    LmLog, LmObserver, LmOutcome, LmScore, LmTrainConfig, LmTrainState, Sampled, WindowLm,
+    evaluate_lm, fit_lm, sample_lm,
 };
 pub use parity::{
     DifficultyRow, ParityEval, ParityLog, ParityModel, ParityModelConfig, ParityObserver,

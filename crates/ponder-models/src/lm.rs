@@ -1,5 +1,6 @@
-//! Training a character language model (Mamba or transformer decoder) on a character corpus, with validation bits per
-//! character, a loss curve and resumable checkpoints.
+//! Training a language model (Mamba or transformer decoder) on an [`LmCorpus`] of
+//! characters or subword tokens, with validation bits per token and per character, a
+//! loss curve and resumable checkpoints.
 
 use std::time::Instant;
 
@@ -9,7 +10,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ponder_core::{PonderError, Result, TokenLm};
-use ponder_data::CharCorpus;
+use ponder_data::{CorpusSplit, LmCorpus};
 use ponder_mamba::{MambaLm, Sampling, pick};
 use ponder_transformer::DecoderLm;
 use serde::{Deserialize, Serialize};
@@ -17,14 +18,14 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::CheckpointFiles;
 
 /// A language model [`fit_lm`] trains: logits of every position of a window.
-pub trait CharLm: Module + Clone {
+pub trait WindowLm: Module + Clone {
     /// Logits `[batch, seq_len, vocab]` of ids `[batch, seq_len]`.
     fn window_logits(&self, ids: Tensor<2, Int>) -> Tensor<3>;
     /// Vocabulary size.
     fn vocabulary(&self) -> usize;
 }
 
-impl CharLm for MambaLm {
+impl WindowLm for MambaLm {
     fn window_logits(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         self.forward(ids)
     }
@@ -33,7 +34,7 @@ impl CharLm for MambaLm {
     }
 }
 
-impl CharLm for DecoderLm {
+impl WindowLm for DecoderLm {
     fn window_logits(&self, ids: Tensor<2, Int>) -> Tensor<3> {
         self.forward(ids)
     }
@@ -50,7 +51,8 @@ pub struct LmTrainConfig {
     pub steps: usize,
     /// Windows per batch.
     pub batch_size: usize,
-    /// Characters per window (the model predicts each next character).
+    /// Tokens per window (the model predicts each next token; characters with a
+    /// character vocabulary).
     pub seq_len: usize,
     /// Peak learning rate (Adam).
     pub learning_rate: f64,
@@ -149,20 +151,36 @@ impl LmTrainConfig {
 }
 
 /// One point of the loss curve.
+///
+/// With a character vocabulary, bits per token are bits per character.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LmLog {
     /// Steps done.
     pub step: usize,
-    /// Mean training loss (nats per character) since the previous point.
+    /// Mean training loss (nats per token) since the previous point.
     pub train_loss: f64,
-    /// The same in bits per character.
+    /// The same in bits per character: bits per token times the training text's tokens
+    /// per character (its mean over the whole training text).
     pub train_bpc: f64,
-    /// Validation bits per character (on `eval_windows` windows).
+    /// Validation bits per character (on `eval_windows` windows; the characters their
+    /// tokens cover, see [`LmScore`]).
     pub valid_bpc: f64,
+    /// The training loss in bits per token.
+    #[serde(default = "not_recorded")]
+    pub train_bpt: f64,
+    /// Validation bits per token.
+    #[serde(default = "not_recorded")]
+    pub valid_bpt: f64,
     /// Learning rate of the last step.
     pub learning_rate: f64,
     /// Seconds of training so far (across resumptions).
     pub seconds: f64,
+}
+
+/// Curves written before bits per token were recorded (character runs, where they are
+/// the bits per character) read as NaN here; [`fit_lm`] fills them in.
+fn not_recorded() -> f64 {
+    f64::NAN
 }
 
 /// What a checkpoint records besides the weights and the optimizer.
@@ -187,7 +205,7 @@ pub struct LmTrainState {
 
 /// Progress callbacks of [`fit_lm`].
 pub trait LmObserver {
-    /// After every step, with its loss (nats per character).
+    /// After every step, with its loss (nats per token).
     fn on_step(&mut self, _step: usize, _loss: f64) {}
     /// After every evaluation.
     fn on_eval(&mut self, _log: &LmLog) {}
@@ -223,13 +241,13 @@ fn optimizer(config: &LmTrainConfig) -> ModuleOptimizer {
     adam.init()
 }
 
-fn ids_tensor(ids: &[usize], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
-    let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+fn ids_tensor(ids: &[u32], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 
-/// Mean cross-entropy (nats per predicted character) of windows `[batch, len + 1]`.
-fn window_loss<M: CharLm>(model: &M, ids: Tensor<2, Int>) -> Tensor<1> {
+/// Mean cross-entropy (nats per predicted token) of windows `[batch, len + 1]`.
+fn window_loss<M: WindowLm>(model: &M, ids: Tensor<2, Int>) -> Tensor<1> {
     let [batch, width] = ids.dims();
     let len = width - 1;
     let inputs = ids.clone().narrow(1, 0, len);
@@ -241,31 +259,58 @@ fn window_loss<M: CharLm>(model: &M, ids: Tensor<2, Int>) -> Tensor<1> {
         .forward(logits.reshape([batch * len, vocab]), targets)
 }
 
-/// Validation bits per character of `model` (without autodiff) over the first
-/// `max_windows` windows of `seq_len` characters (0: the whole validation text); NaN
-/// when the validation text is too short for one window ([`fit_lm`] refuses such a
-/// corpus).
-pub fn evaluate_bpc<M: CharLm>(
+/// How well a language model predicts (part of) a text.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LmScore {
+    /// Tokens predicted.
+    pub tokens: usize,
+    /// Characters those tokens cover ([`CorpusSplit::chars_covered`]: exact for
+    /// characters and for the validation and test splits of a tokenizer corpus).
+    pub chars: f64,
+    /// Bits per predicted token (base-2 cross-entropy).
+    pub bits_per_token: f64,
+    /// Bits per character: the tokens' bits over the characters they cover.
+    pub bits_per_char: f64,
+}
+
+/// Bits per token and per character of `model` (without autodiff) on `split`, over its
+/// first `max_windows` windows of `seq_len` tokens (0: the whole split; see
+/// [`CorpusSplit::windows`]); NaN when the split is too short for one window
+/// ([`fit_lm`] refuses such a validation text).
+pub fn evaluate_lm<M: WindowLm>(
     model: &M,
-    corpus: &CharCorpus,
+    split: &CorpusSplit,
     seq_len: usize,
     max_windows: usize,
     batch_size: usize,
     device: &Device,
-) -> f64 {
-    let windows = corpus.valid_windows(seq_len, max_windows);
+) -> LmScore {
+    let windows = split.windows(seq_len, max_windows);
     let (mut nats, mut count) = (0.0, 0usize);
     for group in windows.chunks(batch_size.max(1)) {
-        let flat: Vec<usize> = group.iter().flat_map(|w| w.iter().copied()).collect();
+        let flat: Vec<u32> = group.iter().flat_map(|w| w.iter().copied()).collect();
         let ids = ids_tensor(&flat, [group.len(), seq_len + 1], device);
         let loss = window_loss(model, ids).into_scalar::<f32>() as f64;
         nats += loss * (group.len() * seq_len) as f64;
         count += group.len() * seq_len;
     }
     if count == 0 {
-        return f64::NAN;
+        return LmScore {
+            tokens: 0,
+            chars: 0.0,
+            bits_per_token: f64::NAN,
+            bits_per_char: f64::NAN,
+        };
     }
-    nats / count as f64 / std::f64::consts::LN_2
+    let bits_per_token = nats / count as f64 / std::f64::consts::LN_2;
+    // The windows predict tokens 1..=count; for characters the ratio is exactly 1.
+    let chars = split.chars_covered(1..count + 1);
+    LmScore {
+        tokens: count,
+        chars,
+        bits_per_token,
+        bits_per_char: bits_per_token * (count as f64 / chars),
+    }
 }
 
 /// Trains `model` (on an autodiff device) on `corpus`: random training windows seeded
@@ -274,9 +319,9 @@ pub fn evaluate_bpc<M: CharLm>(
 /// `eval_every` steps. With `checkpoints`, resumes from the latest one and writes one
 /// every `checkpoint_every` steps and at the end; the resumed run sees the same batches
 /// and learning rates as an uninterrupted one.
-pub fn fit_lm<M: CharLm>(
+pub fn fit_lm<M: WindowLm>(
     mut model: M,
-    corpus: &CharCorpus,
+    corpus: &LmCorpus,
     config: &LmTrainConfig,
     device: &Device,
     checkpoints: Option<&CheckpointFiles>,
@@ -284,11 +329,12 @@ pub fn fit_lm<M: CharLm>(
 ) -> Result<LmOutcome<M>> {
     config.validate()?;
     let vocab = model.vocabulary();
+    let unit = corpus.vocab.unit();
     if vocab < corpus.vocab.len() {
         return Err(PonderError::config(
             "model.vocab_size",
             format!(
-                "{vocab} is smaller than the corpus's {} characters",
+                "{vocab} is smaller than the corpus's {} {unit}",
                 corpus.vocab.len()
             ),
         ));
@@ -297,12 +343,14 @@ pub fn fit_lm<M: CharLm>(
         return Err(PonderError::config(
             "train.seq_len",
             format!(
-                "the validation text has {} characters, fewer than one window of {} + 1",
+                "the validation text has {} {unit}, fewer than one window of {} + 1",
                 corpus.valid.len(),
                 config.seq_len
             ),
         ));
     }
+    // Bits per token to bits per character on the training text (1 for characters).
+    let train_tokens_per_char = corpus.train.len() as f64 / corpus.train.chars.max(1) as f64;
     let mut optim = optimizer(config);
     let mut state = LmTrainState {
         step: 0,
@@ -315,6 +363,16 @@ pub fn fit_lm<M: CharLm>(
     if let Some(files) = checkpoints.filter(|f| f.has_last()) {
         let (m, o, s) = files.load_last::<M, LmTrainState>(model, optim)?;
         (model, optim, state) = (m, o, s);
+        if corpus.vocab.is_chars() {
+            for log in &mut state.logs {
+                if log.train_bpt.is_nan() {
+                    log.train_bpt = log.train_bpc;
+                }
+                if log.valid_bpt.is_nan() {
+                    log.valid_bpt = log.valid_bpc;
+                }
+            }
+        }
     }
     let eval_device = device.clone().inner();
     let first_step = state.step;
@@ -347,20 +405,23 @@ pub fn fit_lm<M: CharLm>(
         observer.on_step(step + 1, value);
         let done = step + 1;
         if done % config.eval_every == 0 || done == config.steps {
-            let valid_bpc = evaluate_bpc(
+            let valid = evaluate_lm(
                 &model.valid(),
-                corpus,
+                &corpus.valid,
                 config.seq_len,
                 config.eval_windows,
                 config.batch_size * 4,
                 &eval_device,
             );
             let train_loss = loss_sum / since as f64;
+            let train_bpt = train_loss / std::f64::consts::LN_2;
             let log = LmLog {
                 step: done,
                 train_loss,
-                train_bpc: train_loss / std::f64::consts::LN_2,
-                valid_bpc,
+                train_bpc: train_bpt * train_tokens_per_char,
+                valid_bpc: valid.bits_per_char,
+                train_bpt,
+                valid_bpt: valid.bits_per_token,
                 learning_rate: lr,
                 seconds: base_seconds + start.elapsed().as_secs_f64(),
             };
@@ -429,7 +490,8 @@ pub fn sample_lm<L: TokenLm>(
         ));
     }
     let device = lm.device();
-    let ids = ids_tensor(prompt, [1, prompt.len()], &device);
+    let data: Vec<i64> = prompt.iter().map(|&i| i as i64).collect();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new(data, [1, prompt.len()]), &device);
     let (logits, mut cache) = lm.prefill(ids);
     let mut next = ponder_core::to_host(logits);
     let mut rng = sampling.seed;

@@ -14,7 +14,7 @@ use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ponder_core::{PonderError, Result, SkipRule, TokenLm, to_host};
-use ponder_data::CharCorpus;
+use ponder_data::LmCorpus;
 use ponder_exits::token::{
     Decoded, ExitClassifier, ExitClassifierSpec, agreement_labels, confidence_summary,
     depth_weighted_exit_loss, exit_probability,
@@ -31,7 +31,7 @@ pub struct ClassifierTrainConfig {
     pub steps: usize,
     /// Windows per step.
     pub batch_size: usize,
-    /// Characters per window (every position is a labelled token).
+    /// Tokens per window (every position is a labelled token).
     pub seq_len: usize,
     /// Learning rate (Adam, constant).
     pub learning_rate: f64,
@@ -122,8 +122,8 @@ struct Labelled {
     labels: Vec<Tensor<1, Int>>,
 }
 
-fn ids_tensor(ids: &[usize], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
-    let data: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+fn ids_tensor(ids: &[u32], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
+    let data: Vec<i64> = ids.iter().map(|&i| i64::from(i)).collect();
     Tensor::from_data(TensorData::new(data, shape), device)
 }
 
@@ -180,13 +180,13 @@ fn label<L: TokenLm>(
 }
 
 /// Trains an exit classifier `spec` on the frozen `lm` (on a plain device) with windows
-/// of `corpus`'s training text, on `device` (an autodiff device); `on_step` gets each
+/// of `corpus`'s training ids (characters or subword tokens), on `device` (an autodiff device); `on_step` gets each
 /// step's number (1-based) and loss. Returns the classifier without autodiff and its
 /// report.
 pub fn fit_exit_classifier<L: TokenLm>(
     lm: &L,
     spec: &ExitClassifierSpec,
-    corpus: &CharCorpus,
+    corpus: &LmCorpus,
     config: &ClassifierTrainConfig,
     device: &Device,
     on_step: &mut dyn FnMut(usize, f64),
@@ -202,7 +202,7 @@ pub fn fit_exit_classifier<L: TokenLm>(
         ));
     }
     // The held-out windows of the decision metrics, checked before training.
-    spread_windows(&corpus.valid, config.seq_len, config.valid_windows)?;
+    spread_windows(&corpus.valid.ids, config.seq_len, config.valid_windows)?;
     let lm_device = lm.device();
     device.seed(config.seed);
     let mut classifier = spec.init(lm.feature_size(), device);
@@ -261,13 +261,13 @@ fn decision_metrics<L: TokenLm>(
     lm: &L,
     classifier: &ExitClassifier,
     spec: &ExitClassifierSpec,
-    corpus: &CharCorpus,
+    corpus: &LmCorpus,
     config: &ClassifierTrainConfig,
 ) -> Result<Vec<ExitDecisionMetrics>> {
-    let windows = spread_windows(&corpus.valid, config.seq_len, config.valid_windows)?;
+    let windows = spread_windows(&corpus.valid.ids, config.seq_len, config.valid_windows)?;
     let mut counts = vec![[0usize; 4]; spec.exits.len()]; // tp, fp, fn, tn
     for group in windows.chunks(config.batch_size) {
-        let flat: Vec<usize> = group.iter().flat_map(|w| w.iter().copied()).collect();
+        let flat: Vec<u32> = group.iter().flat_map(|w| w.iter().copied()).collect();
         let ids = ids_tensor(&flat, [group.len(), config.seq_len], &lm.device());
         let data = label(lm, spec, ids, classifier.needs_confidence(spec));
         let logits = classifier.forward_exits(spec, &data.features, &data.confidence);
@@ -311,12 +311,12 @@ fn decision_metrics<L: TokenLm>(
 
 /// `count` disjoint windows of `len` tokens spread evenly over `text` (first at 0,
 /// last at the end); an error when `text` is shorter than `count · len`.
-pub fn spread_windows(text: &[usize], len: usize, count: usize) -> Result<Vec<&[usize]>> {
+pub fn spread_windows(text: &[u32], len: usize, count: usize) -> Result<Vec<&[u32]>> {
     if text.len() < len.saturating_mul(count) || count == 0 {
         return Err(PonderError::config(
             "data",
             format!(
-                "{} held-out characters cannot give {count} disjoint windows of {len}",
+                "{} held-out tokens cannot give {count} disjoint windows of {len}",
                 text.len()
             ),
         ));
@@ -419,8 +419,8 @@ pub struct TokenExitMetrics {
     pub free_agreement: f64,
     /// Share of sequences whose whole free-running continuation equals full depth's.
     pub exact_match: f64,
-    /// Bits per character of the held-out text with exits (teacher forcing); NaN when
-    /// not measured.
+    /// Bits per token (per character with a character vocabulary) of the held-out text
+    /// with exits (teacher forcing); NaN when not measured.
     pub bpc: f64,
     /// Per-sequence teacher-forced inconsistency (1 − consistency of the row): the
     /// losses Learn-then-Test calibrates on.
@@ -544,7 +544,7 @@ mod tests {
 
     #[test]
     fn windows_spread_over_the_text() {
-        let text: Vec<usize> = (0..100).collect();
+        let text: Vec<u32> = (0..100).collect();
         let w = spread_windows(&text, 10, 4).unwrap();
         assert_eq!(w[0][0], 0);
         assert_eq!(w[3][9], 99);

@@ -6,12 +6,12 @@ use std::sync::{Mutex, MutexGuard};
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use ponder_core::to_host;
-use ponder_data::{CharCorpus, CharVocab};
+use ponder_data::{CorpusSplit, LmCorpus};
 use ponder_exits::NeverExit;
 use ponder_mamba::{MambaConfig, MambaEncoderConfig, Pooling};
 use ponder_models::{
     Batch, CheckpointFiles, ClassificationSource, LmObserver, LmTrainConfig, MultiExitConfig,
-    TrainConfig, evaluate_bpc, fit, fit_lm, layer_accuracies, make_batches,
+    TrainConfig, evaluate_lm, fit, fit_lm, layer_accuracies, make_batches,
 };
 use ponder_transformer::EncoderInput;
 
@@ -127,17 +127,10 @@ fn a_multi_exit_mamba_classifier_learns_a_task_that_needs_the_recurrence() {
     assert_eq!(eval.stats.mean_exit_layer, 3.0);
 }
 
-fn corpus() -> CharCorpus {
+fn corpus() -> LmCorpus {
     let train_text = "to be or not to be, that is the question. ".repeat(40);
     let valid_text = "to be or not to be: the question is that. ".repeat(4);
-    let vocab = CharVocab::from_texts([train_text.as_str(), valid_text.as_str()]);
-    CharCorpus {
-        train: vocab.encode(&train_text).unwrap(),
-        valid: vocab.encode(&valid_text).unwrap(),
-        vocab,
-        train_files: vec!["train".into()],
-        valid_files: vec!["valid".into()],
-    }
+    LmCorpus::from_texts(&train_text, &valid_text)
 }
 
 fn lm_config() -> LmTrainConfig {
@@ -186,12 +179,18 @@ fn the_language_model_learns_and_resumes_exactly() {
         "validation bits/char do not fall enough: {:?}",
         a.logs
     );
-    let bpc = evaluate_bpc(&a.model, &corpus, config.seq_len, 0, 16, &device);
+    let score = evaluate_lm(&a.model, &corpus.valid, config.seq_len, 0, 16, &device);
+    let bpc = score.bits_per_char;
     assert!(
         (bpc - last.valid_bpc).abs() < 1e-6,
         "{bpc} vs {}",
         last.valid_bpc
     );
+    // characters: bits per token are bits per character, exactly
+    assert_eq!(score.bits_per_token.to_bits(), bpc.to_bits());
+    assert_eq!(last.valid_bpt.to_bits(), last.valid_bpc.to_bits());
+    assert_eq!(last.train_bpt.to_bits(), last.train_bpc.to_bits());
+    assert_eq!(score.chars, score.tokens as f64);
 
     // Stopped after step 17 (between checkpoints and evaluations), then resumed.
     let parts = CheckpointFiles::new(dir.path().join("parts"));
@@ -227,7 +226,7 @@ fn the_language_model_learns_and_resumes_exactly() {
 fn a_validation_text_shorter_than_a_window_is_an_error() {
     let device = Device::flex();
     let mut short = corpus();
-    short.valid.truncate(10);
+    short.valid.ids.truncate(10);
     let config = lm_config();
     let model = MambaConfig::new(short.vocab.len(), 8, 1).init_lm(&device.clone().autodiff());
     let err = fit_lm(
@@ -245,16 +244,45 @@ fn a_validation_text_shorter_than_a_window_is_an_error() {
         "{err}"
     );
     assert!(
-        evaluate_bpc(
+        evaluate_lm(
             &MambaConfig::new(short.vocab.len(), 8, 1).init_lm(&device),
-            &short,
+            &short.valid,
             24,
             0,
             4,
             &device
         )
+        .bits_per_char
         .is_nan()
     );
+}
+
+#[test]
+fn bits_per_character_count_the_characters_the_tokens_cover() {
+    let device = Device::flex();
+    device.seed(1);
+    let model = MambaConfig::new(6, 8, 1).init_lm(&device);
+    let ids: Vec<u32> = (0..40).map(|i| (i * 7 % 6) as u32).collect();
+    // tokens of 2 characters, except the first, which covers 5
+    let mut token_chars = vec![2u32; ids.len()];
+    token_chars[0] = 5;
+    let split = CorpusSplit {
+        chars: 83,
+        ids,
+        token_chars,
+        files: vec![],
+    };
+    let score = evaluate_lm(&model, &split, 8, 0, 4, &device);
+    // 4 windows of 8 predict tokens 1..=32, which cover 64 characters
+    assert_eq!((score.tokens, score.chars), (32, 64.0));
+    assert!((score.bits_per_char - score.bits_per_token / 2.0).abs() < 1e-12);
+    // without per-token counts: the split's mean characters per token
+    let mean = CorpusSplit {
+        token_chars: Vec::new(),
+        ..split
+    };
+    let score = evaluate_lm(&model, &mean, 8, 0, 4, &device);
+    assert!((score.chars - 32.0 * 83.0 / 40.0).abs() < 1e-9);
 }
 
 #[test]
