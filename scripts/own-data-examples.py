@@ -14,7 +14,12 @@ Writes, under OUT:
                                          in the text replaced by spaces)
   fashion-png/{train,test}/CLASS/*.png   the first 6,000 training and 1,000 test images
                                          of Fashion-MNIST as RGB PNG files
-Only the Python standard library is used (the PNG writer is below).
+  mail-corpus/{train,valid,test}.txt     the ham e-mails' subjects and bodies as a plain
+                                         language-model corpus (80/10/10 by e-mail)
+  mail-corpus/bpe-2000.json              a 2,000-token byte-level BPE trained on train.txt
+                                         (only when the `tokenizers` Python package is
+                                         installed: pip install tokenizers)
+Only the Python standard library is needed otherwise (the PNG writer is below).
 """
 
 import argparse
@@ -103,6 +108,30 @@ def spam(data, out):
                 f.write(f"{flat}\t{label}\n")
 
 
+def mail_corpus(data, out):
+    folder = os.path.join(out, "mail-corpus")
+    os.makedirs(folder, exist_ok=True)
+    ham = [text for text, label in mails(data) if label == "ham"]
+    parts = {"train": [], "valid": [], "test": []}
+    for i, text in enumerate(ham):
+        parts[{8: "valid", 9: "test"}.get(i % 10, "train")].append(text)
+    for split, texts in parts.items():
+        with open(os.path.join(folder, f"{split}.txt"), "w", encoding="utf-8") as f:
+            f.write("\n\n".join(texts) + "\n")
+    try:
+        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    except ImportError:
+        print("tokenizers not installed: no BPE tokenizer.json written")
+        return
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=2000, special_tokens=[],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train([os.path.join(folder, "train.txt")], trainer)
+    bpe.save(os.path.join(folder, "bpe-2000.json"))
+
+
 def png(path, pixels, width, height):
     """An 8-bit RGB PNG from gray `pixels` (row-major bytes)."""
     raw = b"".join(b"\x00" + bytes(v for p in pixels[y * width:(y + 1) * width] for v in (p, p, p))
@@ -141,7 +170,8 @@ def main():
     plays(args.data, args.out)
     spam(args.data, args.out)
     fashion(args.data, args.out)
-    print(f"wrote {args.out}/plays-jsonl, spam-csv, spam-tsv, fashion-png")
+    mail_corpus(args.data, args.out)
+    print(f"wrote {args.out}/plays-jsonl, spam-csv, spam-tsv, fashion-png, mail-corpus")
 
 
 if __name__ == "__main__":
