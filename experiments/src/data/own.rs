@@ -1,189 +1,25 @@
-//! Loading an experiment's data into train / validation / test sources.
-//!
-//! This is where data enters `ponder`: a named data set (`data.dataset`: Fashion-MNIST,
-//! SpamAssassin, a GLUE task) or the user's own files (`data.format`: TSV, CSV, JSON
-//! lines, an image folder, IDX files). [`load`] reads them with `ponder-data`'s readers,
-//! splits them (a split without a file of its own is carved from the training file,
-//! seeded), tokenizes text, and fills in what the experiment file left open and a later
-//! evaluation must reuse: the class order, the image size and the images' normalisation.
+//! The user's own data of `data.format`: labelled text tables (TSV, CSV, JSON lines),
+//! image folders (one sub-folder per class) and IDX files, with the splits of own data
+//! (a split without a file of its own is carved from the training file, seeded) and
+//! the images' size and per-channel normalisation.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use ponder_data::{
-    DataError, Encoded, GlueSplit, ImageFolderSpec, ImageSet, RawTable, TableColumns, TableFormat,
-    TextExample, TextTokenizer, load_fashion_mnist, load_spam_assassin, read_glue, read_idx_images,
+    ImageFolderSpec, ImageSet, RawTable, TableColumns, TableFormat, read_idx_images,
     read_idx_labels, read_image_folder, read_table, shuffled_indices, sort_labels, split_indices,
     split_train_valid,
 };
 use ponder_models::{ImageSource, TextSource};
 
-use crate::config::{DataConfig, DataFormat, Dataset};
-
-/// The three splits of a data set, which never overlap.
-pub struct Splits<S> {
-    /// Training examples.
-    pub train: S,
-    /// Validation examples (model selection).
-    pub valid: S,
-    /// Held-out test examples (reported numbers).
-    pub test: S,
-    /// Number of classes.
-    pub n_classes: usize,
-    /// Text only: vocabulary size of the tokenizer.
-    pub vocab_size: usize,
-}
-
-/// Loaded data, images or text.
-pub enum LoadedData {
-    /// Images.
-    Images(Splits<ImageSource>),
-    /// Tokenized text.
-    Text(Splits<TextSource>),
-}
-
-fn limit(mut v: Vec<usize>, n: usize) -> Vec<usize> {
-    if n > 0 && v.len() > n {
-        v.truncate(n);
-    }
-    v
-}
-
-/// Runs `scripts/fetch-data.sh NAME` if the data set is missing and the script is
-/// reachable from the working directory; otherwise returns the loader's error.
-pub(crate) fn fetch(name: &str, error: DataError) -> Result<()> {
-    let script = Path::new("scripts/fetch-data.sh");
-    if !script.is_file() {
-        return Err(error).context(
-            "the data set is missing and scripts/fetch-data.sh is not in the working directory",
-        );
-    }
-    eprintln!("data set missing ({error}); fetching it with `scripts/fetch-data.sh {name}` …");
-    let status = Command::new("bash")
-        .arg(script)
-        .arg(name)
-        .status()
-        .context("running scripts/fetch-data.sh")?;
-    if !status.success() {
-        bail!("scripts/fetch-data.sh {name} failed ({status}); run it by hand to see why");
-    }
-    Ok(())
-}
-
-/// Loads the data of `config`, fetching a named data set first if it is missing (and
-/// `fetch_missing`).
-///
-/// What the experiment file left open and the data decides is written back into
-/// `config`, for the run's `config.toml`: `labels` (own data), `image_size` (IDX files,
-/// Fashion-MNIST) and `mean` / `std` (own images, measured on the training split). A
-/// run loaded again with those values reads its data exactly as before.
-///
-/// # Errors
-/// Missing files, malformed files (naming the file, the line or row, and the key), a
-/// label outside `data.labels`, fewer than two classes, an empty split.
-pub fn load(config: &mut DataConfig, seed: u64, fetch_missing: bool) -> Result<LoadedData> {
-    match (config.dataset, config.format) {
-        (Some(Dataset::FashionMnist), _) => load_fashion_mnist_preset(config, seed, fetch_missing),
-        (Some(Dataset::Spamassassin), _) => load_spam_assassin_preset(config, seed, fetch_missing),
-        (Some(Dataset::Glue), _) => load_glue(config, seed, fetch_missing),
-        (None, Some(DataFormat::ImageFolder)) => load_image_folder(config, seed),
-        (None, Some(DataFormat::Idx)) => load_idx(config, seed),
-        (None, Some(format)) => {
-            let table = format
-                .table()
-                .unwrap_or_else(|| unreachable!("image formats are matched above"));
-            load_table(config, table, seed, fetch_missing)
-        }
-        (None, None) => bail!("missing `data.format` (or a named `data.dataset`)"),
-    }
-}
-
-fn load_fashion_mnist_preset(
-    config: &mut DataConfig,
-    seed: u64,
-    fetch_missing: bool,
-) -> Result<LoadedData> {
-    let path = config.dataset_path()?.to_path_buf();
-    let splits = match load_fashion_mnist(&path) {
-        Err(e @ DataError::MissingDataset { .. }) if fetch_missing => {
-            fetch("fashion-mnist", e)?;
-            load_fashion_mnist(&path)?
-        }
-        other => other?,
-    };
-    let size = square_size(config, &path, &[&splits.train_images, &splits.test_images])?;
-    config.image_size = Some(size);
-    let n_classes = ponder_data::MNIST_CLASSES;
-    let parts = split_train_valid(splits.train_images.n_images, config.valid_fraction, seed)?;
-    let to_usize =
-        |labels: Vec<u8>| Arc::new(labels.into_iter().map(usize::from).collect::<Vec<_>>());
-    let train_images = Arc::new(splits.train_images);
-    let train_labels = to_usize(splits.train_labels);
-    let test_images = Arc::new(splits.test_images);
-    let test_labels = to_usize(splits.test_labels);
-    let test_indices = limit((0..test_images.n_images).collect(), config.test_limit);
-    Ok(LoadedData::Images(Splits {
-        train: ImageSource::new(
-            train_images.clone(),
-            train_labels.clone(),
-            limit(parts.train, config.train_limit),
-            n_classes,
-        ),
-        valid: ImageSource::new(train_images, train_labels, parts.valid, n_classes),
-        test: ImageSource::new(test_images, test_labels, test_indices, n_classes),
-        n_classes,
-        vocab_size: 0,
-    }))
-}
-
-fn load_spam_assassin_preset(
-    config: &mut DataConfig,
-    seed: u64,
-    fetch_missing: bool,
-) -> Result<LoadedData> {
-    let path = config.dataset_path()?.to_path_buf();
-    let dataset = match load_spam_assassin(&path, config.max_bytes) {
-        Err(e @ DataError::MissingDataset { .. }) if fetch_missing => {
-            fetch("spamassassin", e)?;
-            load_spam_assassin(&path, config.max_bytes)?
-        }
-        other => other?,
-    };
-    let tokenizer = load_tokenizer(config, fetch_missing)?;
-    let ids = encode_all(&tokenizer, &dataset.examples, &path, config)?;
-    let labels: Vec<usize> = dataset.examples.iter().map(|e| e.label).collect();
-    let n_classes = dataset.n_classes();
-    let pad = tokenizer.pad_id()?;
-    let vocab_size = tokenizer.vocab_size();
-    let parts = split_indices(ids.len(), config.valid_fraction, config.test_fraction, seed)?;
-    let ids = Arc::new(ids);
-    let labels = Arc::new(labels);
-    Ok(LoadedData::Text(Splits {
-        train: TextSource::new(
-            ids.clone(),
-            labels.clone(),
-            limit(parts.train, config.train_limit),
-            n_classes,
-            pad,
-        ),
-        valid: TextSource::new(ids.clone(), labels.clone(), parts.valid, n_classes, pad),
-        test: TextSource::new(
-            ids,
-            labels,
-            limit(parts.test, config.test_limit),
-            n_classes,
-            pad,
-        ),
-        n_classes,
-        vocab_size,
-    }))
-}
+use super::{LoadedData, Splits, encode_all, limit, load_tokenizer};
+use crate::config::DataConfig;
 
 /// The side of square images, the same in every set, and `data.image_size` when it is
 /// given.
-fn square_size(config: &DataConfig, path: &Path, sets: &[&ImageSet]) -> Result<usize> {
+pub(super) fn square_size(config: &DataConfig, path: &Path, sets: &[&ImageSet]) -> Result<usize> {
     let first = sets[0];
     for set in sets {
         if set.n_rows != set.n_cols {
@@ -298,7 +134,7 @@ fn own_splits(
 
 /// At most `n` of `indices` (0: all), a seeded random subset kept in order (test files
 /// may be grouped by class or source, so their first rows are not a fair sample).
-fn random_subset(indices: &[usize], n: usize, seed: u64) -> Vec<usize> {
+pub(super) fn random_subset(indices: &[usize], n: usize, seed: u64) -> Vec<usize> {
     if n == 0 || n >= indices.len() {
         return indices.to_vec();
     }
@@ -309,7 +145,7 @@ fn random_subset(indices: &[usize], n: usize, seed: u64) -> Vec<usize> {
 }
 
 /// Own text classification data from TSV, CSV or JSON-lines files.
-fn load_table(
+pub(super) fn load_table(
     config: &mut DataConfig,
     format: TableFormat,
     seed: u64,
@@ -377,7 +213,7 @@ fn load_table(
 }
 
 /// Own images: one sub-folder per class, resized to `data.image_size`.
-fn load_image_folder(config: &mut DataConfig, seed: u64) -> Result<LoadedData> {
+pub(super) fn load_image_folder(config: &mut DataConfig, seed: u64) -> Result<LoadedData> {
     let spec = ImageFolderSpec {
         image_size: config
             .image_size
@@ -430,7 +266,7 @@ fn load_image_folder(config: &mut DataConfig, seed: u64) -> Result<LoadedData> {
 }
 
 /// Own IDX files (MNIST's format) of any square size.
-fn load_idx(config: &mut DataConfig, seed: u64) -> Result<LoadedData> {
+pub(super) fn load_idx(config: &mut DataConfig, seed: u64) -> Result<LoadedData> {
     let pair = |images: &Option<PathBuf>,
                 labels: &Option<PathBuf>|
      -> Result<Option<(PathBuf, ImageSet, Vec<u8>)>> {
@@ -540,124 +376,4 @@ fn image_splits(
         n_classes,
         vocab_size: 0,
     }))
-}
-
-/// The text tokenizer of `data.tokenizer`, fetching all-MiniLM-L6-v2's when it is
-/// missing (and `fetch_missing`).
-fn load_tokenizer(config: &DataConfig, fetch_missing: bool) -> Result<TextTokenizer> {
-    let path = config
-        .tokenizer
-        .as_ref()
-        .context("`data.tokenizer` is required for text")?;
-    Ok(match TextTokenizer::from_file(path) {
-        Err(e) if fetch_missing && !path.exists() => {
-            fetch("minilm", e)?;
-            TextTokenizer::from_file(path)?
-        }
-        other => other?,
-    })
-}
-
-/// Tokenizes every example (pairs as `[CLS] a [SEP] b [SEP]` with segment ids),
-/// truncated to `data.max_tokens`.
-fn encode_all(
-    tokenizer: &TextTokenizer,
-    examples: &[TextExample],
-    path: &Path,
-    config: &DataConfig,
-) -> Result<Vec<Encoded>> {
-    let mut ids = Vec::with_capacity(examples.len());
-    for (i, example) in examples.iter().enumerate() {
-        let encoded = tokenizer.encode_example(example, config.max_tokens)?;
-        if encoded.is_empty() {
-            bail!(
-                "text {i} of {} encodes to no tokens with {}: the tokenizer must add [CLS]/[SEP]",
-                path.display(),
-                tokenizer.path().display()
-            );
-        }
-        ids.push(encoded);
-    }
-    Ok(ids)
-}
-
-/// One GLUE task: `train.tsv` split into training and validation (`data.valid_fraction`),
-/// the dev file as the test set (GLUE's test labels are not public). STS-B's scores
-/// make a regression source.
-fn load_glue(config: &DataConfig, seed: u64, fetch_missing: bool) -> Result<LoadedData> {
-    let path = config.dataset_path()?;
-    let task = config
-        .glue_task()?
-        .context("a GLUE data set names its task (`data.task`)")?;
-    let dev = if config.mismatched {
-        GlueSplit::DevMismatched
-    } else {
-        GlueSplit::Dev
-    };
-    let train_file = path.join(task.file(GlueSplit::Train)?);
-    if !train_file.is_file() {
-        bail!(
-            "no GLUE {} training file at {}: GLUE is not on any registry this program can fetch from; download the task (e.g. with the `download_glue_data.py` script of the GLUE baselines, which writes glue_data/{}/) and set `data.path` to its folder",
-            task.name(),
-            train_file.display(),
-            task.name()
-        );
-    }
-    let read = |split| {
-        let data = read_glue(path, task, split)?;
-        if !data.skipped_lines.is_empty() {
-            eprintln!(
-                "{}: skipped {} malformed lines (missing fields), as GLUE's reference processor does",
-                data.path.display(),
-                data.skipped_lines.len()
-            );
-        }
-        if data.is_empty() {
-            bail!("{} holds no examples", data.path.display());
-        }
-        Ok::<_, anyhow::Error>(data)
-    };
-    let (train, test) = (read(GlueSplit::Train)?, read(dev)?);
-    let tokenizer = load_tokenizer(config, fetch_missing)?;
-    let n_train = train.len();
-    let mut examples = train.examples;
-    examples.extend(test.examples);
-    let ids = Arc::new(encode_all(&tokenizer, &examples, path, config)?);
-    let parts = split_train_valid(n_train, config.valid_fraction, seed)?;
-    // a limited test set is a seeded random subset of the dev file (some dev files are
-    // grouped by genre or source), kept in file order
-    let dev_indices: Vec<usize> = (n_train..ids.len()).collect();
-    let test_indices = random_subset(&dev_indices, config.test_limit, seed);
-    let train_indices = limit(parts.train, config.train_limit);
-    let pad = tokenizer.pad_id()?;
-    let vocab_size = tokenizer.vocab_size();
-    let splits = match (train.scores, test.scores) {
-        (Some(mut scores), Some(test_scores)) => {
-            scores.extend(test_scores);
-            let scores = Arc::new(scores);
-            let source =
-                |indices| TextSource::regression(ids.clone(), scores.clone(), indices, pad);
-            Splits {
-                train: source(train_indices),
-                valid: source(parts.valid),
-                test: source(test_indices),
-                n_classes: 1,
-                vocab_size,
-            }
-        }
-        _ => {
-            let labels = Arc::new(examples.iter().map(|e| e.label).collect::<Vec<_>>());
-            let n_classes = task.labels().len();
-            let source =
-                |indices| TextSource::new(ids.clone(), labels.clone(), indices, n_classes, pad);
-            Splits {
-                train: source(train_indices),
-                valid: source(parts.valid),
-                test: source(test_indices),
-                n_classes,
-                vocab_size,
-            }
-        }
-    };
-    Ok(LoadedData::Text(splits))
 }

@@ -1,0 +1,99 @@
+//! The trained language model of a run folder, for the experiments that build on one
+//! (token exits): [`ensure_trained`] trains it first when the run has none, and
+//! [`load_trained`] loads it, either backbone, as a [`TrainedLm`].
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use burn::tensor::Device;
+use ponder_data::LmVocab;
+use ponder_mamba::MambaLm;
+use ponder_transformer::DecoderLm;
+
+use super::{LmBackbone, LmExperiment, check_vocab, loss_plot, run, table};
+use crate::run::RunFolder;
+
+/// A trained language model of either backbone.
+#[derive(Debug)]
+pub enum TrainedLm {
+    /// Mamba.
+    Mamba(MambaLm),
+    /// Transformer decoder.
+    Transformer(DecoderLm),
+}
+
+/// Makes sure `run_dir` holds a trained LM: trains it from `config_path` (or finishes
+/// an interrupted run there) when `model.bpk` is missing, writing the run as `ponder
+/// lm` does. Returns the run's experiment.
+pub fn ensure_trained(config_path: &Path, run_dir: &Path, device: &Device) -> Result<LmExperiment> {
+    let saved = run_dir.join("config.toml");
+    if run_dir.join("model.bpk").is_file() {
+        return LmExperiment::load(&saved, &[]);
+    }
+    let (folder, experiment, inputs) = if saved.is_file() {
+        eprintln!("finishing the language model in {}", run_dir.display());
+        let experiment = LmExperiment::load(&saved, &[])?;
+        let inputs = experiment.inputs()?;
+        (RunFolder::existing(run_dir)?, experiment, inputs)
+    } else {
+        eprintln!(
+            "{} holds no trained language model: training {} there first",
+            run_dir.display(),
+            config_path.display()
+        );
+        let experiment = LmExperiment::load(config_path, &[])?;
+        // the corpus is read and checked before the run folder is made
+        let inputs = experiment.inputs()?;
+        let text = toml::to_string_pretty(&experiment).context("serialising the experiment")?;
+        (
+            RunFolder::create_with_config(run_dir.to_path_buf(), &text)?,
+            experiment,
+            inputs,
+        )
+    };
+    let (results, logs) = run(&experiment, &inputs, &folder, device)?;
+    folder.write("results.json", &serde_json::to_vec_pretty(&results)?)?;
+    folder.write("results.md", table(&results, &logs).as_bytes())?;
+    folder.write(
+        "loss_curve.svg",
+        loss_plot(&experiment.name, &logs)?.as_bytes(),
+    )?;
+    Ok(experiment)
+}
+
+/// Loads the model `ponder lm` trained in `run_dir` and checks that its vocabulary is
+/// `vocab` ([`check_vocab`]).
+pub fn load_trained(
+    run_dir: &Path,
+    vocab: &LmVocab,
+    device: &Device,
+) -> Result<(LmExperiment, TrainedLm)> {
+    let experiment = LmExperiment::load(&run_dir.join("config.toml"), &[])?;
+    check_vocab(run_dir, vocab, true)?;
+    let n = vocab.len();
+    let path = run_dir.join("model.bpk");
+    let load_err = |e: burn::store::RecordError| {
+        anyhow::anyhow!(
+            "loading {}: {e} (was it trained with this config?)",
+            path.display()
+        )
+    };
+    use burn::module::Module;
+    let lm = match experiment.model.backbone {
+        LmBackbone::Mamba => TrainedLm::Mamba(
+            experiment
+                .mamba_config(n)
+                .init_lm(device)
+                .try_load_file(&path)
+                .map_err(load_err)?,
+        ),
+        LmBackbone::Transformer => TrainedLm::Transformer(
+            experiment
+                .decoder_config(n)
+                .init_lm(device)
+                .try_load_file(&path)
+                .map_err(load_err)?,
+        ),
+    };
+    Ok((experiment, lm))
+}
