@@ -105,7 +105,7 @@ fn assert_compared(dir: &Path, stdout: &str) {
 }
 
 #[test]
-fn csv_with_quotes_and_newlines_runs_the_committed_example() {
+fn csv_with_quotes_and_newlines_runs_the_committed_example_on_both_backbones() {
     let dir = tempfile::tempdir().unwrap();
     write_vocab(dir.path());
     let folder = dir.path().join("data/my-reviews");
@@ -129,9 +129,16 @@ fn csv_with_quotes_and_newlines_runs_the_committed_example() {
         }
         std::fs::write(folder.join(file), text).unwrap();
     }
-    let out = run(dir.path(), "compare", &config("own-csv.toml"), &[]);
+    // both backbones read own text
+    let out = run(
+        dir.path(),
+        "compare",
+        &config("own-csv.toml"),
+        &["compare.backbones=[\"transformer\", \"mamba\"]"],
+    );
     let stdout = assert_success(&out);
     assert_compared(dir.path(), &stdout);
+    assert!(stdout.contains("mamba/pabee"), "{stdout}");
     assert_eq!(run_labels(dir.path()), ["negative", "positive"]);
 }
 
