@@ -32,7 +32,11 @@ const DEFAULT_LM: &str = "experiments/configs/shakespeare-mamba.toml";
 /// scripts/fetch-data.sh when it is in the working directory. GLUE cannot be fetched:
 /// with its files, an experiment with `dataset = "glue"`, `task = "mrpc"` (any of the
 /// nine tasks) and `path = "glue_data/MRPC"` trains on train.tsv and reports the
-/// task's official metric on dev.tsv (experiments/configs/glue.toml).
+/// task's official metric on dev.tsv (experiments/configs/glue.toml). Your own data:
+/// `[data]` with `format = "tsv" | "csv" | "jsonl" | "image-folder" | "idx"` and
+/// `train` (optionally `valid`, `test`) runs every method and policy on it
+/// (experiments/configs/own-*.toml); `ponder lm` reads any text corpus with `format =
+/// "text"` (experiments/configs/lm-text.toml).
 #[derive(Parser, Debug)]
 #[command(name = "ponder", version, about, long_about)]
 struct Cli {
