@@ -124,9 +124,9 @@ pub struct LmData {
     /// results.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test: Option<PathBuf>,
-    /// `"chars"` (the default: the characters of the training text, or of every work in
-    /// the Shakespeare form; a validation or test character outside them is an error
-    /// naming the file and line) or the path of a `tokenizer.json` (BPE, WordPiece, …).
+    /// `"chars"` (the default: the characters of every split's text, training,
+    /// validation and test, as the Shakespeare form has always done; a prompt character
+    /// outside them is an error) or the path of a `tokenizer.json` (BPE, WordPiece, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<String>,
 }
@@ -192,10 +192,9 @@ impl LmData {
     pub fn vocab_source(&self) -> VocabSource {
         match self.tokenizer.as_deref() {
             Some(path) if path != "chars" => VocabSource::Tokenizer(PathBuf::from(path)),
-            _ => match self.form() {
-                CorpusFormat::Shakespeare => VocabSource::CharsOfAllSplits,
-                CorpusFormat::Text => VocabSource::Chars,
-            },
+            // the characters of every split: a rare symbol that only the validation or
+            // test text holds (a '£' in one e-mail) must not stop the run
+            _ => VocabSource::CharsOfAllSplits,
         }
     }
 

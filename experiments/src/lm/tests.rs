@@ -38,7 +38,7 @@ fn the_text_preset_parses_and_the_forms_do_not_mix() {
     let path = config("lm-text.toml");
     let e = LmExperiment::load(&path, &[]).unwrap();
     assert_eq!(e.data.form(), CorpusFormat::Text);
-    assert_eq!(e.data.vocab_source(), VocabSource::Chars);
+    assert_eq!(e.data.vocab_source(), VocabSource::CharsOfAllSplits);
     let tokens =
         LmExperiment::load(&path, &["data.tokenizer=\"t/tokenizer.json\"".into()]).unwrap();
     assert_eq!(
