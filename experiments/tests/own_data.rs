@@ -391,7 +391,13 @@ fn bad_text_files_are_named_and_leave_no_run() {
         "t.csv",
         good.replace("text,label", "sentence,label").as_bytes(),
         "",
-        &["t.csv", "text", "sentence"],
+        &[
+            "t.csv",
+            "text",
+            "sentence",
+            "data.train",
+            "data.text_column",
+        ],
     );
     // a label outside `labels`
     bad_text(
@@ -399,7 +405,7 @@ fn bad_text_files_are_named_and_leave_no_run() {
         "t.csv",
         format!("{good}the cat,7\n").as_bytes(),
         "labels = [\"0\", \"1\"]",
-        &["t.csv", "\"7\"", "line 42"],
+        &["t.csv", "\"7\"", "line 42", "data.labels"],
     );
     // one class only
     bad_text(
@@ -487,7 +493,7 @@ fn bad_image_folders_are_named_and_leave_no_run() {
             std::fs::write(train.join("b/broken.png"), b"not a png").unwrap();
         },
         "",
-        &["broken.png"],
+        &["broken.png", "data.train"],
     );
     // a class folder without images
     bad_images(

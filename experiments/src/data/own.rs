@@ -162,11 +162,33 @@ pub(super) fn load_table(
             .clone()
             .context("missing `data.label_column`")?,
     };
-    let read = |path: &Path| -> Result<RawTable> { Ok(read_table(path, format, &columns)?) };
+    // errors name the key of the file and the column keys, so the fix is easy to find
+    let read = |key: &str, path: &Path| -> Result<RawTable> {
+        read_table(path, format, &columns).with_context(|| {
+            format!(
+                "reading `data.{key}` as {format} with `data.text_column` = {:?}{}, `data.label_column` = {:?}",
+                columns.text,
+                columns
+                    .text_pair
+                    .as_ref()
+                    .map(|p| format!(", `data.text_pair_column` = {p:?}"))
+                    .unwrap_or_default(),
+                columns.label
+            )
+        })
+    };
     let train_path = config.train_path()?.to_path_buf();
-    let train = read(&train_path)?;
-    let valid = config.valid.as_deref().map(read).transpose()?;
-    let test = config.test.as_deref().map(read).transpose()?;
+    let train = read("train", &train_path)?;
+    let valid = config
+        .valid
+        .as_deref()
+        .map(|p| read("valid", p))
+        .transpose()?;
+    let test = config
+        .test
+        .as_deref()
+        .map(|p| read("test", p))
+        .transpose()?;
     let found = train.distinct_labels();
     let labels = match &config.labels {
         Some(given) => given.iter().map(|l| l.trim().to_string()).collect(),
@@ -192,7 +214,13 @@ pub(super) fn load_table(
     let mut targets = Vec::new();
     for table in [Some(train), valid, test].into_iter().flatten() {
         let path = table.path.clone();
-        let dataset = table.into_dataset(&labels)?;
+        let dataset = table.into_dataset(&labels).with_context(|| match &config.labels {
+            Some(_) => "the classes are `data.labels`".to_string(),
+            None => format!(
+                "the classes are the labels of `data.train` ({}); list every class in `data.labels`",
+                train_path.display()
+            ),
+        })?;
         ids.extend(encode_all(&tokenizer, &dataset.examples, &path, config)?);
         targets.extend(dataset.examples.iter().map(|e| e.label));
     }
@@ -222,8 +250,10 @@ pub(super) fn load_image_folder(config: &mut DataConfig, seed: u64) -> Result<Lo
         skip_bad_images: config.skip_bad_images,
     };
     let train_path = config.train_path()?.to_path_buf();
-    let read = |path: &Path, classes: Option<&[String]>, require_all: bool| {
-        let folder = read_image_folder(path, &spec, classes, require_all)?;
+    let read = |key: &str, path: &Path, classes: Option<&[String]>, require_all: bool| {
+        let folder = read_image_folder(path, &spec, classes, require_all).with_context(|| {
+            format!("reading `data.{key}` as an image folder (one sub-folder of images per class)")
+        })?;
         if !folder.skipped.is_empty() {
             eprintln!(
                 "{}: skipped {} image{} that could not be decoded (skip_bad_images = true), e.g. {}: {}",
@@ -236,17 +266,17 @@ pub(super) fn load_image_folder(config: &mut DataConfig, seed: u64) -> Result<Lo
         }
         Ok::<_, anyhow::Error>(folder)
     };
-    let train = read(&train_path, config.labels.as_deref(), true)?;
+    let train = read("train", &train_path, config.labels.as_deref(), true)?;
     let classes = train.class_names.clone();
     let valid = config
         .valid
         .as_deref()
-        .map(|p| read(p, Some(&classes), false))
+        .map(|p| read("valid", p, Some(&classes), false))
         .transpose()?;
     let test = config
         .test
         .as_deref()
-        .map(|p| read(p, Some(&classes), false))
+        .map(|p| read("test", p, Some(&classes), false))
         .transpose()?;
     let (n_valid, n_test) = (
         valid.as_ref().map(|f| f.images.n_images),
