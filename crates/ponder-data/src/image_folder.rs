@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use image::ImageReader;
 use image::imageops::{self, FilterType};
+use rayon::prelude::*;
 
 use crate::error::{DataError, Result};
 use crate::idx::ImageSet;
@@ -361,41 +362,18 @@ enum Outcome {
     Failed(DataError),
 }
 
-/// Decodes every file of `jobs` into its `image_len` bytes of `pixels`, on up to one
-/// thread per core, each taking a contiguous run of files.
+/// Decodes every file of `jobs` into its `image_len` bytes of `pixels`, in parallel on
+/// rayon's threads; the outcomes are in file order.
 fn decode_all(
     jobs: &[(PathBuf, usize)],
     spec: &ImageFolderSpec,
     pixels: &mut [u8],
     image_len: usize,
 ) -> Vec<Outcome> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(jobs.len().div_ceil(8))
-        .max(1);
-    let per_thread = jobs.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = jobs
-            .chunks(per_thread)
-            .zip(pixels.chunks_mut(per_thread * image_len))
-            .map(|(files, out)| {
-                scope.spawn(move || {
-                    files
-                        .iter()
-                        .zip(out.chunks_exact_mut(image_len))
-                        .map(|((path, _), out)| decode_one(path, spec, out))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|worker| match worker.join() {
-                Ok(outcomes) => outcomes,
-                Err(panic) => std::panic::resume_unwind(panic),
-            })
-            .collect()
-    })
+    jobs.par_iter()
+        .zip(pixels.par_chunks_exact_mut(image_len))
+        .map(|((path, _), out)| decode_one(path, spec, out))
+        .collect()
 }
 
 /// Decodes, converts and resizes one file into `out` (channel-major). A panic of the

@@ -1,14 +1,14 @@
 //! How [`CorpusFiles::load`] reads a corpus: files streamed line by line (UTF-8 checked,
 //! `"\r\n"` as `"\n"`, files joined by a blank line), characters numbered as they come,
-//! and tokenizer text gathered into chunks cut only at lone newlines and encoded on
-//! worker threads that keep only the ids (and each token's characters).
+//! and tokenizer text gathered into chunks cut only at lone newlines and encoded a batch
+//! at a time on rayon's threads, keeping only the ids (and each token's characters).
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+
+use rayon::prelude::*;
 
 use super::{
     CorpusFiles, CorpusSplit, LmCorpus, LmVocab, MAX_CHUNK_BYTES, VocabSource, load_tokenizer,
@@ -71,51 +71,19 @@ impl CorpusFiles {
         files: &[PathBuf],
         record: bool,
     ) -> Result<CorpusSplit> {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
-        let inner = tokenizer.inner();
-        let (jobs, job_queue) = mpsc::sync_channel::<(usize, String)>(workers);
-        let job_queue = Mutex::new(job_queue);
-        let (done, results) = mpsc::channel();
-        let mut split = std::thread::scope(|scope| {
-            for _ in 0..workers {
-                let (job_queue, done) = (&job_queue, done.clone());
-                scope.spawn(move || {
-                    loop {
-                        let job = match job_queue.lock() {
-                            Ok(queue) => queue.recv(),
-                            Err(_) => break,
-                        };
-                        let Ok((index, chunk)) = job else { break };
-                        let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            encode_chunk(inner, &chunk, record).map_err(|e| e.to_string())
-                        }))
-                        .unwrap_or_else(|_| Err("the tokenizer panicked".into()));
-                        if done.send((index, encoded)).is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-            drop(done);
-            let mut encoder = TokenEncoder {
-                tokenizer,
-                chunk_bytes: self.chunk_bytes,
-                record,
-                in_flight: 2 * workers,
-                jobs,
-                results,
-                current: String::new(),
-                current_at: (PathBuf::new(), 0),
-                sent: 0,
-                locations: BTreeMap::new(),
-                waiting: BTreeMap::new(),
-                split: CorpusSplit::default(),
-                carry: 0,
-            };
-            read_lines(files, |text, path, line| encoder.push(text, path, line))?;
-            encoder.finish()
-            // dropping the encoder closes the queue: the workers stop
-        })?;
+        let mut encoder = TokenEncoder {
+            tokenizer,
+            chunk_bytes: self.chunk_bytes,
+            record,
+            batch: 2 * rayon::current_num_threads(),
+            pending: Vec::new(),
+            current: String::new(),
+            current_at: (PathBuf::new(), 0),
+            split: CorpusSplit::default(),
+            carry: 0,
+        };
+        read_lines(files, |text, path, line| encoder.push(text, path, line))?;
+        let mut split = encoder.finish()?;
         split.files = names(files);
         Ok(split)
     }
@@ -189,25 +157,19 @@ fn read_lines(
     Ok(())
 }
 
-/// Gathers lines into chunks cut at allowed places, hands them to the worker threads of
-/// [`CorpusFiles::read_tokens`], and keeps the ids (and, when `record`, each token's
-/// characters) in order. Each worker keeps only the ids of a chunk, so the tokenizer's
-/// bulky encodings are made and freed there; at most `in_flight` chunks are out at once.
+/// Gathers lines into chunks cut at allowed places, encodes them `batch` at a time in
+/// parallel, and keeps the ids (and, when `record`, each token's characters) in order.
+/// Each chunk's bulky encoding is made and freed on its thread; only its ids come back.
 struct TokenEncoder<'a> {
     tokenizer: &'a TextTokenizer,
     chunk_bytes: usize,
     record: bool,
-    in_flight: usize,
-    jobs: mpsc::SyncSender<(usize, String)>,
-    results: mpsc::Receiver<(usize, std::result::Result<ChunkIds, String>)>,
+    /// Chunks encoded together.
+    batch: usize,
+    /// Chunks cut but not yet encoded, with the file and line where each starts.
+    pending: Vec<(String, (PathBuf, usize))>,
     current: String,
     current_at: (PathBuf, usize),
-    /// Chunks sent so far (the next chunk's index).
-    sent: usize,
-    /// Where each chunk not yet absorbed starts.
-    locations: BTreeMap<usize, (PathBuf, usize)>,
-    /// Chunks encoded out of order.
-    waiting: BTreeMap<usize, ChunkIds>,
     split: CorpusSplit,
     /// Characters not yet counted for a token (text after the last token so far).
     carry: usize,
@@ -233,56 +195,43 @@ impl TokenEncoder<'_> {
         Ok(())
     }
 
-    /// Sends the current chunk to the workers, first taking in results while too many
-    /// chunks are out.
+    /// Queues the current chunk, and encodes the queue once it holds a batch.
     fn cut(&mut self) -> Result<()> {
-        while self.locations.len() >= self.in_flight {
-            self.receive()?;
-        }
         let capacity = self.chunk_bytes.min(MAX_CHUNK_BYTES) + 4096;
         let chunk = std::mem::replace(&mut self.current, String::with_capacity(capacity));
-        self.locations.insert(self.sent, self.current_at.clone());
-        if self.jobs.send((self.sent, chunk)).is_err() {
-            return Err(self.error(self.sent, "the encoding threads stopped"));
+        self.pending.push((chunk, self.current_at.clone()));
+        if self.pending.len() >= self.batch {
+            self.encode_pending()?;
         }
-        self.sent += 1;
         Ok(())
     }
 
-    /// Waits for one encoded chunk, and absorbs every chunk that is next in order.
-    fn receive(&mut self) -> Result<()> {
-        let first = self.locations.keys().next().copied().unwrap_or(self.sent);
-        let Ok((index, encoded)) = self.results.recv() else {
-            return Err(self.error(first, "the encoding threads stopped"));
-        };
-        let chunk = encoded.map_err(|message| self.error(index, &message))?;
-        self.waiting.insert(index, chunk);
-        while let Some(chunk) = self
-            .locations
-            .keys()
-            .next()
-            .copied()
-            .and_then(|next| self.waiting.remove(&next))
+    /// Encodes the queued chunks in parallel and absorbs them in order.
+    fn encode_pending(&mut self) -> Result<()> {
+        let (inner, record) = (self.tokenizer.inner(), self.record);
+        let encoded: Vec<_> = self
+            .pending
+            .par_iter()
+            .map(|(chunk, _)| {
+                std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    encode_chunk(inner, chunk, record).map_err(|e| e.to_string())
+                }))
+                .unwrap_or_else(|_| Err("the tokenizer panicked".into()))
+            })
+            .collect();
+        for ((_, (path, line)), result) in
+            std::mem::take(&mut self.pending).into_iter().zip(encoded)
         {
-            self.locations.pop_first();
+            let chunk = result.map_err(|message| DataError::Tokenizer {
+                path: self.tokenizer.path().to_path_buf(),
+                message: format!(
+                    "cannot encode {} from line {line}: {message}",
+                    path.display()
+                ),
+            })?;
             self.absorb(chunk);
         }
         Ok(())
-    }
-
-    fn error(&self, index: usize, message: &str) -> DataError {
-        let (path, line) = self
-            .locations
-            .get(&index)
-            .cloned()
-            .unwrap_or_else(|| self.current_at.clone());
-        DataError::Tokenizer {
-            path: self.tokenizer.path().to_path_buf(),
-            message: format!(
-                "cannot encode {} from line {line}: {message}",
-                path.display()
-            ),
-        }
     }
 
     fn absorb(&mut self, chunk: ChunkIds) {
@@ -303,9 +252,7 @@ impl TokenEncoder<'_> {
         if !self.current.is_empty() {
             self.cut()?;
         }
-        while !self.locations.is_empty() {
-            self.receive()?;
-        }
+        self.encode_pending()?;
         if let Some(last) = self.split.token_chars.last_mut() {
             *last = last.saturating_add(u32::try_from(self.carry).unwrap_or(u32::MAX));
         }
