@@ -1,4 +1,6 @@
-//! `ponder parity`: PonderNet on the parity task (`methods.md` §1.4).
+//! `ponder parity`: PonderNet on the parity task (Banino, Balaguer, Blundell 2021,
+//! arXiv:2107.05407: ±1 in a random number of an input's elements, 0 elsewhere; the
+//! target is the parity of the number of +1's).
 //!
 //! A run trains the GRU step model on freshly generated batches, then evaluates it
 //! through the batched runner with PonderNet's sampling, PALBERT's Q-exit, the

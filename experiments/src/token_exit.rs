@@ -1,12 +1,12 @@
-//! `ponder compare` on a token-exit experiment (DYNAMAX, CALM; methods.md §6–7): for
-//! each language model (Mamba, transformer) trained by `ponder lm` on the corpus of the
-//! experiment's `[data]` (the same forms as `ponder lm`'s, characters or a
-//! `tokenizer.json`; each model's run must have recorded the same vocabulary), train
-//! DYNAMAX's exit classifiers on the frozen model, sweep the threshold of every exit rule
-//! (classifiers, softmax max, top-2 margin, hidden-state saturation), measure compute
-//! saved against consistency with full-depth greedy decoding on held-out text, and
-//! calibrate each rule's threshold with Learn-then-Test for a target consistency. Run
-//! folder:
+//! `ponder compare` on a token-exit experiment (DYNAMAX, arXiv:2504.20922; CALM,
+//! arXiv:2207.07061): for each language model (Mamba, transformer) trained by `ponder lm`
+//! on the corpus of the experiment's `[data]` (the same forms as `ponder lm`'s,
+//! characters or a `tokenizer.json`; each model's run must have recorded the same
+//! vocabulary), train DYNAMAX's exit classifiers on the frozen model, sweep the threshold
+//! of every exit rule (classifiers, softmax max, top-2 margin, hidden-state saturation),
+//! measure compute saved against consistency with full-depth greedy decoding on held-out
+//! text, and calibrate each rule's threshold with Learn-then-Test (arXiv:2110.01052) for
+//! a target consistency. Run folder:
 //!
 //! ```text
 //! runs/NAME-TIMESTAMP/

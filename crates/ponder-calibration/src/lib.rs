@@ -86,7 +86,10 @@
 //! # Ok::<(), ponder_calibration::CalibrationError>(())
 //! ```
 //!
-//! ## Choices (see `methods.md` §5.5 and pitfalls 12–13)
+//! ## Choices
+//!
+//! Calibration and conformal settings follow JEI-DNN (Regol, Chataoui, Coates, ICLR 2024,
+//! arXiv:2310.09163) and Angelopoulos & Bates (arXiv:2107.07511); where they differ:
 //!
 //! * **ECE is dataset-level.** JEI-DNN's code computes ECE per batch and averages it
 //!   weighted by batch size; [`calibration_error`] bins the whole set at once, which does

@@ -72,9 +72,9 @@ struct BinSums {
 /// diagram of confidences against correctness, over the **whole** set.
 ///
 /// `ECE = Σ_b |acc_b − conf_b| · n_b / n` and `MCE = max_b |acc_b − conf_b|` over the
-/// non-empty bins (Guo et al. 2017, eqs. 3 and 5; JEI-DNN §5.5 of `docs/methods.md`).
-/// JEI-DNN's code computes ECE per batch and averages it weighted by batch size; this is
-/// the dataset-level ECE (pitfall 12).
+/// non-empty bins (Guo et al. 2017, eqs. 3 and 5). JEI-DNN (ICLR 2024, arXiv:2310.09163)
+/// uses 15 quantile bins on `p_max`, but its code computes ECE per batch and averages it
+/// weighted by batch size, which depends on the batch size; this is the dataset-level ECE.
 ///
 /// Confidences may lie up to [`PROB_TOLERANCE`] outside [0, 1] (f32 round-off) and are
 /// clamped into it. Cost: O(n) for uniform bins, one O(n log n) sort for quantile bins.

@@ -8,7 +8,8 @@ pub const WEIGHT_SUM_TOLERANCE: f64 = 1e-4;
 
 /// JEI-DNN's posterior for one row: the mixture `Σ_l P_l · p_l` of every exit's class
 /// probabilities, weighted by the exit distribution `P_l` (the probability that the row
-/// exits at `l`; §5 of `docs/methods.md`). Computed in f64, returned as f32.
+/// exits at `l`; JEI-DNN, Regol et al., ICLR 2024, arXiv:2310.09163). Computed in f64,
+/// returned as f32.
 ///
 /// The result sums to 1 when the weights and every `layer_probs[l]` do.
 ///

@@ -1,5 +1,6 @@
 //! Token-level early exit in language models: the step-wise interface that DYNAMAX- and
-//! CALM-style decoders drive one layer at a time (methods.md §6, §7, pitfalls 14–15).
+//! CALM-style decoders drive one layer at a time (DYNAMAX: Nogales, Gambella & Roveri 2025,
+//! arXiv:2504.20922; CALM: Schuster et al., NeurIPS 2022, arXiv:2207.07061).
 //!
 //! A [`TokenLm`] generates one token per row at a time. For each token the decoder runs
 //! the layers in order; a row that exits after layer `e` *skips* the later layers
@@ -30,8 +31,9 @@ pub fn check_prompt(prompt: &[usize], vocab_size: usize) -> Result<()> {
     Ok(())
 }
 
-/// What a layer's cache gets for a row that skipped the layer at the current token
-/// (pitfall 14).
+/// What a layer's cache gets for a row that skipped the layer at the current token: later
+/// tokens still read that layer's K/V (Transformer) or conv/SSM state (Mamba) at this
+/// position, so it must be filled one way or another, and recomputing it has a cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SkipRule {
@@ -196,11 +198,11 @@ pub trait TokenLm {
     /// Whether this model's caches have a meaning for `rule`.
     fn supports(&self, rule: SkipRule) -> bool;
     /// DYNAMAX's state-recompute penalty `c` in its speed-up formula: the share of a
-    /// layer charged per recomputed skipped layer (methods.md §6.7: 4/24 for Mistral,
-    /// 9/26 for Mamba).
+    /// layer charged per recomputed skipped layer (DYNAMAX's evaluation code,
+    /// arXiv:2504.20922: 4/24 for Mistral, 9/26 for Mamba).
     fn dynamax_penalty(&self) -> f64;
     /// What DYNAMAX's speed-up formula adds to each exited token's skipped layers
-    /// (methods.md §6.7: +1 per exit for Mistral, 0 for Mamba).
+    /// (DYNAMAX's evaluation code, arXiv:2504.20922: +1 per exit for Mistral, 0 for Mamba).
     fn dynamax_skip_offset(&self) -> f64;
 
     /// Runs a prompt `[batch, len]` through every layer: the logits of the last prompt

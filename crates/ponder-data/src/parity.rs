@@ -1,4 +1,4 @@
-//! The parity task of PonderNet (`methods.md` §1.4).
+//! The parity task of PonderNet (Banino, Balaguer & Blundell 2021, arXiv:2107.05407).
 //!
 //! Each input has `n_elems` elements; `k` of them, `k` drawn uniformly from a range, are
 //! ±1 (each sign with probability ½) and the rest 0, at random positions. The target is

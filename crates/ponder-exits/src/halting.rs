@@ -16,7 +16,7 @@ use crate::heads::ClassifierHeads;
 /// * PALBERT's Lambda layer ([`palbert`](Self::palbert)): the input is the current and
 ///   previous features concatenated, `[u_i; u_{i−1}]` with `u_0 = 0`, then three
 ///   `Linear(2d→2d)`+tanh blocks and `Linear(2d→1)`, then σ; dropout on its input in
-///   training only (`methods.md` §2.2).
+///   training only (PALBERT, Balagansky & Gavrilov, NeurIPS 2022, arXiv:2204.03276).
 #[derive(Config, Debug)]
 pub struct HaltingHeadConfig {
     /// Size of the features the head reads (per layer).

@@ -1,7 +1,7 @@
 //! JEI-DNN (Regol, Chataoui & Coates, ICLR 2024): gates that read confidence features
 //! of the inference modules' logits, the capped-sum exit distribution, the
 //! cost-aware gate targets and the losses of the two alternating phases
-//! (`methods.md` §5, pitfalls 10 and 11).
+//! (arXiv:2310.09163).
 //!
 //! * An inference module (IM) is the classifier head of an early exit; the final exit is
 //!   the backbone's own head and has no gate.
@@ -29,7 +29,7 @@ pub const N_CONFIDENCE_FEATURES: usize = 4;
 
 /// The four confidence features of each row of `logits`, detached from the graph (the
 /// reference computes them in NumPy): `[p_max, H(p), p_(1) − p_(2), H(p²/Σp²)]` with
-/// `p = softmax(logits)` and natural-log entropies (`methods.md` §5.1).
+/// `p = softmax(logits)` and natural-log entropies (JEI-DNN, arXiv:2310.09163).
 ///
 /// # Shapes
 /// - logits: `[batch_size, n_classes]` with `n_classes ≥ 2`
@@ -249,7 +249,7 @@ pub fn exit_distribution_row(gates: &[f32]) -> Vec<f32> {
 }
 
 /// The exit that minimises each row's cost-aware loss `ℓ_l = CE_l + λ_cost·ĉ_l` over
-/// every exit, the final one included (JEI-DNN's gate targets, `methods.md` §5.3 (b));
+/// every exit, the final one included (JEI-DNN's gate targets, arXiv:2310.09163);
 /// the first on ties.
 ///
 /// `ce[l][b]`: row `b`'s cross-entropy at exit `l`; `costs[l]`: `ĉ_l`, the cost of
@@ -364,7 +364,7 @@ pub fn gate_loss(
 
 /// The IM phase's loss, JEI-DNN's `weighted` ("boosted") mode:
 /// `mean_{b,l} [P_{b,l}·CE_{b,l}·r_b]` with `r_b = Σ_l CE_{b,l} / Σ_l P_{b,l}·CE_{b,l}`
-/// over the `G` inference modules (`methods.md` §5.3 (a), pitfall 10).
+/// over the `G` inference modules (JEI-DNN, arXiv:2310.09163).
 ///
 /// With `detach_ratio = false` (the reference code) the ratio keeps its gradient, and
 /// the loss equals the unweighted mean cross-entropy over IMs in value and gradient;
@@ -590,7 +590,7 @@ mod tests {
         let a: f32 = plain.clone().into_scalar();
         let b: f32 = coupled.clone().into_scalar();
         assert!((a - b).abs() < 1e-5, "value: {a} vs {b}");
-        // same gradient too (pitfall 10)
+        // same gradient too: the undetached ratio cancels the weights P
         let g_plain = plain.backward();
         let g_coupled = coupled.backward();
         for l in &logits {

@@ -43,7 +43,8 @@ pub fn cross_entropy_per_row(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tens
 }
 
 /// PABEE's depth-weighted loss `Σ_i i·L_i / Σ_i i` over per-layer losses, with 1-based
-/// weights (the first layer has weight 1; `methods.md` §3.2, pitfall 7).
+/// weights: the first layer has weight 1, not 0 (PABEE, Zhou et al., NeurIPS 2020,
+/// arXiv:2006.04152).
 ///
 /// # Panics
 /// If `per_layer` is empty.

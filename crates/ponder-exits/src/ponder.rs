@@ -1,5 +1,6 @@
-//! PonderNet's exit distribution, geometric prior and loss (`methods.md` §1.1–1.2, §2.3–2.4,
-//! pitfalls 1–3 and 19).
+//! PonderNet's exit distribution, geometric prior and loss (Banino, Balaguer & Blundell 2021,
+//! arXiv:2107.05407), with PALBERT's variants (Balagansky & Gavrilov, NeurIPS 2022,
+//! arXiv:2204.03276).
 //!
 //! With conditional halting probabilities `λ_n` from a [`HaltingHead`](crate::HaltingHead),
 //! the probability of exiting at layer `n` is `p_n = λ_n · Π_{j<n}(1 − λ_j)`, and the
@@ -34,7 +35,8 @@ pub enum KlDirection {
     ExitsToPrior,
 }
 
-/// The smallest probability `log` is taken of (pitfall 2: clamp before `log`).
+/// The smallest probability `log` is taken of: `p` is clamped before `log` so that the KL
+/// stays finite when a layer gets no exit mass.
 const LOG_FLOOR: f32 = 1e-10;
 
 /// The exit distribution `p_n = λ_n · Π_{j<n}(1 − λ_j)` for every layer, per row.
@@ -166,10 +168,13 @@ pub struct PonderLoss {
     pub kl: Tensor<1>,
 }
 
-/// PonderNet's loss `Σ_n mean_b(p_{n,b}·ℓ_{n,b}) + β·KL(·)` (`methods.md` §1.2, §2.4).
+/// PonderNet's loss `Σ_n mean_b(p_{n,b}·ℓ_{n,b}) + β·KL(·)` (arXiv:2107.05407; PALBERT,
+/// arXiv:2204.03276).
 ///
 /// Every layer's loss is used, so `p` and `per_row_losses` must have one entry per
-/// layer (unlike PALBERT's early break, pitfall 3, nothing is dropped).
+/// layer. PALBERT's code stops computing layers once every row's cdf exceeds `1 − ε` and
+/// zips the shorter list of logits with `p`, silently dropping the late layers from the
+/// task loss; here nothing is dropped.
 ///
 /// # Shapes
 /// - p, per_row_losses: `N` tensors `[batch_size]`

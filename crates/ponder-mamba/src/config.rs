@@ -3,7 +3,8 @@
 use burn::config::Config;
 use ponder_core::PonderError;
 
-/// A Mamba model: embedding, `n_layers` residual blocks, final RMSNorm (methods.md §8).
+/// A Mamba model: embedding, `n_layers` residual blocks, final RMSNorm (Gu & Dao 2023,
+/// arXiv:2312.00752).
 #[derive(Config, Debug, PartialEq)]
 pub struct MambaConfig {
     /// Vocabulary size (rows of the embedding).

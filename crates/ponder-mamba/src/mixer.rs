@@ -3,7 +3,8 @@
 //! Two execution modes share one caller-owned [`LayerState`]: [`MambaMixer::forward`]
 //! runs a whole chunk of the sequence (the selective scan; training and prompt
 //! prefill), continuing from a state when given one, and [`MambaMixer::step`] advances
-//! one token (generation). Equations: methods.md §8.3–8.4, pitfall 17.
+//! one token (generation). Equations: Mamba's selective SSM (Gu & Dao 2023,
+//! arXiv:2312.00752), as in the official state-spaces/mamba code; the two modes must agree.
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig, RmsNorm, RmsNormConfig};
@@ -156,7 +157,7 @@ impl MambaMixer {
         let delta_r = dbc.clone().narrow(D - 1, 0, r);
         let b = dbc.clone().narrow(D - 1, r, n);
         let c = dbc.narrow(D - 1, r + n, n);
-        // Δ's softplus includes dt_proj's bias (pitfall 17).
+        // Δ = softplus(W_dt·δ + b_dt): the softplus includes dt_proj's bias (official code).
         let delta = softplus(self.dt_proj.forward(delta_r), 1.0);
         (delta, b, c)
     }
@@ -173,7 +174,8 @@ impl MambaMixer {
         let device = x.device();
         let xz = self.in_proj.forward(x);
         let xs = xz.clone().narrow(2, 0, di);
-        // The gate z is taken before the convolution (pitfall 17).
+        // The gate z is split off in_proj's output before the convolution; only xs is
+        // convolved (official Mamba code).
         let z = xz.narrow(2, di, di);
 
         // Causal depthwise convolution: the previous k − 1 inputs (zeros at the start of
@@ -198,7 +200,8 @@ impl MambaMixer {
 
         let (delta, b, c) = self.delta_b_c(u.clone());
         let (y, ssm) = selective_scan(u.clone(), delta, self.a(), b, c, h0);
-        // The D skip reads the post-convolution input (pitfall 17).
+        // The D skip reads u, the input after the convolution and SiLU, not in_proj's xs
+        // (official Mamba code).
         let y = y + u * self.d_skip.val().reshape([1, 1, di]);
         let out = self.out_proj.forward(y * silu(z));
         (
@@ -316,12 +319,13 @@ impl MambaMixer {
 }
 
 /// The selective scan `h_t = exp(Δ_t ⊗ A) ⊙ h_{t−1} + (Δ_t ⊙ u_t) ⊗ B_t`,
-/// `y_t = h_t · C_t` (B̄ is the simplified Euler `Δ·B`, pitfall 17), from `h0`.
+/// `y_t = h_t · C_t` (A is discretised by ZOH, but B̄ is the simplified Euler `Δ·B`, as in
+/// the official Mamba code), from `h0`.
 ///
 /// A sequential loop over time with tensor operations, which never materialises the
 /// `[batch, seq_len, d_inner, n]` tensors of `Ā` and `B̄u`: each step discretises its
 /// own `[batch, d_inner, n]` slice. The per-step inputs are taken out of the sequence
-/// in two levels (chunks of [`SCAN_CHUNK`] steps, then steps) because the backward of
+/// in two levels (chunks of `SCAN_CHUNK` steps, then steps) because the backward of
 /// each slice writes a gradient as large as the tensor it was sliced from: slicing the
 /// whole sequence at every step would make the backward quadratic in the length.
 ///

@@ -194,7 +194,8 @@ impl MultiExitClassifier {
     /// The cost `ĉ_l` of reaching each exit over the cost of the final exit, per row of
     /// `input` (all rows have the same cost): the embedding, the layers up to `l`, and the
     /// heads (and gates) evaluated on the way, counted as the runner counts them (JEI-DNN's
-    /// normalised exit costs, `methods.md` §5.1).
+    /// normalised exit costs `ĉ_l = c_l / c_final`, so `ĉ_final = 1`; Regol, Chataoui,
+    /// Coates, ICLR 2024, arXiv:2310.09163).
     pub fn exit_costs(&self, input: EncoderInput) -> Vec<f64> {
         let hidden = self.backbone.embed(input);
         let costs = match (self.halting_heads(), self.gated_heads()) {

@@ -1,5 +1,7 @@
 //! PonderNet on the parity task: a GRU cell applied up to `N` times to the same input,
-//! with a shared output head and a linear halting head (`methods.md` §1.1, §1.4).
+//! with a shared output head and a linear halting head (PonderNet, Banino, Balaguer,
+//! Blundell 2021, arXiv:2107.05407; the model of labml's scaled-down reproduction:
+//! `h_0 = 0`, `h_{n+1} = GRU(x, h_n)`, output and `λ_n = σ(·)` read from `h_n`).
 
 use std::time::Instant;
 

@@ -1,5 +1,7 @@
 //! DYNAMAX's exit classifiers trained on a frozen language model, and the metrics of
-//! token-level early exit (methods.md §6.4–6.7, §7.1).
+//! token-level early exit (DYNAMAX, Nogales, Gambella, Roveri 2025, arXiv:2504.20922, as
+//! its reference code does it; CALM, Schuster et al. 2022, arXiv:2207.07061, for the
+//! confidence rules and the state propagation of skipped layers).
 //!
 //! Training reads random windows of the training text, runs the frozen model over them
 //! once (without autodiff), labels every token at every exit position with
@@ -407,7 +409,7 @@ pub struct TokenExitMetrics {
     /// `1 − FLOPs / full-depth FLOPs` (measures, classifier and cache recomputation
     /// included).
     pub flops_saved: f64,
-    /// DYNAMAX's speed-up `total / (total − skipped + penalty)` (methods.md §6.7), with
+    /// DYNAMAX's speed-up `total / (total − skipped + penalty)` ([`dynamax_speedup`]), with
     /// the recompute penalty when the skip rule recomputes: DYNAMAX's own bookkeeping
     /// from exit layers, which counts the last layer as skipped even when it runs.
     pub dynamax_speedup: f64,
@@ -449,7 +451,7 @@ impl DynamaxConstants {
     }
 }
 
-/// DYNAMAX's speed-up (`main_eval.py`, methods.md §6.7) from the exit layers (1-based;
+/// DYNAMAX's speed-up (its reference code's `main_eval.py`) from the exit layers (1-based;
 /// N = no exit) of stepped tokens: `total = tokens·N`, `skipped = Σ (N − e + offset)`
 /// and `penalty = Σ (N − e + 1)·c` over exited tokens, `total / (total − skipped +
 /// penalty)`.

@@ -67,8 +67,10 @@ impl Method {
 /// and the warm-up's): models of different `jei.cost_weight` are the same up to there.
 pub const JEI_ALTERNATION_STAGE: usize = 2;
 
-/// JEI-DNN's training after the backbone (`methods.md` §5.3, §5.4). Every field has a
-/// default.
+/// JEI-DNN's training after the backbone (Regol, Chataoui, Coates, ICLR 2024,
+/// arXiv:2310.09163, as its reference code `networkslab/dynn` schedules it): a warm-up of
+/// the inference modules on the frozen backbone, then phases alternating between the
+/// gates and the inference modules. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JeiConfig {
@@ -79,7 +81,8 @@ pub struct JeiConfig {
     pub warmup_epochs: usize,
     /// Epochs of the alternating training of gates and inference modules; the epoch with
     /// the best validation accuracy under the gates (a_l ≥ 0.5) is kept, JEI-DNN's
-    /// protocol (`methods.md` pitfall 20; it ignores cost). Default: 3.
+    /// selection protocol, which ignores cost (reproduce the protocol, not only the
+    /// model, to compare with its numbers). Default: 3.
     pub epochs: usize,
     /// λ_cost of the cost-aware gate targets `argmin_l CE_l + λ_cost·ĉ_l` (the reference's
     /// `--ce_ic_tradeoff`: 0.7 in its argparse, 0.15 in its README). Default: 0.15.
@@ -87,9 +90,11 @@ pub struct JeiConfig {
     /// Batches per phase before switching (the reference's `bilevel_batch_count`); the
     /// first phase is the gates'. Default: 200.
     pub phase_batches: usize,
-    /// Detach the ratio of the weighted IM loss (the intended per-sample weighting)
-    /// instead of the reference code's non-detached ratio, which makes the loss the plain
-    /// mean cross-entropy (pitfall 10). Default: false.
+    /// Detach the ratio of the weighted IM loss `P_l·CE_l·(Σ_j CE_j / Σ_j P_j·CE_j)`
+    /// (the intended per-sample weighting, emphasising the modules a row is likely to
+    /// exit at) instead of the reference code's non-detached ratio: summed over l it is
+    /// `Σ_l CE_l`, so in value and gradient the loss is the plain mean cross-entropy.
+    /// Default: false.
     pub detach_ratio: bool,
     /// Cap of the gates' positive-class weights. Default: 5.
     pub positive_weight_cap: f32,
@@ -141,7 +146,11 @@ impl JeiConfig {
 }
 
 /// The PonderNet loss of [`Method::Palbert`] and [`Method::PonderNet`]:
-/// `Σ_n mean_b(p_n·ℓ_n) + β·KL` (`methods.md` §1.2, §2.4). The default is PALBERT's
+/// `Σ_n mean_b(p_n·ℓ_n) + β·KL` (the task term averaged over the batch per layer, then
+/// summed over layers), with `p_n = λ_n·Π_{j<n}(1 − λ_j)` the probability of exiting at
+/// layer n and the KL against a geometric prior `p_G(n) = λ_p(1 − λ_p)^{n−1}` (PonderNet,
+/// Banino, Balaguer, Blundell 2021, arXiv:2107.05407; PALBERT, Balagansky, Gavrilov 2022,
+/// arXiv:2204.03276). The default is PALBERT's
 /// (the parity model's is labml's); a `[train.ponder]` table that is present must name
 /// every key, so a partial table never mixes in another method's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -632,7 +641,10 @@ fn internal_losses(
         .collect()
 }
 
-/// One step of JEI-DNN's alternation on the frozen backbone (`methods.md` §5.3).
+/// One step of JEI-DNN's alternation on the frozen backbone (arXiv:2310.09163): in a
+/// gate phase, the gates' weighted BCE on the targets `1[l ≥ argmin_l CE_l + λ_cost·ĉ_l]`
+/// with the inference modules as constants; in a module phase, the inference modules'
+/// weighted loss under the exit distribution of the gates, run without gradient.
 fn jei_joint_loss(
     model: &MultiExitClassifier,
     batch: &Batch,

@@ -1,6 +1,6 @@
 //! Split conformal prediction sets for classifiers (Vovk et al. 2005; Angelopoulos & Bates
-//! 2021), with one threshold for the whole model or one per exit (JEI-DNN's "gated"
-//! variant, §5.5 of `docs/methods.md`).
+//! 2021, arXiv:2107.07511), with one threshold for the whole model or one per exit
+//! (JEI-DNN's "gated" variant, Regol et al., ICLR 2024, arXiv:2310.09163).
 //!
 //! Scores are computed in f64 from the f32 probabilities. A class `k` is in a row's set iff
 //! its score `s(x, k) ≤ q̂`, where `s(x, k)` is computed by exactly the same arithmetic as the

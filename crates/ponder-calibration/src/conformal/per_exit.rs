@@ -18,8 +18,10 @@ pub enum QuantileSource {
     Fallback,
 }
 
-/// JEI-DNN's per-exit ("gated") split conformal prediction: one `q̂` per exit (§5.5 of
-/// `docs/methods.md`).
+/// JEI-DNN's per-exit ("gated") split conformal prediction: one `q̂` per exit, from the
+/// calibration rows that exit there, falling back to every row's score at that exit's head
+/// when at most `min_exit_samples` rows (20 in JEI-DNN) exit there (Regol et al., ICLR 2024,
+/// arXiv:2310.09163).
 ///
 /// JEI-DNN's other variants: `general` is [`SplitConformal`](crate::SplitConformal) calibrated on the exited
 /// outputs; `gated_all` is this with `min_exit_samples = usize::MAX` (always the fallback);

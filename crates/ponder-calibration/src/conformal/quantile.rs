@@ -1,4 +1,5 @@
-//! The split-conformal threshold q̂ (pitfall 13 of `docs/methods.md`).
+//! The split-conformal threshold q̂: the `⌈(n+1)(1−α)⌉`-th smallest calibration score
+//! (Angelopoulos & Bates, arXiv:2107.07511), and JEI-DNN's numpy variant of it.
 
 use serde::{Deserialize, Serialize};
 
@@ -80,7 +81,7 @@ pub fn conformal_quantile(scores: &[f64], alpha: f64) -> Result<f64> {
 }
 
 /// JEI-DNN's threshold: `np.quantile(scores, min(1, k/n), method="higher")` with
-/// `k = ⌈(n+1)(1−α)⌉` (pitfall 13 of `docs/methods.md`).
+/// `k = ⌈(n+1)(1−α)⌉` (Regol et al., ICLR 2024, arXiv:2310.09163).
 ///
 /// numpy's "higher" method takes the sorted score at 0-based index `⌈q·(n−1)⌉`. For
 /// `q = k/n < 1` that index is `⌈k − k/n⌉ = k`, i.e. the `(k+1)`-th smallest score, **one

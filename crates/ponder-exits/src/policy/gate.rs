@@ -1,4 +1,5 @@
-//! JEI-DNN's exit rule on learned gates (`methods.md` §5.2, pitfall 11).
+//! JEI-DNN's exit rule on learned gates (Regol, Chataoui & Coates, ICLR 2024,
+//! arXiv:2310.09163).
 
 use ponder_core::{ExitPolicy, ExitSignals, PonderError, Result};
 
@@ -17,7 +18,8 @@ pub struct GateCarry {
 /// `P_l = max(0, min(g_l, 1 − Σ_{j<l} P_j))` and the conditional activation
 /// `a_l = clip(P_l / Π_{j<l}(1 − a_j), 0, 1)`; a row exits at the first layer with
 /// `a_l ≥ threshold` (JEI-DNN: 0.5), with that layer's prediction, else at the final
-/// head. Not `P_l ≥ 0.5` and not `g_l ≥ 0.5` (pitfall 11). Deterministic.
+/// head. Not `P_l ≥ 0.5` and not `g_l ≥ 0.5`: the rule thresholds the probability of
+/// exiting at `l` given that no earlier gate fired. Deterministic.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LearnedGate {
     threshold: f64,

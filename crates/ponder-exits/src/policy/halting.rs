@@ -1,8 +1,10 @@
 //! Policies that read the halting probabilities λ of a halting head: PALBERT's Q-exit,
 //! PonderNet's sampling, and the expectation over the exit distribution
-//! (`methods.md` §1.3, §2.5, pitfalls 4, 5 and 9).
+//! (PonderNet, Banino et al. 2021, arXiv:2107.05407; PALBERT, Balagansky & Gavrilov,
+//! NeurIPS 2022, arXiv:2204.03276).
 //!
-//! Cumulative quantities are carried per row in `f64` on the host.
+//! Cumulative quantities are carried per row in `f64` on the host, so any batch size works
+//! (the reference code handles batch size 1 only).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -189,7 +191,7 @@ impl ExitPolicy for PonderSample {
 /// The expectation over the exit distribution: the prediction is the mixture
 /// `Σ_{i<N} p_i·softmax_i + (1 − cdf_{N−1})·softmax_N` (its log is reported), i.e.
 /// `λ_N = 1` at the last layer. PALBERT's code weights the last layer by `1 − p_N`
-/// instead (pitfall 4); this is the corrected weight, so the weights sum to 1.
+/// instead; this is the corrected weight, so the weights sum to 1.
 ///
 /// A row stops early once the mass not yet assigned, `Π(1 − λ)`, is at most
 /// `tolerance`; that remainder then goes to the current layer. With tolerance 0 rows

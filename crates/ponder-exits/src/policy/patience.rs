@@ -1,4 +1,5 @@
-//! PABEE's patience-based early exit (`methods.md` §3.3 and pitfall 6).
+//! PABEE's patience-based early exit (Zhou et al., "BERT Loses Patience", NeurIPS 2020,
+//! arXiv:2006.04152).
 
 use ponder_core::{ExitPolicy, ExitSignals, PonderError, Result, retain};
 

@@ -1,5 +1,5 @@
-//! DYNAMAX's exit classifiers (methods.md §6.2, pitfall 15): a linear head per exit
-//! position, and a small Mamba over the layer axis.
+//! DYNAMAX's exit classifiers (Nogales, Gambella & Roveri 2025, arXiv:2504.20922): a
+//! linear head per exit position, and a small Mamba over the layer axis.
 //!
 //! **Linear** (the reference code): `Linear(f → 2)` per exit position on the layer's
 //! classifier input (Mamba: `[hidden_states; residual]`, 2d wide; transformer: the
@@ -250,7 +250,7 @@ impl ClassifierState {
     }
 }
 
-/// P(exit) = softmax(logits)[1] of classifier logits `[n, 2]` → `[n]`.
+/// `P(exit) = softmax(logits)[1]` of classifier logits `[n, 2]` → `[n]`.
 pub fn exit_probability(logits: Tensor<2>) -> Tensor<1> {
     let [n, _] = logits.dims();
     softmax(logits, 1).narrow(1, 1, 1).reshape([n])

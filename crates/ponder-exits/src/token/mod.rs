@@ -1,4 +1,5 @@
-//! Token-level early exit in language models (DYNAMAX, CALM; methods.md §6–7).
+//! Token-level early exit in language models (DYNAMAX: Nogales, Gambella & Roveri 2025,
+//! arXiv:2504.20922; CALM: Schuster et al., NeurIPS 2022, arXiv:2207.07061).
 //!
 //! * [`ExitClassifier`]: DYNAMAX's linear heads, and a small Mamba over the layer axis
 //!   ([`classifier`] documents the design); trained on labels from the frozen model
