@@ -459,8 +459,22 @@ fn eval_models<S: ClassificationSource>(
             .with_context(|| format!("loading the {} model", kind.name(id)))?
             .valid();
         models.push(pipeline::evaluate_model(
-            experiment, method, seed, &model, data, policies, None, 0.0,
+            experiment, kind, seed, &model, data, policies, None, 0.0,
         )?);
+        if let Some((report, refit)) = pipeline::gate_refit(
+            experiment,
+            kind,
+            seed,
+            &model,
+            &splits.train,
+            data,
+            policies,
+        )? {
+            if let Some(last) = models.last_mut() {
+                last.gates = Some(report);
+            }
+            models.push(refit);
+        }
     }
     Ok(CompareResults::new(
         experiment,

@@ -6,13 +6,13 @@ use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use ponder_core::ExitPolicy;
+use ponder_core::{ExitPolicy, LayerwiseBackbone};
 use ponder_data::{GlueScore, GlueTask, glue_classification_score, glue_regression_score};
 use ponder_exits::{HaltingHeadConfig, NeverExit, Policy, PonderSample};
 use ponder_models::{
-    Batch, ClassificationSource, EvalOutput, JEI_ALTERNATION_STAGE, LayerAccuracy, Method,
-    MultiExitClassifier, MultiExitConfig, evaluate, fit, layer_accuracies, layer_outputs,
-    make_batches,
+    Batch, ClassificationSource, EvalOutput, GateData, GateReport, HaltingOptimum,
+    JEI_ALTERNATION_STAGE, LayerAccuracy, Method, MultiExitClassifier, MultiExitConfig, evaluate,
+    fit, gate_report, halting_optimum, layer_accuracies, layer_outputs, make_batches, refit_gates,
 };
 use serde::{Deserialize, Serialize};
 
@@ -99,6 +99,14 @@ pub struct ModelResult {
     /// With JEI-DNN's gates: the posterior `Σ_l P_l·p_l` (every exit computed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub posterior: Option<PosteriorResult>,
+    /// With a halting head: the learned exit distribution on the test set against the
+    /// per-row optimum of the PonderNet loss it was trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halting_optimum: Option<HaltingOptimum>,
+    /// With JEI-DNN's gates and `compare.jei_refit`: each gate's weights, targets and
+    /// objective on the training split (for a `+refit` model: of the refitted gates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gates: Option<GateReport>,
 }
 
 /// Repeated evaluations of one policy: the spread of each example's exit layer
@@ -317,6 +325,8 @@ impl ModelResult {
             train_seconds,
             policies: Vec::new(),
             posterior: None,
+            halting_optimum: None,
+            gates: None,
         }
     }
 }
@@ -385,7 +395,9 @@ pub fn seed_summary(models: &[ModelResult]) -> Vec<SeedSummary> {
 }
 
 /// The model of `method` for this experiment: PABEE's per-layer heads; DeeBERT's
-/// off-ramps also get a pooler each; PALBERT has one head shared by every layer and
+/// off-ramps also get a pooler each (`model.offramp_pooler`: their own on the layer's
+/// pre-pooler features, or stacked on the main pooler's output); PALBERT has one head
+/// shared by every layer and
 /// the Lambda layer (with the head dropout on its input); PonderNet one shared head and
 /// a linear λ head; JEI-DNN per-layer heads and a gate per early exit.
 pub fn model_config(
@@ -407,6 +419,13 @@ pub fn model_config(
             "jei_dnn's gates read the confidence of a prediction over at least 2 classes; the data has {n_classes}"
         );
     }
+    let shared_head = experiment.model.shared_head.unwrap_or(method.has_halting());
+    if shared_head && matches!(method, Method::DeeBert | Method::JeiDnn) {
+        bail!(
+            "invalid value for `model.shared_head`: {} trains its early exits' heads apart from the final one, so they cannot be one shared head",
+            experiment.model_kind(method).label()
+        );
+    }
     let d = backbone.d_model();
     let halting = match method {
         Method::Palbert => {
@@ -416,16 +435,18 @@ pub fn model_config(
         Method::Pabee | Method::DeeBert | Method::FinalOnly | Method::JeiDnn => None,
     };
     Ok(MultiExitConfig::new(backbone, n_classes)
-        .with_pooler_per_head(method == Method::DeeBert)
-        .with_shared_head(method.has_halting())
+        .with_offramp_pooler((method == Method::DeeBert).then(|| experiment.offramp_pooler()))
+        .with_shared_head(shared_head)
         .with_halting(halting)
         .with_gates(method.has_gates())
         .with_head_dropout(experiment.model.head_dropout))
 }
 
 /// Replaces `model`'s encoder by `model.pretrained`'s, when the experiment names one;
-/// the heads, and a pooler the checkpoint lacks, stay freshly initialised. Only a model
-/// that starts training needs it: a trained or resumed one loads its own checkpoint.
+/// the heads, and a pooler the checkpoint lacks, stay freshly initialised. The
+/// checkpoint's pooler is the main pooler (the final exit's): DeeBERT's separate
+/// off-ramp poolers are copies of it once stage 1 has fine-tuned it. Only a model that
+/// starts training needs it: a trained or resumed one loads its own checkpoint.
 pub fn load_pretrained(
     experiment: &Experiment,
     model: &mut MultiExitClassifier,
@@ -731,7 +752,7 @@ pub fn compare<S: ClassificationSource>(
         for seed in experiment.seeds() {
             for &method in methods {
                 for cost in experiment.cost_variants(method) {
-                    models.push(train_and_evaluate(
+                    models.extend(train_and_evaluate(
                         &experiment.with_cost_weight(cost),
                         method,
                         seed,
@@ -760,7 +781,7 @@ pub fn compare<S: ClassificationSource>(
 /// calibration, and JEI-DNN's posterior for a model with gates.
 pub fn evaluate_model(
     experiment: &Experiment,
-    method: Method,
+    kind: ModelKind,
     seed: u64,
     model: &MultiExitClassifier,
     data: EvalData<'_>,
@@ -768,7 +789,6 @@ pub fn evaluate_model(
     best_valid_metric: Option<f64>,
     train_seconds: f64,
 ) -> Result<ModelResult> {
-    let kind = experiment.model_kind(method);
     let label = kind.label();
     let several = !experiment.compare.seeds.is_empty();
     // every exit on the validation split, once: the per-exit conformal fallback, the
@@ -791,6 +811,7 @@ pub fn evaluate_model(
     Ok(ModelResult {
         policies: evaluate_policies(&label, model, data, calibration.as_ref(), policies)?,
         posterior,
+        halting_optimum: halting_optimum(model, data.test, &experiment.train.ponder),
         ..ModelResult::new(
             kind,
             kind.name(several.then_some(seed)),
@@ -803,7 +824,8 @@ pub fn evaluate_model(
     })
 }
 
-/// Trains (or loads) one model of `compare` and evaluates every policy on it.
+/// Trains (or loads) one model of `compare` and evaluates every policy on it (and,
+/// with `compare.jei_refit`, on its copy with refitted gates).
 fn train_and_evaluate<S: ClassificationSource>(
     experiment: &Experiment,
     method: Method,
@@ -814,7 +836,7 @@ fn train_and_evaluate<S: ClassificationSource>(
     policies: &[Policy],
     run: &RunFolder,
     device: &Device,
-) -> Result<ModelResult> {
+) -> Result<Vec<ModelResult>> {
     let (model, best, seconds) = train_or_load(
         experiment,
         method,
@@ -824,8 +846,9 @@ fn train_and_evaluate<S: ClassificationSource>(
         device,
     )?;
     let model = model.valid();
+    let kind = experiment.model_kind(method);
     let mut result = evaluate_model(
-        experiment, method, seed, &model, data, policies, best, seconds,
+        experiment, kind, seed, &model, data, policies, best, seconds,
     )?;
     if model.halting.is_some() && experiment.compare.repeats > 0 {
         // Q-exit is deterministic: its repeats measure that, they do not assume it
@@ -841,7 +864,55 @@ fn train_and_evaluate<S: ClassificationSource>(
             ));
         }
     }
-    Ok(result)
+    let refit = gate_refit(
+        experiment,
+        kind,
+        seed,
+        &model,
+        &splits.train,
+        data,
+        policies,
+    )?;
+    Ok(match refit {
+        Some((report, refit)) => {
+            result.gates = Some(report);
+            vec![result, refit]
+        }
+        None => vec![result],
+    })
+}
+
+/// With `compare.jei_refit` and a model with gates: the trained gates' report on the
+/// training split, and the model with every gate refitted there to convergence,
+/// evaluated as `kind` with `+refit`.
+pub fn gate_refit<S: ClassificationSource>(
+    experiment: &Experiment,
+    kind: ModelKind,
+    seed: u64,
+    model: &MultiExitClassifier,
+    train: &S,
+    data: EvalData<'_>,
+    policies: &[Policy],
+) -> Result<Option<(GateReport, ModelResult)>> {
+    if !experiment.compare.jei_refit || model.gates.is_none() {
+        return Ok(None);
+    }
+    let label = kind.label();
+    let device = model.backbone.device();
+    let batches = make_batches(train, experiment.compare.batch_size, &device);
+    let gate_data = GateData::new(model, &batches, data.calibration, &experiment.train.jei)
+        .with_context(|| format!("the gates of {label} on the training split"))?;
+    let trained = gate_report(model, &gate_data);
+    let (refit, refit_report) = refit_gates(model, &gate_data);
+    let refit_kind = ModelKind {
+        gates_refit: true,
+        ..kind
+    };
+    let mut result = evaluate_model(
+        experiment, refit_kind, seed, &refit, data, policies, None, 0.0,
+    )?;
+    result.gates = Some(refit_report);
+    Ok(Some((trained, result)))
 }
 
 #[cfg(test)]
@@ -920,8 +991,9 @@ gate = [0.5, 0.3]
             let model = model_config(&experiment, method, 3, 0)
                 .unwrap()
                 .init(&device);
+            let kind = experiment.model_kind(method);
             let result =
-                evaluate_model(&experiment, method, 1, &model, data, &policies, None, 0.0).unwrap();
+                evaluate_model(&experiment, kind, 1, &model, data, &policies, None, 0.0).unwrap();
             let families: Vec<&str> = result.policies.iter().map(|r| r.family.as_str()).collect();
             // Q-exit needs a halting head; the gate rule only applies to JEI-DNN's gates
             assert!(!families.contains(&"q_exit"));
@@ -1048,5 +1120,36 @@ mod config_tests {
         .unwrap();
         let e = model_config(&two, Method::JeiDnn, 1, 0).unwrap_err();
         assert!(format!("{e:#}").contains("2 classes"), "{e:#}");
+    }
+
+    #[test]
+    fn model_shared_head_gives_palbert_per_layer_heads_and_is_refused_where_it_cannot_be() {
+        let with = |shared: &str| {
+            Experiment::parse(&format!(
+                "name = \"t\"\n[data]\ndataset = \"fashion-mnist\"\npath = \"x\"\n[model]\nn_layers = 3\nd_model = 16\nn_heads = 2\nd_ff = 32\n{shared}"
+            ))
+            .unwrap()
+        };
+        let device = Device::flex();
+        let heads = |e: &Experiment, method: Method| {
+            model_config(e, method, 3, 0)
+                .unwrap()
+                .init(&device)
+                .heads
+                .classifiers
+                .len()
+        };
+        // by default the halting methods share one head, the others have one per layer
+        assert_eq!(heads(&with(""), Method::Palbert), 1);
+        assert_eq!(heads(&with(""), Method::Pabee), 3);
+        let per_layer = with("shared_head = false\n");
+        assert_eq!(heads(&per_layer, Method::Palbert), 3);
+        assert_eq!(heads(&per_layer, Method::PonderNet), 3);
+        let shared = with("shared_head = true\n");
+        assert_eq!(heads(&shared, Method::Pabee), 1);
+        for method in [Method::DeeBert, Method::JeiDnn] {
+            let e = model_config(&shared, method, 3, 0).unwrap_err();
+            assert!(format!("{e:#}").contains("model.shared_head"), "{e:#}");
+        }
     }
 }

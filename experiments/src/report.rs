@@ -8,6 +8,7 @@ use plotters::prelude::*;
 use ponder_calibration::ReliabilityBin;
 
 use ponder_data::{GlueMetric, GlueScore};
+use ponder_models::GateReport;
 
 use crate::calibrate::CalibrationResult;
 use crate::pipeline::{CalibrationSummary, CompareResults, PolicyResult, SeedSummary};
@@ -78,6 +79,22 @@ pub fn table(results: &CompareResults) -> String {
                 lac(0.05)
             );
         }
+        if let Some(g) = &model.gates {
+            gate_lines(&mut s, &name, g);
+        }
+        if let Some(o) = &model.halting_optimum {
+            let _ = writeln!(
+                s,
+                "- {name}: exit distribution (λ_N = 1) against the optimum of its loss per example: expected exit layer learned {:.2}, optimum {:.2}, prior {:.2}; mean TV distance learned–optimum {:.3}, learned–prior {:.3}, optimum–prior {:.3}; optimum within 0.05 of the prior for {:.1}% of examples",
+                o.learned_depth,
+                o.optimal_depth,
+                o.prior_depth,
+                o.learned_to_optimal,
+                o.learned_to_prior,
+                o.optimal_to_prior,
+                o.optimal_near_prior * 100.0
+            );
+        }
         for spread in &model.exit_spread {
             let _ = writeln!(
                 s,
@@ -101,6 +118,40 @@ pub fn table(results: &CompareResults) -> String {
         let _ = writeln!(s, "- {line}");
     }
     s
+}
+
+/// A model's JEI-DNN gates: the best-exit histogram of their targets, then each gate's
+/// parameters and objective.
+fn gate_lines(s: &mut String, name: &str, g: &GateReport) {
+    let total = g.rows.max(1) as f64;
+    let histogram: Vec<String> = g
+        .best_exit_histogram
+        .iter()
+        .map(|&c| format!("{:.1}", c as f64 * 100.0 / total))
+        .collect();
+    let _ = writeln!(
+        s,
+        "- {name}: gates on {} training rows; best exit (gate targets) per layer, %: [{}]",
+        g.rows,
+        histogram.join(", ")
+    );
+    for (l, gate) in g.gates.iter().enumerate() {
+        let weights: Vec<String> = gate.weights.iter().map(|w| format!("{w:.3}")).collect();
+        let iterations = gate
+            .iterations
+            .map_or(String::new(), |i| format!(", {i} Newton steps"));
+        let _ = writeln!(
+            s,
+            "  - gate {}: w (p_max, H, margin, H₂) = [{}], b = {:.3}; targets 1: {:.1}%, w⁺ = {:.2}; loss {:.4}, ‖∇‖ = {:.1e}{iterations}",
+            l + 1,
+            weights.join(", "),
+            gate.bias,
+            gate.positive_share * 100.0,
+            gate.positive_weight,
+            gate.loss,
+            gate.gradient_norm
+        );
+    }
 }
 
 /// Rows of several seeds: mean ± std per (method, policy), then the matched-compute
@@ -641,9 +692,12 @@ fn plotted(results: &CompareResults) -> Vec<(String, Vec<PolicyResult>)> {
     out
 }
 
-/// The model label without its λ_cost (`jei_dnn[λ=0.5]` → `jei_dnn`), if it has one.
-fn without_cost(label: &str) -> Option<&str> {
-    label.split_once("[λ=").map(|(base, _)| base)
+/// The model label without its λ_cost (`jei_dnn[λ=0.5]` → `jei_dnn`,
+/// `jei_dnn[λ=0.5]+refit` → `jei_dnn+refit`), if it has one.
+fn without_cost(label: &str) -> Option<String> {
+    let (base, rest) = label.split_once("[λ=")?;
+    let suffix = rest.split_once(']').map_or("", |(_, s)| s);
+    Some(format!("{base}{suffix}"))
 }
 
 /// One curve per (model, policy family) of `y` against the FLOP speed-up, each with the
@@ -660,7 +714,7 @@ fn family_curves(
 ) -> Vec<(String, Vec<(f64, f64)>)> {
     let models = plotted(results);
     let mut lines = Vec::new();
-    let mut sweeps: Vec<(&str, Vec<(f64, f64)>)> = Vec::new();
+    let mut sweeps: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for (method, policies) in &models {
         if let Some(base) = without_cost(method) {
             let point = policies
@@ -668,13 +722,16 @@ fn family_curves(
                 .find(|r| r.family == "gate")
                 .and_then(|r| y(r).map(|v| (r.flop_speedup, v)));
             let first = !sweeps.iter().any(|(b, _)| *b == base);
+            // refitted gates share their model's inference modules: their threshold
+            // rows repeat the trained model's
+            let refit = base.ends_with("+refit");
             if first {
-                sweeps.push((base, Vec::new()));
+                sweeps.push((base.clone(), Vec::new()));
             }
             if let Some((_, points)) = sweeps.iter_mut().find(|(b, _)| *b == base) {
                 points.extend(point);
             }
-            if !first {
+            if !first || refit {
                 continue;
             }
         }
@@ -983,6 +1040,8 @@ mod tests {
             train_seconds: 0.0,
             policies,
             posterior: None,
+            halting_optimum: None,
+            gates: None,
         }
     }
 

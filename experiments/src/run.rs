@@ -53,6 +53,9 @@ pub struct ModelKind {
     pub method: Method,
     /// λ_cost of a JEI-DNN model of a λ_cost sweep.
     pub cost_weight: Option<f64>,
+    /// A JEI-DNN model whose gates were refitted to convergence after training
+    /// (`compare.jei_refit`).
+    pub gates_refit: bool,
 }
 
 impl ModelKind {
@@ -62,12 +65,13 @@ impl ModelKind {
             backbone,
             method,
             cost_weight: None,
+            gates_refit: false,
         }
     }
 
     /// How the model is labelled in tables: the method, prefixed by `mamba/` on the
     /// Mamba backbone (the transformer, the default, has no prefix), followed by
-    /// `[λ=…]` in a λ_cost sweep.
+    /// `[λ=…]` in a λ_cost sweep and `+refit` for refitted gates.
     pub fn label(&self) -> String {
         let mut label = match self.backbone {
             BackboneKind::Transformer => method_name(self.method).to_string(),
@@ -76,11 +80,15 @@ impl ModelKind {
         if let Some(c) = self.cost_weight {
             label.push_str(&format!("[λ={c}]"));
         }
+        if self.gates_refit {
+            label.push_str("+refit");
+        }
         label
     }
 
     /// The name of the model's folder in a run: `mamba-` on the Mamba backbone, the
-    /// method, `-costC` in a λ_cost sweep, and `-seedS` in runs that train several seeds.
+    /// method, `-costC` in a λ_cost sweep, `-refit` for refitted gates (which have no
+    /// folder of their own), and `-seedS` in runs that train several seeds.
     pub fn name(&self, seed: Option<u64>) -> String {
         let mut name = match self.backbone {
             BackboneKind::Transformer => method_name(self.method).to_string(),
@@ -88,6 +96,9 @@ impl ModelKind {
         };
         if let Some(c) = self.cost_weight {
             name.push_str(&format!("-cost{c}"));
+        }
+        if self.gates_refit {
+            name.push_str("-refit");
         }
         if let Some(s) = seed {
             name.push_str(&format!("-seed{s}"));
@@ -105,7 +116,10 @@ impl RunFolder {
 
     /// A new run folder at exactly `root` (which must not hold a run already).
     pub fn create_at(root: PathBuf, experiment: &Experiment) -> Result<Self> {
-        let text = toml::to_string_pretty(experiment).context("serialising the experiment")?;
+        // record DeeBERT's off-ramp form: a saved file without it loads as `stacked`
+        let mut experiment = experiment.clone();
+        experiment.model.offramp_pooler = Some(experiment.offramp_pooler());
+        let text = toml::to_string_pretty(&experiment).context("serialising the experiment")?;
         Self::create_with_config(root, &text)
     }
 
@@ -157,7 +171,7 @@ impl RunFolder {
                 root.display()
             );
         }
-        let experiment = Experiment::load(&config)?;
+        let experiment = Experiment::load_saved(&config)?;
         Ok((
             Self {
                 root: root.to_path_buf(),

@@ -1,10 +1,27 @@
 //! Classifier heads for every exit.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 use ponder_core::{ExitHeads, linear_flops};
+use serde::{Deserialize, Serialize};
+
+/// Where DeeBERT's off-ramps get their pooler `tanh(W·f + b)` (Xin et al., ACL 2020,
+/// arXiv:2004.12993).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffRampPooler {
+    /// DeeBERT's reference form (`castorini/DeeBERT`): each off-ramp (every exit but the
+    /// last) has its own pooler on the layer's pre-pooler features (the normalised
+    /// `[CLS]` state, or the token mean with mean pooling), set to a copy of the trained
+    /// main pooler when stage 2 starts; the final exit reads the backbone's main pooler,
+    /// as every other method's heads do, and has no pooler of its own.
+    Separate,
+    /// Every exit, the final one too, stacks its own freshly initialised pooler on the
+    /// main pooler's output (ponder's form before the reference one).
+    Stacked,
+}
 
 /// Configuration of [`ClassifierHeads`].
 #[derive(Config, Debug)]
@@ -19,25 +36,32 @@ pub struct ClassifierHeadsConfig {
     /// Default: false.
     #[config(default = false)]
     pub shared: bool,
-    /// Each head has its own pooler `tanh(W·f + b)` before its classifier (DeeBERT's
-    /// off-ramps). Default: false.
+    /// Poolers of DeeBERT's off-ramps in the heads, if any. Default: none (the heads read
+    /// the backbone's pooled features).
     ///
-    /// Unlike DeeBERT's reference code, these poolers read the backbone's features (the
-    /// shared pooler's output), not the raw `[CLS]` state, and start from a random
-    /// initialisation instead of a copy of the main pooler.
-    #[config(default = false)]
-    pub pooler_per_head: bool,
+    /// * [`OffRampPooler::Separate`]: a pooler for each exit but the last
+    ///   (`n_layers − 1`). The head of an off-ramp then reads the backbone's pre-pooler
+    ///   features, the final head the backbone's pooled features
+    ///   ([`reads_pre_pooler`](ClassifierHeads::reads_pre_pooler)); the poolers start as
+    ///   copies of the main pooler ([`copy_pooler`](ClassifierHeads::copy_pooler)).
+    ///   Needs per-layer classifiers and at least 2 layers.
+    /// * [`OffRampPooler::Stacked`]: a pooler for each classifier, on the backbone's
+    ///   pooled features, randomly initialised.
+    #[config(default = "None")]
+    pub offramp_pooler: Option<OffRampPooler>,
     /// Dropout on the classifier input, in training only. Default: 0.1.
     #[config(default = 0.1)]
     pub dropout: f64,
 }
 
-/// Linear classifiers at every exit, on the backbone's pooled features.
+/// Linear classifiers at every exit, on the backbone's pooled features (or, for the
+/// off-ramps of DeeBERT's reference form, their own pooler on the pre-pooler features).
 #[derive(Module, Debug)]
 pub struct ClassifierHeads {
     /// The classifiers: one per layer, or a single shared one.
     pub classifiers: Vec<Linear>,
-    /// Per-head poolers (DeeBERT), one per classifier, if configured.
+    /// DeeBERT's poolers, if configured: one per classifier ([`OffRampPooler::Stacked`])
+    /// or one per off-ramp, `n_layers − 1` ([`OffRampPooler::Separate`]).
     pub poolers: Vec<Linear>,
     /// Dropout on the classifier input.
     pub dropout: Dropout,
@@ -47,6 +71,9 @@ pub struct ClassifierHeads {
     pub n_classes: usize,
     /// Feature size.
     pub d_features: usize,
+    /// Where the poolers sit, if there are any.
+    #[module(skip)]
+    pub offramp_pooler: Option<OffRampPooler>,
 }
 
 impl ClassifierHeadsConfig {
@@ -57,21 +84,29 @@ impl ClassifierHeadsConfig {
             "ClassifierHeadsConfig: n_layers, n_classes and d_features must be positive"
         );
         let n_heads = if self.shared { 1 } else { self.n_layers };
+        let n_poolers = match self.offramp_pooler {
+            None => 0,
+            Some(OffRampPooler::Stacked) => n_heads,
+            Some(OffRampPooler::Separate) => {
+                assert!(
+                    !self.shared && self.n_layers >= 2,
+                    "ClassifierHeadsConfig: separate off-ramp poolers need per-layer classifiers and at least 2 layers"
+                );
+                self.n_layers - 1
+            }
+        };
         ClassifierHeads {
             classifiers: (0..n_heads)
                 .map(|_| LinearConfig::new(self.d_features, self.n_classes).init(device))
                 .collect(),
-            poolers: if self.pooler_per_head {
-                (0..n_heads)
-                    .map(|_| LinearConfig::new(self.d_features, self.d_features).init(device))
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            poolers: (0..n_poolers)
+                .map(|_| LinearConfig::new(self.d_features, self.d_features).init(device))
+                .collect(),
             dropout: DropoutConfig::new(self.dropout).init(),
             n_layers: self.n_layers,
             n_classes: self.n_classes,
             d_features: self.d_features,
+            offramp_pooler: self.offramp_pooler,
         }
     }
 }
@@ -90,7 +125,37 @@ impl ClassifierHeads {
         }
     }
 
-    /// Logits of the head at `layer_idx`.
+    /// Whether the head at `layer_idx` reads the backbone's pre-pooler features (an
+    /// off-ramp of [`OffRampPooler::Separate`], which pools them itself) rather than its
+    /// pooled features (every other head).
+    pub fn reads_pre_pooler(&self, layer_idx: usize) -> bool {
+        self.offramp_pooler == Some(OffRampPooler::Separate) && layer_idx + 1 < self.n_layers
+    }
+
+    /// With [`OffRampPooler::Separate`], sets every off-ramp's pooler to a copy of `main`
+    /// (DeeBERT's `init_highway_pooler`, before stage 2): equal values, but parameters of
+    /// their own, which train apart from `main` and from each other. Any other heads are
+    /// returned unchanged.
+    pub fn copy_pooler(mut self, main: &Linear) -> Self {
+        if self.offramp_pooler != Some(OffRampPooler::Separate) {
+            return self;
+        }
+        self.poolers = std::mem::take(&mut self.poolers)
+            .into_iter()
+            .map(|pooler| Linear {
+                weight: copy_param(pooler.weight, &main.weight),
+                bias: match (pooler.bias, &main.bias) {
+                    (Some(own), Some(from)) => Some(copy_param(own, from)),
+                    (own, _) => own,
+                },
+            })
+            .collect();
+        self
+    }
+
+    /// Logits of the head at `layer_idx`: on the backbone's pooled features, or for an
+    /// off-ramp that [`reads_pre_pooler`](Self::reads_pre_pooler), on its pre-pooler
+    /// features.
     ///
     /// # Shapes
     /// - features: `[batch_size, d_features]`
@@ -105,6 +170,9 @@ impl ClassifierHeads {
     }
 }
 
+/// The heads on the backbone's pooled features at every exit. Heads with
+/// [`OffRampPooler::Separate`] read other features at the off-ramps: run them as
+/// [`OffRampHeads`].
 impl ExitHeads for ClassifierHeads {
     type State = ();
 
@@ -125,13 +193,76 @@ impl ExitHeads for ClassifierHeads {
 
     fn select_rows(&self, _state: (), _rows: Tensor<1, Int>) {}
 
-    fn flops(&self, _layer_idx: usize) -> u64 {
+    fn flops(&self, layer_idx: usize) -> u64 {
         let d = self.d_features as u64;
-        let pooler = if self.poolers.is_empty() {
-            0
+        let pooler = if self.poolers.get(self.head_index(layer_idx)).is_some() {
+            pooler_flops(self.d_features)
         } else {
-            linear_flops(1, d, d) + 5 * d
+            0
         };
         pooler + linear_flops(1, d, self.n_classes as u64)
+    }
+}
+
+/// `own` with the value of `from`: the same parameter id and gradient setting as `own`,
+/// a value detached from `from`'s autodiff graph.
+fn copy_param<const D: usize>(own: Param<Tensor<D>>, from: &Param<Tensor<D>>) -> Param<Tensor<D>> {
+    let value = from.val().detach();
+    own.map(|own| {
+        let grad = own.is_require_grad();
+        value.set_require_grad(grad)
+    })
+}
+
+/// FLOPs of a pooler `tanh(W·f + b)` on `d`-wide features, for one row.
+pub fn pooler_flops(d: usize) -> u64 {
+    let d = d as u64;
+    linear_flops(1, d, d) + 5 * d
+}
+
+/// The exits of [`OffRampPooler::Separate`] heads as the runner sees them, on a backbone
+/// that supplies the pre-pooler features at every exit: the off-ramps pool them with
+/// their own poolers, the final exit with the backbone's main pooler (whose FLOPs are
+/// charged there only).
+#[derive(Debug, Clone, Copy)]
+pub struct OffRampHeads<'a> {
+    /// The classifiers and the off-ramps' poolers.
+    pub heads: &'a ClassifierHeads,
+    /// The backbone's main pooler `tanh(W·f + b)`, read by the final exit.
+    pub main_pooler: &'a Linear,
+}
+
+impl ExitHeads for OffRampHeads<'_> {
+    type State = ();
+
+    fn n_classes(&self) -> usize {
+        self.heads.n_classes
+    }
+
+    fn start(&self, _batch_size: usize, _device: &Device) {}
+
+    fn forward(
+        &self,
+        layer_idx: usize,
+        features: Tensor<2>,
+        _state: &mut (),
+    ) -> (Tensor<2>, Option<Tensor<1>>) {
+        let features = if self.heads.reads_pre_pooler(layer_idx) {
+            features
+        } else {
+            self.main_pooler.forward(features).tanh()
+        };
+        (self.heads.logits(layer_idx, features), None)
+    }
+
+    fn select_rows(&self, _state: (), _rows: Tensor<1, Int>) {}
+
+    fn flops(&self, layer_idx: usize) -> u64 {
+        let main = if self.heads.reads_pre_pooler(layer_idx) {
+            0
+        } else {
+            pooler_flops(self.heads.d_features)
+        };
+        main + self.heads.flops(layer_idx)
     }
 }

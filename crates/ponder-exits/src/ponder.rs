@@ -210,10 +210,146 @@ pub fn ponder_loss(
     }
 }
 
+/// The exit distribution that minimises one row's PonderNet loss
+/// `Σ_k p_k·ℓ_k + β·KL` over every distribution `p` on the `N` layers (what a halting
+/// head could at best learn for that row), from the row's per-layer losses `ℓ_k`:
+///
+/// * `KL(p_G ‖ p)` (the reference code's): `p_k = β·p_G(k) / (ℓ_k + μ)`, with `μ` the
+///   unique value `> −min ℓ` for which `Σ p = 1` (setting the Lagrangian's derivative
+///   `ℓ_k − β·p_G(k)/p_k + μ` to 0). A row whose losses are equal at every layer (an
+///   easy row, right everywhere) gets exactly the prior.
+/// * `KL(p ‖ p_G)` (the paper's): `p_k ∝ p_G(k)·exp(−ℓ_k / β)`.
+///
+/// With `β = 0` all the mass goes to the layer of the smallest loss.
+///
+/// # Panics
+/// If the lengths differ or are 0, `β < 0`, or the prior has no positive entry.
+pub fn optimal_exit_distribution(
+    losses: &[f64],
+    prior: &[f64],
+    beta: f64,
+    direction: KlDirection,
+) -> Vec<f64> {
+    assert_eq!(
+        losses.len(),
+        prior.len(),
+        "optimal_exit_distribution: {} losses, a prior of {}",
+        losses.len(),
+        prior.len()
+    );
+    assert!(!losses.is_empty(), "optimal_exit_distribution: no layers");
+    assert!(beta >= 0.0, "optimal_exit_distribution: β = {beta} < 0");
+    let support = |k: usize| prior[k] > 0.0;
+    assert!(
+        (0..prior.len()).any(support),
+        "optimal_exit_distribution: the prior is 0 everywhere"
+    );
+    let argmin = (0..losses.len())
+        .filter(|&k| beta == 0.0 || support(k))
+        .min_by(|&a, &b| losses[a].total_cmp(&losses[b]))
+        .unwrap_or(0);
+    if beta == 0.0 {
+        let mut p = vec![0.0; losses.len()];
+        p[argmin] = 1.0;
+        return p;
+    }
+    match direction {
+        KlDirection::ExitsToPrior => {
+            let min = losses[argmin];
+            let w: Vec<f64> = (0..losses.len())
+                .map(|k| prior[k] * (-(losses[k] - min) / beta).exp())
+                .collect();
+            let total: f64 = w.iter().sum();
+            w.into_iter().map(|v| v / total).collect()
+        }
+        KlDirection::PriorToExits => {
+            // Σ_k β·p_G(k)/(ℓ_k + μ) falls from +∞ (μ → −min ℓ) to 0: bisect for 1
+            let min = losses[argmin];
+            let mass = |mu: f64| -> f64 {
+                (0..losses.len())
+                    .filter(|&k| support(k))
+                    .map(|k| beta * prior[k] / (losses[k] + mu))
+                    .sum()
+            };
+            let (mut lo, mut hi) = (-min, beta - min + 1.0);
+            for _ in 0..200 {
+                let mid = 0.5 * (lo + hi);
+                if mid <= lo || mid >= hi {
+                    break;
+                }
+                if mass(mid) > 1.0 {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            let mu = hi;
+            let p: Vec<f64> = (0..losses.len())
+                .map(|k| match support(k) {
+                    true => beta * prior[k] / (losses[k] + mu),
+                    false => 0.0,
+                })
+                .collect();
+            let total: f64 = p.iter().sum();
+            p.into_iter().map(|v| v / total).collect()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use burn::tensor::{Device, TensorData};
+
+    #[test]
+    fn the_optimal_exit_distribution_minimises_the_row_loss() {
+        let prior: Vec<f64> = geometric_prior(0.2, 6, true)
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let objective = |p: &[f64], l: &[f64], beta: f64, direction: KlDirection| -> f64 {
+            let task: f64 = p.iter().zip(l).map(|(p, l)| p * l).sum();
+            let kl: f64 = match direction {
+                KlDirection::PriorToExits => {
+                    prior.iter().zip(p).map(|(g, p)| g * (g / p).ln()).sum()
+                }
+                KlDirection::ExitsToPrior => {
+                    p.iter().zip(&prior).map(|(p, g)| p * (p / g).ln()).sum()
+                }
+            };
+            task + beta * kl
+        };
+        // a hard row (right only at the later layers) and an easy one (right everywhere)
+        let hard = [2.3, 1.9, 1.2, 0.4, 0.1, 0.05];
+        let easy = [0.01; 6];
+        for direction in [KlDirection::PriorToExits, KlDirection::ExitsToPrior] {
+            for beta in [0.5, 0.05] {
+                let p = optimal_exit_distribution(&hard, &prior, beta, direction);
+                assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+                let best = objective(&p, &hard, beta, direction);
+                // every small move along the simplex costs
+                for i in 0..6 {
+                    for j in 0..6 {
+                        if i == j || p[j] < 1e-4 {
+                            continue;
+                        }
+                        let mut q = p.clone();
+                        q[i] += 1e-4;
+                        q[j] -= 1e-4;
+                        assert!(objective(&q, &hard, beta, direction) > best - 1e-12);
+                    }
+                }
+                // equal losses everywhere: the prior itself
+                let p = optimal_exit_distribution(&easy, &prior, beta, direction);
+                let total: f64 = prior.iter().sum();
+                for (p, g) in p.iter().zip(&prior) {
+                    assert!((p - g / total).abs() < 1e-9, "{p} vs {g}");
+                }
+            }
+        }
+        let greedy = optimal_exit_distribution(&hard, &prior, 0.0, KlDirection::PriorToExits);
+        assert_eq!(greedy, vec![0.0, 0.0, 0.0, 0.0, 0.0, 1.0]);
+    }
 
     fn col(values: &[f32]) -> Tensor<1> {
         Tensor::from_data(

@@ -2,8 +2,10 @@
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::nn::Linear;
 use burn::tensor::{Device, Int, Tensor};
 use ponder_core::LayerwiseBackbone;
+use ponder_exits::ClassifierHeads;
 use ponder_mamba::{MambaEncoder, MambaEncoderConfig, MambaHidden, MambaInput};
 use ponder_transformer::{Encoder, EncoderConfig, EncoderInput, EncoderState};
 
@@ -101,6 +103,101 @@ impl Backbone {
     /// The features the exit heads read (the transformer's pooler, Mamba's pooling).
     pub fn pooled(&self, hidden: &BackboneHidden) -> Tensor<2> {
         self.features(hidden)
+    }
+
+    /// The main pooler's input: the transformer's normalised `[CLS]` state (or token
+    /// mean); for Mamba, which has no pooler, its pooled features.
+    ///
+    /// # Shapes
+    /// - output: `[batch_size, d_model]`
+    pub fn pre_pooled(&self, hidden: &BackboneHidden) -> Tensor<2> {
+        match (self, hidden) {
+            (Self::Transformer(e), BackboneHidden::Transformer(h)) => e.pre_pooled(h),
+            (Self::Mamba(m), BackboneHidden::Mamba(h)) => m.features(h),
+            _ => mismatch(),
+        }
+    }
+
+    /// The main pooler `tanh(W·f + b)` (the transformer's); Mamba has none.
+    pub fn main_pooler(&self) -> Option<&Linear> {
+        match self {
+            Self::Transformer(e) => Some(&e.pooler),
+            Self::Mamba(_) => None,
+        }
+    }
+
+    /// What the head of exit `layer_idx` reads from `hidden`: the pre-pooler features
+    /// for an off-ramp with a pooler of its own (DeeBERT's reference form,
+    /// [`ClassifierHeads::reads_pre_pooler`]), else the pooled features.
+    ///
+    /// # Shapes
+    /// - output: `[batch_size, d_model]`
+    pub fn head_input(
+        &self,
+        heads: &ClassifierHeads,
+        layer_idx: usize,
+        hidden: &BackboneHidden,
+    ) -> Tensor<2> {
+        if heads.reads_pre_pooler(layer_idx) {
+            self.pre_pooled(hidden)
+        } else {
+            self.pooled(hidden)
+        }
+    }
+}
+
+/// A [`Backbone`] whose features at every exit are the main pooler's input
+/// ([`Backbone::pre_pooled`]), for [`ponder_exits::OffRampHeads`], which pool them; its
+/// feature FLOPs leave the main pooler out (the heads charge it at the final exit).
+#[derive(Debug, Clone, Copy)]
+pub struct PrePooled<'a>(pub &'a Backbone);
+
+impl LayerwiseBackbone for PrePooled<'_> {
+    type Input = EncoderInput;
+    type Hidden = BackboneHidden;
+
+    fn n_layers(&self) -> usize {
+        self.0.n_layers()
+    }
+
+    fn embed(&self, input: EncoderInput) -> BackboneHidden {
+        self.0.embed(input)
+    }
+
+    fn forward_layer(&self, layer_idx: usize, hidden: BackboneHidden) -> BackboneHidden {
+        self.0.forward_layer(layer_idx, hidden)
+    }
+
+    fn features(&self, hidden: &BackboneHidden) -> Tensor<2> {
+        self.0.pre_pooled(hidden)
+    }
+
+    fn select_rows(&self, hidden: BackboneHidden, rows: Tensor<1, Int>) -> BackboneHidden {
+        self.0.select_rows(hidden, rows)
+    }
+
+    fn batch_size(&self, hidden: &BackboneHidden) -> usize {
+        self.0.batch_size(hidden)
+    }
+
+    fn embed_flops(&self, hidden: &BackboneHidden) -> u64 {
+        self.0.embed_flops(hidden)
+    }
+
+    fn layer_flops(&self, layer_idx: usize, hidden: &BackboneHidden) -> u64 {
+        self.0.layer_flops(layer_idx, hidden)
+    }
+
+    fn features_flops(&self, hidden: &BackboneHidden) -> u64 {
+        let pooler = match self.0 {
+            Backbone::Transformer(e) => e.pooler_flops(),
+            Backbone::Mamba(_) => 0,
+        };
+        self.0.features_flops(hidden) - pooler
+    }
+
+    fn device(&self) -> Device {
+        self.0.device()
     }
 }
 

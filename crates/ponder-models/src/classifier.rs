@@ -12,12 +12,12 @@ use ponder_core::{
 };
 use ponder_exits::{
     ClassifierHeads, ClassifierHeadsConfig, ExitGates, ExitGatesConfig, GatedHeads, HaltingHead,
-    HaltingHeadConfig, HaltingHeads,
+    HaltingHeadConfig, HaltingHeads, OffRampHeads, OffRampPooler,
 };
 use ponder_mamba::MambaEncoderConfig;
 use ponder_transformer::{Encoder, EncoderConfig, EncoderInput};
 
-use crate::backbone::{Backbone, BackboneConfig};
+use crate::backbone::{Backbone, BackboneConfig, PrePooled};
 
 /// Configuration of a [`MultiExitClassifier`].
 #[derive(Config, Debug)]
@@ -30,9 +30,14 @@ pub struct MultiExitConfig {
     /// false.
     #[config(default = false)]
     pub shared_head: bool,
-    /// A pooler per exit head (DeeBERT's off-ramps). Default: false.
-    #[config(default = false)]
-    pub pooler_per_head: bool,
+    /// DeeBERT's off-ramp poolers, if any (see [`OffRampPooler`]). Default: none.
+    ///
+    /// [`OffRampPooler::Separate`] (DeeBERT's reference form) needs per-layer heads
+    /// without a halting head or gates. On Mamba, which has no pooler to copy, it means
+    /// no pooler at all: every exit's classifier reads the pooled, normalised state, as
+    /// the final exit does (the off-ramps mirror the final exit).
+    #[config(default = "None")]
+    pub offramp_pooler: Option<OffRampPooler>,
     /// Dropout on the classifier input. Default: 0.1.
     #[config(default = 0.1)]
     pub head_dropout: f64,
@@ -48,7 +53,22 @@ pub struct MultiExitConfig {
 
 impl MultiExitConfig {
     /// Builds the model.
+    ///
+    /// # Panics
+    /// With [`OffRampPooler::Separate`] and a shared head, a halting head or gates.
     pub fn init(&self, device: &Device) -> MultiExitClassifier {
+        let offramp_pooler = match (self.offramp_pooler, &self.backbone) {
+            (Some(OffRampPooler::Separate), backbone) => {
+                assert!(
+                    !self.shared_head && self.halting.is_none() && !self.gates,
+                    "MultiExitConfig: separate off-ramp poolers need per-layer heads without a halting head or gates"
+                );
+                // Mamba has no pooler: its off-ramps are plain classifiers like its final exit
+                matches!(backbone, BackboneConfig::Transformer(_))
+                    .then_some(OffRampPooler::Separate)
+            }
+            (form, _) => form,
+        };
         MultiExitClassifier {
             backbone: self.backbone.init(device),
             heads: ClassifierHeadsConfig::new(
@@ -57,7 +77,7 @@ impl MultiExitConfig {
                 self.n_classes,
             )
             .with_shared(self.shared_head)
-            .with_pooler_per_head(self.pooler_per_head)
+            .with_offramp_pooler(offramp_pooler)
             .with_dropout(self.head_dropout)
             .init(device),
             halting: self.halting.as_ref().map(|h| h.init(device)),
@@ -109,6 +129,46 @@ struct TransformerOnlyClassifier {
 }
 
 impl MultiExitClassifier {
+    /// Before DeeBERT's stage 2: copies the backbone's main pooler (the final exit's)
+    /// into every off-ramp's pooler when the off-ramps read the pre-pooler features
+    /// (DeeBERT's reference form, [`OffRampPooler::Separate`]; the reference code's
+    /// `init_highway_pooler`); otherwise returns the model unchanged.
+    pub fn init_offramp_poolers(self) -> Self {
+        let Self {
+            backbone,
+            heads,
+            halting,
+            gates,
+        } = self;
+        let heads = match backbone.main_pooler() {
+            Some(main) => heads.copy_pooler(main),
+            None => heads,
+        };
+        Self {
+            backbone,
+            heads,
+            halting,
+            gates,
+        }
+    }
+
+    /// The heads and backbone of DeeBERT's reference form as the runner sees them
+    /// (pre-pooler features; the off-ramps' poolers and the main pooler in the heads),
+    /// if the model has that form.
+    fn offramps(&self) -> Option<(PrePooled<'_>, OffRampHeads<'_>)> {
+        if self.heads.offramp_pooler != Some(OffRampPooler::Separate) {
+            return None;
+        }
+        let main_pooler = self.backbone.main_pooler()?;
+        Some((
+            PrePooled(&self.backbone),
+            OffRampHeads {
+                heads: &self.heads,
+                main_pooler,
+            },
+        ))
+    }
+
     /// Loads weights written by `save_file` into this model, also from checkpoints
     /// written before the backbone became a choice (transformer models only).
     pub fn load_weights(self, path: &Path) -> Result<Self, RecordError> {
@@ -166,7 +226,9 @@ impl MultiExitClassifier {
     /// Every exit's logits (and halting probabilities with a halting head, or gate values
     /// at the early exits with gates) for every row (training).
     pub fn forward_all(&self, input: EncoderInput) -> AllLayersOutput {
-        if let Some(heads) = self.halting_heads() {
+        if let Some((backbone, heads)) = self.offramps() {
+            forward_all_layers(&backbone, &heads, input)
+        } else if let Some(heads) = self.halting_heads() {
             forward_all_layers(&self.backbone, &heads, input)
         } else if let Some(heads) = self.gated_heads() {
             forward_all_layers(&self.backbone, &heads, input)
@@ -182,7 +244,9 @@ impl MultiExitClassifier {
         policy: &P,
         targets: Option<&[usize]>,
     ) -> AdaptiveOutput {
-        if let Some(heads) = self.halting_heads() {
+        if let Some((backbone, heads)) = self.offramps() {
+            run_adaptive(&backbone, &heads, policy, input, targets)
+        } else if let Some(heads) = self.halting_heads() {
             run_adaptive(&self.backbone, &heads, policy, input, targets)
         } else if let Some(heads) = self.gated_heads() {
             run_adaptive(&self.backbone, &heads, policy, input, targets)
@@ -198,10 +262,11 @@ impl MultiExitClassifier {
     /// Coates, ICLR 2024, arXiv:2310.09163).
     pub fn exit_costs(&self, input: EncoderInput) -> Vec<f64> {
         let hidden = self.backbone.embed(input);
-        let costs = match (self.halting_heads(), self.gated_heads()) {
-            (Some(h), _) => exit_flops(&self.backbone, &h, &hidden),
-            (None, Some(g)) => exit_flops(&self.backbone, &g, &hidden),
-            (None, None) => exit_flops(&self.backbone, &self.heads, &hidden),
+        let costs = match (self.offramps(), self.halting_heads(), self.gated_heads()) {
+            (Some((b, h)), _, _) => exit_flops(&b, &h, &hidden),
+            (None, Some(h), _) => exit_flops(&self.backbone, &h, &hidden),
+            (None, None, Some(g)) => exit_flops(&self.backbone, &g, &hidden),
+            (None, None, None) => exit_flops(&self.backbone, &self.heads, &hidden),
         };
         let last = costs.last().copied().unwrap_or(1).max(1) as f64;
         costs.into_iter().map(|c| c as f64 / last).collect()

@@ -8,7 +8,9 @@ use burn::lr_scheduler::linear::LinearLrSchedulerConfig;
 use burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::lr_scheduler::sequential::SequentialLrSchedulerConfig;
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::{Device, Int, Tensor};
 use ponder_core::{LayerwiseBackbone, PonderError, Result, to_host};
 use ponder_exits::ponder::{self, KlDirection, LastLayer};
@@ -103,6 +105,78 @@ pub struct JeiConfig {
     /// positives, the rows whose best exit is that gate's or earlier). Default:
     /// `best_exit`.
     pub positive_count: jei::PositiveCount,
+    /// The alternation's optimiser: `adamw` (the run's AdamW at `frozen_learning_rate`,
+    /// with linear warm-up and decay over the stage's steps) or `sgd` (the reference
+    /// code's: SGD with momentum, weight decay and a per-epoch cosine annealing, set
+    /// by [`JeiConfig::sgd`]). The warm-up always uses AdamW. Default: `adamw`.
+    pub optimizer: JeiOptimizer,
+    /// The settings of `optimizer = "sgd"`.
+    pub sgd: SgdSchedule,
+    /// Positive weight 1 for every gate in the first alternation epoch, the validation
+    /// set's weights from the second, as the reference code (which computes them only
+    /// after an epoch). Default: false (validation weights from the first epoch).
+    pub unit_weights_first_epoch: bool,
+}
+
+/// The optimiser of JEI-DNN's alternation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JeiOptimizer {
+    /// AdamW with the run's settings.
+    #[default]
+    Adamw,
+    /// SGD with momentum ([`SgdSchedule`]).
+    Sgd,
+}
+
+/// SGD with momentum and a cosine annealing stepped once per epoch, as JEI-DNN's
+/// reference code trains its gates and inference modules: epoch `e` of `E` runs at
+/// `min + (max − min)·(1 + cos(π·e/E))/2`. Every field has a default (the reference's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SgdSchedule {
+    /// Rate of the first epoch. Default: 0.01.
+    pub learning_rate: f64,
+    /// Rate the cosine ends at after the last epoch. Default: 2e-4.
+    pub min_learning_rate: f64,
+    /// Momentum (no dampening, PyTorch's convention). Default: 0.9.
+    pub momentum: f64,
+    /// L2 penalty added to the gradient. Default: 5e-4.
+    pub weight_decay: f32,
+}
+
+impl Default for SgdSchedule {
+    fn default() -> Self {
+        Self {
+            learning_rate: 0.01,
+            min_learning_rate: 2e-4,
+            momentum: 0.9,
+            weight_decay: 5e-4,
+        }
+    }
+}
+
+impl SgdSchedule {
+    /// The rate of epoch `epoch` (0-based) of `epochs`.
+    pub fn rate(&self, epoch: usize, epochs: usize) -> f64 {
+        let phase = std::f64::consts::PI * epoch as f64 / epochs.max(1) as f64;
+        self.min_learning_rate
+            + (self.learning_rate - self.min_learning_rate) * (1.0 + phase.cos()) / 2.0
+    }
+
+    /// The optimiser: SGD with momentum (dampening 0) and weight decay.
+    pub fn optimizer(&self) -> ModuleOptimizer {
+        SgdConfig::new()
+            .with_momentum(Some(
+                MomentumConfig::new()
+                    .with_momentum(self.momentum)
+                    .with_dampening(0.0),
+            ))
+            .with_weight_decay(
+                (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay)),
+            )
+            .init()
+    }
 }
 
 impl Default for JeiConfig {
@@ -115,6 +189,9 @@ impl Default for JeiConfig {
             detach_ratio: false,
             positive_weight_cap: 5.0,
             positive_count: jei::PositiveCount::BestExit,
+            optimizer: JeiOptimizer::Adamw,
+            sgd: SgdSchedule::default(),
+            unit_weights_first_epoch: false,
         }
     }
 }
@@ -139,6 +216,31 @@ impl JeiConfig {
             return err(
                 "positive_weight_cap",
                 format!("{} is not > 0", self.positive_weight_cap),
+            );
+        }
+        let sgd = &self.sgd;
+        if !(sgd.learning_rate > 0.0 && sgd.learning_rate <= 1.0) {
+            return err(
+                "sgd.learning_rate",
+                format!("{} is not in (0, 1]", sgd.learning_rate),
+            );
+        }
+        if !(sgd.min_learning_rate >= 0.0 && sgd.min_learning_rate <= sgd.learning_rate) {
+            return err(
+                "sgd.min_learning_rate",
+                format!(
+                    "{} is not in [0, sgd.learning_rate = {}]",
+                    sgd.min_learning_rate, sgd.learning_rate
+                ),
+            );
+        }
+        if !(0.0..1.0).contains(&sgd.momentum) {
+            return err("sgd.momentum", format!("{} is not in [0, 1)", sgd.momentum));
+        }
+        if !(sgd.weight_decay >= 0.0 && sgd.weight_decay.is_finite()) {
+            return err(
+                "sgd.weight_decay",
+                format!("{} is not ≥ 0", sgd.weight_decay),
             );
         }
         Ok(())
@@ -268,8 +370,10 @@ pub struct TrainConfig {
     pub method: Method,
     /// Epochs (for DeeBERT: of stage 1). Default: 4.
     pub epochs: usize,
-    /// Epochs of DeeBERT's stage 2 (internal heads, frozen backbone). Default: 2.
-    pub stage2_epochs: usize,
+    /// Epochs of DeeBERT's stage 2 (internal heads, frozen backbone). Default: `epochs`,
+    /// as DeeBERT's reference scripts train both stages equally long.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage2_epochs: Option<usize>,
     /// Training batch size. Default: 64.
     pub batch_size: usize,
     /// Evaluation batch size. Default: 256.
@@ -305,7 +409,7 @@ impl Default for TrainConfig {
         Self {
             method: Method::Pabee,
             epochs: 4,
-            stage2_epochs: 2,
+            stage2_epochs: None,
             batch_size: 64,
             eval_batch_size: 256,
             learning_rate: 1e-3,
@@ -328,7 +432,7 @@ impl TrainConfig {
         if self.epochs == 0 {
             return err("epochs", "must be at least 1".into());
         }
-        if self.method == Method::DeeBert && self.stage2_epochs == 0 {
+        if self.method == Method::DeeBert && self.stage2_epochs == Some(0) {
             return err(
                 "stage2_epochs",
                 "DeeBERT needs at least 1 epoch of stage 2".into(),
@@ -411,7 +515,10 @@ impl Method {
             Method::PonderNet => vec![(StageLoss::Ponder, config.epochs)],
             Method::DeeBert => vec![
                 (StageLoss::Final, config.epochs),
-                (StageLoss::Internal, config.stage2_epochs),
+                (
+                    StageLoss::Internal,
+                    config.stage2_epochs.unwrap_or(config.epochs),
+                ),
             ],
             Method::JeiDnn => vec![
                 (StageLoss::Final, config.epochs),
@@ -500,7 +607,11 @@ pub struct TrainOutcome {
     pub interrupted: bool,
 }
 
-fn new_optimizer(config: &TrainConfig) -> ModuleOptimizer {
+/// The optimiser of a stage: AdamW, or JEI-DNN's SGD in its alternation when configured.
+fn new_optimizer(config: &TrainConfig, kind: StageLoss) -> ModuleOptimizer {
+    if kind == StageLoss::JeiJoint && config.jei.optimizer == JeiOptimizer::Sgd {
+        return config.jei.sgd.optimizer();
+    }
     let mut adamw = AdamWConfig::new().with_weight_decay(config.weight_decay);
     if config.grad_clip > 0.0 {
         adamw = adamw.with_grad_clipping(Some(GradientClippingConfig::Norm(config.grad_clip)));
@@ -543,6 +654,64 @@ fn new_scheduler(
     Ok((scheduler, last))
 }
 
+/// The learning rate of a stage's steps.
+enum StageRate {
+    /// Per step, from burn's scheduler (linear warm-up and decay).
+    Scheduled(ModuleLrScheduler),
+    /// Per epoch: JEI-DNN's SGD with cosine annealing.
+    Cosine {
+        schedule: SgdSchedule,
+        epochs: usize,
+        steps_per_epoch: usize,
+    },
+}
+
+impl StageRate {
+    /// The rate of a stage, advanced to `done` steps, with the rate of the last of
+    /// those steps (0 if none).
+    fn new(
+        config: &TrainConfig,
+        kind: StageLoss,
+        epochs: usize,
+        steps_per_epoch: usize,
+        done: usize,
+    ) -> Result<(Self, f64)> {
+        if kind == StageLoss::JeiJoint && config.jei.optimizer == JeiOptimizer::Sgd {
+            let rate = Self::Cosine {
+                schedule: config.jei.sgd.clone(),
+                epochs,
+                steps_per_epoch,
+            };
+            let last = match done {
+                0 => 0.0,
+                d => rate.at(d - 1),
+            };
+            return Ok((rate, last));
+        }
+        let (scheduler, last) = new_scheduler(config, kind, epochs * steps_per_epoch, done)?;
+        Ok((Self::Scheduled(scheduler), last))
+    }
+
+    fn at(&self, step: usize) -> f64 {
+        match self {
+            Self::Scheduled(_) => unreachable!("a scheduler's rate is only known by stepping it"),
+            Self::Cosine {
+                schedule,
+                epochs,
+                steps_per_epoch,
+            } => schedule.rate(step / steps_per_epoch.max(&1), *epochs),
+        }
+    }
+
+    /// The rate of stage step `step` (0-based; steps are taken in order).
+    fn step(&mut self, step: usize) -> f64 {
+        match self {
+            Self::Scheduled(scheduler) => scheduler.step().base(),
+            Self::Cosine { .. } => self.at(step),
+        }
+    }
+}
+
 /// A seed for data order that differs per stage and epoch.
 fn epoch_seed(seed: u64, stage: usize, epoch: usize) -> u64 {
     seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(1 + stage as u64 * 1_000 + epoch as u64))
@@ -559,16 +728,17 @@ struct StepContext<'a> {
     gate_phase: bool,
 }
 
-/// The features of the first `n` layers of the frozen backbone, run as a feature
-/// extractor (without autodiff, in evaluation mode), lifted back to the autodiff device
-/// as constants.
+/// The features the heads of the first `n` layers read from the frozen backbone (the
+/// pooled state, or the pre-pooler state for DeeBERT's separate off-ramp poolers), run
+/// as a feature extractor (without autodiff, in evaluation mode), lifted back to the
+/// autodiff device as constants.
 fn frozen_features(model: &MultiExitClassifier, batch: &Batch, n: usize) -> Vec<Tensor<2>> {
     let backbone = model.backbone.valid();
     let mut state = backbone.embed(batch.input.clone().without_autodiff());
     let mut features = Vec::with_capacity(n);
     for l in 0..n {
         state = backbone.forward_layer(l, state);
-        features.push(backbone.pooled(&state).autodiff());
+        features.push(backbone.head_input(&model.heads, l, &state).autodiff());
     }
     features
 }
@@ -712,7 +882,7 @@ fn jei_joint_loss(
 
 /// JEI-DNN's gate positive weights from the validation set: the best exit of every
 /// validation row under the current inference modules.
-fn gate_positive_weights(
+pub(crate) fn gate_positive_weights(
     model: &MultiExitClassifier,
     batches: &[Batch],
     exit_costs: &[f64],
@@ -876,7 +1046,7 @@ pub fn fit<S: ClassificationSource>(
     // initial weights from another point of the random stream
     let mut exit_costs: Vec<f64> = Vec::new();
 
-    let mut optim = new_optimizer(config);
+    let mut optim = new_optimizer(config, stages[0].0);
     let mut state = TrainState::default();
     let mut best: Option<MultiExitClassifier> = None;
     if resume {
@@ -887,6 +1057,11 @@ pub fn fit<S: ClassificationSource>(
                 path: files.dir().to_path_buf(),
                 message: "no checkpoint to resume from (no last/state.json)".into(),
             });
+        }
+        // the optimiser of the stage the checkpoint is in, for its state to load into
+        let saved: TrainState = files.load_state()?;
+        if let Some(&(kind, _)) = stages.get(saved.stage) {
+            optim = new_optimizer(config, kind);
         }
         let (m, o, s) = files.load_last::<_, TrainState>(model, optim)?;
         model = m;
@@ -902,10 +1077,10 @@ pub fn fit<S: ClassificationSource>(
 
     while !state.finished {
         let (kind, epochs) = stages[state.stage];
-        let stage_total = epochs * steps_per_epoch;
         // `lr`: the rate of the latest step, for the epoch's log (carried over from the
         // checkpoint when resuming after the epoch's last step, before its evaluation)
-        let (mut scheduler, mut lr) = new_scheduler(config, kind, stage_total, state.stage_step)?;
+        let (mut rate, mut lr) =
+            StageRate::new(config, kind, epochs, steps_per_epoch, state.stage_step)?;
         while state.epoch < epochs {
             let epoch_start = Instant::now();
             let order = ponder_data::shuffled_indices(
@@ -917,8 +1092,13 @@ pub fn fit<S: ClassificationSource>(
                 exit_costs = model.valid().exit_costs(valid_batches[0].input.clone());
             }
             if kind == StageLoss::JeiJoint && state.batch == 0 {
-                state.gate_positive_weight =
-                    gate_positive_weights(&model.valid(), &valid_batches, &exit_costs, &config.jei);
+                state.gate_positive_weight = if config.jei.unit_weights_first_epoch
+                    && state.epoch == 0
+                {
+                    vec![1.0; model.n_layers() - 1]
+                } else {
+                    gate_positive_weights(&model.valid(), &valid_batches, &exit_costs, &config.jei)
+                };
             }
             while state.batch < chunks.len() {
                 device.seed(
@@ -947,9 +1127,8 @@ pub fn fit<S: ClassificationSource>(
                     });
                 }
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
-                let rate = scheduler.step();
-                lr = rate.base();
-                model = optim.step(rate, model, grads);
+                lr = rate.step(state.stage_step);
+                model = optim.step(lr, model, grads);
                 state.batch += 1;
                 state.global_step += 1;
                 state.stage_step += 1;
@@ -1002,8 +1181,12 @@ pub fn fit<S: ClassificationSource>(
                     model = model.load_record(b.clone().into_record());
                 }
                 if state.stage + 1 < stages.len() {
-                    optim = new_optimizer(config);
                     state.stage += 1;
+                    optim = new_optimizer(config, stages[state.stage].0);
+                    if stages[state.stage].0 == StageLoss::Internal {
+                        // DeeBERT's off-ramps start from the trained final exit's pooler
+                        model = model.init_offramp_poolers();
+                    }
                     state.epoch = 0;
                     state.stage_step = 0;
                     state.best_metric = None;

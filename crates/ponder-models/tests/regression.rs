@@ -152,7 +152,7 @@ fn deebert_trains_regression_off_ramps_on_the_frozen_backbone() {
     let config = TrainConfig {
         method: Method::DeeBert,
         epochs: 2,
-        stage2_epochs: 1,
+        stage2_epochs: Some(1),
         batch_size: 16,
         learning_rate: 3e-3,
         ..TrainConfig::default()

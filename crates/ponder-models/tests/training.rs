@@ -132,7 +132,7 @@ fn config(method: Method) -> TrainConfig {
     TrainConfig {
         method,
         epochs: 3,
-        stage2_epochs: 2,
+        stage2_epochs: Some(2),
         batch_size: 32,
         eval_batch_size: 64,
         learning_rate: 5e-3,
@@ -325,7 +325,7 @@ fn deebert_stage2_keeps_the_backbone_and_final_head() {
     let d = device();
     let config = TrainConfig {
         epochs: 2,
-        stage2_epochs: 2,
+        stage2_epochs: Some(2),
         ..config(Method::DeeBert)
     };
     let dee = train_plain(model(config.seed, &d), &train, &valid, &config, &d);
@@ -367,7 +367,7 @@ fn frozen_learning_rate_drives_only_the_frozen_backbone_stages() {
     let d = device();
     let shared = TrainConfig {
         epochs: 1,
-        stage2_epochs: 2,
+        stage2_epochs: Some(2),
         ..config(Method::DeeBert)
     };
     let frozen = TrainConfig {
@@ -557,7 +557,7 @@ fn resumed_deebert_run_ends_like_uninterrupted_run() {
     let config = TrainConfig {
         checkpoint_every: 3,
         epochs: 2,
-        stage2_epochs: 2,
+        stage2_epochs: Some(2),
         ..config(Method::DeeBert)
     };
     let started = check_resume(&config, 20);
@@ -917,7 +917,7 @@ fn bad_train_config_is_an_error() {
         bad("train.epochs", |c| c.epochs = 0),
         bad("train.stage2_epochs", |c| {
             c.method = Method::DeeBert;
-            c.stage2_epochs = 0;
+            c.stage2_epochs = Some(0);
         }),
         bad("train.batch_size", |c| c.batch_size = 0),
         bad("train.batch_size", |c| c.eval_batch_size = 0),
@@ -933,7 +933,7 @@ fn bad_train_config_is_an_error() {
     }
     // stage 2 epochs only matter to DeeBERT
     TrainConfig {
-        stage2_epochs: 0,
+        stage2_epochs: Some(0),
         ..good.clone()
     }
     .validate()
@@ -1289,4 +1289,142 @@ fn jei_dnn_needs_a_model_with_gates() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("train.jei.phase_batches"), "{err}");
+}
+
+/// [`jei_config`] with the reference code's optimiser in the alternation (SGD with
+/// momentum, per-epoch cosine) and unit positive weights in its first epoch.
+fn jei_sgd_config() -> TrainConfig {
+    let mut config = jei_config();
+    config.jei.optimizer = ponder_models::JeiOptimizer::Sgd;
+    config.jei.unit_weights_first_epoch = true;
+    config.jei.epochs = 3;
+    config
+}
+
+#[test]
+fn sgd_with_momentum_steps_the_weights_as_a_hand_computation_says() {
+    // loss = Σ W: every gradient is 1, plus weight decay λ·W; PyTorch's momentum
+    // (no dampening): v₁ = g₁, v₂ = g₂ + μ·v₁; W ← W − lr·v
+    let _guard = serial();
+    let d = device();
+    d.seed(5);
+    let schedule = ponder_models::SgdSchedule::default();
+    let mut optim = schedule.optimizer();
+    let mut layer = burn::nn::LinearConfig::new(3, 2).with_bias(false).init(&d);
+    let w0: Vec<f64> = host(layer.weight.val().inner())
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let (lr, mu, wd) = (0.01, schedule.momentum, schedule.weight_decay as f64);
+    let mut velocity = vec![0.0; w0.len()];
+    let mut expected = w0.clone();
+    for step in 0..2 {
+        let loss = layer.weight.val().sum();
+        let grads = burn::optim::GradientsParams::from_grads(loss.backward(), &layer);
+        layer = optim.step(lr, layer, grads);
+        for (i, w) in expected.iter_mut().enumerate() {
+            let g = 1.0 + wd * *w;
+            velocity[i] = if step == 0 { g } else { g + mu * velocity[i] };
+            *w -= lr * velocity[i];
+        }
+    }
+    let got = host(layer.weight.val().inner());
+    for (g, e) in got.iter().zip(&expected) {
+        assert!((*g as f64 - e).abs() < 1e-6, "{g} vs {e}");
+    }
+}
+
+#[test]
+fn jei_dnn_with_sgd_follows_the_per_epoch_cosine_and_resumes_exactly() {
+    let _guard = serial();
+    let config = jei_sgd_config();
+    let schedule = &config.jei.sgd;
+    assert_eq!(schedule.rate(0, 3), 0.01);
+    assert!((schedule.rate(3, 3) - 2e-4).abs() < 1e-15);
+    // stopped in the first alternation epoch (steps 22..=28 with 7 steps per epoch):
+    // its positive weights are all 1
+    let resumable = TrainConfig {
+        checkpoint_every: 3,
+        ..config.clone()
+    };
+    let started = check_resume(&resumable, 24);
+    assert_eq!((started.stage, started.epoch), (2, 0));
+    assert_eq!(started.gate_positive_weight, vec![1.0, 1.0]);
+    // in the second epoch, the validation set's
+    let started = check_resume(&resumable, 31);
+    assert_eq!((started.stage, started.epoch), (2, 1));
+    assert_ne!(started.gate_positive_weight, vec![1.0, 1.0]);
+    let (train, valid) = sources();
+    let d = device();
+    let out = train_plain(
+        model_for(&config, config.seed, &d),
+        &train,
+        &valid,
+        &config,
+        &d,
+    );
+    let rates: Vec<f64> = out
+        .state
+        .history
+        .iter()
+        .filter(|l| l.stage == JEI_ALTERNATION_STAGE)
+        .map(|l| l.learning_rate)
+        .collect();
+    assert_eq!(
+        rates,
+        (0..3).map(|e| schedule.rate(e, 3)).collect::<Vec<_>>(),
+        "one rate per epoch, on the cosine"
+    );
+}
+
+#[test]
+fn refitted_gates_reach_a_vanishing_gradient_and_never_fit_worse() {
+    let _guard = serial();
+    let (train, valid) = sources();
+    let d = device();
+    let config = jei_config();
+    let out = train_plain(
+        model_for(&config, config.seed, &d),
+        &train,
+        &valid,
+        &config,
+        &d,
+    );
+    let flex = Device::flex();
+    let train_batches = ponder_models::make_batches(&train, 64, &flex);
+    let valid_batches = ponder_models::make_batches(&valid, 64, &flex);
+    let data =
+        ponder_models::GateData::new(&out.model, &train_batches, &valid_batches, &config.jei)
+            .unwrap();
+    assert_eq!(data.rows(), N_TRAIN);
+    assert_eq!(
+        data.best_exit_histogram().iter().sum::<u64>(),
+        N_TRAIN as u64
+    );
+    let trained = ponder_models::gate_report(&out.model, &data);
+    let (refit, report) = ponder_models::refit_gates(&out.model, &data);
+    assert_eq!(report.gates.len(), 2);
+    for (l, (before, after)) in trained.gates.iter().zip(&report.gates).enumerate() {
+        assert!(
+            after.gradient_norm < 1e-6,
+            "gate {l}: gradient norm {} after {:?} Newton steps",
+            after.gradient_norm,
+            after.iterations
+        );
+        assert!(
+            after.loss <= before.loss + 1e-9,
+            "gate {l}: {after:?} vs {before:?}"
+        );
+        assert_eq!(before.positive_share, after.positive_share);
+    }
+    // the refitted model's gates are the fitted parameters (up to f32)
+    let again = ponder_models::gate_report(&refit, &data);
+    for (a, b) in again.gates.iter().zip(&report.gates) {
+        assert!((a.loss - b.loss).abs() < 1e-5, "{} vs {}", a.loss, b.loss);
+    }
+    // a model without gates has no gate data
+    let plain = model(1, &d).valid();
+    assert!(
+        ponder_models::GateData::new(&plain, &train_batches, &valid_batches, &config.jei).is_err()
+    );
 }

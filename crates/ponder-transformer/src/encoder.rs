@@ -93,7 +93,8 @@ pub struct Encoder {
     pub layers: Vec<TransformerEncoderLayer>,
     /// Final layer norm of pre-norm encoders, applied before the pooler at every exit.
     pub final_norm: Option<LayerNorm>,
-    /// The pooler `tanh(W·h_cls + b)`, shared by all exits.
+    /// The pooler `tanh(W·h_cls + b)`, shared by all exits (in DeeBERT's reference form,
+    /// by the final exit only: each off-ramp has its own copy in the exit heads).
     pub pooler: Linear,
     /// The pooler reads the mean of the real tokens' states instead of `h_cls`.
     pub mean_pool: bool,
@@ -254,24 +255,41 @@ impl Encoder {
         }
     }
 
-    /// The pooled features of a state: `tanh(W·norm(h_cls) + b)`, or with `mean_pool`
-    /// `tanh(W·mean_t norm(h_t) + b)` over the real (non-padding) tokens.
+    /// The pooler's input: `norm(h_cls)`, or with `mean_pool` `mean_t norm(h_t)` over the
+    /// real (non-padding) tokens (`norm` is the final layer norm of pre-norm encoders).
     ///
     /// # Shapes
     /// - output: `[batch_size, d_model]`
-    pub fn pooled(&self, state: &EncoderState) -> Tensor<2> {
+    pub fn pre_pooled(&self, state: &EncoderState) -> Tensor<2> {
         let [batch_size, _, d_model] = state.x.dims();
         let norm = |x: Tensor<3>| match &self.final_norm {
             Some(norm) => norm.forward(x),
             None => x,
         };
-        let features = if self.mean_pool {
+        if self.mean_pool {
             ponder_core::masked_mean(norm(state.x.clone()), state.mask_pad.as_ref())
         } else {
             norm(state.x.clone().slice([0..batch_size, 0..1, 0..d_model]))
                 .reshape([batch_size, d_model])
-        };
-        self.pooler.forward(features).tanh()
+        }
+    }
+
+    /// The pooled features of a state: `tanh(W·norm(h_cls) + b)`, or with `mean_pool`
+    /// `tanh(W·mean_t norm(h_t) + b)` over the real (non-padding) tokens: the pooler on
+    /// [`pre_pooled`](Self::pre_pooled).
+    ///
+    /// # Shapes
+    /// - output: `[batch_size, d_model]`
+    pub fn pooled(&self, state: &EncoderState) -> Tensor<2> {
+        self.pooler.forward(self.pre_pooled(state)).tanh()
+    }
+
+    /// FLOPs of the pooler `tanh(W·f + b)` for one row. The pooler is all that
+    /// [`features_flops`](LayerwiseBackbone::features_flops) counts: the final norm and
+    /// the `[CLS]` slice or token mean before it are not counted.
+    pub fn pooler_flops(&self) -> u64 {
+        let h = self.d_model as u64;
+        linear_flops(1, h, h) + 5 * h
     }
 
     /// The full forward pass cut after `n_layers` layers: hidden states after layer
@@ -349,8 +367,7 @@ impl LayerwiseBackbone for Encoder {
     }
 
     fn features_flops(&self, _hidden: &EncoderState) -> u64 {
-        let h = self.d_model as u64;
-        linear_flops(1, h, h) + 5 * h
+        self.pooler_flops()
     }
 
     fn device(&self) -> Device {

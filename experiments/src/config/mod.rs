@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use ponder_data::GlueTask;
 use ponder_exits::{
-    EntropyThreshold, Expectation, FixedLayer, LearnedGate, MaxProbThreshold, NeverExit, Oracle,
-    Patience, PatienceRegression, Policy, PonderSample, QExit,
+    EntropyThreshold, Expectation, FixedLayer, LearnedGate, MaxProbThreshold, NeverExit,
+    OffRampPooler, Oracle, Patience, PatienceRegression, Policy, PonderSample, QExit,
 };
 use ponder_mamba::{MambaConfig, MambaEncoderConfig, Pooling};
 use ponder_models::{BackboneConfig, Method, TrainConfig};
@@ -95,6 +95,30 @@ pub struct ModelConfig {
     /// Mamba, the `[CLS]` token (BERT's pooler input) for the transformer.
     #[serde(default = "default_pooling")]
     pub pooling: Pooling,
+    /// One classifier shared by every exit (`true`) or one per layer (`false`).
+    /// Default: shared for PALBERT and PonderNet (their papers' form), per layer for
+    /// the other methods. `false` trains PALBERT's or PonderNet's loss with per-layer
+    /// heads (an ablation); `true` is refused for DeeBERT and JEI-DNN, whose later
+    /// stages train the early exits' heads apart from the final one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_head: Option<bool>,
+    /// DeeBERT's off-ramp poolers (only DeeBERT's models read it; the other methods
+    /// have no pooler in their heads and ignore it):
+    ///
+    /// * `separate` (the default of a new experiment): DeeBERT's reference form. Each
+    ///   off-ramp (every exit but the last) has its own pooler on the layer's pre-pooler
+    ///   features (the normalised `[CLS]` state, or the token mean with `pooling =
+    ///   "mean"`), set to a copy of the main pooler trained in stage 1 when stage 2
+    ///   starts; the final exit is the main pooler and its classifier, as in a
+    ///   `final_only` model. On the Mamba backbone, which has no pooler, every exit's
+    ///   classifier reads the pooled state directly.
+    /// * `stacked`: every exit, the final one too, stacks its own freshly initialised
+    ///   pooler on the main pooler's output (ponder's DeeBERT before `separate`).
+    ///
+    /// A run folder records the form in its `config.toml`; one saved before the key
+    /// existed has none and was trained `stacked`, which is what it loads as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offramp_pooler: Option<OffRampPooler>,
 }
 
 /// The backbone of a multi-exit model.
@@ -193,6 +217,13 @@ pub struct CompareConfig {
     /// labelled `jei_dnn[λ=C]`, in `models/jei_dnn-costC[-seedS]/`. Empty: one model
     /// with `train.jei.cost_weight`.
     pub jei_cost_weights: Vec<f64>,
+    /// JEI-DNN: also report, per gate, its weights, its objective's loss and gradient
+    /// norm on the training split and the best-exit histogram its targets come from, and
+    /// evaluate a copy of each model with every gate refitted to convergence there
+    /// (labelled `+refit`): with the inference modules frozen each gate is a convex
+    /// logistic regression, so the refit shows the best gates the features allow.
+    /// Costs one pass over the training split per model. Default: false.
+    pub jei_refit: bool,
     /// Models with a halting head: evaluate the first Q-exit quantile and sampling this
     /// many times (sampling with seeds 0, 1, …) and report how much each example's exit
     /// layer varies (0: skip).
@@ -223,6 +254,7 @@ impl Default for CompareConfig {
             expectation: true,
             gate: vec![0.5, 0.3, 0.7, 0.9],
             jei_cost_weights: Vec::new(),
+            jei_refit: false,
             repeats: 10,
             tolerance: vec![0.1, 0.25, 0.5],
             batch_size: 256,
@@ -232,18 +264,42 @@ impl Default for CompareConfig {
 }
 
 impl Experiment {
-    /// Reads and checks an experiment file.
+    /// Reads and checks an experiment file (a new experiment: see [`Self::parse`]).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading experiment file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("in experiment file {}", path.display()))
     }
 
-    /// Parses and checks an experiment from TOML text.
+    /// Parses and checks a new experiment from TOML text; without `model.offramp_pooler`
+    /// it gets DeeBERT's reference form, `separate`.
     pub fn parse(text: &str) -> Result<Self> {
-        let experiment: Self = toml::from_str(text)?;
+        Self::parse_with(text, OffRampPooler::Separate)
+    }
+
+    /// Reads and checks the `config.toml` of a run folder: as [`Self::load`], except
+    /// that a file without `model.offramp_pooler` was saved before the key existed, when
+    /// DeeBERT was trained in the `stacked` form, so that is what it gets.
+    pub fn load_saved(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading saved experiment {}", path.display()))?;
+        Self::parse_with(&text, OffRampPooler::Stacked)
+            .with_context(|| format!("in saved experiment {}", path.display()))
+    }
+
+    fn parse_with(text: &str, offramp_pooler: OffRampPooler) -> Result<Self> {
+        let mut experiment: Self = toml::from_str(text)?;
+        experiment
+            .model
+            .offramp_pooler
+            .get_or_insert(offramp_pooler);
         experiment.validate()?;
         Ok(experiment)
+    }
+
+    /// DeeBERT's off-ramp poolers (`model.offramp_pooler`; `separate` when unset).
+    pub fn offramp_pooler(&self) -> OffRampPooler {
+        self.model.offramp_pooler.unwrap_or(OffRampPooler::Separate)
     }
 
     /// Applies `key=value` overrides (TOML values, dotted keys such as
@@ -426,6 +482,7 @@ impl Experiment {
             cost_weight: self
                 .sweeps_cost(method)
                 .then_some(self.train.jei.cost_weight),
+            gates_refit: false,
         }
     }
 
@@ -940,5 +997,84 @@ d_ff = 64
                 .with_overrides(&["train.nope=1".into()])
                 .is_err()
         );
+    }
+
+    #[test]
+    fn offramp_pooler_is_separate_for_new_experiments_and_stacked_for_old_runs() {
+        use crate::run::RunFolder;
+        // a new experiment without the key: DeeBERT's reference form
+        let e = Experiment::parse(MINIMAL).unwrap();
+        assert_eq!(e.model.offramp_pooler, Some(OffRampPooler::Separate));
+        for (value, form) in [
+            ("separate", OffRampPooler::Separate),
+            ("stacked", OffRampPooler::Stacked),
+        ] {
+            let text = format!("{MINIMAL}offramp_pooler = \"{value}\"\n");
+            assert_eq!(Experiment::parse(&text).unwrap().offramp_pooler(), form);
+            let e = Experiment::parse(MINIMAL)
+                .unwrap()
+                .with_overrides(&[format!("model.offramp_pooler={value}")])
+                .unwrap();
+            assert_eq!(e.offramp_pooler(), form);
+        }
+        let err = Experiment::parse(&format!("{MINIMAL}offramp_pooler = \"cls\"\n")).unwrap_err();
+        assert!(format!("{err:#}").contains("offramp_pooler"), "{err:#}");
+
+        let dir = tempfile::tempdir().unwrap();
+        // a run folder saved before the key existed was trained in the stacked form
+        let old = dir.path().join("old");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::write(old.join("config.toml"), MINIMAL).unwrap();
+        let (_, e) = RunFolder::open(&old).unwrap();
+        assert_eq!(e.offramp_pooler(), OffRampPooler::Stacked);
+        // a new run records its form, so that it opens as it was trained
+        for value in ["separate", "stacked"] {
+            let text = format!("{MINIMAL}offramp_pooler = \"{value}\"\n");
+            let e = Experiment::parse(&text).unwrap();
+            let root = dir.path().join(value);
+            RunFolder::create_at(root.clone(), &e).unwrap();
+            let saved = std::fs::read_to_string(root.join("config.toml")).unwrap();
+            assert!(
+                saved.contains(&format!("offramp_pooler = \"{value}\"")),
+                "{saved}"
+            );
+            let (_, reopened) = RunFolder::open(&root).unwrap();
+            assert_eq!(reopened, e);
+        }
+        // even an experiment built in code without the key
+        let mut e = Experiment::parse(MINIMAL).unwrap();
+        e.model.offramp_pooler = None;
+        let root = dir.path().join("unset");
+        RunFolder::create_at(root.clone(), &e).unwrap();
+        let (_, reopened) = RunFolder::open(&root).unwrap();
+        assert_eq!(reopened.offramp_pooler(), OffRampPooler::Separate);
+    }
+
+    #[test]
+    fn only_deebert_models_get_offramp_poolers() {
+        let heads = |text: &str, method: Method| {
+            let e = Experiment::parse(text).unwrap();
+            crate::pipeline::model_config(&e, method, 3, 10)
+                .unwrap()
+                .offramp_pooler
+        };
+        assert_eq!(
+            heads(MINIMAL, Method::DeeBert),
+            Some(OffRampPooler::Separate)
+        );
+        let stacked = format!("{MINIMAL}offramp_pooler = \"stacked\"\n");
+        assert_eq!(
+            heads(&stacked, Method::DeeBert),
+            Some(OffRampPooler::Stacked)
+        );
+        for method in [
+            Method::Pabee,
+            Method::FinalOnly,
+            Method::Palbert,
+            Method::PonderNet,
+            Method::JeiDnn,
+        ] {
+            assert_eq!(heads(&stacked, method), None, "{method:?}");
+        }
     }
 }
