@@ -973,6 +973,70 @@ gate = [0.5, 0.3]
     }
 
     #[test]
+    fn jei_refit_reports_the_gates_and_evaluates_a_refitted_copy_and_halting_models_their_optimum()
+    {
+        let mut experiment = experiment();
+        let device = Device::flex();
+        let (train, test, valid) = (source(80, 4), source(90, 1), source(60, 2));
+        let test = make_batches(&test, 32, &device);
+        let calibration = make_batches(&valid, 32, &device);
+        let data = EvalData {
+            test: &test,
+            calibration: &calibration,
+            task: None,
+        };
+        let policies = experiment.policies().unwrap();
+        device.seed(3);
+        let model = model_config(&experiment, Method::JeiDnn, 3, 0)
+            .unwrap()
+            .init(&device);
+        let kind = experiment.model_kind(Method::JeiDnn);
+        // off by default
+        let none = gate_refit(&experiment, kind, 1, &model, &train, data, &policies).unwrap();
+        assert!(none.is_none());
+        experiment.compare.jei_refit = true;
+        let (trained, refit) = gate_refit(&experiment, kind, 1, &model, &train, data, &policies)
+            .unwrap()
+            .unwrap();
+        assert_eq!(trained.rows, 80);
+        assert_eq!(trained.gates.len(), 2);
+        assert!(trained.gates.iter().all(|g| g.iterations.is_none()));
+        assert_eq!(refit.method, "jei_dnn+refit");
+        let report = refit.gates.as_ref().unwrap();
+        for (before, after) in trained.gates.iter().zip(&report.gates) {
+            assert!(after.iterations.is_some());
+            assert!(after.loss <= before.loss + 1e-9);
+        }
+        assert!(refit.policies.iter().any(|r| r.family == "gate"));
+        let table = report::table(&CompareResults::new(&experiment, "cpu", 90, vec![refit]));
+        assert!(table.contains("gate 2: w (p_max"), "{table}");
+        // a model without gates has nothing to refit
+        let pabee = model_config(&experiment, Method::Pabee, 3, 0)
+            .unwrap()
+            .init(&device);
+        let pabee_kind = experiment.model_kind(Method::Pabee);
+        assert!(
+            gate_refit(&experiment, pabee_kind, 1, &pabee, &train, data, &policies)
+                .unwrap()
+                .is_none()
+        );
+        // a halting model is compared with the optimum of its loss; others are not
+        let palbert = model_config(&experiment, Method::Palbert, 3, 0)
+            .unwrap()
+            .init(&device);
+        let kind = experiment.model_kind(Method::Palbert);
+        let result =
+            evaluate_model(&experiment, kind, 1, &palbert, data, &policies, None, 0.0).unwrap();
+        let optimum = result.halting_optimum.unwrap();
+        assert_eq!(optimum.rows, 90);
+        assert!((1.0..=3.0).contains(&optimum.learned_depth));
+        assert!((1.0..=3.0).contains(&optimum.optimal_depth));
+        let pabee = evaluate_model(&experiment, pabee_kind, 1, &pabee, data, &policies, None, 0.0)
+            .unwrap();
+        assert!(pabee.halting_optimum.is_none());
+    }
+
+    #[test]
     fn every_policy_gets_calibration_and_conformal_sets_and_gated_models_a_posterior() {
         let experiment = experiment();
         let device = Device::flex();
