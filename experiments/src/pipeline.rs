@@ -1031,8 +1031,17 @@ gate = [0.5, 0.3]
         assert_eq!(optimum.rows, 90);
         assert!((1.0..=3.0).contains(&optimum.learned_depth));
         assert!((1.0..=3.0).contains(&optimum.optimal_depth));
-        let pabee = evaluate_model(&experiment, pabee_kind, 1, &pabee, data, &policies, None, 0.0)
-            .unwrap();
+        let pabee = evaluate_model(
+            &experiment,
+            pabee_kind,
+            1,
+            &pabee,
+            data,
+            &policies,
+            None,
+            0.0,
+        )
+        .unwrap();
         assert!(pabee.halting_optimum.is_none());
     }
 
