@@ -54,7 +54,7 @@ pub struct MambaInput {
 
 /// The residual stream between layers.
 #[derive(Debug, Clone)]
-pub struct MambaHidden {
+pub struct MambaEncoderState {
     /// `[batch, seq_len, d_model]`.
     pub x: Tensor<3>,
     /// `[batch, seq_len]`, `true` at padding positions.
@@ -76,7 +76,7 @@ pub struct MambaEncoder {
 
 impl MambaEncoder {
     /// Pooled, normalised features `[batch, d_model]`.
-    pub fn pooled(&self, hidden: &MambaHidden) -> Tensor<2> {
+    pub fn pooled(&self, hidden: &MambaEncoderState) -> Tensor<2> {
         let x = hidden.x.clone();
         let [batch, _, d] = x.dims();
         if self.mean_pool {
@@ -95,55 +95,55 @@ impl MambaEncoder {
 
 impl LayerwiseBackbone for MambaEncoder {
     type Input = MambaInput;
-    type Hidden = MambaHidden;
+    type Hidden = MambaEncoderState;
 
     fn n_layers(&self) -> usize {
         self.mamba.n_layers()
     }
 
-    fn embed(&self, input: MambaInput) -> MambaHidden {
-        MambaHidden {
+    fn embed(&self, input: MambaInput) -> MambaEncoderState {
+        MambaEncoderState {
             x: self.mamba.embed(input.ids),
             mask_pad: input.mask_pad,
         }
     }
 
-    fn forward_layer(&self, layer_idx: usize, hidden: MambaHidden) -> MambaHidden {
+    fn forward_layer(&self, layer_idx: usize, hidden: MambaEncoderState) -> MambaEncoderState {
         let (x, _) = self.mamba.layers[layer_idx].forward(hidden.x, None);
-        MambaHidden {
+        MambaEncoderState {
             x,
             mask_pad: hidden.mask_pad,
         }
     }
 
-    fn features(&self, hidden: &MambaHidden) -> Tensor<2> {
+    fn features(&self, hidden: &MambaEncoderState) -> Tensor<2> {
         self.pooled(hidden)
     }
 
-    fn select_rows(&self, hidden: MambaHidden, rows: Tensor<1, Int>) -> MambaHidden {
-        MambaHidden {
+    fn select_rows(&self, hidden: MambaEncoderState, rows: Tensor<1, Int>) -> MambaEncoderState {
+        MambaEncoderState {
             x: hidden.x.select(0, rows.clone()),
             mask_pad: hidden.mask_pad.map(|m| m.select(0, rows)),
         }
     }
 
-    fn batch_size(&self, hidden: &MambaHidden) -> usize {
+    fn batch_size(&self, hidden: &MambaEncoderState) -> usize {
         hidden.x.dims()[0]
     }
 
-    fn embed_flops(&self, hidden: &MambaHidden) -> u64 {
+    fn embed_flops(&self, hidden: &MambaEncoderState) -> u64 {
         // A table lookup: count a copy of each embedding.
         (hidden.x.dims()[1] * self.mamba.d_model) as u64
     }
 
-    fn layer_flops(&self, layer_idx: usize, hidden: &MambaHidden) -> u64 {
+    fn layer_flops(&self, layer_idx: usize, hidden: &MambaEncoderState) -> u64 {
         let t = hidden.x.dims()[1] as u64;
         let d = self.mamba.d_model as u64;
         // RMSNorm, the mixer, the residual add.
         5 * t * d + self.mamba.layers[layer_idx].mixer.flops(t, d) + t * d
     }
 
-    fn features_flops(&self, hidden: &MambaHidden) -> u64 {
+    fn features_flops(&self, hidden: &MambaEncoderState) -> u64 {
         let t = hidden.x.dims()[1] as u64;
         let d = self.mamba.d_model as u64;
         if self.mean_pool { 7 * t * d } else { 5 * d }

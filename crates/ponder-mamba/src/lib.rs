@@ -29,7 +29,7 @@ mod model;
 mod token;
 
 pub use config::MambaConfig;
-pub use encoder::{MambaEncoder, MambaEncoderConfig, MambaHidden, MambaInput, Pooling};
+pub use encoder::{MambaEncoder, MambaEncoderConfig, MambaEncoderState, MambaInput, Pooling};
 pub use generate::{Generation, Sampling, generate, pick};
 pub use import::{load_state_spaces, state_spaces_bytes};
 pub use mixer::{LayerState, MambaBlock, MambaMixer, selective_scan};

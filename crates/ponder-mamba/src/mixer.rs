@@ -25,7 +25,7 @@ pub struct LayerState {
 
 impl LayerState {
     /// The state before any token: zeros.
-    pub fn zeros(batch_size: usize, mixer: &MambaMixer, device: &Device) -> Self {
+    pub fn initial(batch_size: usize, mixer: &MambaMixer, device: &Device) -> Self {
         Self {
             conv: Tensor::zeros([batch_size, mixer.d_inner, mixer.d_conv], device),
             ssm: Tensor::zeros([batch_size, mixer.d_inner, mixer.d_state], device),
@@ -180,7 +180,7 @@ impl MambaMixer {
 
         // Causal depthwise convolution: the previous k − 1 inputs (zeros at the start of
         // the sequence) followed by this chunk; output t sees inputs t − k + 1 ..= t.
-        let state = state.unwrap_or_else(|| LayerState::zeros(batch, self, &device));
+        let state = state.unwrap_or_else(|| LayerState::initial(batch, self, &device));
         let past = state.conv.narrow(2, 1, k - 1).swap_dims(1, 2);
         let h0 = state.ssm;
         let padded = Tensor::cat(vec![past, xs], 1); // [B, T + k − 1, di]

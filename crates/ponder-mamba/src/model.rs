@@ -96,13 +96,13 @@ impl Mamba {
         self.layers.len()
     }
 
-    /// A zero state for `batch_size` rows.
-    pub fn zero_state(&self, batch_size: usize, device: &Device) -> MambaState {
+    /// The state before the first token (zeros) for `batch_size` rows.
+    pub fn initial_state(&self, batch_size: usize, device: &Device) -> MambaState {
         MambaState {
             layers: self
                 .layers
                 .iter()
-                .map(|l| LayerState::zeros(batch_size, &l.mixer, device))
+                .map(|l| LayerState::initial(batch_size, &l.mixer, device))
                 .collect(),
         }
     }

@@ -57,7 +57,7 @@ fn stepping_reproduces_the_full_sequence() {
         Param::from_tensor(other.mamba.layers[1].mixer.a_log.val().add_scalar(0.5));
     assert!(max_diff(&to_host(full.clone()), &to_host(other.forward(ids.clone()))) > 1e-2);
 
-    let mut state = lm.mamba.zero_state(3, &device);
+    let mut state = lm.mamba.initial_state(3, &device);
     let stepped: Vec<Tensor<3>> = (0..23)
         .map(|t| {
             let token = ids.clone().narrow(1, t, 1).reshape([3]);

@@ -6,7 +6,7 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Int, Tensor};
 use ponder_core::LayerwiseBackbone;
 use ponder_exits::ClassifierHeads;
-use ponder_mamba::{MambaEncoder, MambaEncoderConfig, MambaHidden, MambaInput};
+use ponder_mamba::{MambaEncoder, MambaEncoderConfig, MambaEncoderState, MambaInput};
 use ponder_transformer::{Encoder, EncoderConfig, EncoderInput, EncoderState};
 
 /// Which backbone, with its configuration.
@@ -72,7 +72,7 @@ pub enum BackboneHidden {
     /// Of the transformer.
     Transformer(EncoderState),
     /// Of Mamba.
-    Mamba(MambaHidden),
+    Mamba(MambaEncoderState),
 }
 
 fn mamba_input(input: EncoderInput) -> MambaInput {

@@ -180,7 +180,7 @@ fn wgpu_mamba_scan_step_and_runner_match_cpu() {
         .unwrap();
     let diff = max_abs_diff(&full_cpu, &full_gpu);
     assert!(diff < 1e-3, "wgpu and CPU scans differ by {diff}");
-    let mut state = lm_gpu.mamba.zero_state(2, &gpu);
+    let mut state = lm_gpu.mamba.initial_state(2, &gpu);
     let stepped: Vec<Tensor<3>> = (0..6)
         .map(|t| {
             let token = ids_gpu.clone().narrow(1, t, 1).reshape([2]);

@@ -181,8 +181,8 @@ pub struct LayerKv {
 }
 
 impl LayerKv {
-    /// A cache holding no position.
-    pub fn empty() -> Self {
+    /// The cache before the first token: no position held.
+    pub fn initial() -> Self {
         Self::default()
     }
 
@@ -266,10 +266,10 @@ pub struct KvCache {
 }
 
 impl KvCache {
-    /// `n_layers` empty layer caches.
-    pub fn empty(n_layers: usize) -> Self {
+    /// The cache before the first token: `n_layers` empty layer caches.
+    pub fn initial(n_layers: usize) -> Self {
         Self {
-            layers: (0..n_layers).map(|_| LayerKv::empty()).collect(),
+            layers: (0..n_layers).map(|_| LayerKv::initial()).collect(),
         }
     }
 
@@ -579,9 +579,9 @@ impl DecoderLm {
         self.token_embedding.weight.val().device()
     }
 
-    /// A cache with one empty [`LayerKv`] per block.
-    pub fn empty_cache(&self) -> KvCache {
-        KvCache::empty(self.n_layers())
+    /// The cache before the first token: one empty [`LayerKv`] per block.
+    pub fn initial_cache(&self) -> KvCache {
+        KvCache::initial(self.n_layers())
     }
 
     /// Token plus position embeddings of positions `start..start + seq_len`.

@@ -125,7 +125,7 @@ fn stepping_from_an_empty_cache_equals_the_full_forward() {
     let lm = model(true, &device);
     let ids = random_ids(2, MAX_LEN, 5, &device);
     let full = lm.forward(ids.clone());
-    let mut cache = lm.empty_cache();
+    let mut cache = lm.initial_cache();
     assert!(cache.is_empty() && cache.batch_size().is_none());
     for t in 0..MAX_LEN {
         let logits = lm.step(column(&ids, t), &mut cache);
@@ -305,7 +305,7 @@ fn selected_rows_step_like_the_whole_batch() {
 
 #[test]
 fn empty_layer_cache() {
-    let kv = LayerKv::empty();
+    let kv = LayerKv::initial();
     assert!(kv.is_empty());
     assert_eq!(kv.len(), 0);
     assert_eq!(kv.batch_size(), None);

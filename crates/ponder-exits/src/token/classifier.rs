@@ -314,7 +314,7 @@ impl ExitClassifier {
         ClassifierState {
             state: match self {
                 ExitClassifier::Linear(_) => None,
-                ExitClassifier::Mamba(m) => Some(LayerState::zeros(rows, &m.block.mixer, device)),
+                ExitClassifier::Mamba(m) => Some(LayerState::initial(rows, &m.block.mixer, device)),
             },
         }
     }
