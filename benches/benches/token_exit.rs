@@ -1,4 +1,4 @@
-//! Token-level early-exit generation (`ponder_exits::token::decode`) against
+//! Token-level early-exit generation (`ponder_models::decode`) against
 //! full-depth generation, in generated tokens per second, at batch 1 and batch 8, for
 //! the two Shakespeare language-model shapes (vocabulary 84, d = 128, 4 layers: Mamba
 //! with n = 16; a transformer decoder with 4 heads and d_ff = 256), on the flex CPU
@@ -27,10 +27,9 @@ use burn::module::Module;
 use burn::tensor::Device;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ponder_core::{SkipRule, TokenLm};
-use ponder_exits::token::{
-    ExitClassifier, ExitClassifierSpec, SummaryInput, TokenExitConfig, TokenRule, decode,
-};
+use ponder_exits::token::{ExitClassifierSpec, SummaryInput, TokenExitConfig, TokenRule};
 use ponder_mamba::MambaConfig;
+use ponder_models::{ExitClassifier, decode};
 use ponder_transformer::DecoderConfig;
 
 const VOCAB: usize = 84;
@@ -89,12 +88,18 @@ fn cases<L: TokenLm>(lm: &L, free_rule: SkipRule, device: &Device) -> Vec<Case> 
         Case {
             name: "exit1-linear",
             config: config(TokenRule::Classifier(-1.0), recompute, false),
-            classifier: Some((linear.init(lm.feature_size(), device).valid(), linear)),
+            classifier: Some((
+                ExitClassifier::new(&linear, lm.feature_size(), device).valid(),
+                linear,
+            )),
         },
         Case {
             name: "exit1-mamba",
             config: config(TokenRule::Classifier(-1.0), recompute, false),
-            classifier: Some((mamba.init(lm.feature_size(), device).valid(), mamba)),
+            classifier: Some((
+                ExitClassifier::new(&mamba, lm.feature_size(), device).valid(),
+                mamba,
+            )),
         },
     ]
 }

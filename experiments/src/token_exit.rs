@@ -29,13 +29,12 @@ use ponder_calibration::{LttCandidate, LttOutcome, PValue, learn_then_test};
 use ponder_core::{SkipRule, TokenLm};
 use ponder_data::LmCorpus;
 use ponder_exits::token::{
-    ClassifierKind, Decoded, ExitClassifier, ExitClassifierSpec, SummaryInput, TokenExitConfig,
-    TokenRule, decode,
+    ClassifierKind, ExitClassifierSpec, SummaryInput, TokenExitConfig, TokenRule,
 };
 use ponder_models::{
-    ClassifierReport, ClassifierTrainConfig, DynamaxConstants, TokenExitMetrics,
-    fit_exit_classifier, load_exit_classifier, save_exit_classifier, spread_windows,
-    token_exit_metrics,
+    ClassifierReport, ClassifierTrainConfig, Decoded, DynamaxConstants, ExitClassifier,
+    TokenExitMetrics, decode, fit_exit_classifier, load_exit_classifier, save_exit_classifier,
+    spread_windows, token_exit_metrics,
 };
 use serde::{Deserialize, Serialize};
 

@@ -61,8 +61,9 @@ pub use parity::{
 pub use ponder_optimum::{HaltingOptimum, halting_optimum};
 pub use source::{Batch, ClassificationSource, ImageSource, TextSource};
 pub use token_exit::{
-    ClassifierReport, ClassifierTrainConfig, DynamaxConstants, ExitDecisionMetrics,
-    TokenExitMetrics, dynamax_speedup, fit_exit_classifier, load_exit_classifier,
+    ClassifierReport, ClassifierState, ClassifierTrainConfig, Decoded, DynamaxConstants,
+    ExitClassifier, ExitDecisionMetrics, LinearExitClassifier, MambaExitClassifier,
+    TokenExitMetrics, decode, dynamax_speedup, fit_exit_classifier, load_exit_classifier,
     save_exit_classifier, spread_windows, token_exit_metrics,
 };
 pub use train::{

@@ -6,10 +6,11 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ponder_core::{LayerCall, Rows, SkipRule, TokenLm, argmax, to_host};
 use ponder_exits::token::{
-    ExitClassifier, ExitClassifierSpec, SummaryInput, TokenExitConfig, TokenRule,
-    confidence_summary, decode, exit_probability,
+    ExitClassifierSpec, SummaryInput, TokenExitConfig, TokenRule, confidence_summary,
+    exit_probability,
 };
 use ponder_mamba::{MambaConfig, MambaLm, Sampling, generate};
+use ponder_models::{ExitClassifier, decode};
 use ponder_transformer::{DecoderConfig, DecoderLm};
 
 const VOCAB: usize = 29;
@@ -434,7 +435,7 @@ fn check_batch_equals_rows<L: TokenLm>(lm: &L, rules: &[SkipRule]) {
     ];
     for spec in &specs {
         // weights scaled up so that P(exit) differs between rows
-        let classifier = match spec.init(lm.feature_size(), &device) {
+        let classifier = match ExitClassifier::new(&spec, lm.feature_size(), &device) {
             ExitClassifier::Linear(mut l) => {
                 for head in l.heads.iter_mut() {
                     head.weight = head.weight.clone().map(|w| w.mul_scalar(20.0));
@@ -676,7 +677,7 @@ fn classifier_rules_need_a_classifier_and_valid_specs() {
     let c = config(TokenRule::Classifier(0.5), SkipRule::Unadvanced, true);
     assert!(decode(&lm, &c, None, &p, 4, None, None).is_err());
     let spec = ExitClassifierSpec::mamba(vec![1, 2, 3], 1, SummaryInput::Confidence);
-    let classifier = spec.init(lm.feature_size(), &device);
+    let classifier = ExitClassifier::new(&spec, lm.feature_size(), &device);
     let d = decode(&lm, &c, Some((&classifier, &spec)), &p, 6, None, None).unwrap();
     assert_eq!(d.tokens[0].len(), 6);
     assert!(

@@ -265,7 +265,8 @@ fn wgpu_jei_gates_match_cpu() {
 #[test]
 fn wgpu_token_exits_match_cpu() {
     use ponder_core::SkipRule;
-    use ponder_exits::token::{TokenExitConfig, TokenRule, decode};
+    use ponder_exits::token::{TokenExitConfig, TokenRule};
+    use ponder_models::decode;
     let cpu = Device::flex();
     cpu.seed(5);
     let gpu = Device::wgpu(DeviceKind::DefaultDevice);

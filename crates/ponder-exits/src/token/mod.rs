@@ -1,33 +1,31 @@
 //! Token-level early exit in language models (DYNAMAX: Nogales, Gambella & Roveri 2025,
-//! arXiv:2504.20922; CALM: Schuster et al., NeurIPS 2022, arXiv:2207.07061).
+//! arXiv:2504.20922; CALM: Schuster et al., NeurIPS 2022, arXiv:2207.07061): the parts
+//! that need no backbone.
 //!
-//! * [`ExitClassifier`]: DYNAMAX's linear heads, and a small Mamba over the layer axis
-//!   ([`classifier`] documents the design); trained on labels from the frozen model
+//! * [`ExitClassifierSpec`]: what an exit classifier is (DYNAMAX's linear heads, or a
+//!   small Mamba over the layer axis), trained on labels from the frozen model
 //!   ([`agreement_labels`]: the final greedy token is in the top-k of the intermediate
 //!   prediction) with the depth-weighted two-class cross-entropy
-//!   ([`depth_weighted_exit_loss`]).
+//!   ([`depth_weighted_exit_loss`]). The classifier modules are
+//!   `ponder_models::ExitClassifier`.
 //! * [`TokenRule`]: when a token exits — the classifier's P(exit), CALM's confidence
-//!   measures (softmax max, top-2 margin, hidden-state saturation), a fixed layer, or
-//!   never; a token exits after the first exit position whose score is above the
-//!   threshold.
-//! * [`decode`]: greedy generation (or teacher-forced decoding) at any batch size with
-//!   per-token exits; exited rows leave the layers' batch; the caches of skipped layers
-//!   follow a [`ponder_core::SkipRule`]; DYNAMAX's option to always run the last layer;
-//!   every row's FLOPs (layers, measures, recomputation) counted per token.
+//!   measures (softmax max, top-2 margin, hidden-state [`saturation`]), a fixed layer,
+//!   or never; a token exits after the first exit position whose score is above the
+//!   threshold. [`TokenExitConfig`] adds the exit positions, the rule for the caches of
+//!   skipped layers ([`ponder_core::SkipRule`]) and DYNAMAX's option to always run the
+//!   last layer; `ponder_models::decode` generates with it.
 
-pub mod classifier;
-mod decode;
+mod spec;
 
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Int, Tensor};
-use ponder_core::{PonderError, Result};
+use ponder_core::{PonderError, Result, SkipRule};
 use serde::{Deserialize, Serialize};
 
-pub use classifier::{
-    ClassifierKind, ClassifierState, ExitClassifier, ExitClassifierSpec, N_SUMMARY_CONFIDENCE,
-    SummaryInput, exit_probability, validate_exits,
+pub use spec::{
+    ClassifierKind, ExitClassifierSpec, N_SUMMARY_CONFIDENCE, SummaryInput, exit_probability,
+    validate_exits,
 };
-pub use decode::{Decoded, TokenExitConfig, decode, saturation};
 
 use crate::jei::confidence_features;
 
@@ -109,6 +107,31 @@ impl TokenRule {
             _ => Ok(()),
         }
     }
+}
+
+/// How tokens exit during decoding (`ponder_models::decode`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenExitConfig {
+    /// The exit rule and its threshold.
+    pub rule: TokenRule,
+    /// Exit positions (1-based layers) for the confidence measures; a classifier rule
+    /// uses its classifier's own positions.
+    pub exits: Vec<usize>,
+    /// What the caches of skipped layers get.
+    pub skip_rule: SkipRule,
+    /// DYNAMAX: an exited token still runs the last layer (then the final norm and the
+    /// head); otherwise it emits its exit layer's intermediate prediction.
+    pub always_run_last: bool,
+}
+
+/// Cosine similarity of matching rows `[n, d]` → `[n]` (CALM's hidden-state
+/// saturation).
+pub fn saturation(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
+    let [n, _] = a.dims();
+    let dot = (a.clone() * b.clone()).sum_dim(1);
+    let na = (a.clone() * a).sum_dim(1).sqrt();
+    let nb = (b.clone() * b).sum_dim(1).sqrt();
+    (dot / (na * nb).clamp_min(1e-12)).reshape([n])
 }
 
 /// Confidence summary of a layer for the Mamba classifier and the measures: JEI-DNN's

@@ -1,5 +1,8 @@
 //! DYNAMAX's exit classifiers (Nogales, Gambella & Roveri 2025, arXiv:2504.20922): a
-//! linear head per exit position, and a small Mamba over the layer axis.
+//! linear head per exit position, and a small Mamba over the layer axis. What a
+//! classifier is (kind, exits, labels, sizes) is its [`ExitClassifierSpec`]
+//! (`ponder-exits`); this module builds and runs the modules. They live here, not in
+//! `ponder-exits`, because the Mamba classifier is built from `ponder-mamba`'s block.
 //!
 //! **Linear** (the reference code): `Linear(f → 2)` per exit position on the layer's
 //! classifier input (Mamba: `[hidden_states; residual]`, 2d wide; transformer: the
@@ -22,186 +25,10 @@
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor};
-use ponder_core::{PonderError, Result, linear_flops};
+use ponder_core::linear_flops;
+use ponder_exits::token::{ClassifierKind, ExitClassifierSpec, N_SUMMARY_CONFIDENCE, SummaryInput};
 use ponder_mamba::{LayerState, MambaBlock, MambaConfig};
-use serde::{Deserialize, Serialize};
-
-/// Number of confidence numbers in a [`SummaryInput::Confidence`] summary.
-pub const N_SUMMARY_CONFIDENCE: usize = 5;
-
-/// Which classifier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ClassifierKind {
-    /// One linear head per exit position (DYNAMAX's code).
-    Linear,
-    /// One small Mamba over the layer axis.
-    Mamba,
-}
-
-/// What the Mamba classifier reads from each layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SummaryInput {
-    /// The layer's classifier input, projected to d_s.
-    Hidden,
-    /// Five confidence numbers of the layer's intermediate prediction (needs the shared
-    /// head at every layer).
-    Confidence,
-}
-
-fn default_summary() -> SummaryInput {
-    SummaryInput::Hidden
-}
-fn default_d_summary() -> usize {
-    16
-}
-fn default_d_state() -> usize {
-    8
-}
-
-/// What a classifier is: kind, exit positions, labels, and the Mamba classifier's
-/// sizes. Saved next to its weights.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExitClassifierSpec {
-    /// Linear or Mamba.
-    pub kind: ClassifierKind,
-    /// Layers (1-based: "after layer e") where a token may exit, increasing, each
-    /// below the number of layers.
-    pub exits: Vec<usize>,
-    /// Labels: exiting after layer e is right when the final model's greedy token is
-    /// among the top `top_k` tokens of layer e's intermediate prediction (DYNAMAX's
-    /// training script: 15; CALM's consistency: 1).
-    pub top_k: usize,
-    /// Mamba classifier: what each layer offers. Default: hidden.
-    #[serde(default = "default_summary")]
-    pub summary: SummaryInput,
-    /// Mamba classifier: width d_s. Default: 16.
-    #[serde(default = "default_d_summary")]
-    pub d_summary: usize,
-    /// Mamba classifier: SSM state size. Default: 8.
-    #[serde(default = "default_d_state")]
-    pub d_state: usize,
-}
-
-impl ExitClassifierSpec {
-    /// A linear classifier.
-    pub fn linear(exits: Vec<usize>, top_k: usize) -> Self {
-        Self {
-            kind: ClassifierKind::Linear,
-            exits,
-            top_k,
-            summary: default_summary(),
-            d_summary: default_d_summary(),
-            d_state: default_d_state(),
-        }
-    }
-
-    /// A Mamba classifier with default sizes.
-    pub fn mamba(exits: Vec<usize>, top_k: usize, summary: SummaryInput) -> Self {
-        Self {
-            kind: ClassifierKind::Mamba,
-            summary,
-            ..Self::linear(exits, top_k)
-        }
-    }
-
-    /// Short name for tables: `linear[k=15]`, `mamba-hidden[k=1]`.
-    pub fn name(&self) -> String {
-        match self.kind {
-            ClassifierKind::Linear => format!("linear[k={}]", self.top_k),
-            ClassifierKind::Mamba => format!(
-                "mamba-{}[k={}]",
-                match self.summary {
-                    SummaryInput::Hidden => "hidden",
-                    SummaryInput::Confidence => "confidence",
-                },
-                self.top_k
-            ),
-        }
-    }
-
-    /// The deepest exit position.
-    pub fn last_exit(&self) -> usize {
-        self.exits.last().copied().unwrap_or(0)
-    }
-
-    /// Checks the spec against a model of `n_layers` layers and `vocab` tokens;
-    /// `field` names it in errors.
-    pub fn validate(&self, n_layers: usize, vocab: usize, field: &str) -> Result<()> {
-        validate_exits(&self.exits, n_layers, &format!("{field}.exits"))?;
-        if self.top_k == 0 || self.top_k > vocab {
-            return Err(PonderError::config(
-                format!("{field}.top_k"),
-                format!("{} is not in 1..={vocab} (the vocabulary)", self.top_k),
-            ));
-        }
-        if self.kind == ClassifierKind::Mamba {
-            for (key, value) in [("d_summary", self.d_summary), ("d_state", self.d_state)] {
-                if value == 0 {
-                    return Err(PonderError::config(
-                        format!("{field}.{key}"),
-                        "must be at least 1",
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// A freshly initialised classifier for a model whose classifier input is
-    /// `feature_size` wide.
-    pub fn init(&self, feature_size: usize, device: &Device) -> ExitClassifier {
-        match self.kind {
-            ClassifierKind::Linear => ExitClassifier::Linear(LinearExitClassifier {
-                heads: self
-                    .exits
-                    .iter()
-                    .map(|_| LinearConfig::new(feature_size, 2).init(device))
-                    .collect(),
-            }),
-            ClassifierKind::Mamba => {
-                let input = match self.summary {
-                    SummaryInput::Hidden => feature_size,
-                    SummaryInput::Confidence => N_SUMMARY_CONFIDENCE,
-                };
-                let config = MambaConfig::new(1, self.d_summary, 1).with_d_state(self.d_state);
-                ExitClassifier::Mamba(MambaExitClassifier {
-                    summary: LinearConfig::new(input, self.d_summary).init(device),
-                    block: config.init_block(device),
-                    norm: RmsNormConfig::new(self.d_summary).init(device),
-                    out: LinearConfig::new(self.d_summary, 2).init(device),
-                })
-            }
-        }
-    }
-}
-
-/// Checks exit positions: non-empty, increasing, each in `1..n_layers`.
-pub fn validate_exits(exits: &[usize], n_layers: usize, field: &str) -> Result<()> {
-    if exits.is_empty() {
-        return Err(PonderError::config(
-            field,
-            "needs at least one exit position",
-        ));
-    }
-    if let Some(&bad) = exits.iter().find(|&&e| e == 0 || e >= n_layers) {
-        return Err(PonderError::config(
-            field,
-            format!(
-                "{bad} is not an early exit of a {n_layers}-layer model (1..={})",
-                n_layers.saturating_sub(1)
-            ),
-        ));
-    }
-    if exits.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(PonderError::config(field, "must be increasing"));
-    }
-    Ok(())
-}
 
 /// One linear head per exit position.
 #[derive(Module, Debug)]
@@ -250,13 +77,34 @@ impl ClassifierState {
     }
 }
 
-/// `P(exit) = softmax(logits)[1]` of classifier logits `[n, 2]` → `[n]`.
-pub fn exit_probability(logits: Tensor<2>) -> Tensor<1> {
-    let [n, _] = logits.dims();
-    softmax(logits, 1).narrow(1, 1, 1).reshape([n])
-}
-
 impl ExitClassifier {
+    /// A freshly initialised classifier for a model whose classifier input is
+    /// `feature_size` wide.
+    pub fn new(spec: &ExitClassifierSpec, feature_size: usize, device: &Device) -> Self {
+        match spec.kind {
+            ClassifierKind::Linear => ExitClassifier::Linear(LinearExitClassifier {
+                heads: spec
+                    .exits
+                    .iter()
+                    .map(|_| LinearConfig::new(feature_size, 2).init(device))
+                    .collect(),
+            }),
+            ClassifierKind::Mamba => {
+                let input = match spec.summary {
+                    SummaryInput::Hidden => feature_size,
+                    SummaryInput::Confidence => N_SUMMARY_CONFIDENCE,
+                };
+                let config = MambaConfig::new(1, spec.d_summary, 1).with_d_state(spec.d_state);
+                ExitClassifier::Mamba(MambaExitClassifier {
+                    summary: LinearConfig::new(input, spec.d_summary).init(device),
+                    block: config.init_block(device),
+                    norm: RmsNormConfig::new(spec.d_summary).init(device),
+                    out: LinearConfig::new(spec.d_summary, 2).init(device),
+                })
+            }
+        }
+    }
+
     /// Whether the classifier reads confidence summaries (which need the intermediate
     /// prediction at every layer up to the last exit).
     pub fn needs_confidence(&self, spec: &ExitClassifierSpec) -> bool {
@@ -410,7 +258,7 @@ mod tests {
             ExitClassifierSpec::mamba(vec![1, 3, 4], 1, SummaryInput::Hidden),
             ExitClassifierSpec::mamba(vec![2, 4], 1, SummaryInput::Confidence),
         ] {
-            let classifier = spec.init(f, &device);
+            let classifier = ExitClassifier::new(&spec, f, &device);
             let scanned = classifier.forward_exits(&spec, &features, &confidence);
             let mut state = classifier.start(rows, &device);
             let mut stepped = Vec::new();

@@ -18,12 +18,18 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use ponder_core::{PonderError, Result, SkipRule, TokenLm, to_host};
 use ponder_data::LmCorpus;
 use ponder_exits::token::{
-    Decoded, ExitClassifier, ExitClassifierSpec, agreement_labels, confidence_summary,
-    depth_weighted_exit_loss, exit_probability,
+    ExitClassifierSpec, agreement_labels, confidence_summary, depth_weighted_exit_loss,
+    exit_probability,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::write_atomic;
+
+mod classifier;
+mod decode;
+
+pub use classifier::{ClassifierState, ExitClassifier, LinearExitClassifier, MambaExitClassifier};
+pub use decode::{Decoded, decode};
 
 /// Hyper-parameters of [`fit_exit_classifier`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -207,7 +213,7 @@ pub fn fit_exit_classifier<L: TokenLm>(
     spread_windows(&corpus.valid.ids, config.seq_len, config.valid_windows)?;
     let lm_device = lm.device();
     device.seed(config.seed);
-    let mut classifier = spec.init(lm.feature_size(), device);
+    let mut classifier = ExitClassifier::new(spec, lm.feature_size(), device);
     let need_confidence = classifier.needs_confidence(spec);
     let mut optim = AdamConfig::new().init();
     let start = Instant::now();
@@ -387,8 +393,7 @@ pub fn load_exit_classifier(
         return Ok(None);
     }
     let path = dir.join("classifier.bpk");
-    let classifier = spec
-        .init(feature_size, device)
+    let classifier = ExitClassifier::new(spec, feature_size, device)
         .try_load_file(&path)
         .map_err(|e| PonderError::Checkpoint {
             path: path.clone(),

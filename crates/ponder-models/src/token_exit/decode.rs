@@ -5,28 +5,17 @@ use std::time::Instant;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use ponder_core::{
-    LayerCall, PonderError, Result, Rows, SkipRule, TokenLm, argmax, index_tensor, merge_rows,
-    softmax, to_host,
+    LayerCall, PonderError, Result, Rows, TokenLm, argmax, index_tensor, merge_rows, softmax,
+    to_host,
 };
 use serde::{Deserialize, Serialize};
 
-use super::classifier::{ExitClassifier, ExitClassifierSpec, exit_probability, validate_exits};
-use super::{TokenRule, confidence_summary};
+use ponder_exits::token::{
+    ExitClassifierSpec, TokenExitConfig, TokenRule, confidence_summary, exit_probability,
+    saturation, validate_exits,
+};
 
-/// How tokens exit during [`decode`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TokenExitConfig {
-    /// The exit rule and its threshold.
-    pub rule: TokenRule,
-    /// Exit positions (1-based layers) for the confidence measures; a classifier rule
-    /// uses its classifier's own positions.
-    pub exits: Vec<usize>,
-    /// What the caches of skipped layers get.
-    pub skip_rule: SkipRule,
-    /// DYNAMAX: an exited token still runs the last layer (then the final norm and the
-    /// head); otherwise it emits its exit layer's intermediate prediction.
-    pub always_run_last: bool,
-}
+use super::classifier::ExitClassifier;
 
 /// What [`decode`] produced, per row and per generated token. Token 0 of each row comes
 /// from the prompt's full-depth prefill; tokens `1..` went through the exit decoder,
@@ -52,16 +41,6 @@ pub struct Decoded {
     pub target_log_probs: Option<Vec<Vec<f64>>>,
     /// Wall-clock seconds of the whole call (prefill included).
     pub seconds: f64,
-}
-
-/// Cosine similarity of matching rows `[n, d]` → `[n]` (CALM's hidden-state
-/// saturation).
-pub fn saturation(a: Tensor<2>, b: Tensor<2>) -> Tensor<1> {
-    let [n, _] = a.dims();
-    let dot = (a.clone() * b.clone()).sum_dim(1);
-    let na = (a.clone() * a).sum_dim(1).sqrt();
-    let nb = (b.clone() * b).sum_dim(1).sqrt();
-    (dot / (na * nb).clamp_min(1e-12)).reshape([n])
 }
 
 fn ids_2d(rows: &[Vec<usize>], device: &burn::tensor::Device) -> Tensor<2, Int> {
