@@ -15,10 +15,7 @@ pub mod token_exit;
 
 use anyhow::{Result, bail};
 use burn::tensor::Device;
-use ponder_exits::{
-    EntropyThreshold, Expectation, FixedLayer, LearnedGate, MaxProbThreshold, NeverExit, Oracle,
-    Patience, PatienceRegression, Policy, PonderSample, QExit,
-};
+use ponder_exits::Policy;
 use ponder_models::Method;
 
 /// The compute device a run uses.
@@ -56,19 +53,18 @@ fn wgpu_device() -> Result<(Device, String)> {
 }
 
 /// Parses a training method: `pabee`, `dee_bert`, `final_only`, `palbert`,
-/// `ponder_net` or `jei_dnn`.
+/// `ponder_net` or `jei_dnn` (`Method`'s `FromStr`).
 pub fn parse_method(name: &str) -> Result<Method> {
-    Ok(match name.trim() {
-        "pabee" => Method::Pabee,
-        "dee_bert" | "deebert" => Method::DeeBert,
-        "final_only" => Method::FinalOnly,
-        "palbert" => Method::Palbert,
-        "ponder_net" | "pondernet" => Method::PonderNet,
-        "jei_dnn" | "jeidnn" => Method::JeiDnn,
-        other => bail!(
-            "unknown method `{other}`: use pabee, dee_bert, final_only, palbert, ponder_net or jei_dnn"
-        ),
-    })
+    name.parse().map_err(plain_message)
+}
+
+/// The message of a parse error without the error's key prefix (the command line
+/// reports it on its own line).
+fn plain_message(e: ponder_core::PonderError) -> anyhow::Error {
+    match e {
+        ponder_core::PonderError::InvalidConfig { message, .. } => anyhow::anyhow!(message),
+        other => other.into(),
+    }
 }
 
 /// Every training method, in table order.
@@ -83,77 +79,16 @@ pub const ALL_METHODS: [Method; 6] = [
 
 /// Parses a policy written as `full`, `oracle`, `max_prob=T`, `entropy=S`,
 /// `patience=T`, `fixed=L`, or, for models with a halting head, `q_exit=Q`,
-/// `sample=SEED`, `expectation` or `expectation=TOL` (stop a row once its unassigned
-/// mass is at most TOL), or, for JEI-DNN models, `gate=A` (exit at the first
-/// conditional activation `a_l ≥ A`; JEI-DNN's rule is `gate=0.5`).
+/// `sample=SEED`, `expectation` or `expectation=TOL`, or, for JEI-DNN models, `gate=A`
+/// (`Policy`'s `FromStr` documents each).
 pub fn parse_policy(spec: &str) -> Result<Policy> {
-    let (name, value) = match spec.split_once('=') {
-        Some((n, v)) => (n.trim(), Some(v.trim())),
-        None => (spec.trim(), None),
-    };
-    let number = |what: &str| -> Result<f64> {
-        let Some(v) = value else {
-            bail!("policy `{spec}`: `{what}` needs a value, as in `{what}=…`")
-        };
-        v.parse::<f64>()
-            .map_err(|_| anyhow::anyhow!("policy `{spec}`: `{v}` is not a number"))
-    };
-    let integer = |what: &str| -> Result<usize> {
-        let x = number(what)?;
-        if x < 0.0 || x.fract() != 0.0 {
-            bail!("policy `{spec}`: `{what}` needs a whole number ≥ 0");
-        }
-        Ok(x as usize)
-    };
-    Ok(match name {
-        "full" => Policy::Full(NeverExit),
-        "oracle" => Policy::Oracle(Oracle),
-        "max_prob" => Policy::MaxProb(MaxProbThreshold::new(number(name)? as f32)?),
-        "entropy" => Policy::Entropy(EntropyThreshold::new(number(name)? as f32)?),
-        // PABEE's regression rule: `patience=T,tol=TAU`
-        "patience" if value.is_some_and(|v| v.contains(",tol=")) => {
-            let (t, tol) = value
-                .and_then(|v| v.split_once(",tol="))
-                .unwrap_or_else(|| unreachable!("checked"));
-            let t = t
-                .trim()
-                .parse::<usize>()
-                .map_err(|_| anyhow::anyhow!("policy `{spec}`: `{t}` is not a whole number ≥ 0"))?;
-            let tol = tol
-                .trim()
-                .parse::<f32>()
-                .map_err(|_| anyhow::anyhow!("policy `{spec}`: `{tol}` is not a number"))?;
-            Policy::PatienceRegression(PatienceRegression::new(t, tol)?)
-        }
-        "patience" => Policy::Patience(Patience::new(integer(name)?)),
-        "fixed" => Policy::Fixed(FixedLayer::new(integer(name)?)?),
-        "q_exit" => Policy::QExit(QExit::new(number(name)?)?),
-        "sample" => {
-            let Some(v) = value else {
-                bail!("policy `{spec}`: `sample` needs a seed, as in `sample=0`")
-            };
-            let seed = v.parse::<u64>().map_err(|_| {
-                anyhow::anyhow!("policy `{spec}`: `{v}` is not a seed (a whole number ≥ 0)")
-            })?;
-            Policy::Sample(PonderSample::new(seed))
-        }
-        "expectation" => Policy::Expectation(Expectation::new(match value {
-            Some(_) => number(name)?,
-            None => 0.0,
-        })?),
-        "gate" => Policy::Gate(LearnedGate::new(match value {
-            Some(_) => number(name)?,
-            None => 0.5,
-        })?),
-        other => bail!(
-            "unknown policy `{other}`: use full, oracle, max_prob=T, entropy=S, patience=T, patience=T,tol=TAU (regression), fixed=L, q_exit=Q, sample=SEED, expectation or gate=A"
-        ),
-    })
+    spec.parse().map_err(plain_message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ponder_exits::{Patience, QExit};
 
     #[test]
     fn policies_parse_and_bad_ones_are_named() {

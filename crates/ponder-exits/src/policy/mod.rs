@@ -5,6 +5,7 @@ mod gate;
 mod halting;
 mod patience;
 mod simple;
+mod parse;
 mod threshold;
 
 pub use any::{Policy, PolicyCarry};
