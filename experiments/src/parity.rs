@@ -24,6 +24,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use plotters::prelude::SeriesLabelPosition;
 use ponder_core::ExitPolicy;
+use ponder_data::stats;
 use ponder_exits::{Expectation, NeverExit, Policy, PonderSample, QExit};
 use ponder_models::{
     ParityEval, ParityLog, ParityModelConfig, ParityObserver, ParityTrainConfig, evaluate_parity,
@@ -439,46 +440,12 @@ pub fn table(results: &ParityResults) -> String {
     s
 }
 
-/// Ranks of `values` (1-based; ties get their mean rank).
-fn ranks(values: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
-    let mut out = vec![0.0; values.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && values[order[j + 1]] == values[order[i]] {
-            j += 1;
-        }
-        let rank = (i + j) as f64 / 2.0 + 1.0;
-        for &o in &order[i..=j] {
-            out[o] = rank;
-        }
-        i = j + 1;
-    }
-    out
-}
-
-/// Spearman's rank correlation (0 when either side is constant or has < 2 points).
+/// Spearman's rank correlation ([`stats::spearman`]) of the first `min(x.len(), y.len())`
+/// pairs; 0 when either side is constant or has < 2 points.
 pub fn spearman(x: &[f64], y: &[f64]) -> f64 {
     let n = x.len().min(y.len());
-    if n < 2 {
-        return 0.0;
-    }
-    let (rx, ry) = (ranks(&x[..n]), ranks(&y[..n]));
-    let mean = (n as f64 + 1.0) / 2.0;
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for i in 0..n {
-        let (a, b) = (rx[i] - mean, ry[i] - mean);
-        sxy += a * b;
-        sxx += a * a;
-        syy += b * b;
-    }
-    if sxx == 0.0 || syy == 0.0 {
-        0.0
-    } else {
-        sxy / (sxx * syy).sqrt()
-    }
+    // undefined: no monotone relation to report, so 0
+    stats::spearman(&x[..n], &y[..n]).unwrap_or(0.0)
 }
 
 /// Mean steps against the number of non-zero elements, one line per (test set, policy)
@@ -546,7 +513,7 @@ mode = "extrapolation"
         assert!((spearman(&x, &[9.0, 6.0, 5.0, 1.0]) + 1.0).abs() < 1e-12);
         assert_eq!(spearman(&x, &[2.0; 4]), 0.0);
         // ties share their mean rank
-        assert_eq!(ranks(&[3.0, 1.0, 3.0]), vec![2.5, 1.0, 2.5]);
+        assert_eq!(stats::ranks(&[3.0, 1.0, 3.0]), vec![2.5, 1.0, 2.5]);
     }
 
     #[test]

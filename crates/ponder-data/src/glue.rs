@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
+use crate::stats;
 use crate::text::TextExample;
 
 /// A GLUE task.
@@ -494,46 +495,9 @@ pub fn glue_classification_score(
     })
 }
 
-/// Pearson correlation of two equally long series (NaN when either is constant or
-/// they are empty).
-pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
-    if x.is_empty() || x.len() != y.len() {
-        return f64::NAN;
-    }
-    let n = x.len() as f64;
-    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
-    let cov: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let vx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
-    let vy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
-    if vx == 0.0 || vy == 0.0 {
-        f64::NAN
-    } else {
-        cov / (vx * vy).sqrt()
-    }
-}
-
-/// Average ranks (ties share the mean of their ranks), 1-based.
-fn ranks(x: &[f64]) -> Vec<f64> {
-    let mut order: Vec<usize> = (0..x.len()).collect();
-    order.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
-    let mut out = vec![0.0; x.len()];
-    let mut i = 0;
-    while i < order.len() {
-        let mut j = i;
-        while j + 1 < order.len() && x[order[j + 1]] == x[order[i]] {
-            j += 1;
-        }
-        let rank = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &order[i..=j] {
-            out[k] = rank;
-        }
-        i = j + 1;
-    }
-    out
-}
-
-/// Scores STS-B: Pearson and Spearman correlation of predicted and gold scores (NaN
-/// when either is constant).
+/// Scores STS-B: Pearson and Spearman correlation of predicted and gold scores
+/// ([`stats::pearson`], [`stats::spearman`]), NaN when undefined (either side constant,
+/// or a single pair).
 pub fn glue_regression_score(predictions: &[f64], scores: &[f64]) -> Result<GlueScore> {
     length_check(predictions.len(), scores.len())?;
     if let Some(bad) = predictions.iter().chain(scores).find(|v| !v.is_finite()) {
@@ -546,7 +510,8 @@ pub fn glue_regression_score(predictions: &[f64], scores: &[f64]) -> Result<Glue
         accuracy: None,
         f1: None,
         matthews: None,
-        pearson: Some(pearson(predictions, scores)),
-        spearman: Some(pearson(&ranks(predictions), &ranks(scores))),
+        // undefined correlations are reported, as NaN (and so is the primary score)
+        pearson: Some(stats::pearson(predictions, scores).unwrap_or(f64::NAN)),
+        spearman: Some(stats::spearman(predictions, scores).unwrap_or(f64::NAN)),
     })
 }

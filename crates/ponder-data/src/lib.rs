@@ -41,6 +41,11 @@
 //! * Training plumbing
 //!   * [`split`]: seeded [`shuffled_indices`], [`split_indices`] and
 //!     [`split_train_valid`] into [`Splits`].
+//!   * [`rng`]: [`SeededRng`], the seeded generator of splits and generated data
+//!     ([`parity`]), whose stream is fixed in this crate (no dependency update changes
+//!     it).
+//!   * [`stats`]: [`stats::ranks`], [`stats::pearson`] and [`stats::spearman`]
+//!     (`None` where a correlation is undefined), for GLUE scores and model selection.
 //!   * [`batch`]: [`TokenBatch`] (right padding and mask), [`ImageBatch`], and
 //!     [`batches`] to cut indices into batches.
 //! * [`error`]: [`DataError`] and [`Result`].
@@ -85,7 +90,9 @@ pub mod image;
 pub mod image_folder;
 pub mod mnist;
 pub mod parity;
+pub mod rng;
 pub mod split;
+pub mod stats;
 pub mod table;
 pub mod text;
 pub mod tokenize;
@@ -105,7 +112,7 @@ pub use folders::{
 };
 pub use glue::{
     GlueData, GlueMetric, GlueScore, GlueSplit, GlueTask, glue_classification_score,
-    glue_regression_score, pearson, read_glue, read_glue_file,
+    glue_regression_score, read_glue, read_glue_file,
 };
 pub use gzip::read_maybe_gzip;
 pub use idx::{ImageSet, read_idx_images, read_idx_labels};
@@ -114,6 +121,7 @@ pub use mnist::{
     FASHION_MNIST_CLASS_NAMES, FASHION_MNIST_HINT, MNIST_CLASSES, MnistSplits, load_fashion_mnist,
 };
 pub use parity::{ParitySet, parity_set};
+pub use rng::SeededRng;
 pub use split::{Splits, shuffled_indices, split_indices, split_train_valid};
 pub use table::{RawTable, TableColumns, TableFormat, TableRow, read_table, sort_labels};
 pub use text::{TextDataset, TextExample};

@@ -5,6 +5,7 @@ use std::time::Instant;
 use burn::tensor::Device;
 use burn::tensor::Tensor;
 use ponder_core::{ExitPolicy, ExitSignals, ExitStats, argmax, softmax, to_host};
+use ponder_data::stats;
 use ponder_exits::ponder::{self, LastLayer};
 use ponder_exits::{LearnedGate, QExit};
 
@@ -41,14 +42,14 @@ pub struct EvalOutput {
     pub scores: Vec<f32>,
 }
 
-/// Pearson correlation of regression outputs with their scores, 0 where it is
-/// undefined (a constant prediction, which tells nothing about the scores): the
-/// "accuracy" of a regression exit, what checkpoints are chosen on.
+/// Pearson correlation ([`stats::pearson`]) of regression outputs with their scores, 0
+/// where it is undefined (a constant prediction, which tells nothing about the scores;
+/// fewer than two rows; non-finite outputs): the "accuracy" of a regression exit, what
+/// checkpoints are chosen on.
 pub fn correlation(values: &[f32], scores: &[f32]) -> f64 {
     let x: Vec<f64> = values.iter().map(|&v| v as f64).collect();
     let y: Vec<f64> = scores.iter().map(|&v| v as f64).collect();
-    let r = ponder_data::pearson(&x, &y);
-    if r.is_nan() { 0.0 } else { r }
+    stats::pearson(&x, &y).unwrap_or(0.0)
 }
 
 /// Accuracy of every exit when all layers run (one forward pass per batch).
