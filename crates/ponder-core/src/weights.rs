@@ -1,28 +1,53 @@
 //! Reading weight files in the safetensors format (Hugging Face, state-spaces, …).
 //!
 //! The format is an 8-byte little-endian header length, a JSON header mapping each
-//! tensor name to its dtype, shape and byte range, and the raw little-endian data. This
-//! reader checks what a malformed or mismatched file can get wrong (truncation, byte
-//! ranges that do not fit the data or the shape, unknown dtypes, a shape that does not
-//! match the model) and names
-//! the file and the tensor in its error; it also tracks which tensors were used so a
-//! loader can refuse a file with tensors it does not know.
+//! tensor name to its dtype, shape and byte range, and the raw little-endian data. The
+//! `safetensors` crate parses and validates the file and `half` decodes F16 and BF16;
+//! this module adds a strict layer on top: every problem (truncation, byte ranges that do
+//! not fit the data or the shape, unknown dtypes, a shape that does not match the model)
+//! is an error naming the file and the tensor, no file content makes it panic, and it
+//! tracks which tensors were used so a loader can refuse a file with tensors it does not
+//! know.
+//!
+//! What is accepted is exactly what the `safetensors` crate accepts (and so what Hugging
+//! Face's own reader accepts); the differences from the hand-written reader this replaced
+//! are all refusals the crate adds, which we keep:
+//!
+//! - the data must be covered by the tensors' byte ranges, in order, without holes,
+//!   overlaps (two tensors sharing bytes) or trailing bytes after the last tensor (the
+//!   format's rule; such a file is corrupt, concatenated or a polyglot);
+//! - `__metadata__`, when present, must map strings to strings (it was ignored before);
+//! - the header may be at most 100 MB.
+//!
+//! The crate also knows more dtypes (F4, F6, F8_E8M0, the FNUZ FP8s, C64): files with
+//! them now open, and such tensors are refused as weights like the integer ones. Both
+//! accept leading whitespace before the header's `{` and the space padding after it.
+//! The crate is only called after our own checks have passed: on a header whose byte
+//! ranges end near `usize::MAX` its final size check overflows, which panics in debug
+//! builds; ours refuse every range past the end of the data first.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
+use half::{bf16, f16};
+use safetensors::tensor::{Dtype, TensorInfo};
+use safetensors::{SafeTensorError, View};
+use serde_json::Value;
 
 use crate::error::{PonderError, Result};
+
+/// The length of the header-length prefix.
+const N_LEN: usize = 8;
 
 /// One tensor's entry in the header.
 #[derive(Debug, Clone)]
 struct Entry {
+    info: TensorInfo,
+    /// `info.dtype` as the header spells it (`F32`, `I64`, …).
     dtype: String,
-    shape: Vec<usize>,
-    begin: usize,
-    end: usize,
 }
 
 /// A safetensors file read into memory.
@@ -49,99 +74,16 @@ impl SafeTensors {
 
     /// Parses a file already in memory (`path` is only used in error messages).
     pub fn from_bytes(path: PathBuf, data: Vec<u8>) -> Result<Self> {
-        let bad = |message: String| PonderError::Checkpoint {
-            path: path.clone(),
-            message,
-        };
-        if data.len() < 8 {
-            return Err(bad(format!(
-                "{} bytes is too short for a safetensors file (8-byte header length missing)",
-                data.len()
-            )));
+        match parse(&data) {
+            Ok((data_start, entries)) => Ok(Self {
+                path,
+                data,
+                data_start,
+                entries,
+                used: RefCell::new(BTreeSet::new()),
+            }),
+            Err(message) => Err(PonderError::Checkpoint { path, message }),
         }
-        let header_len = u64::from_le_bytes(data[..8].try_into().expect("8 bytes")) as usize;
-        let data_start = 8usize
-            .checked_add(header_len)
-            .filter(|&s| s <= data.len())
-            .ok_or_else(|| {
-                bad(format!(
-                    "the header claims {header_len} bytes but the file has {}",
-                    data.len()
-                ))
-            })?;
-        let header: serde_json::Value = serde_json::from_slice(&data[8..data_start])
-            .map_err(|e| bad(format!("the header is not valid JSON: {e}")))?;
-        let object = header
-            .as_object()
-            .ok_or_else(|| bad("the header is not a JSON object".into()))?;
-        let n_data = data.len() - data_start;
-        let mut entries = BTreeMap::new();
-        for (name, value) in object {
-            if name == "__metadata__" {
-                continue;
-            }
-            let field = |key: &str| {
-                value
-                    .get(key)
-                    .ok_or_else(|| bad(format!("tensor `{name}` has no `{key}` in the header")))
-            };
-            let dtype = field("dtype")?
-                .as_str()
-                .ok_or_else(|| bad(format!("tensor `{name}`: `dtype` is not a string")))?
-                .to_string();
-            let numbers = |key: &str| -> Result<Vec<usize>> {
-                field(key)?
-                    .as_array()
-                    .and_then(|a| {
-                        a.iter()
-                            .map(|v| v.as_u64().map(|x| x as usize))
-                            .collect::<Option<Vec<_>>>()
-                    })
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "tensor `{name}`: `{key}` is not a list of non-negative integers"
-                        ))
-                    })
-            };
-            let shape = numbers("shape")?;
-            let offsets = numbers("data_offsets")?;
-            let [begin, end] = offsets[..] else {
-                return Err(bad(format!(
-                    "tensor `{name}`: `data_offsets` must have 2 entries, has {}",
-                    offsets.len()
-                )));
-            };
-            let width = dtype_width(&dtype).ok_or_else(|| {
-                bad(format!(
-                    "tensor `{name}` has dtype {dtype}, which is not a safetensors dtype"
-                ))
-            })?;
-            let bytes = shape.iter().try_fold(width, |acc, &d| acc.checked_mul(d));
-            let numel = bytes.map_or(0, |b| b / width);
-            if begin > end || end > n_data || bytes != Some(end - begin) {
-                return Err(bad(format!(
-                    "tensor `{name}` (shape {shape:?}, {dtype}) has byte range {begin}..{end}, \
-                     which does not fit {} bytes of data or its {} elements",
-                    n_data, numel
-                )));
-            }
-            entries.insert(
-                name.clone(),
-                Entry {
-                    dtype,
-                    shape,
-                    begin,
-                    end,
-                },
-            );
-        }
-        Ok(Self {
-            path,
-            data,
-            data_start,
-            entries,
-            used: RefCell::new(BTreeSet::new()),
-        })
     }
 
     /// The file this was read from.
@@ -161,7 +103,14 @@ impl SafeTensors {
 
     /// The shape of a tensor, if present.
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
-        self.entries.get(name).map(|e| e.shape.as_slice())
+        self.entries.get(name).map(|e| e.info.shape.as_slice())
+    }
+
+    fn error(&self, message: String) -> PonderError {
+        PonderError::Checkpoint {
+            path: self.path.clone(),
+            message,
+        }
     }
 
     /// The values of tensor `name` as f32 (row-major), checking its shape against
@@ -170,45 +119,37 @@ impl SafeTensors {
         let entry = self
             .entries
             .get(name)
-            .ok_or_else(|| PonderError::Checkpoint {
-                path: self.path.clone(),
-                message: format!("tensor `{name}` is missing"),
-            })?;
-        if !matches!(entry.dtype.as_str(), "F32" | "F16" | "BF16") {
-            return Err(PonderError::Checkpoint {
-                path: self.path.clone(),
-                message: format!(
+            .ok_or_else(|| self.error(format!("tensor `{name}` is missing")))?;
+        let decode: fn(&[u8]) -> Vec<f32> = match entry.info.dtype {
+            Dtype::F32 => |b| le_values(b, f32::from_le_bytes),
+            Dtype::F16 => |b| le_values(b, |x| f16::from_le_bytes(x).to_f32()),
+            Dtype::BF16 => |b| le_values(b, |x| bf16::from_le_bytes(x).to_f32()),
+            _ => {
+                return Err(self.error(format!(
                     "tensor `{name}` has dtype {}; weights must be F32, F16 or BF16",
                     entry.dtype
-                ),
-            });
+                )));
+            }
+        };
+        if entry.info.shape != expected {
+            return Err(self.error(format!(
+                "tensor `{name}` has shape {:?}, the model expects {expected:?}",
+                entry.info.shape
+            )));
         }
-        if entry.shape != expected {
-            return Err(PonderError::Checkpoint {
-                path: self.path.clone(),
-                message: format!(
-                    "tensor `{name}` has shape {:?}, the model expects {expected:?}",
-                    entry.shape
-                ),
-            });
-        }
+        // Checked when the file was opened; `get` keeps even a broken invariant from
+        // panicking.
+        let (begin, end) = entry.info.data_offsets;
+        let bytes = self
+            .data
+            .get(self.data_start + begin..self.data_start + end)
+            .ok_or_else(|| {
+                self.error(format!(
+                    "tensor `{name}` has byte range {begin}..{end}, outside the file"
+                ))
+            })?;
         self.used.borrow_mut().insert(name.to_string());
-        let bytes = &self.data[self.data_start + entry.begin..self.data_start + entry.end];
-        Ok(match entry.dtype.as_str() {
-            "F32" => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .collect(),
-            "F16" => bytes
-                .chunks_exact(2)
-                .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
-                .collect(),
-            "BF16" => bytes
-                .chunks_exact(2)
-                .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
-                .collect(),
-            other => unreachable!("dtype {other} was refused above"),
-        })
+        Ok(decode(bytes))
     }
 
     /// Tensor `name` on `device`, with shape `expected`.
@@ -303,55 +244,222 @@ impl SafeTensors {
     }
 }
 
-fn dtype_width(dtype: &str) -> Option<usize> {
-    match dtype {
-        "F64" | "I64" | "U64" => Some(8),
-        "F32" | "I32" | "U32" => Some(4),
-        "F16" | "BF16" | "I16" | "U16" => Some(2),
-        "I8" | "U8" | "BOOL" | "F8_E4M3" | "F8_E5M2" => Some(1),
-        _ => None,
-    }
+/// Where the data starts and every tensor, or what is wrong with the file.
+fn parse(data: &[u8]) -> std::result::Result<(usize, BTreeMap<String, Entry>), String> {
+    let (data_start, infos) = check_header(data)?;
+    let (header_len, metadata) = safetensors::SafeTensors::read_metadata(data)
+        .map_err(|e| explain(e, &infos, data.len() - data_start))?;
+    let entries = metadata
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let entry = Entry {
+                dtype: info.dtype.to_string(),
+                info: info.clone(),
+            };
+            (name, entry)
+        })
+        .collect();
+    Ok((N_LEN + header_len, entries))
 }
 
-/// IEEE half precision to f32 (subnormals, infinities and NaN included).
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
-    let exponent = ((h >> 10) & 0x1f) as i32;
-    let mantissa = (h & 0x3ff) as f32;
-    match exponent {
-        0 => sign * mantissa * 2f32.powi(-24),
-        31 if mantissa == 0.0 => sign * f32::INFINITY,
-        31 => f32::NAN,
-        e => sign * (1.0 + mantissa / 1024.0) * 2f32.powi(e - 15),
-    }
-}
-
-/// Writes tensors as a safetensors file (F32), for tests and for exporting weights.
-pub fn write_safetensors<S: AsRef<str>>(tensors: &[(S, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    let mut sorted: Vec<_> = tensors.iter().collect();
-    sorted.sort_by(|a, b| a.0.as_ref().cmp(b.0.as_ref()));
-    for (name, shape, values) in &sorted {
-        let end = offset + values.len() * 4;
-        header.insert(
-            name.as_ref().to_string(),
-            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [offset, end]}),
-        );
-        offset = end;
-    }
-    let mut json = serde_json::Value::Object(header).to_string().into_bytes();
-    while !json.len().is_multiple_of(8) {
-        json.push(b' ');
-    }
-    let mut out = (json.len() as u64).to_le_bytes().to_vec();
-    out.extend_from_slice(&json);
-    for (_, _, values) in sorted {
-        for v in values {
-            out.extend_from_slice(&v.to_le_bytes());
+/// Our checks, made before the crate's: the framing, then each tensor's entry on its
+/// own (dtype, shape, a byte range inside the data that its elements fill exactly), so
+/// that an error names the tensor. Returns where the data starts and the entries.
+fn check_header(data: &[u8]) -> std::result::Result<(usize, BTreeMap<String, TensorInfo>), String> {
+    let Some((prefix, rest)) = data.split_first_chunk::<N_LEN>() else {
+        return Err(format!(
+            "{} bytes is too short for a safetensors file (8-byte header length missing)",
+            data.len()
+        ));
+    };
+    let header_len = u64::from_le_bytes(*prefix);
+    let header = usize::try_from(header_len)
+        .ok()
+        .and_then(|n| rest.get(..n))
+        .ok_or_else(|| {
+            format!(
+                "the header claims {header_len} bytes but the file has {} after its 8-byte length",
+                rest.len()
+            )
+        })?;
+    let n_data = rest.len() - header.len();
+    let value: Value =
+        serde_json::from_slice(header).map_err(|e| format!("the header is not valid JSON: {e}"))?;
+    let Value::Object(object) = value else {
+        return Err("the header is not a JSON object".into());
+    };
+    let mut infos = BTreeMap::new();
+    for (name, value) in object {
+        if name == "__metadata__" {
+            serde_json::from_value::<Option<HashMap<String, String>>>(value).map_err(|e| {
+                format!("`__metadata__` in the header must map strings to strings: {e}")
+            })?;
+            continue;
         }
+        let info = tensor_info(&name, value)?;
+        check_range(&name, &info, n_data)?;
+        infos.insert(name, info);
     }
-    out
+    Ok((N_LEN + header.len(), infos))
+}
+
+/// A tensor's header entry, read by the crate's own types.
+fn tensor_info(name: &str, value: Value) -> std::result::Result<TensorInfo, String> {
+    if let Some(Value::String(dtype)) = value.get("dtype")
+        && serde_json::from_value::<Dtype>(Value::String(dtype.clone())).is_err()
+    {
+        return Err(format!(
+            "tensor `{name}` has dtype {dtype}, which is not a safetensors dtype"
+        ));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| format!("tensor `{name}` has an invalid header entry: {e}"))
+}
+
+/// The byte range lies inside the data and its elements fill it exactly (counted as the
+/// crate counts them: elements, then bits, each checked for overflow).
+fn check_range(name: &str, info: &TensorInfo, n_data: usize) -> std::result::Result<(), String> {
+    let TensorInfo {
+        dtype,
+        shape,
+        data_offsets: (begin, end),
+    } = info;
+    let what = format!("tensor `{name}` (shape {shape:?}, {dtype}) has byte range {begin}..{end}");
+    if begin > end {
+        return Err(format!("{what}, which ends before it begins"));
+    }
+    if *end > n_data {
+        return Err(format!(
+            "{what}, past the end of the {n_data} bytes of data (a truncated file or a wrong header)"
+        ));
+    }
+    let bits = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .and_then(|n| n.checked_mul(dtype.bitsize()));
+    match bits {
+        None => Err(format!("{what}, but its size overflows")),
+        Some(bits) if bits % 8 != 0 => Err(format!(
+            "{what}, but its elements take {bits} bits, not whole bytes"
+        )),
+        Some(bits) if bits / 8 != end - begin => Err(format!(
+            "{what}: {} bytes, but its elements take {}",
+            end - begin,
+            bits / 8
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// What the crate refused, once our checks passed: the data is not covered by the byte
+/// ranges in order (a hole, an overlap, bytes after the last tensor), or the header is
+/// too large. `infos` are the entries `check_header` read.
+fn explain(error: SafeTensorError, infos: &BTreeMap<String, TensorInfo>, n_data: usize) -> String {
+    const RULE: &str = "the tensors' byte ranges must cover the data in order, without holes \
+                        or overlaps";
+    match error {
+        SafeTensorError::InvalidOffset(name) => {
+            // Walk the ranges as the crate does to say what is wrong next to which tensor.
+            let mut sorted: Vec<_> = infos.iter().collect();
+            sorted.sort_by_key(|(_, info)| info.data_offsets);
+            let mut previous: Option<(&String, usize)> = None;
+            for (name, info) in sorted {
+                let (begin, end) = info.data_offsets;
+                let reached = previous.map_or(0, |(_, end)| end);
+                if begin != reached {
+                    let gap = if begin > reached {
+                        format!("a hole of {} bytes", begin - reached)
+                    } else {
+                        "the two overlap".to_string()
+                    };
+                    let before = match previous {
+                        Some((other, _)) => {
+                            format!("the tensor before it, `{other}`, ends at {reached}")
+                        }
+                        None => "the data starts at 0".to_string(),
+                    };
+                    return format!(
+                        "tensor `{name}` has byte range {begin}..{end}, but {before}: {gap} ({RULE})"
+                    );
+                }
+                previous = Some((name, end));
+            }
+            format!("tensor `{name}`: its byte range overlaps another's or leaves a hole ({RULE})")
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            match infos.iter().max_by_key(|(_, info)| info.data_offsets.1) {
+                Some((name, info)) => {
+                    let end = info.data_offsets.1;
+                    format!(
+                        "{} bytes of data follow the last tensor, `{name}` (its byte range ends \
+                         at {end}, the data has {n_data} bytes): a corrupt or concatenated file ({RULE})",
+                        n_data.saturating_sub(end)
+                    )
+                }
+                None => format!("the header lists no tensors but {n_data} bytes of data follow it"),
+            }
+        }
+        SafeTensorError::HeaderTooLarge => {
+            "the header is larger than the 100 MB that safetensors allows".to_string()
+        }
+        other => format!("not a valid safetensors file: {other}"),
+    }
+}
+
+/// Little-endian values of `N` bytes each (`bytes` is a whole number of them).
+fn le_values<const N: usize>(bytes: &[u8], value: impl Fn([u8; N]) -> f32) -> Vec<f32> {
+    bytes.as_chunks::<N>().0.iter().map(|b| value(*b)).collect()
+}
+
+/// One tensor for `safetensors::serialize`; its bytes are made when written.
+struct F32View<'a> {
+    shape: &'a [usize],
+    values: &'a [f32],
+}
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.values.len() * 4
+    }
+}
+
+/// Writes tensors as a safetensors file (F32, in name order), for tests and for
+/// exporting weights.
+///
+/// # Panics
+///
+/// When a tensor's values do not match its shape or two tensors share a name (a bug in
+/// the caller: the file would not be readable).
+pub fn write_safetensors<S: AsRef<str>>(tensors: &[(S, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+    let mut names = BTreeSet::new();
+    let views: Vec<_> = tensors
+        .iter()
+        .map(|(name, shape, values)| {
+            let name = name.as_ref();
+            assert!(
+                names.insert(name),
+                "write_safetensors: two tensors are named `{name}`"
+            );
+            let numel = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            assert!(
+                numel == Some(values.len()),
+                "write_safetensors: tensor `{name}` has shape {shape:?} but {} values",
+                values.len()
+            );
+            (name, F32View { shape, values })
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap_or_else(|e| panic!("write_safetensors: {e}"))
 }
 
 #[cfg(test)]
@@ -430,10 +538,33 @@ mod tests {
 
     #[test]
     fn half_precision_decodes() {
-        assert_eq!(f16_to_f32(0x3c00), 1.0);
-        assert_eq!(f16_to_f32(0xc000), -2.0);
-        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
-        assert!(f16_to_f32(0x7c00).is_infinite());
-        assert_eq!(f32::from_bits(0x3f80u32 << 16), 1.0);
+        // 1, -2, the smallest subnormal, +inf, NaN
+        let halves: Vec<u8> = [0x3c00u16, 0xc000, 0x0001, 0x7c00, 0x7e00]
+            .iter()
+            .flat_map(|h| h.to_le_bytes())
+            .collect();
+        // 1, -3.140625, +inf, the smallest subnormal
+        let brains: Vec<u8> = [0x3f80u16, 0xc049, 0x7f80, 0x0001]
+            .iter()
+            .flat_map(|h| h.to_le_bytes())
+            .collect();
+        let view = |dtype, n, data| safetensors::tensor::TensorView::new(dtype, vec![n], data);
+        let bytes = safetensors::serialize(
+            [
+                ("h", view(Dtype::F16, 5, &halves).unwrap()),
+                ("b", view(Dtype::BF16, 4, &brains).unwrap()),
+            ],
+            None,
+        )
+        .unwrap();
+        let st = file(bytes).unwrap();
+        let h = st.read("h", &[5]).unwrap();
+        assert_eq!(h[..4], [1.0, -2.0, 2f32.powi(-24), f32::INFINITY]);
+        assert!(h[4].is_nan());
+        assert_eq!(
+            st.read("b", &[4]).unwrap(),
+            [1.0, -3.140625, f32::INFINITY, f32::from_bits(1 << 16)]
+        );
+        st.ensure_all_used().unwrap();
     }
 }
