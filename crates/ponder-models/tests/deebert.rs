@@ -6,28 +6,26 @@
 //! computes what it always did.
 //!
 //! The CPU backend keeps one random generator for the whole process (`Device::seed`
-//! replaces it), so tests that initialise or train a model take [`SERIAL`] first.
+//! replaces it), so tests that initialise or train a model take [`serial`]'s lock
+//! first.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+mod support;
+
+use std::sync::Arc;
 
 use burn::nn::Linear;
 use burn::optim::GradientsParams;
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use ponder_core::{ExitPolicy, ExitSignals, LayerwiseBackbone, linear_flops, retain};
+use burn::tensor::Device;
+use ponder_core::{LayerwiseBackbone, linear_flops};
 use ponder_data::Encoded;
 use ponder_exits::{FixedLayer, NeverExit, OffRampPooler, loss};
 use ponder_mamba::{MambaConfig, MambaEncoderConfig};
 use ponder_models::{
-    Method, MultiExitClassifier, MultiExitConfig, TextSource, TrainConfig, TrainObserver,
-    TrainState, fit, make_batches,
+    FitOptions, Method, MultiExitClassifier, MultiExitConfig, TextSource, TrainConfig,
+    TrainObserver, TrainState, fit, make_batches,
 };
 use ponder_transformer::{EncoderConfig, EncoderInput};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use support::{Planned, host, lcg, serial, text_input};
 
 const N_LAYERS: usize = 3;
 const N_CLASSES: usize = 3;
@@ -64,37 +62,7 @@ fn model(
         .init(device)
 }
 
-/// Token ids of rows with different lengths, right-padded with id 0, and the mask.
-fn text_input(lengths: &[usize], device: &Device) -> EncoderInput {
-    let seq_len = *lengths.iter().max().unwrap();
-    let mut ids = Vec::new();
-    let mut pad = Vec::new();
-    for (r, &len) in lengths.iter().enumerate() {
-        for t in 0..seq_len {
-            ids.push(if t < len {
-                (1 + (r * 7 + t * 13) % 99) as i64
-            } else {
-                0
-            });
-            pad.push(t >= len);
-        }
-    }
-    let b = lengths.len();
-    EncoderInput::Tokens {
-        ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, seq_len]), device),
-        type_ids: None,
-        mask_pad: Some(Tensor::<2, Bool>::from_data(
-            TensorData::new(pad, [b, seq_len]),
-            device,
-        )),
-    }
-}
-
 const LENGTHS: [usize; 5] = [5, 9, 3, 7, 9];
-
-fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.try_into_vec_as::<f32>().unwrap()
-}
 
 fn weights(linear: &Linear) -> (Vec<f32>, Vec<f32>) {
     (
@@ -249,26 +217,6 @@ fn the_final_exit_is_the_final_only_model_and_the_copies_make_every_exit_its_too
                 "encoder {encoder:?}: exit {l} after the copy"
             );
         }
-    }
-}
-
-/// A test policy: row `i` of the batch (original order) exits at `plan[i]`.
-struct Planned(Vec<usize>);
-
-impl ExitPolicy for Planned {
-    type Carry = Vec<usize>;
-    fn name(&self) -> String {
-        "planned".into()
-    }
-    fn start(&self, batch_size: usize) -> Vec<usize> {
-        assert_eq!(batch_size, self.0.len());
-        self.0.clone()
-    }
-    fn decide(&self, signals: &ExitSignals<'_>, carry: &mut Vec<usize>) -> Vec<bool> {
-        carry.iter().map(|&l| l == signals.layer_idx + 1).collect()
-    }
-    fn retain_rows(&self, carry: Vec<usize>, rows: &[usize]) -> Vec<usize> {
-        retain(&carry, rows)
     }
 }
 
@@ -467,13 +415,7 @@ const N_VALID: usize = 32;
 /// tokens, `[CLS]`-like id 1 first, in `N_TRAIN + N_VALID` examples.
 fn sources() -> (TextSource, TextSource) {
     let n = N_TRAIN + N_VALID;
-    let mut lcg: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = move || {
-        lcg = lcg
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (lcg >> 33) as u32
-    };
+    let mut next = lcg(0x2545_F491_4F6C_DD1D);
     let mut encoded = Vec::with_capacity(n);
     let mut labels = Vec::with_capacity(n);
     for i in 0..n {
@@ -481,7 +423,7 @@ fn sources() -> (TextSource, TextSource) {
         let len = 6 + (next() % 7) as usize;
         let mut ids = vec![1];
         ids.extend((1..len).map(|_| {
-            if next() % 3 == 0 {
+            if next().is_multiple_of(3) {
                 10 + class as u32
             } else {
                 20 + next() % 80
@@ -559,10 +501,7 @@ fn deebert_trains_the_reference_form_end_to_end() {
         &train,
         &valid,
         &config,
-        &ad,
-        None,
-        false,
-        &mut first,
+        FitOptions::new(&ad).with_observer(&mut first),
     )
     .unwrap();
     assert!(stopped.interrupted);
@@ -578,17 +517,7 @@ fn deebert_trains_the_reference_form_end_to_end() {
             .with_head_dropout(0.0)
             .init(&ad)
     };
-    let fo = fit(
-        plain(),
-        &train,
-        &valid,
-        &final_only,
-        &ad,
-        None,
-        false,
-        &mut (),
-    )
-    .unwrap();
+    let fo = fit(plain(), &train, &valid, &final_only, FitOptions::new(&ad)).unwrap();
     assert_eq!(fo.state.history.len(), stopped.state.history.len());
     for (a, b) in fo.state.history.iter().zip(&stopped.state.history) {
         assert_eq!(
@@ -618,7 +547,7 @@ fn deebert_trains_the_reference_form_end_to_end() {
     );
 
     // The whole run: both stages, stage 2 as long as stage 1.
-    let done = fit(build(), &train, &valid, &config, &ad, None, false, &mut ()).unwrap();
+    let done = fit(build(), &train, &valid, &config, FitOptions::new(&ad)).unwrap();
     assert!(!done.interrupted && done.state.finished);
     let stages: Vec<usize> = done.state.history.iter().map(|l| l.stage).collect();
     assert_eq!(stages, vec![0, 0, 1, 1]);

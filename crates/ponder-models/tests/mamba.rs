@@ -1,7 +1,7 @@
 //! The Mamba backbone end to end: a multi-exit Mamba classifier learns a task that
 //! needs its recurrence, and the language model trains, evaluates and resumes exactly.
 
-use std::sync::{Mutex, MutexGuard};
+mod support;
 
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
@@ -10,16 +10,11 @@ use ponder_data::{CorpusSplit, LmCorpus};
 use ponder_exits::NeverExit;
 use ponder_mamba::{MambaConfig, MambaEncoderConfig, Pooling};
 use ponder_models::{
-    Batch, CheckpointFiles, ClassificationSource, LmObserver, LmTrainConfig, MultiExitConfig,
-    TrainConfig, evaluate_lm, fit, fit_lm, layer_accuracies, make_batches,
+    Batch, CheckpointFiles, ClassificationSource, FitOptions, LmObserver, LmTrainConfig,
+    MultiExitConfig, TrainConfig, evaluate_lm, fit, fit_lm, layer_accuracies, make_batches,
 };
 use ponder_transformer::EncoderInput;
-
-/// burn's CPU backend has one process-wide RNG: run trainings one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+use support::{lcg, serial};
 
 /// Sequences of 4–12 tokens (right-padded); the label says whether token 5 occurs
 /// anywhere. With last-token pooling only the recurrence can carry that to the end.
@@ -30,13 +25,8 @@ struct Contains5 {
 
 impl Contains5 {
     fn new(n: usize, seed: u64) -> Self {
-        let mut state = seed;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 33) as usize
-        };
+        let mut rng = lcg(seed);
+        let mut next = move || rng() as usize;
         let mut rows = Vec::new();
         let mut labels = Vec::new();
         for i in 0..n {
@@ -115,7 +105,7 @@ fn a_multi_exit_mamba_classifier_learns_a_task_that_needs_the_recurrence() {
         learning_rate: 1e-2,
         ..TrainConfig::default()
     };
-    let out = fit(model, &train, &valid, &config, &ad, None, false, &mut ()).unwrap();
+    let out = fit(model, &train, &valid, &config, FitOptions::new(&ad)).unwrap();
     let batches = make_batches(&valid, 64, &device);
     let accuracy = layer_accuracies(&out.model, &batches).accuracy;
     assert!(

@@ -4,7 +4,7 @@
 //! sampling's reproducibility), mixed-exit batches equal rows run alone with PALBERT's
 //! Lambda layer (whose state is the previous layer's features), and PALBERT trains.
 
-use std::sync::{Mutex, MutexGuard};
+mod support;
 
 use burn::module::{Module, Param};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
@@ -12,16 +12,11 @@ use ponder_core::{ExitPolicy, ExitSignals, softmax, to_host};
 use ponder_exits::ponder::{LastLayer, exit_distribution};
 use ponder_exits::{Expectation, HaltingHeadConfig, PonderSample, QExit};
 use ponder_models::{
-    MultiExitClassifier, MultiExitConfig, ParityModel, ParityModelConfig, ParityTrainConfig,
-    parity_tensors,
+    FitOptions, MultiExitClassifier, MultiExitConfig, ParityModel, ParityModelConfig,
+    ParityTrainConfig, parity_tensors,
 };
 use ponder_transformer::{EncoderConfig, EncoderInput};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use support::serial;
 
 /// The parity loss of `model` on a fixed batch, as an `f64`.
 fn parity_loss(
@@ -525,17 +520,7 @@ fn palbert_trains_and_a_method_without_halting_head_is_refused() {
         learning_rate: 5e-3,
         ..TrainConfig::default()
     };
-    let out = fit(
-        model,
-        &train,
-        &valid,
-        &config,
-        &device,
-        None,
-        false,
-        &mut (),
-    )
-    .unwrap();
+    let out = fit(model, &train, &valid, &config, FitOptions::new(&device)).unwrap();
     let history = &out.state.history;
     let last = history.last().unwrap();
     assert!(last.train_loss < history[0].train_loss, "{history:#?}");
@@ -552,16 +537,6 @@ fn palbert_trains_and_a_method_without_halting_head_is_refused() {
 
     // PALBERT on a model without a halting head, or PABEE on one with it: a config error
     let plain = MultiExitConfig::new(encoder.clone().into(), 3).init(&device);
-    let err = fit(
-        plain,
-        &train,
-        &valid,
-        &config,
-        &device,
-        None,
-        false,
-        &mut (),
-    )
-    .unwrap_err();
+    let err = fit(plain, &train, &valid, &config, FitOptions::new(&device)).unwrap_err();
     assert!(err.to_string().contains("halting"), "{err}");
 }

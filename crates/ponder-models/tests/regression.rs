@@ -2,7 +2,9 @@
 //! checkpoints chosen on the exits' Pearson correlation, and the patience rule on
 //! consecutive outputs (`PatienceRegression`).
 
-use std::sync::{Arc, Mutex, MutexGuard};
+mod support;
+
+use std::sync::Arc;
 
 use burn::module::Module;
 use burn::tensor::Device;
@@ -10,27 +12,17 @@ use ponder_core::{PonderError, to_host};
 use ponder_data::Encoded;
 use ponder_exits::{FixedLayer, NeverExit, PatienceRegression};
 use ponder_models::{
-    ClassificationSource, Method, MultiExitConfig, TextSource, TrainConfig, correlation, evaluate,
-    fit, layer_accuracies, make_batches,
+    ClassificationSource, FitOptions, Method, MultiExitConfig, TextSource, TrainConfig,
+    correlation, evaluate, fit, layer_accuracies, make_batches,
 };
 use ponder_transformer::EncoderConfig;
-
-/// burn's CPU backend has one process-wide RNG: run trainings one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
+use support::{lcg, serial};
 
 /// `[CLS] tokens [SEP]` rows whose score is the number of times token 5 occurs (0–3),
 /// the other tokens drawn from 6..40.
 fn count_fives(n: usize, seed: u64) -> TextSource {
-    let mut state = seed;
-    let mut next = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as usize
-    };
+    let mut rng = lcg(seed);
+    let mut next = move || rng() as usize;
     let mut encoded = Vec::new();
     let mut scores = Vec::new();
     for i in 0..n {
@@ -79,17 +71,7 @@ fn pabee_regression_heads_learn_a_score_and_exit_on_patience() {
         learning_rate: 3e-3,
         ..TrainConfig::default()
     };
-    let out = fit(
-        model(1, &ad),
-        &train,
-        &valid,
-        &config,
-        &ad,
-        None,
-        false,
-        &mut (),
-    )
-    .unwrap();
+    let out = fit(model(1, &ad), &train, &valid, &config, FitOptions::new(&ad)).unwrap();
     let model = out.model;
     let batches = make_batches(&valid, 32, &device);
     let layers = layer_accuracies(&model, &batches).accuracy;
@@ -157,17 +139,7 @@ fn deebert_trains_regression_off_ramps_on_the_frozen_backbone() {
         learning_rate: 3e-3,
         ..TrainConfig::default()
     };
-    let out = fit(
-        model(1, &ad),
-        &train,
-        &valid,
-        &config,
-        &ad,
-        None,
-        false,
-        &mut (),
-    )
-    .unwrap();
+    let out = fit(model(1, &ad), &train, &valid, &config, FitOptions::new(&ad)).unwrap();
     let history = &out.state.history;
     assert_eq!(history.len(), 3);
     assert!(history.iter().all(|h| h.train_loss.is_finite()));
@@ -186,17 +158,7 @@ fn methods_without_a_regression_variant_and_classification_heads_are_refused() {
             method,
             ..TrainConfig::default()
         };
-        let e = fit(
-            model(1, &ad),
-            &train,
-            &valid,
-            &config,
-            &ad,
-            None,
-            false,
-            &mut (),
-        )
-        .unwrap_err();
+        let e = fit(model(1, &ad), &train, &valid, &config, FitOptions::new(&ad)).unwrap_err();
         assert!(
             matches!(&e, PonderError::InvalidConfig { key, .. } if key == "train.method"),
             "{e}"
@@ -208,10 +170,7 @@ fn methods_without_a_regression_variant_and_classification_heads_are_refused() {
         &train,
         &valid,
         &TrainConfig::default(),
-        &ad,
-        None,
-        false,
-        &mut (),
+        FitOptions::new(&ad),
     )
     .unwrap_err();
     assert!(e.to_string().contains("one output"), "{e}");

@@ -1,13 +1,16 @@
 //! Equivalence tests that would catch a wrong adaptive runtime: cutting, full depth,
 //! per-row exits inside mixed batches, row order, FLOP accounting.
 
+mod support;
+
 use burn::module::Module;
-use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
-use ponder_core::{ExitPolicy, ExitSignals, LayerwiseBackbone, retain};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use ponder_core::{ExitPolicy, LayerwiseBackbone};
 use ponder_exits::{FixedLayer, HaltingHeadConfig, NeverExit};
 use ponder_mamba::{MambaConfig, MambaEncoderConfig, Pooling};
 use ponder_models::{Backbone, MultiExitClassifier, MultiExitConfig};
 use ponder_transformer::{EncoderConfig, EncoderInput};
+use support::{Planned, host, max_abs_diff, text_input};
 
 fn device() -> Device {
     let d = Device::flex();
@@ -51,32 +54,6 @@ fn vit_model() -> MultiExitClassifier {
         .valid()
 }
 
-/// Token ids of rows with different lengths, right-padded with id 0, and the mask.
-fn text_input(lengths: &[usize], device: &Device) -> EncoderInput {
-    let seq_len = *lengths.iter().max().unwrap();
-    let mut ids = Vec::new();
-    let mut pad = Vec::new();
-    for (r, &len) in lengths.iter().enumerate() {
-        for t in 0..seq_len {
-            ids.push(if t < len {
-                (1 + (r * 7 + t * 13) % 99) as i64
-            } else {
-                0
-            });
-            pad.push(t >= len);
-        }
-    }
-    let b = lengths.len();
-    EncoderInput::Tokens {
-        ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, seq_len]), device),
-        type_ids: None,
-        mask_pad: Some(Tensor::<2, Bool>::from_data(
-            TensorData::new(pad, [b, seq_len]),
-            device,
-        )),
-    }
-}
-
 fn image_input(batch: usize, device: &Device) -> EncoderInput {
     EncoderInput::Images(Tensor::<4>::random(
         [batch, 1, 28, 28],
@@ -85,42 +62,10 @@ fn image_input(batch: usize, device: &Device) -> EncoderInput {
     ))
 }
 
-fn host(t: Tensor<2>) -> Vec<f32> {
-    t.try_into_vec_as::<f32>().unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// The logits of the model cut after `layer` layers (1-based), without the runner.
 fn cut_logits(model: &MultiExitClassifier, input: EncoderInput, layer: usize) -> Vec<f32> {
     let state = model.backbone.forward_cut(input, layer);
     host(model.heads.logits(layer - 1, model.backbone.pooled(&state)))
-}
-
-/// A test policy: row `i` of the batch (original order) exits at `plan[i]`.
-struct Planned(Vec<usize>);
-
-impl ExitPolicy for Planned {
-    type Carry = Vec<usize>;
-    fn name(&self) -> String {
-        "planned".into()
-    }
-    fn start(&self, batch_size: usize) -> Vec<usize> {
-        assert_eq!(batch_size, self.0.len());
-        self.0.clone()
-    }
-    fn decide(&self, signals: &ExitSignals<'_>, carry: &mut Vec<usize>) -> Vec<bool> {
-        carry.iter().map(|&l| l == signals.layer_idx + 1).collect()
-    }
-    fn retain_rows(&self, carry: Vec<usize>, rows: &[usize]) -> Vec<usize> {
-        retain(&carry, rows)
-    }
 }
 
 fn check_cut_and_full(model: &MultiExitClassifier, input: EncoderInput) {

@@ -435,7 +435,7 @@ fn check_batch_equals_rows<L: TokenLm>(lm: &L, rules: &[SkipRule]) {
     ];
     for spec in &specs {
         // weights scaled up so that P(exit) differs between rows
-        let classifier = match ExitClassifier::new(&spec, lm.feature_size(), &device) {
+        let classifier = match ExitClassifier::new(spec, lm.feature_size(), &device) {
             ExitClassifier::Linear(mut l) => {
                 for head in l.heads.iter_mut() {
                     head.weight = head.weight.clone().map(|w| w.mul_scalar(20.0));

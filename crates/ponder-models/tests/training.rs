@@ -3,28 +3,25 @@
 //! boundaries), non-finite losses, that training learns, and configuration errors.
 //!
 //! The CPU backend keeps one random generator for the whole process (`Device::seed`
-//! replaces it), so tests that initialise or train a model take [`SERIAL`] first:
+//! replaces it), so tests that initialise or train a model take [`serial`]'s lock first:
 //! otherwise two tests running in parallel threads would draw from each other's stream.
 
+mod support;
+
 use std::cell::Cell;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
 use ponder_core::PonderError;
 use ponder_data::ImageSet;
 use ponder_models::{
-    Batch, CheckpointFiles, ClassificationSource, EpochLog, ImageSource, JEI_ALTERNATION_STAGE,
-    Method, MultiExitClassifier, MultiExitConfig, TrainConfig, TrainObserver, TrainOutcome,
-    TrainState, fit,
+    Batch, CheckpointFiles, ClassificationSource, EpochLog, FitOptions, ImageSource,
+    JEI_ALTERNATION_STAGE, Method, MultiExitClassifier, MultiExitConfig, TrainConfig,
+    TrainObserver, TrainOutcome, TrainState, fit,
 };
 use ponder_transformer::{EmbeddingKind, EncoderConfig, EncoderInput};
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use support::{host, lcg, serial};
 
 const SIDE: usize = 28;
 const N_CLASSES: usize = 3;
@@ -37,13 +34,7 @@ const N_VALID: usize = 64;
 /// ViT needs some 50 steps to pass 80% (so the metrics of short runs still move).
 fn synthetic_images() -> (Arc<ImageSet>, Arc<Vec<usize>>) {
     let n = N_TRAIN + N_VALID;
-    let mut lcg: u64 = 0x2545_F491_4F6C_DD1D;
-    let mut next = move || {
-        lcg = lcg
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (lcg >> 33) as u32
-    };
+    let mut next = lcg(0x2545_F491_4F6C_DD1D);
     // top-left corner of the block of each class
     let corners = [(2usize, 2usize), (12, 3), (4, 12)];
     let mut pixels = Vec::with_capacity(n * SIDE * SIDE);
@@ -175,10 +166,6 @@ fn timeless(history: &[EpochLog]) -> Vec<EpochLog> {
         .collect()
 }
 
-fn host(t: Tensor<2>) -> Vec<f32> {
-    t.try_into_vec_as::<f32>().unwrap()
-}
-
 /// Every exit's logits on the first 16 validation images (a fixed batch).
 fn probe_logits(model: &MultiExitClassifier, valid: &ImageSource) -> Vec<Vec<f32>> {
     let positions: Vec<usize> = (0..16).collect();
@@ -199,7 +186,7 @@ fn train_plain<S: ClassificationSource>(
     config: &TrainConfig,
     device: &Device,
 ) -> TrainOutcome {
-    fit(model, train, valid, config, device, None, false, &mut ()).unwrap()
+    fit(model, train, valid, config, FitOptions::new(device)).unwrap()
 }
 
 /// The training losses of a history, as bits.
@@ -405,10 +392,7 @@ fn check_resume(config: &TrainConfig, stop_at: usize) -> TrainState {
         &train,
         &valid,
         config,
-        &d,
-        Some(&files_a),
-        false,
-        &mut (),
+        FitOptions::new(&d).with_checkpoints(&files_a),
     )
     .unwrap();
     assert!(!a.interrupted && a.state.finished);
@@ -422,10 +406,9 @@ fn check_resume(config: &TrainConfig, stop_at: usize) -> TrainState {
         &train,
         &valid,
         config,
-        &d,
-        Some(&files_b),
-        false,
-        &mut stop,
+        FitOptions::new(&d)
+            .with_checkpoints(&files_b)
+            .with_observer(&mut stop),
     )
     .unwrap();
     assert!(b1.interrupted, "the observer did not stop training");
@@ -443,10 +426,10 @@ fn check_resume(config: &TrainConfig, stop_at: usize) -> TrainState {
         &train,
         &valid,
         config,
-        &d,
-        Some(&files_b),
-        true,
-        &mut resumed,
+        FitOptions::new(&d)
+            .with_checkpoints(&files_b)
+            .with_resume(true)
+            .with_observer(&mut resumed),
     )
     .unwrap();
     assert!(!b.interrupted && b.state.finished);
@@ -615,10 +598,9 @@ fn resume_without_a_checkpoint_is_an_error() {
         &train,
         &valid,
         &config,
-        &d,
-        Some(&files),
-        true,
-        &mut (),
+        FitOptions::new(&d)
+            .with_checkpoints(&files)
+            .with_resume(true),
     )
     .unwrap_err();
     assert!(matches!(err, PonderError::Checkpoint { .. }), "{err}");
@@ -627,10 +609,7 @@ fn resume_without_a_checkpoint_is_an_error() {
         &train,
         &valid,
         &config,
-        &d,
-        None,
-        true,
-        &mut (),
+        FitOptions::new(&d).with_resume(true),
     )
     .unwrap_err();
     assert!(
@@ -709,10 +688,9 @@ fn nan_loss_stops_with_the_step() {
         &train,
         &valid,
         &config,
-        &d,
-        Some(&files),
-        false,
-        &mut observer,
+        FitOptions::new(&d)
+            .with_checkpoints(&files)
+            .with_observer(&mut observer),
     )
     .unwrap_err();
     match &err {
@@ -783,13 +761,7 @@ fn training_learns() {
 /// `n` random RGB 12×12 images in 3 classes (only the plumbing is under test), every
 /// channel drawn from its own range so that the channels' statistics differ.
 fn rgb_images(n: usize) -> (Arc<ImageSet>, Arc<Vec<usize>>) {
-    let mut lcg: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        lcg = lcg
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (lcg >> 33) as u32
-    };
+    let mut next = lcg(0x9E37_79B9_7F4A_7C15);
     let mut pixels = Vec::with_capacity(n * 3 * 12 * 12);
     for _ in 0..n {
         for (low, span) in [(0, 256), (100, 50), (200, 20)] {
@@ -947,7 +919,7 @@ fn bad_train_config_is_an_error() {
         epochs: 0,
         ..good.clone()
     };
-    let err = fit(model(1, &d), &train, &valid, &bad, &d, None, false, &mut ()).unwrap_err();
+    let err = fit(model(1, &d), &train, &valid, &bad, FitOptions::new(&d)).unwrap_err();
     assert!(
         matches!(&err, PonderError::InvalidConfig { key, .. } if key == "train.epochs"),
         "{err}"
@@ -964,17 +936,7 @@ fn bad_train_config_is_an_error() {
         Vec::new(),
         N_CLASSES,
     );
-    let err = fit(
-        model(1, &d),
-        &empty,
-        &valid,
-        &good,
-        &d,
-        None,
-        false,
-        &mut (),
-    )
-    .unwrap_err();
+    let err = fit(model(1, &d), &empty, &valid, &good, FitOptions::new(&d)).unwrap_err();
     assert!(
         matches!(&err, PonderError::InvalidConfig { key, .. } if key == "data"),
         "{err}"
@@ -1167,10 +1129,7 @@ fn jei_dnn_phases_train_only_their_own_parameters() {
         &train,
         &valid,
         &gates_only,
-        &d,
-        None,
-        false,
-        &mut stop,
+        FitOptions::new(&d).with_observer(&mut stop),
     )
     .unwrap();
     assert!(after_warmup.interrupted);
@@ -1219,10 +1178,9 @@ fn a_jei_dnn_model_of_another_cost_weight_forks_from_the_start_of_the_alternatio
             &train,
             &valid,
             config,
-            &d,
-            Some(files),
-            resume,
-            &mut (),
+            FitOptions::new(&d)
+                .with_checkpoints(files)
+                .with_resume(resume),
         )
         .unwrap()
     };
@@ -1268,10 +1226,7 @@ fn jei_dnn_needs_a_model_with_gates() {
         &train,
         &valid,
         &jei_config(),
-        &d,
-        None,
-        false,
-        &mut (),
+        FitOptions::new(&d),
     )
     .unwrap_err();
     assert!(err.to_string().contains("gates"), "{err}");
@@ -1282,10 +1237,7 @@ fn jei_dnn_needs_a_model_with_gates() {
         &train,
         &valid,
         &bad,
-        &d,
-        None,
-        false,
-        &mut (),
+        FitOptions::new(&d),
     )
     .unwrap_err();
     assert!(err.to_string().contains("train.jei.phase_batches"), "{err}");

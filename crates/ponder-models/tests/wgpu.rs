@@ -5,41 +5,14 @@
 //! does token-level exit decoding on both language models.
 #![cfg(feature = "wgpu")]
 
+mod support;
+
 use burn::module::Module;
 use burn::tensor::{Device, DeviceKind, Distribution, Tensor};
-use ponder_core::{ExitPolicy, ExitSignals, retain};
 use ponder_exits::{FixedLayer, NeverExit};
 use ponder_models::MultiExitConfig;
 use ponder_transformer::{EncoderConfig, EncoderInput};
-
-struct Planned(Vec<usize>);
-
-impl ExitPolicy for Planned {
-    type Carry = Vec<usize>;
-    fn name(&self) -> String {
-        "planned".into()
-    }
-    fn start(&self, _batch_size: usize) -> Vec<usize> {
-        self.0.clone()
-    }
-    fn decide(&self, signals: &ExitSignals<'_>, carry: &mut Vec<usize>) -> Vec<bool> {
-        carry.iter().map(|&l| l == signals.layer_idx + 1).collect()
-    }
-    fn retain_rows(&self, carry: Vec<usize>, rows: &[usize]) -> Vec<usize> {
-        retain(&carry, rows)
-    }
-}
-
-fn host(t: Tensor<2>) -> Vec<f32> {
-    t.try_into_vec_as::<f32>().unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+use support::{Planned, host, max_abs_diff};
 
 #[test]
 fn wgpu_runner_matches_cpu_and_rows_run_alone() {
