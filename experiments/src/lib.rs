@@ -1,6 +1,9 @@
-//! The `ponder` program as a library: experiment files, data loading, training and
-//! evaluation pipelines, run folders, tables and plots. `main.rs` only parses the
-//! command line.
+//! The `ponder` program as a library: experiment files (`config`), data loading
+//! (`data`), the training and evaluation pipeline and its results.json schema
+//! (`pipeline`), the language-model and token-exit experiments (`lm`, `token_exit`),
+//! calibration (`calibrate`), NumPy parity (`parity`), run folders (`run`), tables and
+//! plots (`report`). The binary's `main.rs` holds the command line and its help, and
+//! `commands/` the body of each command, built from these modules.
 
 pub mod calibrate;
 pub mod config;
