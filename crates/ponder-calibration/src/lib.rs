@@ -1,4 +1,4 @@
-//! # ponder-calibration
+//! # ponder-calibration: calibration and conformal prediction sets for any exit
 //!
 //! Calibration and uncertainty metrics for early-exit models: how far a model's (or an
 //! exit's) confidence can be trusted, and prediction sets with a coverage guarantee.
@@ -7,6 +7,14 @@
 //! `[n, n_classes]`, and `&[usize]` labels) and has no tensor dependency, so the outputs of
 //! any backend can be measured after one host copy, and the numbers do not depend on the
 //! backend. Sums and fits are computed in f64.
+//!
+//! ## Where it sits
+//!
+//! A leaf of the workspace with no tensor code: it depends on neither burn nor
+//! `ponder-core`, so it measures any model, ponder's or not. The `ponder` program feeds
+//! it every (model, policy) it evaluates (see `docs/architecture.md` in the repository);
+//! the example `calibrate_exits` walks through a whole calibration of a simulated
+//! 4-exit model: `cargo run -p ponder-calibration --example calibrate_exits`.
 //!
 //! ## How the pieces fit
 //!

@@ -18,8 +18,65 @@
 //! token and one layer at a time, rows that exit skip later layers, and a [`SkipRule`]
 //! says what the skipped layers' caches get.
 //!
-//! Nothing here knows about transformers, data sets or files: backbones live in
-//! `ponder-transformer`, heads and policies in `ponder-exits`.
+//! ## Where it sits
+//!
+//! The bottom of the workspace: it depends on burn only (re-exported as `ponder_core::burn`
+//! so every crate uses the same version). Nothing here knows about transformers, data
+//! sets or files: `ponder-transformer` and `ponder-mamba` implement the backbone traits,
+//! `ponder-exits` the heads and policies, and `ponder-models` joins them into trainable
+//! models (the crate map is `docs/architecture.md` in the repository).
+//!
+//! ## Entry points
+//!
+//! * The contracts: [`LayerwiseBackbone`], [`ExitHeads`], [`ExitPolicy`] with
+//!   [`ExitSignals`]; token level: [`TokenLm`], [`LayerCall`] / [`LayerStep`], [`Rows`],
+//!   [`SkipRule`].
+//! * Running them: [`run_adaptive`] → [`AdaptiveOutput`] (inference, rows leave the batch
+//!   at their exit), [`forward_all_layers`] → [`AllLayersOutput`] (training and analysis:
+//!   every head on every row).
+//! * Measuring: [`ExitStats`], [`transformer_layer_flops`], [`linear_flops`].
+//! * Utilities: [`SafeTensors`] / [`write_safetensors`] (weight files), [`splitmix64`] /
+//!   [`uniform01`] (seeded streams), [`to_host`], [`PonderError`].
+//!
+//! ## Example
+//!
+//! A policy of your own, tried on hand-made signals (no backbone, no tensors); passed to
+//! [`run_adaptive`] it would decide for every row of a real batch.
+//!
+//! ```
+//! use ponder_core::{ExitPolicy, ExitSignals, ExitStats};
+//!
+//! /// Exit once the top logit leads the runner-up by more than a margin.
+//! struct Margin(f32);
+//!
+//! impl ExitPolicy for Margin {
+//!     type Carry = (); // no per-row state
+//!     fn name(&self) -> String {
+//!         format!("margin>{}", self.0)
+//!     }
+//!     fn start(&self, _batch_size: usize) {}
+//!     fn decide(&self, signals: &ExitSignals<'_>, _carry: &mut ()) -> Vec<bool> {
+//!         (0..signals.rows())
+//!             .map(|r| {
+//!                 let mut row = signals.row(r).to_vec();
+//!                 row.sort_by(|a, b| b.total_cmp(a));
+//!                 row[0] - row[1] > self.0
+//!             })
+//!             .collect()
+//!     }
+//!     fn retain_rows(&self, _carry: (), _rows: &[usize]) {}
+//! }
+//!
+//! // Two rows of three-class logits after layer 1 (0-based index 0) of 4.
+//! let logits = [3.0, 0.5, 0.0, 1.0, 0.9, 0.8];
+//! let signals = ExitSignals::new(0, 4, 3, &logits);
+//! assert_eq!(Margin(1.0).decide(&signals, &mut ()), [true, false]);
+//!
+//! // Row 0 exited at layer 1 (10 FLOPs), row 1 went on to layer 4 (40 FLOPs).
+//! let stats = ExitStats::new(&[1, 4], &[10, 40], 4, 40);
+//! assert_eq!(stats.mean_exit_layer, 2.5);
+//! assert_eq!(stats.flop_speedup, 1.6);
+//! ```
 
 mod backbone;
 mod error;

@@ -6,7 +6,8 @@
 //!
 //! `TRAIN` is a text file or a folder of `.txt` files; `TOKENIZER` is `chars` (the
 //! default: the characters of the text) or a `tokenizer.json`, encoded in chunks of
-//! `CHUNK_BYTES` (default 1 MiB). Run it under
+//! `CHUNK_BYTES` (default 1 MiB). Without arguments it reads this crate's `README.md`.
+//! Run it under
 //! `/usr/bin/time -v` to see the peak memory of loading: the text is read line by line
 //! and only its ids (4 bytes per token) stay.
 
@@ -18,10 +19,9 @@ use ponder_data::{CorpusFiles, DEFAULT_CHUNK_BYTES, VocabSource, text_files};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some(train) = args.first() else {
-        eprintln!("usage: load_corpus TRAIN [chars|TOKENIZER.json]");
-        return ExitCode::FAILURE;
-    };
+    // without arguments: this crate's README, so the example runs anywhere
+    let readme = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md").to_string();
+    let train = args.first().unwrap_or(&readme);
     let vocab = match args.get(1).map(String::as_str) {
         None | Some("chars") => VocabSource::Chars,
         Some(path) => VocabSource::Tokenizer(PathBuf::from(path)),

@@ -1,9 +1,17 @@
-//! Data for ponder: reading data sets from disk, tokenizing text, splitting and batching.
+//! # ponder-data: data sets, tokenizers, splits and batches
 //!
-//! This crate does not depend on burn: batches are flat `Vec`s with their shapes, and the
-//! model crates turn them into tensors. Every fallible function returns [`Result`], whose
-//! [`DataError`] names the file concerned and what is wrong with it; nothing panics on the
-//! content of a file.
+//! Data for ponder: reading data sets from disk (IDX images, image folders, GLUE-style
+//! TSV, CSV and JSON-lines tables, one-folder-per-class corpora, text corpora for
+//! language models), tokenizing text, splitting and batching.
+//!
+//! # Where it sits
+//!
+//! Beside the model crates, not under them: it depends on neither burn nor `ponder-core`.
+//! Batches are flat `Vec`s with their shapes, and `ponder-models` turns them into
+//! tensors (`ImageSource`, `TextSource`); the `ponder` program reads every data set
+//! through it (see `docs/architecture.md` in the repository). Every fallible function
+//! returns [`Result`], whose [`DataError`] names the file concerned and what is wrong with
+//! it; nothing panics on the content of a file.
 //!
 //! # Pieces
 //!
@@ -62,19 +70,26 @@
 //!
 //! # Example
 //!
-//! ```no_run
-//! use ponder_data::{batches, load_fashion_mnist, split_train_valid};
+//! Readers such as [`load_fashion_mnist`]`("data/fashion-mnist")` or [`read_table`] return
+//! plain vectors; splitting and batching need no files:
 //!
-//! # fn main() -> ponder_data::Result<()> {
-//! let data = load_fashion_mnist("data/fashion-mnist")?;
-//! let train = data.train();
-//! let splits = split_train_valid(train.len(), 0.1, 42)?;
-//! for indices in batches(&splits.train, 64) {
-//!     let batch = train.batch(indices)?;
-//!     assert_eq!(batch.shape(), [indices.len(), 1, 28, 28]);
-//! }
-//! # Ok(())
-//! # }
+//! ```
+//! use ponder_data::{Encoded, TokenBatch, batches, split_train_valid};
+//!
+//! // A seeded 90/10 split of 100 examples, cut into batches of at most 32.
+//! let splits = split_train_valid(100, 0.1, 42)?;
+//! assert_eq!((splits.train.len(), splits.valid.len()), (90, 10));
+//! let sizes: Vec<usize> = batches(&splits.train, 32).map(|b| b.len()).collect();
+//! assert_eq!(sizes, [32, 32, 26]);
+//!
+//! // Two tokenized texts ([CLS] … [SEP], as `TextTokenizer::encode` gives them),
+//! // right-padded into one batch with its mask (`true`: a real token).
+//! let a = Encoded { ids: vec![101, 7592, 102], type_ids: vec![0; 3] };
+//! let b = Encoded { ids: vec![101, 102], type_ids: vec![0; 2] };
+//! let batch = TokenBatch::from_encoded(&[&a, &b], vec![1, 0], 0)?;
+//! assert_eq!(batch.ids, [101, 7592, 102, 101, 102, 0]);
+//! assert_eq!(batch.mask, [true, true, true, true, true, false]);
+//! # Ok::<(), ponder_data::DataError>(())
 //! ```
 
 pub mod batch;

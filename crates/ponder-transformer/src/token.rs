@@ -13,7 +13,8 @@
 use burn::tensor::{Device, Int, Tensor};
 use ponder_core::{LayerCall, LayerStep, SequenceLayers, SkipRule, TokenLm, merge_rows};
 
-use crate::decoder::{DecoderLm, KvCache};
+use crate::decoder::DecoderLm;
+use crate::kv_cache::KvCache;
 
 impl TokenLm for DecoderLm {
     type Cache = KvCache;

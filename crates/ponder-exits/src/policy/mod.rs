@@ -3,9 +3,9 @@
 mod any;
 mod gate;
 mod halting;
+mod parse;
 mod patience;
 mod simple;
-mod parse;
 mod threshold;
 
 pub use any::{Policy, PolicyCarry};

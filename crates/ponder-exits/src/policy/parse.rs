@@ -21,6 +21,13 @@ impl FromStr for Policy {
     /// `gate=0.5`). Errors are [`PonderError::InvalidConfig`] with key `policy`.
     fn from_str(spec: &str) -> Result<Self, Self::Err> {
         let fail = |message: String| PonderError::config("policy", message);
+        // a policy's own check (e.g. a threshold outside [0, 1]), with the policy named
+        let named = |e: PonderError| match e {
+            PonderError::InvalidConfig { message, .. } => {
+                fail(format!("policy `{spec}`: {message}"))
+            }
+            other => other,
+        };
         let (name, value) = match spec.split_once('=') {
             Some((n, v)) => (n.trim(), Some(v.trim())),
             None => (spec.trim(), None),
@@ -46,8 +53,12 @@ impl FromStr for Policy {
         Ok(match name {
             "full" => Policy::Full(NeverExit),
             "oracle" => Policy::Oracle(Oracle),
-            "max_prob" => Policy::MaxProb(MaxProbThreshold::new(number(name)? as f32)?),
-            "entropy" => Policy::Entropy(EntropyThreshold::new(number(name)? as f32)?),
+            "max_prob" => {
+                Policy::MaxProb(MaxProbThreshold::new(number(name)? as f32).map_err(named)?)
+            }
+            "entropy" => {
+                Policy::Entropy(EntropyThreshold::new(number(name)? as f32).map_err(named)?)
+            }
             "patience" => match value.and_then(|v| v.split_once(",tol=")) {
                 // PABEE's regression rule: `patience=T,tol=TAU`
                 Some((t, tol)) => {
@@ -58,12 +69,12 @@ impl FromStr for Policy {
                         .trim()
                         .parse::<f32>()
                         .map_err(|_| fail(format!("policy `{spec}`: `{tol}` is not a number")))?;
-                    Policy::PatienceRegression(PatienceRegression::new(t, tol)?)
+                    Policy::PatienceRegression(PatienceRegression::new(t, tol).map_err(named)?)
                 }
                 None => Policy::Patience(Patience::new(integer(name)?)),
             },
-            "fixed" => Policy::Fixed(FixedLayer::new(integer(name)?)?),
-            "q_exit" => Policy::QExit(QExit::new(number(name)?)?),
+            "fixed" => Policy::Fixed(FixedLayer::new(integer(name)?).map_err(named)?),
+            "q_exit" => Policy::QExit(QExit::new(number(name)?).map_err(named)?),
             "sample" => {
                 let Some(v) = value else {
                     return Err(fail(format!(
@@ -77,14 +88,20 @@ impl FromStr for Policy {
                 })?;
                 Policy::Sample(PonderSample::new(seed))
             }
-            "expectation" => Policy::Expectation(Expectation::new(match value {
-                Some(_) => number(name)?,
-                None => 0.0,
-            })?),
-            "gate" => Policy::Gate(LearnedGate::new(match value {
-                Some(_) => number(name)?,
-                None => 0.5,
-            })?),
+            "expectation" => Policy::Expectation(
+                Expectation::new(match value {
+                    Some(_) => number(name)?,
+                    None => 0.0,
+                })
+                .map_err(named)?,
+            ),
+            "gate" => Policy::Gate(
+                LearnedGate::new(match value {
+                    Some(_) => number(name)?,
+                    None => 0.5,
+                })
+                .map_err(named)?,
+            ),
             other => {
                 return Err(fail(format!(
                     "unknown policy `{other}`: use full, oracle, max_prob=T, entropy=S, patience=T, patience=T,tol=TAU (regression), fixed=L, q_exit=Q, sample=SEED, expectation or gate=A"
@@ -120,6 +137,8 @@ mod tests {
             ("patience=1.5", "whole number"),
             ("sample=-1", "is not a seed"),
             ("nope=1", "unknown policy `nope`"),
+            ("max_prob=1.5", "policy `max_prob=1.5`: "),
+            ("fixed=0", "policy `fixed=0`: "),
         ] {
             let err = bad.parse::<Policy>().expect_err(bad).to_string();
             assert!(err.contains(says), "{bad}: {err}");
