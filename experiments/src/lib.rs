@@ -70,16 +70,6 @@ fn plain_message(e: ponder_core::PonderError) -> anyhow::Error {
     }
 }
 
-/// Every training method, in table order.
-pub const ALL_METHODS: [Method; 6] = [
-    Method::Pabee,
-    Method::DeeBert,
-    Method::FinalOnly,
-    Method::Palbert,
-    Method::PonderNet,
-    Method::JeiDnn,
-];
-
 /// Parses a policy written as `full`, `oracle`, `max_prob=T`, `entropy=S`,
 /// `patience=T`, `fixed=L`, or, for models with a halting head, `q_exit=Q`,
 /// `sample=SEED`, `expectation` or `expectation=TOL`, or, for JEI-DNN models, `gate=A`

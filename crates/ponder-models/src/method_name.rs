@@ -39,14 +39,7 @@ mod tests {
 
     #[test]
     fn methods_parse_by_their_serde_names() {
-        for m in [
-            Method::Pabee,
-            Method::DeeBert,
-            Method::FinalOnly,
-            Method::Palbert,
-            Method::PonderNet,
-            Method::JeiDnn,
-        ] {
+        for m in Method::ALL {
             let name = serde_json::to_value(m).unwrap();
             assert_eq!(name.as_str().unwrap().parse::<Method>().unwrap(), m);
         }

@@ -7,7 +7,7 @@
 mod support;
 
 use burn::module::{Module, Param};
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use ponder_core::{ExitPolicy, ExitSignals, softmax, to_host};
 use ponder_exits::ponder::{LastLayer, exit_distribution};
 use ponder_exits::{Expectation, HaltingHeadConfig, PonderSample, QExit};
@@ -16,7 +16,7 @@ use ponder_models::{
     ParityTrainConfig, parity_tensors,
 };
 use ponder_transformer::{EncoderConfig, EncoderInput};
-use support::serial;
+use support::{serial, text_input};
 
 /// The parity loss of `model` on a fixed batch, as an `f64`.
 fn parity_loss(
@@ -102,33 +102,6 @@ fn palbert_model(seed: u64, cat_previous: bool) -> MultiExitClassifier {
         .valid()
 }
 
-/// Token ids of rows with different lengths, right-padded with id 0, and the mask.
-fn text_input(lengths: &[usize], offset: usize) -> EncoderInput {
-    let device = Device::flex();
-    let seq_len = *lengths.iter().max().unwrap();
-    let mut ids = Vec::new();
-    let mut pad = Vec::new();
-    for (r, &len) in lengths.iter().enumerate() {
-        for t in 0..seq_len {
-            ids.push(if t < len {
-                (1 + (offset + r * 7 + t * 13) % 99) as i64
-            } else {
-                0
-            });
-            pad.push(t >= len);
-        }
-    }
-    let b = lengths.len();
-    EncoderInput::Tokens {
-        ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, seq_len]), &device),
-        type_ids: None,
-        mask_pad: Some(Tensor::<2, Bool>::from_data(
-            TensorData::new(pad, [b, seq_len]),
-            &device,
-        )),
-    }
-}
-
 /// Every layer's logits and λ of every row, on the host: `(logits[l][r], lambda[l][r])`.
 fn all_layers(
     model: &MultiExitClassifier,
@@ -186,7 +159,7 @@ fn q_exit_through_the_runner_matches_the_full_pass_and_rows_run_alone() {
     for cat_previous in [true, false] {
         let model = palbert_model(11, cat_previous);
         let lengths = [5, 9, 3, 12, 7, 12, 2, 8];
-        let (logits, lambdas) = all_layers(&model, text_input(&lengths, 0));
+        let (logits, lambdas) = all_layers(&model, text_input(&lengths, &Device::flex()));
         // a quantile that splits the rows across several exit layers
         let n_layers = logits.len();
         let q = (1..40)
@@ -201,7 +174,7 @@ fn q_exit_through_the_runner_matches_the_full_pass_and_rows_run_alone() {
             .expect("some q spreads the exits");
         let policy = QExit::new(q).unwrap();
         let expected = host_exits(&policy, &logits, &lambdas);
-        let out = model.adaptive(text_input(&lengths, 0), &policy, None);
+        let out = model.adaptive(text_input(&lengths, &Device::flex()), &policy, None);
         assert_eq!(out.exit_layer, expected, "q = {q}");
         let got = to_host(out.logits);
         for (r, &e) in expected.iter().enumerate() {
@@ -220,7 +193,7 @@ fn mixed_batch_rows_equal_rows_run_alone_with_the_lambda_layer() {
         let model = palbert_model(5, cat_previous);
         let lengths = [4, 10, 6, 10, 3];
         // exits planned by a Q-exit whose decisions depend on every earlier λ
-        let (logits, lambdas) = all_layers(&model, text_input(&lengths, 0));
+        let (logits, lambdas) = all_layers(&model, text_input(&lengths, &Device::flex()));
         let q = (1..40)
             .map(|k| k as f64 / 40.0)
             .find(|&q| {
@@ -231,13 +204,14 @@ fn mixed_batch_rows_equal_rows_run_alone_with_the_lambda_layer() {
             })
             .expect("some q splits the rows");
         let policy = QExit::new(q).unwrap();
-        let batch = model.adaptive(text_input(&lengths, 0), &policy, None);
+        let batch = model.adaptive(text_input(&lengths, &Device::flex()), &policy, None);
         let batch_logits = to_host(batch.logits);
         for r in 0..lengths.len() {
             // the same row, padded to the batch's length so the sequence is identical
             let device = Device::flex();
             let seq_len = 10;
-            let EncoderInput::Tokens { ids, mask_pad, .. } = text_input(&lengths, 0) else {
+            let EncoderInput::Tokens { ids, mask_pad, .. } = text_input(&lengths, &Device::flex())
+            else {
                 unreachable!()
             };
             let rows = ponder_core::index_tensor(&[r], &device);
@@ -268,7 +242,7 @@ fn expectation_through_the_runner_is_the_corrected_mixture() {
     let _guard = serial();
     let model = palbert_model(2, true);
     let lengths = [6, 3, 9];
-    let (logits, lambdas) = all_layers(&model, text_input(&lengths, 0));
+    let (logits, lambdas) = all_layers(&model, text_input(&lengths, &Device::flex()));
     let device = Device::flex();
     let lambda_tensors: Vec<Tensor<1>> = lambdas
         .iter()
@@ -279,7 +253,7 @@ fn expectation_through_the_runner_is_the_corrected_mixture() {
         .map(to_host)
         .collect();
     let out = model.adaptive(
-        text_input(&lengths, 0),
+        text_input(&lengths, &Device::flex()),
         &Expectation::new(0.0).unwrap(),
         None,
     );
@@ -308,7 +282,7 @@ fn expectation_with_a_tolerance_exits_rows_at_different_layers_with_their_mixtur
     let _guard = serial();
     let model = palbert_model(4, true);
     let lengths = [6, 3, 9, 2, 7, 5];
-    let (logits, lambdas) = all_layers(&model, text_input(&lengths, 0));
+    let (logits, lambdas) = all_layers(&model, text_input(&lengths, &Device::flex()));
     let n_layers = logits.len();
     // per row on the host: the layer where Π(1 − λ) first drops to the tolerance, and
     // the mixture with the remainder on that layer
@@ -351,7 +325,7 @@ fn expectation_with_a_tolerance_exits_rows_at_different_layers_with_their_mixtur
         .expect("some tolerance splits the rows");
     let expected = host(tol);
     let out = model.adaptive(
-        text_input(&lengths, 0),
+        text_input(&lengths, &Device::flex()),
         &Expectation::new(tol).unwrap(),
         None,
     );
@@ -376,7 +350,7 @@ fn sampling_through_the_runner_follows_the_exit_distribution() {
     let n = 4000;
     let lengths = vec![6usize; n];
     let input = || {
-        let EncoderInput::Tokens { ids, .. } = text_input(&[6], 0) else {
+        let EncoderInput::Tokens { ids, .. } = text_input(&[6], &Device::flex()) else {
             unreachable!()
         };
         EncoderInput::Tokens {
@@ -385,7 +359,7 @@ fn sampling_through_the_runner_follows_the_exit_distribution() {
             mask_pad: None,
         }
     };
-    let (_, lambdas) = all_layers(&model, text_input(&[6], 0));
+    let (_, lambdas) = all_layers(&model, text_input(&[6], &Device::flex()));
     let n_layers = lambdas.len();
     let mut p = Vec::new();
     let mut cond = 1f64;

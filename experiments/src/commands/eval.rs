@@ -9,7 +9,7 @@ use ponder_experiments::config::{BackboneKind, Experiment};
 use ponder_experiments::data::{LoadedData, Splits};
 use ponder_experiments::pipeline::{self, CompareResults};
 use ponder_experiments::run::RunFolder;
-use ponder_experiments::{ALL_METHODS, DeviceChoice, parse_policy};
+use ponder_experiments::{DeviceChoice, parse_policy};
 use ponder_models::{ClassificationSource, Method, make_batches};
 
 use super::{load_data, write_results};
@@ -53,7 +53,7 @@ pub(crate) fn eval_cmd(
     for backbone in experiment.backbones() {
         let experiment = experiment.with_backbone(backbone);
         for seed in experiment.seeds() {
-            for method in ALL_METHODS {
+            for method in Method::ALL {
                 for cost in experiment.cost_variants(method) {
                     let kind = experiment.with_cost_weight(cost).model_kind(method);
                     if run

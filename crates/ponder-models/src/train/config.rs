@@ -34,6 +34,16 @@ pub enum Method {
 }
 
 impl Method {
+    /// Every method, in table order.
+    pub const ALL: [Method; 6] = [
+        Method::Pabee,
+        Method::DeeBert,
+        Method::FinalOnly,
+        Method::Palbert,
+        Method::PonderNet,
+        Method::JeiDnn,
+    ];
+
     /// Whether the method learns an exit distribution (its model has a halting head).
     pub fn has_halting(&self) -> bool {
         matches!(self, Method::Palbert | Method::PonderNet)
