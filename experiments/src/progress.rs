@@ -94,10 +94,15 @@ impl TrainObserver for TrainProgress {
             layers.join(" "),
             log.seconds
         );
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
+        let warning = log
+            .unlearned_warning()
+            .map(|w| format!("{:>12} warning: {w}", self.bar.prefix()));
+        for line in std::iter::once(line).chain(warning) {
+            if self.bar.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                self.bar.println(line);
+            }
         }
         self.history.push(log.clone());
         let result = serde_json::to_vec_pretty(&self.history)

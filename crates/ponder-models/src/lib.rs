@@ -115,6 +115,7 @@ pub use token_exit::{
     save_exit_classifier, spread_windows, token_exit_metrics,
 };
 pub use train::{
-    EpochLog, FitOptions, JEI_ALTERNATION_STAGE, JeiConfig, JeiOptimizer, Method, PonderConfig,
-    SgdSchedule, TrainConfig, TrainObserver, TrainOutcome, TrainState, fit,
+    EpochLog, ExitWeights, FitOptions, GroupRates, JEI_ALTERNATION_STAGE, JeiConfig, JeiOptimizer,
+    LEARNED_MARGIN, Method, ParamGroup, PonderConfig, SgdSchedule, TrainConfig, TrainObserver,
+    TrainOutcome, TrainState, fit, majority_rate, unlearned_exits, unlearned_warning,
 };

@@ -11,7 +11,7 @@ use ponder_data::{GlueScore, GlueTask, glue_classification_score, glue_regressio
 use ponder_exits::{NeverExit, Policy, PonderSample};
 use ponder_models::{
     Batch, EvalOutput, MultiExitClassifier, evaluate, halting_optimum, layer_accuracies,
-    layer_outputs,
+    layer_outputs, majority_rate,
 };
 
 use super::{ModelResult, PolicyResult, SpreadResult};
@@ -236,6 +236,10 @@ pub fn evaluate_model(
         policies: evaluate_policies(&label, model, data, calibration.as_ref(), policies)?,
         posterior,
         halting_optimum: halting_optimum(model, data.test, &experiment.train.ponder),
+        test_majority_rate: match experiment.is_regression() {
+            true => None,
+            false => majority_rate(data.test.iter().flat_map(|b| b.targets.iter().copied())),
+        },
         ..ModelResult::new(
             kind,
             kind.name(several.then_some(seed)),

@@ -64,6 +64,10 @@ pub struct ModelResult {
     pub seed: u64,
     /// Test accuracy of every exit with all layers run.
     pub test_layer_accuracy: Vec<f64>,
+    /// Share of the test set in its most frequent class (classification; absent in
+    /// results written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_majority_rate: Option<f64>,
     /// With a halting head: test accuracy under the exit distribution (λ_N = 1), the
     /// mean accuracy of sampling.
     #[serde(default)]
@@ -285,6 +289,12 @@ impl CompareResults {
 }
 
 impl ModelResult {
+    /// A warning naming the exits that have not learned on the test set (within one
+    /// point of the majority-class rate, or below it), `None` when every exit has.
+    pub fn unlearned_warning(&self) -> Option<String> {
+        ponder_models::unlearned_warning(&self.test_layer_accuracy, self.test_majority_rate?)
+    }
+
     /// The result of one model from its all-layers test pass, without policy rows or
     /// exit spread yet.
     pub fn new(
@@ -303,6 +313,7 @@ impl ModelResult {
             n_params,
             seed,
             test_layer_accuracy: layers.accuracy,
+            test_majority_rate: None,
             test_exit_distribution_accuracy: layers.exit_distribution_accuracy,
             test_expected_depth: layers.expected_depth,
             exit_spread: Vec::new(),

@@ -398,6 +398,7 @@ mod tests {
             n_params: 0,
             seed: 1,
             test_layer_accuracy: vec![0.5, 0.8],
+            test_majority_rate: None,
             test_exit_distribution_accuracy: None,
             test_expected_depth: None,
             exit_spread: Vec::new(),

@@ -36,6 +36,9 @@ pub fn summary(results: &CompareResults) -> Vec<String> {
             )),
             None => lines.push(format!("{name}: no policy stays within 1 point of full depth")),
         }
+        if let Some(warning) = model.unlearned_warning() {
+            lines.push(format!("warning: {name} on the test set: {warning}"));
+        }
     }
     // each PABEE model against the final-head-only model of the same backbone and seed
     for model in results

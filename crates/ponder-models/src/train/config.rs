@@ -309,6 +309,75 @@ impl PonderConfig {
     }
 }
 
+/// How PABEE's loss (and the heads-first stage) weighs the exits' losses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitWeights {
+    /// PABEE's `Σ_i i·L_i / Σ_i i`: exit `i` of `N` weighs `i`, so the first exit of 6
+    /// gets 1/21 of the loss.
+    #[default]
+    Depth,
+    /// `Σ_i L_i / N`: every exit weighs the same.
+    Uniform,
+}
+
+impl ExitWeights {
+    /// The weighted loss of the exits' losses (first exit first).
+    pub fn combine(self, per_exit: Vec<Tensor<1>>) -> Tensor<1> {
+        match self {
+            Self::Depth => loss::depth_weighted(per_exit),
+            Self::Uniform => {
+                let n = per_exit.len() as f32;
+                loss::sum(per_exit).div_scalar(n)
+            }
+        }
+    }
+}
+
+/// The parameter groups on the exit side of a model, each of which may have its own
+/// peak learning rate ([`TrainConfig::group_learning_rates`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamGroup {
+    /// The classifiers of every exit and DeeBERT's off-ramp poolers.
+    Heads,
+    /// The halting head (PonderNet, PALBERT).
+    Halting,
+    /// JEI-DNN's gates.
+    Gates,
+}
+
+/// Peak learning rates of single exit-side groups, over
+/// [`TrainConfig::head_learning_rate`]. A group not named takes `head_learning_rate`
+/// (or, without it, `learning_rate`); an unknown name is an error.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroupRates {
+    /// The exits' classifiers and off-ramp poolers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heads: Option<f64>,
+    /// The halting head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halting: Option<f64>,
+    /// JEI-DNN's gates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gates: Option<f64>,
+}
+
+impl GroupRates {
+    /// Whether no group has a rate of its own.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+
+    fn get(&self, group: ParamGroup) -> Option<f64> {
+        match group {
+            ParamGroup::Heads => self.heads,
+            ParamGroup::Halting => self.halting,
+            ParamGroup::Gates => self.gates,
+        }
+    }
+}
+
 /// Training hyper-parameters. Every field has a default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -333,6 +402,27 @@ pub struct TrainConfig {
     /// frozen features barely move in an epoch. Default: `learning_rate`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frozen_learning_rate: Option<f64>,
+    /// Peak learning rate of the exit side (every exit's classifier and off-ramp pooler,
+    /// the halting head, the gates) in the stages that train the backbone too, next to
+    /// the backbone's `learning_rate`; the warm-up and decay of the stage apply to both.
+    /// New heads on a pretrained encoder fine-tuned at its small rate barely move, the
+    /// early ones least. In frozen-backbone stages it is the heads' rate when
+    /// `frozen_learning_rate` is not set. Default: `learning_rate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_learning_rate: Option<f64>,
+    /// Peak rates of single exit-side groups (`heads`, `halting`, `gates`), over
+    /// `head_learning_rate`. Default: none.
+    #[serde(skip_serializing_if = "GroupRates::is_empty")]
+    pub group_learning_rates: GroupRates,
+    /// How PABEE's loss weighs the exits: `depth` (PABEE's `Σ i·L_i / Σ i`) or
+    /// `uniform`. Default: `depth`.
+    pub exit_weights: ExitWeights,
+    /// PABEE: epochs of a first stage that trains only the exits (heads) on the frozen
+    /// backbone, at the heads' rate and with `exit_weights`, before the joint stage:
+    /// the heads, the early ones above all, start from a trained state instead of from
+    /// noise that the joint stage's gradients would push into the backbone. 0: none.
+    /// Default: 0.
+    pub heads_first_epochs: usize,
     /// Fraction of each stage's steps spent warming up linearly to the peak rate,
     /// which then decays linearly towards 0. Default: 0.1.
     pub warmup_fraction: f64,
@@ -361,6 +451,10 @@ impl Default for TrainConfig {
             eval_batch_size: 256,
             learning_rate: 1e-3,
             frozen_learning_rate: None,
+            head_learning_rate: None,
+            group_learning_rates: GroupRates::default(),
+            exit_weights: ExitWeights::Depth,
+            heads_first_epochs: 0,
             warmup_fraction: 0.1,
             weight_decay: 0.01,
             grad_clip: 1.0,
@@ -373,6 +467,32 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The peak rate of a stage's schedule: `learning_rate`, or in a stage that trains
+    /// heads on a frozen backbone, `frozen_learning_rate`, else `head_learning_rate`.
+    pub fn stage_peak_rate(&self, frozen_backbone: bool) -> f64 {
+        if frozen_backbone {
+            self.frozen_learning_rate
+                .or(self.head_learning_rate)
+                .unwrap_or(self.learning_rate)
+        } else {
+            self.learning_rate
+        }
+    }
+
+    /// The peak rate of an exit-side group in a stage: its own rate, else
+    /// `head_learning_rate`, else `learning_rate`; in a frozen-backbone stage with
+    /// `frozen_learning_rate` set, that rate for every group.
+    pub fn group_peak_rate(&self, group: ParamGroup, frozen_backbone: bool) -> f64 {
+        match self.frozen_learning_rate {
+            Some(rate) if frozen_backbone => rate,
+            _ => self
+                .group_learning_rates
+                .get(group)
+                .or(self.head_learning_rate)
+                .unwrap_or(self.learning_rate),
+        }
+    }
+
     /// Checks every value, naming the key at fault.
     pub fn validate(&self) -> Result<()> {
         let err = |k: &str, m: String| Err(PonderError::config(format!("train.{k}"), m));
@@ -398,6 +518,37 @@ impl TrainConfig {
             && !(rate > 0.0 && rate <= 1.0)
         {
             return err("frozen_learning_rate", format!("{rate} is not in (0, 1]"));
+        }
+        let groups = [
+            ("head_learning_rate", self.head_learning_rate),
+            (
+                "group_learning_rates.heads",
+                self.group_learning_rates.heads,
+            ),
+            (
+                "group_learning_rates.halting",
+                self.group_learning_rates.halting,
+            ),
+            (
+                "group_learning_rates.gates",
+                self.group_learning_rates.gates,
+            ),
+        ];
+        for (key, rate) in groups {
+            if let Some(rate) = rate
+                && !(rate > 0.0 && rate <= 1.0)
+            {
+                return err(key, format!("{rate} is not in (0, 1]"));
+            }
+        }
+        if self.heads_first_epochs > 0 && self.method != Method::Pabee {
+            return err(
+                "heads_first_epochs",
+                format!(
+                    "a heads-first stage is for pabee, not {:?} (DeeBERT and JEI-DNN train their exits on a frozen backbone already)",
+                    self.method
+                ),
+            );
         }
         if !(0.0..1.0).contains(&self.warmup_fraction) {
             return err(

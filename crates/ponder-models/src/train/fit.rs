@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::Device;
+use burn::tensor::{Device, Gradients};
 use ponder_core::{PonderError, Result};
 
-use super::config::{Method, TrainConfig};
+use super::config::{Method, ParamGroup, TrainConfig};
 use super::schedule::{StageRate, new_optimizer};
 use super::stages::{StageLoss, StepContext, gate_positive_weights, stage_loss, valid_metric};
-use super::state::{EpochLog, TrainObserver, TrainOutcome, TrainState};
+use super::state::{EpochLog, TrainObserver, TrainOutcome, TrainState, majority_rate};
 use crate::checkpoint::CheckpointFiles;
 use crate::classifier::MultiExitClassifier;
 use crate::eval::{layer_accuracies, make_batches};
@@ -122,6 +122,11 @@ pub fn fit<S: ClassificationSource>(
         checkpoints,
         observer,
         stages,
+        valid_majority_rate: if valid_batches.iter().any(|b| b.scores.is_some()) {
+            None
+        } else {
+            majority_rate(valid_batches.iter().flat_map(|b| b.targets.iter().copied()))
+        },
         valid_batches,
         // JEI-DNN's normalised exit costs (the same for every row of a data set),
         // computed when first needed: parameters are initialised lazily, on first use,
@@ -299,6 +304,59 @@ enum Epoch {
     Stopped(MultiExitClassifier),
 }
 
+/// One optimiser step with every parameter group at its own rate: the backbone at the
+/// stage's rate `lr`, each exit-side group at `lr` scaled by its peak rate over the
+/// stage's ([`TrainConfig::group_peak_rate`]), so warm-up and decay apply to all. Each
+/// parameter is stepped once, by the one optimiser (its state is per parameter).
+fn grouped_step(
+    optim: &mut ModuleOptimizer,
+    config: &TrainConfig,
+    kind: StageLoss,
+    lr: f64,
+    model: MultiExitClassifier,
+    mut grads: Gradients,
+) -> MultiExitClassifier {
+    let frozen = kind.frozen_backbone();
+    let peak = config.stage_peak_rate(frozen);
+    let factor = |group| config.group_peak_rate(group, frozen) / peak;
+    let scaled: Vec<(ParamGroup, f64)> =
+        [ParamGroup::Heads, ParamGroup::Halting, ParamGroup::Gates]
+            .into_iter()
+            .map(|g| (g, factor(g)))
+            .filter(|&(_, f)| f != 1.0)
+            .collect();
+    if scaled.is_empty() {
+        let grads = GradientsParams::from_grads(grads, &model);
+        return optim.step(lr, model, grads);
+    }
+    let groups: Vec<(GradientsParams, f64)> = scaled
+        .into_iter()
+        .filter_map(|(group, f)| {
+            let params = match group {
+                ParamGroup::Heads => GradientsParams::from_module(&mut grads, &model.heads),
+                ParamGroup::Halting => {
+                    GradientsParams::from_module(&mut grads, model.halting.as_ref()?)
+                }
+                ParamGroup::Gates => {
+                    GradientsParams::from_module(&mut grads, model.gates.as_ref()?)
+                }
+            };
+            Some((params, f))
+        })
+        .collect();
+    let rest = GradientsParams::from_grads(grads, &model);
+    let mut model = model;
+    if !rest.is_empty() {
+        model = optim.step(lr, model, rest);
+    }
+    for (params, f) in groups {
+        if !params.is_empty() {
+            model = optim.step(lr * f, model, params);
+        }
+    }
+    model
+}
+
 /// A run of [`fit`](fn@fit) in progress: its inputs and everything but the model that
 /// changes along it (the model moves through the optimiser's steps by value).
 struct Run<'a, S> {
@@ -309,6 +367,8 @@ struct Run<'a, S> {
     observer: &'a mut dyn TrainObserver,
     stages: Vec<(StageLoss, usize)>,
     valid_batches: Vec<Batch>,
+    /// Share of the most frequent class in validation (classification only).
+    valid_majority_rate: Option<f64>,
     exit_costs: Vec<f64>,
     optim: ModuleOptimizer,
     state: TrainState,
@@ -377,9 +437,9 @@ impl<S: ClassificationSource> Run<'_, S> {
                     value,
                 });
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let grads = loss.backward();
             *lr = rate.step(state.stage_step);
-            model = self.optim.step(*lr, model, grads);
+            model = grouped_step(&mut self.optim, config, kind, *lr, model, grads);
             state.batch += 1;
             state.global_step += 1;
             state.stage_step += 1;
@@ -425,6 +485,7 @@ impl<S: ClassificationSource> Run<'_, S> {
             valid_layer_accuracy: accuracy,
             learning_rate: lr,
             seconds: epoch_start.elapsed().as_secs_f64(),
+            valid_majority_rate: self.valid_majority_rate,
         };
         if state.best_metric.is_none_or(|b| metric > b) {
             state.best_metric = Some(metric);

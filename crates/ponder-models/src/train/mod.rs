@@ -19,9 +19,13 @@ mod stages;
 mod state;
 
 pub use config::{
-    JEI_ALTERNATION_STAGE, JeiConfig, JeiOptimizer, Method, PonderConfig, TrainConfig,
+    ExitWeights, GroupRates, JEI_ALTERNATION_STAGE, JeiConfig, JeiOptimizer, Method, ParamGroup,
+    PonderConfig, TrainConfig,
 };
 pub use fit::{FitOptions, fit};
 pub use schedule::SgdSchedule;
 pub(crate) use stages::gate_positive_weights;
-pub use state::{EpochLog, TrainObserver, TrainOutcome, TrainState};
+pub use state::{
+    EpochLog, LEARNED_MARGIN, TrainObserver, TrainOutcome, TrainState, majority_rate,
+    unlearned_exits, unlearned_warning,
+};

@@ -85,10 +85,7 @@ fn new_scheduler(
     total: usize,
     done: usize,
 ) -> Result<(ModuleLrScheduler, f64)> {
-    let peak = match config.frozen_learning_rate {
-        Some(rate) if kind.frozen_backbone() => rate,
-        _ => config.learning_rate,
-    };
+    let peak = config.stage_peak_rate(kind.frozen_backbone());
     let warmup =
         ((total as f64 * config.warmup_fraction).round() as usize).clamp(1, total.max(2) - 1);
     let decay = total.saturating_sub(warmup).max(1);

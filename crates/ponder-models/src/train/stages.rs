@@ -18,8 +18,13 @@ use crate::source::Batch;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StageLoss {
-    /// PABEE's depth-weighted loss over all exits; validation: mean exit accuracy.
+    /// PABEE's loss over all exits, weighted by [`ExitWeights`] (depth by default);
+    /// validation: mean exit accuracy.
     DepthWeighted,
+    /// PABEE's heads-first stage: the same loss over all exits on the features of the
+    /// frozen backbone (run without autodiff, in evaluation mode), so only the heads
+    /// train; validation: mean exit accuracy.
+    HeadsFirst,
     /// Cross-entropy of the final exit; validation: final exit accuracy.
     Final,
     /// Sum of the internal exits' losses on the features of the frozen backbone (run
@@ -46,7 +51,10 @@ impl StageLoss {
     /// Whether the stage trains heads on a frozen backbone (and so runs at
     /// `frozen_learning_rate`).
     pub fn frozen_backbone(self) -> bool {
-        matches!(self, Self::Internal | Self::JeiWarmup | Self::JeiJoint)
+        matches!(
+            self,
+            Self::HeadsFirst | Self::Internal | Self::JeiWarmup | Self::JeiJoint
+        )
     }
 }
 
@@ -54,6 +62,10 @@ impl Method {
     /// The stages of this method with their epoch counts.
     pub fn stages(&self, config: &TrainConfig) -> Vec<(StageLoss, usize)> {
         match self {
+            Method::Pabee if config.heads_first_epochs > 0 => vec![
+                (StageLoss::HeadsFirst, config.heads_first_epochs),
+                (StageLoss::DepthWeighted, config.epochs),
+            ],
             Method::Pabee => vec![(StageLoss::DepthWeighted, config.epochs)],
             Method::FinalOnly => vec![(StageLoss::Final, config.epochs)],
             Method::Palbert => vec![(StageLoss::PonderQExit, config.epochs)],
@@ -112,12 +124,20 @@ pub(super) fn stage_loss(
     match kind {
         StageLoss::DepthWeighted => {
             let out = model.forward_all(batch.input.clone());
-            loss::depth_weighted(
+            context.config.exit_weights.combine(
                 out.logits
                     .into_iter()
                     .map(|l| exit_loss(l, &targets, scores.as_ref()))
                     .collect(),
             )
+        }
+        StageLoss::HeadsFirst => {
+            let losses = frozen_features(model, batch, model.n_layers())
+                .into_iter()
+                .enumerate()
+                .map(|(l, f)| exit_loss(model.heads.logits(l, f), &targets, scores.as_ref()))
+                .collect();
+            context.config.exit_weights.combine(losses)
         }
         StageLoss::Final => {
             let n = model.n_layers();
@@ -277,7 +297,7 @@ pub(super) fn valid_metric(kind: StageLoss, layers: &LayerAccuracy) -> f64 {
         StageLoss::JeiJoint => layers
             .gate_accuracy
             .unwrap_or_else(|| unreachable!("fit checks for gates")),
-        StageLoss::DepthWeighted => accuracy.iter().sum::<f64>() / n as f64,
+        StageLoss::DepthWeighted | StageLoss::HeadsFirst => accuracy.iter().sum::<f64>() / n as f64,
         StageLoss::Final => accuracy[n - 1],
         StageLoss::Internal | StageLoss::JeiWarmup => {
             if n == 1 {

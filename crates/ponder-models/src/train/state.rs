@@ -24,6 +24,75 @@ pub struct EpochLog {
     pub learning_rate: f64,
     /// Wall-clock seconds of the epoch (training and validation).
     pub seconds: f64,
+    /// Share of the validation set in its most frequent class (classification; absent
+    /// for regression and in logs written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_majority_rate: Option<f64>,
+}
+
+/// How far above the majority-class rate an exit must be to count as having learned.
+pub const LEARNED_MARGIN: f64 = 0.01;
+
+impl EpochLog {
+    /// The exits (1-based) that have not learned on validation ([`unlearned_exits`]).
+    pub fn unlearned_exits(&self) -> Vec<usize> {
+        self.valid_majority_rate
+            .map_or_else(Vec::new, |m| unlearned_exits(&self.valid_layer_accuracy, m))
+    }
+
+    /// A warning naming the exits that have not learned on validation
+    /// ([`unlearned_warning`]).
+    pub fn unlearned_warning(&self) -> Option<String> {
+        unlearned_warning(&self.valid_layer_accuracy, self.valid_majority_rate?)
+    }
+}
+
+/// The exits (1-based) whose accuracy is within [`LEARNED_MARGIN`] (one point) of the
+/// majority-class rate, or below it: they have not learned more than to predict the most
+/// frequent class.
+pub fn unlearned_exits(accuracy: &[f64], majority: f64) -> Vec<usize> {
+    accuracy
+        .iter()
+        .enumerate()
+        .filter(|&(_, &a)| a < majority + LEARNED_MARGIN)
+        .map(|(l, _)| l + 1)
+        .collect()
+}
+
+/// A warning naming the exits that have not learned, with their accuracy and the
+/// majority-class rate, `None` when every exit has:
+/// `exits 1, 2 have not learned: 63.7%, 63.9% (majority class 63.7%)`.
+pub fn unlearned_warning(accuracy: &[f64], majority: f64) -> Option<String> {
+    let exits = unlearned_exits(accuracy, majority);
+    if exits.is_empty() {
+        return None;
+    }
+    let names: Vec<String> = exits.iter().map(|e| e.to_string()).collect();
+    let rates: Vec<String> = exits
+        .iter()
+        .map(|&e| format!("{:.1}%", 100.0 * accuracy[e - 1]))
+        .collect();
+    let one = exits.len() == 1;
+    Some(format!(
+        "exit{} {} {} not learned: {} (majority class {:.1}%)",
+        if one { "" } else { "s" },
+        names.join(", "),
+        if one { "has" } else { "have" },
+        rates.join(", "),
+        100.0 * majority
+    ))
+}
+
+/// The share of the most frequent class among `targets` (`None` when empty).
+pub fn majority_rate(targets: impl IntoIterator<Item = usize>) -> Option<f64> {
+    let mut counts = std::collections::BTreeMap::new();
+    let mut n = 0usize;
+    for t in targets {
+        *counts.entry(t).or_insert(0usize) += 1;
+        n += 1;
+    }
+    let top = counts.values().copied().max()?;
+    Some(top as f64 / n as f64)
 }
 
 /// Where training is; saved with every checkpoint so a run resumes exactly.

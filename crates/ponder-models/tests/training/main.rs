@@ -8,6 +8,7 @@
 //! replaces it), so tests that initialise or train a model take [`serial`]'s lock first:
 //! otherwise two tests running in parallel threads would draw from each other's stream.
 
+mod groups;
 mod inputs;
 mod jei;
 mod resume;
