@@ -131,10 +131,10 @@ fn eval_models<S: ClassificationSource>(
             .load_best_classifier(model)
             .with_context(|| format!("loading the {} model", kind.name(id)))?
             .valid();
-        models.push(pipeline::evaluate_model(
-            experiment, kind, seed, &model, data, policies, None, 0.0,
-        )?);
-        if let Some((report, refit)) = pipeline::gate_refit(
+        let result =
+            pipeline::evaluate_model(experiment, kind, seed, &model, data, policies, None, 0.0)?;
+        models.extend(pipeline::with_gate_refit(
+            result,
             experiment,
             kind,
             seed,
@@ -142,12 +142,7 @@ fn eval_models<S: ClassificationSource>(
             &splits.train,
             data,
             policies,
-        )? {
-            if let Some(last) = models.last_mut() {
-                last.gates = Some(report);
-            }
-            models.push(refit);
-        }
+        )?);
     }
     Ok(CompareResults::new(
         experiment,

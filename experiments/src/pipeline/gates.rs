@@ -44,3 +44,27 @@ pub fn gate_refit<S: ClassificationSource>(
     result.gates = Some(refit_report);
     Ok(Some((trained, result)))
 }
+
+/// A model's result followed, with `compare.jei_refit` and gates, by its refitted copy's
+/// ([`gate_refit`]); the model's own result then carries its trained gates' report.
+#[allow(clippy::too_many_arguments)]
+pub fn with_gate_refit<S: ClassificationSource>(
+    mut result: ModelResult,
+    experiment: &Experiment,
+    kind: ModelKind,
+    seed: u64,
+    model: &MultiExitClassifier,
+    train: &S,
+    data: EvalData<'_>,
+    policies: &[Policy],
+) -> Result<Vec<ModelResult>> {
+    Ok(
+        match gate_refit(experiment, kind, seed, model, train, data, policies)? {
+            Some((report, refit)) => {
+                result.gates = Some(report);
+                vec![result, refit]
+            }
+            None => vec![result],
+        },
+    )
+}

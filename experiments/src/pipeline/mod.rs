@@ -22,7 +22,7 @@ mod results;
 mod train;
 
 pub use evaluate::{EvalData, applicable, evaluate_model, evaluate_policies, exit_spread};
-pub use gates::gate_refit;
+pub use gates::{gate_refit, with_gate_refit};
 pub use model::{load_pretrained, model_config};
 pub use results::{
     CalibrationSummary, CompareResults, ConformalSummary, ModelResult, PolicyResult, SeedSummary,
@@ -117,7 +117,8 @@ fn train_and_evaluate<S: ClassificationSource>(
             ));
         }
     }
-    let refit = gate_refit(
+    with_gate_refit(
+        result,
         experiment,
         kind,
         seed,
@@ -125,12 +126,5 @@ fn train_and_evaluate<S: ClassificationSource>(
         &splits.train,
         data,
         policies,
-    )?;
-    Ok(match refit {
-        Some((report, refit)) => {
-            result.gates = Some(report);
-            vec![result, refit]
-        }
-        None => vec![result],
-    })
+    )
 }

@@ -307,7 +307,8 @@ enum Epoch {
 /// One optimiser step with every parameter group at its own rate: the backbone at the
 /// stage's rate `lr`, each exit-side group at `lr` scaled by its peak rate over the
 /// stage's ([`TrainConfig::group_peak_rate`]), so warm-up and decay apply to all. Each
-/// parameter is stepped once, by the one optimiser (its state is per parameter).
+/// parameter is stepped once, by the one optimiser (its state is per parameter); groups
+/// at the stage's own rate stay in the common step.
 fn grouped_step(
     optim: &mut ModuleOptimizer,
     config: &TrainConfig,
@@ -319,36 +320,27 @@ fn grouped_step(
     let frozen = kind.frozen_backbone();
     let peak = config.stage_peak_rate(frozen);
     let factor = |group| config.group_peak_rate(group, frozen) / peak;
-    let scaled: Vec<(ParamGroup, f64)> =
+    let groups: Vec<(GradientsParams, f64)> =
         [ParamGroup::Heads, ParamGroup::Halting, ParamGroup::Gates]
             .into_iter()
             .map(|g| (g, factor(g)))
             .filter(|&(_, f)| f != 1.0)
+            .filter_map(|(group, f)| {
+                let params = match group {
+                    ParamGroup::Heads => GradientsParams::from_module(&mut grads, &model.heads),
+                    ParamGroup::Halting => {
+                        GradientsParams::from_module(&mut grads, model.halting.as_ref()?)
+                    }
+                    ParamGroup::Gates => {
+                        GradientsParams::from_module(&mut grads, model.gates.as_ref()?)
+                    }
+                };
+                Some((params, f))
+            })
             .collect();
-    if scaled.is_empty() {
-        let grads = GradientsParams::from_grads(grads, &model);
-        return optim.step(lr, model, grads);
-    }
-    let groups: Vec<(GradientsParams, f64)> = scaled
-        .into_iter()
-        .filter_map(|(group, f)| {
-            let params = match group {
-                ParamGroup::Heads => GradientsParams::from_module(&mut grads, &model.heads),
-                ParamGroup::Halting => {
-                    GradientsParams::from_module(&mut grads, model.halting.as_ref()?)
-                }
-                ParamGroup::Gates => {
-                    GradientsParams::from_module(&mut grads, model.gates.as_ref()?)
-                }
-            };
-            Some((params, f))
-        })
-        .collect();
+    // without group rates this is the one step of every parameter at the stage's rate
     let rest = GradientsParams::from_grads(grads, &model);
-    let mut model = model;
-    if !rest.is_empty() {
-        model = optim.step(lr, model, rest);
-    }
+    let mut model = optim.step(lr, model, rest);
     for (params, f) in groups {
         if !params.is_empty() {
             model = optim.step(lr * f, model, params);

@@ -34,12 +34,6 @@ pub struct EpochLog {
 pub const LEARNED_MARGIN: f64 = 0.01;
 
 impl EpochLog {
-    /// The exits (1-based) that have not learned on validation ([`unlearned_exits`]).
-    pub fn unlearned_exits(&self) -> Vec<usize> {
-        self.valid_majority_rate
-            .map_or_else(Vec::new, |m| unlearned_exits(&self.valid_layer_accuracy, m))
-    }
-
     /// A warning naming the exits that have not learned on validation
     /// ([`unlearned_warning`]).
     pub fn unlearned_warning(&self) -> Option<String> {
