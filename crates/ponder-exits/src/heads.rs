@@ -2,7 +2,7 @@
 
 use burn::config::Config;
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
 use ponder_core::{ExitHeads, linear_flops};
 use serde::{Deserialize, Serialize};
@@ -52,7 +52,27 @@ pub struct ClassifierHeadsConfig {
     /// Dropout on the classifier input, in training only. Default: 0.1.
     #[config(default = 0.1)]
     pub dropout: f64,
+    /// Standardises each exit's classifier input, feature by feature, with batch
+    /// normalisation (Ioffe & Szegedy, ICML 2015, arXiv:1502.03167): one [`BatchNorm`]
+    /// per exit (per layer, also under a shared classifier), between any pooler and the
+    /// dropout. In training it uses the batch's statistics and updates running ones;
+    /// in evaluation it is the fixed affine map of the running statistics, so a row's
+    /// prediction does not depend on the rest of the batch. Default: false.
+    ///
+    /// It is for features whose spread across inputs is tiny next to their common
+    /// value, such as the early `[CLS]` states of a pretrained encoder that was never
+    /// trained to pool through `[CLS]`: a linear head reads them only with enormous
+    /// weights, which a head trained at any usual rate does not reach, while on the
+    /// standardised features it learns at once.
+    #[config(default = false)]
+    pub input_norm: bool,
 }
+
+/// The variance floor of [`ClassifierHeadsConfig::input_norm`]'s batch normalisation.
+/// Far below burn's default of 1e-5: the features it exists for vary by 1e-3 or less of
+/// their value, so their variances are of the order of 1e-6 and a floor of 1e-5 would
+/// shrink them instead of standardising them.
+pub const INPUT_NORM_EPSILON: f64 = 1e-10;
 
 /// Linear classifiers at every exit, on the backbone's pooled features (or, for the
 /// off-ramps of DeeBERT's reference form, their own pooler on the pre-pooler features).
@@ -63,6 +83,9 @@ pub struct ClassifierHeads {
     /// DeeBERT's poolers, if configured: one per classifier ([`OffRampPooler::Stacked`])
     /// or one per off-ramp, `n_layers − 1` ([`OffRampPooler::Separate`]).
     pub poolers: Vec<Linear>,
+    /// Batch normalisation of each exit's classifier input, one per exit, if configured
+    /// ([`ClassifierHeadsConfig::input_norm`]); empty otherwise.
+    pub norms: Vec<BatchNorm>,
     /// Dropout on the classifier input.
     pub dropout: Dropout,
     /// Number of exits.
@@ -101,6 +124,13 @@ impl ClassifierHeadsConfig {
                 .collect(),
             poolers: (0..n_poolers)
                 .map(|_| LinearConfig::new(self.d_features, self.d_features).init(device))
+                .collect(),
+            norms: (0..if self.input_norm { self.n_layers } else { 0 })
+                .map(|_| {
+                    BatchNormConfig::new(self.d_features)
+                        .with_epsilon(INPUT_NORM_EPSILON)
+                        .init(device)
+                })
                 .collect(),
             dropout: DropoutConfig::new(self.dropout).init(),
             n_layers: self.n_layers,
@@ -153,9 +183,22 @@ impl ClassifierHeads {
         self
     }
 
+    /// Folds the pending updates of the input normalisations' running statistics into
+    /// their values. burn's `RunningState` keeps each training forward's update aside
+    /// (per thread) until the next forward or a `valid()` copy folds it in, and a record
+    /// (a checkpoint) reads the folded value only; the training loop calls this after
+    /// every step, so a checkpoint holds the statistics of the step it is written at and
+    /// loading weights into the model is not overwritten by a stale pending update.
+    pub fn sync_running_statistics(&self) {
+        for norm in &self.norms {
+            // `valid()` folds the shared state's pending updates in (the copy is dropped)
+            let _ = norm.valid();
+        }
+    }
+
     /// Logits of the head at `layer_idx`: on the backbone's pooled features, or for an
     /// off-ramp that [`reads_pre_pooler`](Self::reads_pre_pooler), on its pre-pooler
-    /// features.
+    /// features; through the exit's input normalisation when there is one.
     ///
     /// # Shapes
     /// - features: `[batch_size, d_features]`
@@ -164,6 +207,10 @@ impl ClassifierHeads {
         let i = self.head_index(layer_idx);
         let features = match self.poolers.get(i) {
             Some(pooler) => pooler.forward(features).tanh(),
+            None => features,
+        };
+        let features = match self.norms.get(layer_idx) {
+            Some(norm) => norm.forward(features),
             None => features,
         };
         self.classifiers[i].forward(self.dropout.forward(features))
@@ -200,7 +247,9 @@ impl ExitHeads for ClassifierHeads {
         } else {
             0
         };
-        pooler + linear_flops(1, d, self.n_classes as u64)
+        // evaluation-mode batch normalisation: a multiply and an add per feature
+        let norm = if self.norms.is_empty() { 0 } else { 2 * d };
+        pooler + norm + linear_flops(1, d, self.n_classes as u64)
     }
 }
 

@@ -81,7 +81,8 @@ pub mod token;
 
 pub use halting::{HaltingHead, HaltingHeadConfig, HaltingHeads};
 pub use heads::{
-    ClassifierHeads, ClassifierHeadsConfig, OffRampHeads, OffRampPooler, pooler_flops,
+    ClassifierHeads, ClassifierHeadsConfig, INPUT_NORM_EPSILON, OffRampHeads, OffRampPooler,
+    pooler_flops,
 };
 pub use jei::{ExitGates, ExitGatesConfig, GatedHeads};
 pub use policy::{

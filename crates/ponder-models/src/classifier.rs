@@ -41,6 +41,10 @@ pub struct MultiExitConfig {
     /// Dropout on the classifier input. Default: 0.1.
     #[config(default = 0.1)]
     pub head_dropout: f64,
+    /// Batch normalisation of every exit's classifier input
+    /// ([`ClassifierHeadsConfig::input_norm`]). Default: false.
+    #[config(default = false)]
+    pub head_input_norm: bool,
     /// A halting head (PonderNet's linear λ head, PALBERT's Lambda layer), for the
     /// methods that learn an exit distribution. Default: none.
     #[config(default = "None")]
@@ -79,6 +83,7 @@ impl MultiExitConfig {
             .with_shared(self.shared_head)
             .with_offramp_pooler(offramp_pooler)
             .with_dropout(self.head_dropout)
+            .with_input_norm(self.head_input_norm)
             .init(device),
             halting: self.halting.as_ref().map(|h| h.init(device)),
             gates: self.gates.then(|| {

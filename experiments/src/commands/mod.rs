@@ -45,6 +45,12 @@ fn open_run(args: &RunArgs) -> Result<(RunFolder, Experiment, LoadedData)> {
         None => RunFolder::create(Path::new("runs"), &experiment)?,
     };
     eprintln!("run folder: {}", run.root().display());
+    if !experiment.pretrained_defaults.is_empty() {
+        eprintln!(
+            "pretrained encoder: the exits get {} (the defaults for a pretrained encoder; set the keys to change them)",
+            experiment.pretrained_defaults.join(", ")
+        );
+    }
     Ok((run, experiment, loaded))
 }
 

@@ -229,11 +229,18 @@ impl Experiment {
         }
     }
 
-    /// The training configuration of one method at one seed.
+    /// The training configuration of one method at one seed. `train.heads_first_epochs`
+    /// is PABEE's alone: the other methods' configurations have none (DeeBERT and
+    /// JEI-DNN train their exits on a frozen backbone already).
     pub fn train_config(&self, method: Method, seed: u64) -> TrainConfig {
         TrainConfig {
             method,
             seed,
+            heads_first_epochs: if method == Method::Pabee {
+                self.train.heads_first_epochs
+            } else {
+                0
+            },
             ..self.train.clone()
         }
     }

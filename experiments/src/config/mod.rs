@@ -47,6 +47,31 @@ pub struct Experiment {
     /// What `ponder compare` trains and evaluates.
     #[serde(default)]
     pub compare: CompareConfig,
+    /// The keys that [`pretrained_defaults`] filled in when this experiment was read (a
+    /// new experiment with `model.pretrained` that left them unset), for the program to
+    /// say so. Not part of the file: the values themselves are.
+    #[serde(skip)]
+    pub pretrained_defaults: Vec<String>,
+}
+
+/// The exit settings a new experiment on a pretrained encoder (`model.pretrained`) gets
+/// for the keys it leaves unset, as `(key, value)`, for its pooling (`mean_pool`: the
+/// token mean; otherwise `[CLS]`): the exits train at their own rate of 1e-3 instead of
+/// the encoder's fine-tuning rate, and PABEE trains its exits alone on the frozen
+/// encoder for one epoch first; with `[CLS]` pooling every exit's input is also
+/// batch-normalised and the encoder's dropout is off. Without them, the early exits of
+/// all-MiniLM-L6-v2 stay at the majority class (docs/results.md, "Exits that learn on
+/// the pretrained encoder"). A run folder's `config.toml` holds the values it was
+/// trained with, so these apply to new experiments only.
+pub fn pretrained_defaults(mean_pool: bool) -> Vec<(&'static str, &'static str)> {
+    let mut defaults = vec![
+        ("train.head_learning_rate", "1e-3"),
+        ("train.heads_first_epochs", "1"),
+    ];
+    if !mean_pool {
+        defaults.extend([("model.head_input_norm", "true"), ("model.dropout", "0.0")]);
+    }
+    defaults
 }
 
 impl Experiment {
@@ -58,9 +83,39 @@ impl Experiment {
     }
 
     /// Parses and checks a new experiment from TOML text; without `model.offramp_pooler`
-    /// it gets DeeBERT's reference form, `separate`.
+    /// it gets DeeBERT's reference form, `separate`, and with `model.pretrained` the
+    /// [`pretrained_defaults`] for the keys it leaves unset.
     pub fn parse(text: &str) -> Result<Self> {
-        Self::parse_with(text, OffRampPooler::Separate)
+        let raw: toml::Table = toml::from_str(text)?;
+        let is_set = |key: &str| {
+            let (section, name) = key.split_once('.').unwrap_or_else(|| unreachable!());
+            raw.get(section)
+                .and_then(|s| s.as_table())
+                .is_some_and(|s| s.contains_key(name))
+        };
+        let mean_pool = raw
+            .get("model")
+            .and_then(|m| m.get("pooling"))
+            .and_then(|p| p.as_str())
+            == Some("mean");
+        let missing: Vec<(&str, &str)> = if is_set("model.pretrained") {
+            pretrained_defaults(mean_pool)
+                .into_iter()
+                .filter(|(key, _)| !is_set(key))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if missing.is_empty() {
+            return Self::parse_with(text, OffRampPooler::Separate);
+        }
+        let mut value = toml::Value::Table(raw);
+        let sets: Vec<String> = missing.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        apply_overrides(&mut value, &sets)?;
+        let mut experiment = Self::parse_with(&toml::to_string(&value)?, OffRampPooler::Separate)?;
+        experiment.pretrained_defaults =
+            missing.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+        Ok(experiment)
     }
 
     /// Reads and checks the `config.toml` of a run folder: as [`Self::load`], except
@@ -90,6 +145,16 @@ impl Experiment {
             return Ok(self);
         }
         let mut value = toml::Value::try_from(&self)?;
+        // what the pretrained defaults filled in is decided again after the overrides
+        // (they may change the pooling, or set one of the keys)
+        for default in &self.pretrained_defaults {
+            let key = default.split(" = ").next().unwrap_or_default();
+            if let Some((section, name)) = key.split_once('.')
+                && let Some(table) = value.get_mut(section).and_then(|s| s.as_table_mut())
+            {
+                table.remove(name);
+            }
+        }
         apply_overrides(&mut value, overrides)?;
         let text = toml::to_string(&value)?;
         Self::parse(&text).context("after applying the --set overrides")

@@ -33,7 +33,8 @@ pub struct ModelConfig {
     /// Pre-norm layers.
     #[serde(default)]
     pub norm_first: bool,
-    /// Backbone dropout.
+    /// Backbone dropout. Default: 0.1 (0 for a new experiment on a pretrained encoder
+    /// with `[CLS]` pooling: see `head_input_norm`).
     #[serde(default = "default_dropout")]
     pub dropout: f64,
     /// Dropout on the classifier inputs.
@@ -46,7 +47,9 @@ pub struct ModelConfig {
     /// folder holding `config.json` and `model.safetensors`, e.g.
     /// `data/all-minilm-l6-v2`. Text only, transformer backbone; the encoder's sizes are
     /// the checkpoint's (`n_layers`, `d_model`, `n_heads`, `d_ff` must equal them) and
-    /// its vocabulary must be the tokenizer's.
+    /// its vocabulary must be the tokenizer's. A new experiment with it gets the exit
+    /// settings that make early exits learn on a pretrained encoder for the keys it
+    /// leaves unset (`config::pretrained_defaults`; the program prints them).
     #[serde(default)]
     pub pretrained: Option<PathBuf>,
     /// The backbone: `transformer` (default) or `mamba` (text only; `n_heads`, `d_ff`,
@@ -92,6 +95,19 @@ pub struct ModelConfig {
     /// existed has none and was trained `stacked`, which is what it loads as.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offramp_pooler: Option<OffRampPooler>,
+    /// Batch normalisation of every exit's classifier input, feature by feature (after
+    /// DeeBERT's off-ramp poolers, before the dropout; running statistics in
+    /// evaluation, so a prediction does not depend on the batch). Default: false.
+    ///
+    /// For pretrained encoders read through `[CLS]` (`pooling = "last"`) that were not
+    /// trained to pool there, such as all-MiniLM-L6-v2: their early `[CLS]` states
+    /// differ between inputs by a thousandth of their size, too little for a head to read
+    /// at any usual learning rate, while on the same states standardised the early exits
+    /// learn (docs/results.md). Such a run wants `dropout = 0`: dropout's noise on those
+    /// states is larger than their spread. A new experiment with `pretrained` and `[CLS]`
+    /// pooling gets both when it sets neither.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub head_input_norm: bool,
 }
 
 /// The backbone of a multi-exit model.

@@ -324,3 +324,103 @@ fn only_deebert_models_get_offramp_poolers() {
         assert_eq!(heads(&stacked, method), None, "{method:?}");
     }
 }
+
+/// A new experiment on a pretrained encoder gets [`pretrained_defaults`] for the keys it
+/// leaves unset (and says which), keeps what it sets, and `--set` overrides them; an
+/// experiment without a checkpoint, and a run folder's saved `config.toml`, get none.
+#[test]
+fn pretrained_experiments_get_the_exit_defaults_where_unset() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/ponder-transformer/tests/data/tiny-bert");
+    let text = |extra_model: &str, extra_train: &str| {
+        format!(
+            "name = \"t\"\n[data]\ndataset = \"spamassassin\"\npath = \"x\"\ntokenizer = \"vocab.txt\"\nmax_tokens = 8\n[model]\npretrained = {:?}\nn_layers = 3\nd_model = 16\nn_heads = 4\nd_ff = 24\n{extra_model}[train]\nlearning_rate = 5e-5\n{extra_train}[compare]\nmethods = [\"pabee\", \"dee_bert\"]\n",
+            dir.display().to_string()
+        )
+    };
+    let e = Experiment::parse(&text("", "")).unwrap();
+    assert_eq!(e.train.head_learning_rate, Some(1e-3));
+    assert_eq!(e.train.heads_first_epochs, 1);
+    assert!(e.model.head_input_norm);
+    assert_eq!(e.model.dropout, 0.0);
+    assert_eq!(e.pretrained_defaults.len(), 4);
+    // with mean pooling, neither the normalisation nor dropout 0
+    let e = Experiment::parse(&text("pooling = \"mean\"\n", "")).unwrap();
+    assert_eq!(
+        (e.train.head_learning_rate, e.train.heads_first_epochs),
+        (Some(1e-3), 1)
+    );
+    assert!(!e.model.head_input_norm);
+    assert_eq!(e.model.dropout, 0.1);
+    assert_eq!(
+        e.pretrained_defaults,
+        vec![
+            "train.head_learning_rate = 1e-3",
+            "train.heads_first_epochs = 1"
+        ]
+    );
+    // the heads-first stage is PABEE's: DeeBERT's configuration has none
+    assert_eq!(e.train_config(Method::Pabee, 1).heads_first_epochs, 1);
+    assert_eq!(e.train_config(Method::DeeBert, 1).heads_first_epochs, 0);
+    e.train_config(Method::DeeBert, 1).validate().unwrap();
+    // what the file sets stays
+    let e = Experiment::parse(&text(
+        "head_input_norm = false\ndropout = 0.2\n",
+        "head_learning_rate = 2e-4\nheads_first_epochs = 0\n",
+    ))
+    .unwrap();
+    assert_eq!(e.model.dropout, 0.2);
+    assert_eq!(e.train.head_learning_rate, Some(2e-4));
+    assert_eq!(e.train.heads_first_epochs, 0);
+    assert!(!e.model.head_input_norm);
+    assert!(e.pretrained_defaults.is_empty());
+    // --set overrides a default, and the others stay defaults
+    let e = Experiment::parse(&text("", ""))
+        .unwrap()
+        .with_overrides(&["train.heads_first_epochs=0".into()])
+        .unwrap();
+    assert_eq!(e.train.heads_first_epochs, 0);
+    assert_eq!(
+        e.pretrained_defaults,
+        vec![
+            "train.head_learning_rate = 1e-3",
+            "model.head_input_norm = true",
+            "model.dropout = 0.0"
+        ]
+    );
+    // the defaults follow a pooling set on the command line
+    let e = Experiment::parse(&text("", ""))
+        .unwrap()
+        .with_overrides(&["model.pooling=\"mean\"".into()])
+        .unwrap();
+    assert!(!e.model.head_input_norm);
+    assert_eq!(e.model.dropout, 0.1);
+    assert_eq!(e.pretrained_defaults.len(), 2);
+    // without a checkpoint: nothing is filled in
+    let e = Experiment::parse(MINIMAL).unwrap();
+    assert_eq!(
+        (e.train.head_learning_rate, e.train.heads_first_epochs),
+        (None, 0)
+    );
+    assert!(!e.model.head_input_norm && e.pretrained_defaults.is_empty());
+    // a saved config.toml holds the values it was trained with: a folder saved before
+    // the defaults existed has none, and loads without them
+    let saved = tempfile::tempdir().unwrap();
+    let path = saved.path().join("config.toml");
+    std::fs::write(&path, text("", "")).unwrap();
+    let e = Experiment::load_saved(&path).unwrap();
+    assert_eq!(
+        (e.train.head_learning_rate, e.train.heads_first_epochs),
+        (None, 0)
+    );
+    assert!(!e.model.head_input_norm);
+    assert_eq!(e.model.dropout, 0.1);
+    // and one saved with them keeps them
+    let new = Experiment::parse(&text("", "")).unwrap();
+    std::fs::write(&path, toml::to_string(&new).unwrap()).unwrap();
+    let e = Experiment::load_saved(&path).unwrap();
+    assert_eq!(e.train.head_learning_rate, Some(1e-3));
+    assert_eq!(e.train.heads_first_epochs, 1);
+    assert!(e.model.head_input_norm);
+    assert_eq!(e.model.dropout, 0.0);
+}

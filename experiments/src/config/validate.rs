@@ -20,7 +20,8 @@ impl Experiment {
                 self.name
             );
         }
-        self.train.validate()?;
+        self.train_config(self.train.method, self.train.seed)
+            .validate()?;
         self.data.validate()?;
         match &self.model.pretrained {
             // the checkpoint's shape against [model] (the vocabulary is checked once the

@@ -52,7 +52,8 @@ pub fn model_config(
         .with_shared_head(shared_head)
         .with_halting(halting)
         .with_gates(method.has_gates())
-        .with_head_dropout(experiment.model.head_dropout))
+        .with_head_dropout(experiment.model.head_dropout)
+        .with_head_input_norm(experiment.model.head_input_norm))
 }
 
 /// Replaces `model`'s encoder by `model.pretrained`'s, when the experiment names one;

@@ -432,6 +432,7 @@ impl<S: ClassificationSource> Run<'_, S> {
             let grads = loss.backward();
             *lr = rate.step(state.stage_step);
             model = grouped_step(&mut self.optim, config, kind, *lr, model, grads);
+            model.heads.sync_running_statistics();
             state.batch += 1;
             state.global_step += 1;
             state.stage_step += 1;

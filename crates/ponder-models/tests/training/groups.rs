@@ -36,7 +36,10 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 /// The model before and after `steps` optimiser steps of `config` (stopped before any
 /// evaluation). Parameters are initialised lazily, on first use: reading them first
 /// fixes the initial values the run starts from.
-fn after_steps(config: &TrainConfig, steps: usize) -> (MultiExitClassifier, MultiExitClassifier) {
+pub(crate) fn after_steps(
+    config: &TrainConfig,
+    steps: usize,
+) -> (MultiExitClassifier, MultiExitClassifier) {
     let (train, valid) = sources();
     let d = device();
     let mut stop = StopAt {

@@ -9,6 +9,7 @@
 //! otherwise two tests running in parallel threads would draw from each other's stream.
 
 mod groups;
+mod input_norm;
 mod inputs;
 mod jei;
 mod resume;
@@ -107,6 +108,13 @@ fn model_with_dropout(seed: u64, dropout: f64, device: &Device) -> MultiExitClas
     build_model(seed, dropout, false, device)
 }
 
+thread_local! {
+    /// Whether [`build_model`] gives the heads batch normalisation of their input
+    /// (`MultiExitConfig::head_input_norm`); set by [`input_norm::WithInputNorm`], so that
+    /// the shared helpers ([`model_for`], `resume::check_resume`) build such models too.
+    static HEAD_INPUT_NORM: Cell<bool> = const { Cell::new(false) };
+}
+
 fn build_model(seed: u64, dropout: f64, gates: bool, device: &Device) -> MultiExitClassifier {
     device.seed(seed);
     let mut encoder = EncoderConfig::tiny_vit().with_dropout(dropout);
@@ -117,6 +125,7 @@ fn build_model(seed: u64, dropout: f64, gates: bool, device: &Device) -> MultiEx
     MultiExitConfig::new(encoder.into(), N_CLASSES)
         .with_head_dropout(dropout)
         .with_gates(gates)
+        .with_head_input_norm(HEAD_INPUT_NORM.get())
         .init(device)
 }
 
