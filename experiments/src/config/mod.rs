@@ -57,19 +57,20 @@ pub struct Experiment {
 /// The exit settings a new experiment on a pretrained encoder (`model.pretrained`) gets
 /// for the keys it leaves unset, as `(key, value)`, for its pooling (`mean_pool`: the
 /// token mean; otherwise `[CLS]`): the exits train at their own rate of 1e-3 instead of
-/// the encoder's fine-tuning rate, and PABEE trains its exits alone on the frozen
-/// encoder for one epoch first; with `[CLS]` pooling every exit's input is also
-/// batch-normalised and the encoder's dropout is off. Without them, the early exits of
-/// all-MiniLM-L6-v2 stay at the majority class (docs/results.md, "Exits that learn on
-/// the pretrained encoder"). A run folder's `config.toml` holds the values it was
-/// trained with, so these apply to new experiments only.
+/// the encoder's fine-tuning rate, PABEE trains its exits alone on the frozen encoder
+/// for one epoch first, and every exit's input is batch-normalised; with `[CLS]`
+/// pooling the encoder's dropout is also off. Without them, the early exits of
+/// all-MiniLM-L6-v2 stay at (or near) the majority class (docs/results.md, "Exits that
+/// learn on the pretrained encoder"). A run folder's `config.toml` holds the values it
+/// was trained with, so these apply to new experiments only.
 pub fn pretrained_defaults(mean_pool: bool) -> Vec<(&'static str, &'static str)> {
     let mut defaults = vec![
         ("train.head_learning_rate", "1e-3"),
         ("train.heads_first_epochs", "1"),
+        ("model.head_input_norm", "true"),
     ];
     if !mean_pool {
-        defaults.extend([("model.head_input_norm", "true"), ("model.dropout", "0.0")]);
+        defaults.push(("model.dropout", "0.0"));
     }
     defaults
 }

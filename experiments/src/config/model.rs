@@ -104,8 +104,9 @@ pub struct ModelConfig {
     /// differ between inputs by a thousandth of their size, too little for a head to read
     /// at any usual learning rate, while on the same states standardised the early exits
     /// learn (docs/results.md). Such a run wants `dropout = 0`: dropout's noise on those
-    /// states is larger than their spread. A new experiment with `pretrained` and `[CLS]`
-    /// pooling gets both when it sets neither.
+    /// states is larger than their spread. It helps mean pooling too (the heads start
+    /// from standardised features). A new experiment with `pretrained` gets it when it
+    /// leaves it unset, and with `[CLS]` pooling also `dropout = 0`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub head_input_norm: bool,
 }

@@ -344,19 +344,20 @@ fn pretrained_experiments_get_the_exit_defaults_where_unset() {
     assert!(e.model.head_input_norm);
     assert_eq!(e.model.dropout, 0.0);
     assert_eq!(e.pretrained_defaults.len(), 4);
-    // with mean pooling, neither the normalisation nor dropout 0
+    // with mean pooling, the encoder keeps its dropout
     let e = Experiment::parse(&text("pooling = \"mean\"\n", "")).unwrap();
     assert_eq!(
         (e.train.head_learning_rate, e.train.heads_first_epochs),
         (Some(1e-3), 1)
     );
-    assert!(!e.model.head_input_norm);
+    assert!(e.model.head_input_norm);
     assert_eq!(e.model.dropout, 0.1);
     assert_eq!(
         e.pretrained_defaults,
         vec![
             "train.head_learning_rate = 1e-3",
-            "train.heads_first_epochs = 1"
+            "train.heads_first_epochs = 1",
+            "model.head_input_norm = true"
         ]
     );
     // the heads-first stage is PABEE's: DeeBERT's configuration has none
@@ -393,9 +394,9 @@ fn pretrained_experiments_get_the_exit_defaults_where_unset() {
         .unwrap()
         .with_overrides(&["model.pooling=\"mean\"".into()])
         .unwrap();
-    assert!(!e.model.head_input_norm);
+    assert!(e.model.head_input_norm);
     assert_eq!(e.model.dropout, 0.1);
-    assert_eq!(e.pretrained_defaults.len(), 2);
+    assert_eq!(e.pretrained_defaults.len(), 3);
     // without a checkpoint: nothing is filled in
     let e = Experiment::parse(MINIMAL).unwrap();
     assert_eq!(
