@@ -87,6 +87,8 @@ impl Experiment {
     /// it gets DeeBERT's reference form, `separate`, and with `model.pretrained` the
     /// [`pretrained_defaults`] for the keys it leaves unset.
     pub fn parse(text: &str) -> Result<Self> {
+        // errors point into the file as written, before any default is filled in
+        let as_written = Self::parse_with(text, OffRampPooler::Separate)?;
         let raw: toml::Table = toml::from_str(text)?;
         let is_set = |key: &str| {
             let (section, name) = key.split_once('.').unwrap_or_else(|| unreachable!());
@@ -94,12 +96,8 @@ impl Experiment {
                 .and_then(|s| s.as_table())
                 .is_some_and(|s| s.contains_key(name))
         };
-        let mean_pool = raw
-            .get("model")
-            .and_then(|m| m.get("pooling"))
-            .and_then(|p| p.as_str())
-            == Some("mean");
-        let missing: Vec<(&str, &str)> = if is_set("model.pretrained") {
+        let mean_pool = as_written.model.pooling == ponder_mamba::Pooling::Mean;
+        let missing: Vec<(&str, &str)> = if as_written.model.pretrained.is_some() {
             pretrained_defaults(mean_pool)
                 .into_iter()
                 .filter(|(key, _)| !is_set(key))
@@ -108,7 +106,7 @@ impl Experiment {
             Vec::new()
         };
         if missing.is_empty() {
-            return Self::parse_with(text, OffRampPooler::Separate);
+            return Ok(as_written);
         }
         let mut value = toml::Value::Table(raw);
         let sets: Vec<String> = missing.iter().map(|(k, v)| format!("{k}={v}")).collect();
