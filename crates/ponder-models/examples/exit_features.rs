@@ -160,7 +160,7 @@ fn made_up_rows(vocab_size: usize, max_len: usize) -> Rows {
         let ids: Vec<u32> = (0..len)
             .map(|_| (1 + next() % (vocab_size as u64 - 1)) as u32)
             .collect();
-        labels.push(usize::from(ids[0] % 2 == 0));
+        labels.push(usize::from(ids[0].is_multiple_of(2)));
         encoded.push(Encoded {
             type_ids: vec![0; ids.len()],
             ids,
