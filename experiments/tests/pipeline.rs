@@ -13,7 +13,7 @@ use ponder_exits::NeverExit;
 use ponder_experiments::calibrate::{ModelCalibration, policy_calibration};
 use ponder_experiments::config::Experiment;
 use ponder_experiments::pipeline::{
-    CompareResults, EvalData, evaluate_model, gate_refit, model_config,
+    CompareResults, EvalData, evaluate_model, model_config, with_gate_refit,
 };
 use ponder_experiments::report;
 use ponder_models::{Method, evaluate, layer_outputs, make_batches};
@@ -84,12 +84,26 @@ fn jei_refit_reports_the_gates_and_evaluates_a_refitted_copy_and_halting_models_
         .init(&device);
     let kind = experiment.model_kind(Method::JeiDnn);
     // off by default
-    let none = gate_refit(&experiment, kind, 1, &model, &train, data, &policies).unwrap();
-    assert!(none.is_none());
+    let own = evaluate_model(&experiment, kind, 1, &model, data, &policies, None, 0.0).unwrap();
+    let none = with_gate_refit(
+        own.clone(),
+        &experiment,
+        kind,
+        1,
+        &model,
+        &train,
+        data,
+        &policies,
+    )
+    .unwrap();
+    assert_eq!(none.len(), 1);
+    assert!(none[0].gates.is_none());
     experiment.compare.jei_refit = true;
-    let (trained, refit) = gate_refit(&experiment, kind, 1, &model, &train, data, &policies)
-        .unwrap()
-        .unwrap();
+    let mut both =
+        with_gate_refit(own, &experiment, kind, 1, &model, &train, data, &policies).unwrap();
+    assert_eq!(both.len(), 2);
+    let refit = both.pop().unwrap();
+    let trained = both.pop().unwrap().gates.unwrap();
     assert_eq!(trained.rows, 80);
     assert_eq!(trained.gates.len(), 2);
     assert!(trained.gates.iter().all(|g| g.iterations.is_none()));
@@ -107,11 +121,30 @@ fn jei_refit_reports_the_gates_and_evaluates_a_refitted_copy_and_halting_models_
         .unwrap()
         .init(&device);
     let pabee_kind = experiment.model_kind(Method::Pabee);
-    assert!(
-        gate_refit(&experiment, pabee_kind, 1, &pabee, &train, data, &policies)
-            .unwrap()
-            .is_none()
-    );
+    let pabee_own = evaluate_model(
+        &experiment,
+        pabee_kind,
+        1,
+        &pabee,
+        data,
+        &policies,
+        None,
+        0.0,
+    )
+    .unwrap();
+    let alone = with_gate_refit(
+        pabee_own,
+        &experiment,
+        pabee_kind,
+        1,
+        &pabee,
+        &train,
+        data,
+        &policies,
+    )
+    .unwrap();
+    assert_eq!(alone.len(), 1);
+    assert!(alone[0].gates.is_none());
     // a halting model is compared with the optimum of its loss; others are not
     let palbert = model_config(&experiment, Method::Palbert, 3, 0)
         .unwrap()

@@ -22,7 +22,7 @@ mod results;
 mod train;
 
 pub use evaluate::{EvalData, applicable, evaluate_model, evaluate_policies, exit_spread};
-pub use gates::{gate_refit, with_gate_refit};
+pub use gates::with_gate_refit;
 pub use model::{load_pretrained, model_config};
 pub use results::{
     CalibrationSummary, CompareResults, ConformalSummary, ModelResult, PolicyResult, SeedSummary,

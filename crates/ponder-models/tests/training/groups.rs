@@ -134,14 +134,19 @@ fn a_group_rate_overrides_the_head_rate() {
     assert!(same(&h.heads, &g.heads));
 }
 
-#[test]
-fn the_heads_first_stage_leaves_the_backbone_as_it_was() {
-    let _guard = serial();
-    let config = TrainConfig {
+/// PABEE with one heads-first epoch, the heads at 2e-2.
+pub(crate) fn heads_first() -> TrainConfig {
+    TrainConfig {
         heads_first_epochs: 1,
         head_learning_rate: Some(2e-2),
         ..config(Method::Pabee)
-    };
+    }
+}
+
+#[test]
+fn the_heads_first_stage_leaves_the_backbone_as_it_was() {
+    let _guard = serial();
+    let config = heads_first();
     let (initial, after) = after_steps(&config, STEPS_PER_EPOCH);
     assert!(same(&after.backbone, &initial.backbone));
     assert!(max_diff(&params(&after.heads), &params(&initial.heads)) > 1e-3);
@@ -163,12 +168,10 @@ fn the_heads_first_stage_leaves_the_backbone_as_it_was() {
 fn resume_keeps_both_schedules_and_the_heads_first_stage() {
     let _guard = serial();
     let config = TrainConfig {
-        heads_first_epochs: 1,
         epochs: 2,
-        head_learning_rate: Some(2e-2),
         exit_weights: ExitWeights::Uniform,
         checkpoint_every: 2,
-        ..config(Method::Pabee)
+        ..heads_first()
     };
     // stopped within the heads-first stage, and within the joint stage
     check_resume(&config, 3);

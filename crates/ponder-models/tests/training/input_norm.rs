@@ -7,7 +7,7 @@ use ponder_core::{ExitHeads, LayerwiseBackbone};
 use ponder_exits::{ClassifierHeadsConfig, INPUT_NORM_EPSILON};
 
 use super::*;
-use crate::groups::after_steps;
+use crate::groups::{after_steps, heads_first};
 use crate::resume::check_resume;
 
 /// Makes [`build_model`] (and so every shared helper) give the heads input
@@ -41,12 +41,9 @@ fn running(model: &MultiExitClassifier) -> Vec<(Vec<f32>, Vec<f32>)> {
 fn training_learns_running_statistics_that_evaluation_applies_row_by_row() {
     let _guard = serial();
     let _norm = WithInputNorm::on();
-    let heads_first = TrainConfig {
-        heads_first_epochs: 1,
-        head_learning_rate: Some(2e-2),
-        ..config(Method::Pabee)
-    };
-    // one epoch of the heads on the frozen backbone, then one joint step
+    let heads_first = heads_first();
+    // one epoch of the heads on the frozen backbone, and a whole run (that epoch, then
+    // one joint epoch)
     // (a clone shares its running statistics with the original, as burn's running
     // states do: the untrained model's are read from a model of its own)
     let (_, after) = after_steps(&heads_first, STEPS_PER_EPOCH);
@@ -130,11 +127,9 @@ fn resumption_keeps_the_running_statistics() {
     let _guard = serial();
     let _norm = WithInputNorm::on();
     let pabee = TrainConfig {
-        heads_first_epochs: 1,
         epochs: 2,
-        head_learning_rate: Some(2e-2),
         checkpoint_every: 3,
-        ..config(Method::Pabee)
+        ..heads_first()
     };
     check_resume(&pabee, STEPS_PER_EPOCH + 4);
     let deebert = TrainConfig {
