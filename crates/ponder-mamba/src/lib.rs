@@ -63,7 +63,7 @@ mod token;
 pub use config::MambaConfig;
 pub use encoder::{MambaEncoder, MambaEncoderConfig, MambaEncoderState, MambaInput, Pooling};
 pub use generate::{Generation, Sampling, generate, pick};
-pub use import::{load_state_spaces, state_spaces_bytes};
+pub use import::{load_hf_mamba, load_state_spaces, state_spaces_bytes};
 pub use mixer::{LayerState, MambaBlock, MambaMixer, selective_scan};
 pub use model::{Mamba, MambaLm, MambaState};
 pub use token::MambaCache;

@@ -1,13 +1,16 @@
 //! Reference parity: the weights and the expected values come from
 //! `scripts/mamba_reference.py`, an independent NumPy implementation of the Mamba
 //! equations (float64), which writes the weights in the `state-spaces/mamba` naming.
-//! Loading that file also tests the weight import.
+//! Loading that file also tests the weight import; the same weights in the Hugging Face
+//! `MambaForCausalLM` layout (`tiny-mamba-hf/`, written by
+//! `scripts/decoder_reference.py`) must give the same values, and bad Hugging Face
+//! configs are errors naming the key, never panics.
 
 use std::path::PathBuf;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ponder_core::to_host;
-use ponder_mamba::{MambaState, load_state_spaces};
+use ponder_mamba::{MambaConfig, MambaLm, MambaState, load_hf_mamba, load_state_spaces};
 use serde_json::Value;
 
 const TOL: f64 = 1e-4;
@@ -67,8 +70,20 @@ fn ids(r: &Value, device: &Device) -> Tensor<2, Int> {
 #[test]
 fn matches_the_numpy_reference() {
     let device = Device::flex();
-    let r = reference();
     let (lm, config) = load_state_spaces(data("mamba_reference.safetensors"), &device).unwrap();
+    check_reference(&lm, &config, &device);
+}
+
+#[test]
+fn the_hugging_face_layout_matches_the_numpy_reference() {
+    let device = Device::flex();
+    let (lm, config) = load_hf_mamba(data("tiny-mamba-hf"), &device).unwrap();
+    check_reference(&lm, &config, &device);
+}
+
+fn check_reference(lm: &MambaLm, config: &MambaConfig, device: &Device) {
+    let device = device.clone();
+    let r = reference();
     let c = &r["config"];
     assert_eq!(config.vocab_size as u64, c["vocab_size"].as_u64().unwrap());
     assert_eq!(config.n_layers as u64, c["n_layer"].as_u64().unwrap());
@@ -167,5 +182,71 @@ fn export_then_import_gives_the_same_model() {
     let original = ponder_core::SafeTensors::open(data("mamba_reference.safetensors")).unwrap();
     let exported = ponder_core::SafeTensors::open(&path).unwrap();
     assert_eq!(original.names(), exported.names());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Loads `tiny-mamba-hf` with its config.json replaced by `config` (or its weights by
+/// `weights`).
+fn load_hf_with(config: &[u8], weights: Option<&[u8]>, dir: &std::path::Path) -> Result<(), String> {
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    let original = std::fs::read(data("tiny-mamba-hf/model.safetensors")).unwrap();
+    std::fs::write(dir.join("model.safetensors"), weights.unwrap_or(&original)).unwrap();
+    load_hf_mamba(dir, &Device::flex())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+#[test]
+fn bad_hugging_face_configs_name_the_key() {
+    let dir = std::env::temp_dir().join(format!("ponder-mamba-hf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good: Value =
+        serde_json::from_slice(&std::fs::read(data("tiny-mamba-hf/config.json")).unwrap()).unwrap();
+    load_hf_with(&serde_json::to_vec(&good).unwrap(), None, &dir).unwrap();
+    for (key, value, expect) in [
+        ("state_size", Value::from(8), "state_size"),
+        ("num_hidden_layers", Value::from(3), "num_hidden_layers"),
+        ("conv_kernel", Value::from(2), "conv_kernel"),
+        ("time_step_rank", Value::from(5), "time_step_rank"),
+        ("use_conv_bias", Value::from(false), "use_conv_bias"),
+        ("hidden_act", Value::from("gelu"), "hidden_act"),
+        ("model_type", Value::from("llama"), "model_type"),
+        ("layer_norm_epsilon", Value::from(-1.0), "layer_norm_epsilon"),
+    ] {
+        let mut config = good.clone();
+        config[key] = value;
+        let err = load_hf_with(&serde_json::to_vec(&config).unwrap(), None, &dir).unwrap_err();
+        assert!(err.contains(expect), "{key}: {err}");
+    }
+    // "auto" is ⌈d/16⌉
+    let mut config = good.clone();
+    config["time_step_rank"] = "auto".into();
+    load_hf_with(&serde_json::to_vec(&config).unwrap(), None, &dir).unwrap();
+    // the state-spaces file (embedding named differently) is not a Hugging Face one
+    let state_spaces = std::fs::read(data("mamba_reference.safetensors")).unwrap();
+    let err = load_hf_with(&serde_json::to_vec(&good).unwrap(), Some(&state_spaces), &dir)
+        .unwrap_err();
+    assert!(err.contains("backbone.embeddings.weight"), "{err}");
+    // mutated config.json files never panic
+    let text = serde_json::to_vec(&good).unwrap();
+    let mut state = 5u64;
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    let (mut ok, mut errors) = (0, 0);
+    for round in 0..400 {
+        let mut bytes = text.clone();
+        for _ in 0..1 + next() % 3 {
+            let i = next() % bytes.len();
+            bytes[i] = b"{}[]\":,0123456789-eE.tfn"[next() % 24];
+        }
+        match std::panic::catch_unwind(|| load_hf_with(&bytes, None, &dir)) {
+            Ok(Ok(())) => ok += 1,
+            Ok(Err(_)) => errors += 1,
+            Err(_) => panic!("the loader panicked on round {round}"),
+        }
+    }
+    assert!(ok > 0 && errors > 100, "ok {ok}, errors {errors}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -1,7 +1,9 @@
 //! Token-level early exit (DYNAMAX, CALM) on both language models: never exiting is
 //! full-depth greedy decoding, a forced exit emits that layer's prediction, every cache
 //! rule leaves its documented state, batched decoding with exits equals decoding each
-//! row alone, and compute is counted.
+//! row alone, and compute is counted. The transformer checks run on the decoder trained
+//! here and on the imported GPT-2 and Llama checkpoints (rotary positions, grouped-query
+//! attention) of `scripts/decoder_reference.py`.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ponder_core::{LayerCall, Rows, SkipRule, TokenLm, argmax, to_host};
@@ -63,6 +65,20 @@ fn transformer_scaled(device: &Device, scale: f32) -> DecoderLm {
     lm
 }
 
+/// An imported checkpoint of `crates/ponder-transformer/tests/data` (4 layers).
+fn imported(name: &str, device: &Device) -> DecoderLm {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ponder-transformer/tests/data")
+        .join(name);
+    ponder_transformer::load_hf_decoder(dir, device)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .lm
+}
+
+fn imported_decoders(device: &Device) -> [DecoderLm; 2] {
+    [imported("tiny-gpt2", device), imported("tiny-llama", device)]
+}
+
 fn prompts(batch: usize, len: usize) -> Vec<Vec<usize>> {
     (0..batch)
         .map(|r| (0..len).map(|i| (7 * r + 3 * i + 1) % VOCAB).collect())
@@ -110,6 +126,28 @@ fn mamba_greedy(lm: &MambaLm, prompt: &[usize], n: usize) -> Vec<usize> {
     // `generate` returns the tokens after the first prediction too: the first is the
     // prompt's prediction.
     out.tokens
+}
+
+#[test]
+fn never_exit_is_full_depth_greedy_decoding_on_imported_decoders() {
+    let device = Device::default();
+    for lm in imported_decoders(&device) {
+        let p = prompts(3, 5);
+        let d = decode(
+            &lm,
+            &config(TokenRule::Never, SkipRule::Recompute, false),
+            None,
+            &p,
+            12,
+            None,
+            None,
+        )
+        .unwrap();
+        for r in 0..3 {
+            assert_eq!(d.tokens[r], transformer_greedy(&lm, &p[r], 12), "row {r}");
+            assert_eq!(d.flops[r], d.full_flops[r]);
+        }
+    }
 }
 
 #[test]
@@ -220,6 +258,9 @@ fn a_forced_exit_emits_that_layers_prediction() {
         &transformer(&device),
         &[SkipRule::Copy, SkipRule::Recompute],
     );
+    for lm in imported_decoders(&device) {
+        check_forced_exit(&lm, &[SkipRule::Copy, SkipRule::Recompute]);
+    }
 }
 
 fn max_diff(a: Vec<f32>, b: Vec<f32>) -> f32 {
@@ -282,11 +323,18 @@ fn one_token<L: TokenLm>(
 #[test]
 fn transformer_cache_rules_write_the_documented_kv() {
     let device = Device::default();
-    let lm = transformer(&device);
+    check_transformer_cache_rules(&transformer(&device));
+    for lm in imported_decoders(&device) {
+        check_transformer_cache_rules(&lm);
+    }
+}
+
+fn check_transformer_cache_rules(lm: &DecoderLm) {
+    let device = lm.device();
     for skip in [vec![1], vec![0, 2], vec![0, 1, 2]] {
         let rows = Rows::new(skip.clone(), 3, &device);
         // Copy: the skipping rows' new position holds their previous position's K/V.
-        let (_, before, after) = one_token(&lm, SkipRule::Copy, &skip);
+        let (_, before, after) = one_token(lm, SkipRule::Copy, &skip);
         let (k_prev, v_prev) = before.layers[1].last().unwrap();
         let (k_new, v_new) = after.layers[1].last().unwrap();
         assert_eq!(after.layers[1].len(), before.layers[1].len() + 1);
@@ -305,9 +353,10 @@ fn transformer_cache_rules_write_the_documented_kv() {
             0.0
         );
         // Recompute: they hold the layer's K/V projections of the exited state.
-        let (exited, _, after) = one_token(&lm, SkipRule::Recompute, &skip);
+        // (with rotary positions, the keys rotated to the new position)
+        let (exited, before, after) = one_token(lm, SkipRule::Recompute, &skip);
         let (k_new, v_new) = after.layers[1].last().unwrap();
-        let (k_ref, v_ref) = lm.layers[1].kv(exited);
+        let (k_ref, v_ref) = lm.layers[1].kv(exited, before.layers[1].len());
         assert!(
             max_diff(
                 to_host(k_new.select(0, rows.tensor.clone())),
@@ -323,9 +372,9 @@ fn transformer_cache_rules_write_the_documented_kv() {
         // The running rows' K/V are what a full step writes.
         let run: Vec<usize> = (0..3).filter(|r| !skip.contains(r)).collect();
         if !run.is_empty() {
-            let (_, before, after) = one_token(&lm, SkipRule::Copy, &[]);
+            let (_, before, after) = one_token(lm, SkipRule::Copy, &[]);
             let _ = before;
-            let (_, _, mixed) = one_token(&lm, SkipRule::Copy, &skip);
+            let (_, _, mixed) = one_token(lm, SkipRule::Copy, &skip);
             let run_rows = Rows::new(run, 3, &device);
             let pick = |c: &ponder_transformer::KvCache| {
                 to_host(
@@ -523,6 +572,9 @@ fn batched_decoding_with_exits_equals_decoding_each_row() {
         &transformer_scaled(&device, 3.0),
         &[SkipRule::Copy, SkipRule::Recompute],
     );
+    for lm in imported_decoders(&device) {
+        check_batch_equals_rows(&lm, &[SkipRule::Copy, SkipRule::Recompute]);
+    }
 }
 
 #[test]

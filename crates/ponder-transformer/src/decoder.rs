@@ -1,4 +1,7 @@
-//! A causal (GPT-2 style, pre-norm) transformer decoder language model with a KV cache.
+//! A causal pre-norm transformer decoder language model with a KV cache, in the two
+//! families pretrained checkpoints come in: GPT-2 (layer norm, learned positions, GELU
+//! MLP, biases) and Llama (RMSNorm, rotary positions, gated SiLU MLP, grouped-query
+//! attention, no biases), and their mixtures through [`DecoderConfig`].
 //!
 //! Three execution modes share one set of weights:
 //!
@@ -15,17 +18,27 @@
 //! [`DecoderLm::norm`] and [`DecoderLm::logits`] at an exit, and [`DecoderBlock::kv`] to
 //! fill the caches of the layers a token skipped.
 //!
-//! Block: `x ← x + W_o·attn(LN₁(x))`, then `x ← x + W₂·GELU(W₁·LN₂(x))` (exact, erf-based
-//! GELU). Learned absolute positions, a final layer norm `norm_f`, and an output head
-//! tied to the token embedding unless [`DecoderConfig::tie_embeddings`] is false.
+//! Block: `x ← x + W_o·attn(N₁(x))`, then `x ← x + W₂·act(W₁·N₂(x))` (GPT-2) or
+//! `x ← x + W₂·(act(W_g·N₂(x)) ⊙ W₁·N₂(x))` (gated, Llama's SwiGLU), where `N` is a layer
+//! norm or an RMSNorm ([`DecoderNorm`]) and `act` the exact GELU, its tanh approximation
+//! or SiLU ([`DecoderActivation`]). Positions are learned absolute embeddings added to
+//! the tokens (GPT-2), or rotary (RoFormer, arXiv:2104.09864; Llama's "rotate half"
+//! pairing: channel `i` turns with channel `i + d_head/2` by the angle
+//! `position · θ^(−2i/d_head)`) applied to each head's queries and keys. With
+//! grouped-query attention (arXiv:2305.13245) `H` query heads share `H_kv` key/value
+//! heads (query head `h` reads key/value head `h / (H / H_kv)`), and the cache holds
+//! only the `H_kv` heads. A final norm `norm_f`, and an output head tied to the token
+//! embedding unless [`DecoderConfig::tie_embeddings`] is false.
 
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{
     Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
+    RmsNorm, RmsNormConfig,
 };
-use burn::tensor::activation::{gelu, softmax};
-use burn::tensor::{Bool, Device, Int, Tensor};
+use burn::tensor::activation::{gelu, silu, softmax};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
 use ponder_core::{PonderError, linear_flops, transformer_layer_flops};
 
 use crate::kv_cache::{KvCache, LayerKv};
@@ -58,6 +71,90 @@ pub struct DecoderConfig {
     /// The output head is the token embedding's transpose. Default: true.
     #[config(default = true)]
     pub tie_embeddings: bool,
+    /// The norm before attention, before the MLP and at the end. Default: layer norm
+    /// (GPT-2).
+    #[config(default = "DecoderNorm::LayerNorm")]
+    pub norm: DecoderNorm,
+    /// The MLP's activation. Default: the exact GELU.
+    #[config(default = "DecoderActivation::Gelu")]
+    pub activation: DecoderActivation,
+    /// A gated MLP `W₂·(act(W_g·x) ⊙ W₁·x)` (Llama's SwiGLU with SiLU). Default: false.
+    #[config(default = false)]
+    pub gated_mlp: bool,
+    /// Key/value heads of grouped-query attention; must divide `n_heads`. Default:
+    /// `None` (as many as query heads).
+    #[config(default = "None")]
+    pub n_kv_heads: Option<usize>,
+    /// Rotary positions with this base θ instead of learned positions (Llama: 10,000 or
+    /// the checkpoint's `rope_theta`). `max_len` still bounds the sequence. Default:
+    /// `None` (learned positions).
+    #[config(default = "None")]
+    pub rope_theta: Option<f64>,
+    /// Biases on the query, key and value projections. Default: true (GPT-2).
+    #[config(default = true)]
+    pub qkv_bias: bool,
+    /// A bias on the attention output projection. Default: true (GPT-2).
+    #[config(default = true)]
+    pub out_bias: bool,
+    /// Biases on the MLP's linears. Default: true (GPT-2).
+    #[config(default = true)]
+    pub mlp_bias: bool,
+}
+
+/// The decoder's normalisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecoderNorm {
+    /// Layer norm with weight and bias (GPT-2).
+    LayerNorm,
+    /// RMSNorm `x / √(mean(x²) + ε) · g` (Llama).
+    RmsNorm,
+}
+
+/// The activation of the decoder's MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecoderActivation {
+    /// The exact (erf) GELU.
+    Gelu,
+    /// GELU's tanh approximation (GPT-2's `gelu_new`).
+    GeluTanh,
+    /// SiLU `x·σ(x)` (Llama).
+    Silu,
+}
+
+impl DecoderActivation {
+    fn apply<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Gelu => gelu(x),
+            Self::GeluTanh => gelu_tanh(x),
+            Self::Silu => silu(x),
+        }
+    }
+}
+
+/// `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar(c);
+    x.mul_scalar(0.5) * (inner.tanh() + 1.0)
+}
+
+/// A [`DecoderNorm`] with its weights.
+#[derive(Module, Debug)]
+pub enum NormLayer {
+    /// Layer norm.
+    Layer(LayerNorm),
+    /// RMSNorm.
+    Rms(RmsNorm),
+}
+
+impl NormLayer {
+    /// Normalises the last axis.
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        match self {
+            Self::Layer(n) => n.forward(x),
+            Self::Rms(n) => n.forward(x),
+        }
+    }
 }
 
 impl DecoderConfig {
@@ -70,6 +167,11 @@ impl DecoderConfig {
     /// Width of one head, `d_model / n_heads`.
     pub fn d_head(&self) -> usize {
         self.d_model / self.n_heads
+    }
+
+    /// Key/value heads (`n_heads` without grouped-query attention).
+    pub fn kv_heads(&self) -> usize {
+        self.n_kv_heads.unwrap_or(self.n_heads)
     }
 
     /// Checks that the sizes fit together, naming the field at fault.
@@ -88,6 +190,33 @@ impl DecoderConfig {
                 "norm_eps",
                 format!("{} is not a positive number", self.norm_eps),
             ));
+        }
+        let kv = self.kv_heads();
+        if kv == 0 || !self.n_heads.is_multiple_of(kv) {
+            return Err(PonderError::config(
+                "n_kv_heads",
+                format!(
+                    "{kv} key/value heads do not divide {} query heads",
+                    self.n_heads
+                ),
+            ));
+        }
+        if let Some(theta) = self.rope_theta {
+            if !(theta > 1.0 && theta.is_finite()) {
+                return Err(PonderError::config(
+                    "rope_theta",
+                    format!("{theta} is not a base above 1"),
+                ));
+            }
+            if !self.d_head().is_multiple_of(2) {
+                return Err(PonderError::config(
+                    "rope_theta",
+                    format!(
+                        "rotary positions turn pairs of channels, but a head is {} wide",
+                        self.d_head()
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -113,11 +242,12 @@ impl DecoderConfig {
         };
         DecoderLm {
             token_embedding: embedding(self.vocab_size),
-            position_embedding: embedding(self.max_len),
+            position_embedding: self.rope_theta.is_none().then(|| embedding(self.max_len)),
+            max_positions: self.max_len,
             layers: (0..self.n_layers)
                 .map(|_| self.init_block(device))
                 .collect(),
-            norm_f: self.layer_norm(device),
+            norm_f: self.norm_layer(device),
             lm_head: (!self.tie_embeddings).then(|| {
                 LinearConfig::new(self.d_model, self.vocab_size)
                     .with_bias(false)
@@ -139,67 +269,128 @@ impl DecoderConfig {
             panic!("DecoderConfig::init_block: {e}");
         }
         let d = self.d_model;
+        let d_kv = self.kv_heads() * self.d_head();
         let residual_std = 0.02 / (2.0 * self.n_layers as f64).sqrt();
+        let (qkv, out, mlp) = (self.qkv_bias, self.out_bias, self.mlp_bias);
         DecoderBlock {
-            ln1: self.layer_norm(device),
-            wq: gpt2_linear(d, d, 0.02, device),
-            wk: gpt2_linear(d, d, 0.02, device),
-            wv: gpt2_linear(d, d, 0.02, device),
-            wo: gpt2_linear(d, d, residual_std, device),
-            ln2: self.layer_norm(device),
-            ff_in: gpt2_linear(d, self.d_ff, 0.02, device),
-            ff_out: gpt2_linear(self.d_ff, d, residual_std, device),
+            ln1: self.norm_layer(device),
+            wq: gpt2_linear(d, d, 0.02, qkv, device),
+            wk: gpt2_linear(d, d_kv, 0.02, qkv, device),
+            wv: gpt2_linear(d, d_kv, 0.02, qkv, device),
+            wo: gpt2_linear(d, d, residual_std, out, device),
+            ln2: self.norm_layer(device),
+            ff_in: gpt2_linear(d, self.d_ff, 0.02, mlp, device),
+            ff_gate: self
+                .gated_mlp
+                .then(|| gpt2_linear(d, self.d_ff, 0.02, mlp, device)),
+            ff_out: gpt2_linear(self.d_ff, d, residual_std, mlp, device),
             n_heads: self.n_heads,
+            n_kv_heads: self.kv_heads(),
             d_head: self.d_head(),
+            rope_theta: self.rope_theta,
+            activation: self.activation,
         }
     }
 
-    fn layer_norm(&self, device: &Device) -> LayerNorm {
-        LayerNormConfig::new(self.d_model)
-            .with_epsilon(self.norm_eps)
-            .init(device)
+    /// A norm of width `d_model` of the configured kind.
+    pub fn norm_layer(&self, device: &Device) -> NormLayer {
+        match self.norm {
+            DecoderNorm::LayerNorm => NormLayer::Layer(
+                LayerNormConfig::new(self.d_model)
+                    .with_epsilon(self.norm_eps)
+                    .init(device),
+            ),
+            DecoderNorm::RmsNorm => NormLayer::Rms(
+                RmsNormConfig::new(self.d_model)
+                    .with_epsilon(self.norm_eps)
+                    .init(device),
+            ),
+        }
     }
 }
 
-/// A linear layer with weight `N(0, std)` and zero bias.
-fn gpt2_linear(d_in: usize, d_out: usize, std: f64, device: &Device) -> Linear {
+/// A linear layer with weight `N(0, std)` and, with `bias`, a zero bias.
+fn gpt2_linear(d_in: usize, d_out: usize, std: f64, bias: bool, device: &Device) -> Linear {
     let mut linear = LinearConfig::new(d_in, d_out)
+        .with_bias(false)
         .with_initializer(Initializer::Normal { mean: 0.0, std })
         .init(device);
-    linear.bias = Some(Initializer::Zeros.init([d_out], device));
+    linear.bias = bias.then(|| Initializer::Zeros.init([d_out], device));
     linear
 }
 
-/// One pre-norm decoder block: causal multi-head self-attention and a GELU MLP, each
-/// with a residual connection.
+/// Rotates the channel pairs `(i, i + d_head/2)` of each head by `position · θ^(−2i/d_head)`
+/// for the positions `start..start + len` (Llama's `rotate_half` form).
+///
+/// # Shapes
+/// - x: `[batch, heads, len, d_head]`, output the same
+fn rope(x: Tensor<4>, start: usize, theta: f64) -> Tensor<4> {
+    let [_, _, len, d_head] = x.dims();
+    let half = d_head / 2;
+    let mut cos = Vec::with_capacity(len * half);
+    let mut sin = Vec::with_capacity(len * half);
+    for p in start..start + len {
+        for i in 0..half {
+            let angle = p as f64 * theta.powf(-2.0 * i as f64 / d_head as f64);
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    let device = x.device();
+    let table = |v: Vec<f32>| {
+        Tensor::<4>::from_data(TensorData::new(v, [1, 1, len, half]), &device)
+    };
+    let (cos, sin) = (table(cos), table(sin));
+    let x1 = x.clone().narrow(3, 0, half);
+    let x2 = x.narrow(3, half, half);
+    Tensor::cat(
+        vec![
+            x1.clone() * cos.clone() - x2.clone() * sin.clone(),
+            x2 * cos + x1 * sin,
+        ],
+        3,
+    )
+}
+
+/// One pre-norm decoder block: causal multi-head self-attention and an MLP, each with a
+/// residual connection.
 #[derive(Module, Debug)]
 pub struct DecoderBlock {
-    /// Layer norm before attention.
-    pub ln1: LayerNorm,
-    /// Query projection `d → d`.
+    /// Norm before attention.
+    pub ln1: NormLayer,
+    /// Query projection `d → H·d_head`.
     pub wq: Linear,
-    /// Key projection `d → d`.
+    /// Key projection `d → H_kv·d_head`.
     pub wk: Linear,
-    /// Value projection `d → d`.
+    /// Value projection `d → H_kv·d_head`.
     pub wv: Linear,
-    /// Attention output projection `d → d`.
+    /// Attention output projection `H·d_head → d`.
     pub wo: Linear,
-    /// Layer norm before the MLP.
-    pub ln2: LayerNorm,
-    /// MLP input `d → d_ff`.
+    /// Norm before the MLP.
+    pub ln2: NormLayer,
+    /// MLP input `d → d_ff` (Llama's `up_proj`).
     pub ff_in: Linear,
+    /// The gate of a gated MLP `d → d_ff` (Llama's `gate_proj`); `None` for GPT-2's.
+    pub ff_gate: Option<Linear>,
     /// MLP output `d_ff → d`.
     pub ff_out: Linear,
-    /// Attention heads H.
+    /// Query heads H.
     pub n_heads: usize,
-    /// Width of one head, `d / H`.
+    /// Key/value heads `H_kv` (divides H).
+    pub n_kv_heads: usize,
+    /// Width of one head.
     pub d_head: usize,
+    /// Rotary positions' base θ; `None` when the model adds learned positions.
+    pub rope_theta: Option<f64>,
+    /// The MLP's activation (set by the configuration, not stored in records).
+    #[module(skip)]
+    pub activation: DecoderActivation,
 }
 
 impl DecoderBlock {
     /// Model width d.
     pub fn d_model(&self) -> usize {
-        self.n_heads * self.d_head
+        self.wq.weight.dims()[0]
     }
 
     /// Inner size of the MLP.
@@ -207,17 +398,38 @@ impl DecoderBlock {
         self.ff_in.weight.dims()[1]
     }
 
-    /// `[batch, seq_len, d]` → `[batch, H, seq_len, d_head]`.
-    fn split_heads(&self, x: Tensor<3>) -> Tensor<4> {
+    /// `[batch_size, seq_len, heads·d_head]` → `[batch_size, heads, seq_len, d_head]`.
+    fn split_heads(&self, x: Tensor<3>, heads: usize) -> Tensor<4> {
         let [batch, seq_len, _] = x.dims();
-        x.reshape([batch, seq_len, self.n_heads, self.d_head])
+        x.reshape([batch, seq_len, heads, self.d_head])
             .swap_dims(1, 2)
     }
 
-    /// `[n, d]` → `[n, H, 1, d_head]`.
-    fn split_heads_row(&self, x: Tensor<2>) -> Tensor<4> {
+    /// `[n, heads·d_head]` → `[n, heads, 1, d_head]`.
+    fn split_heads_row(&self, x: Tensor<2>, heads: usize) -> Tensor<4> {
         let [n, _] = x.dims();
-        x.reshape([n, self.n_heads, 1, self.d_head])
+        x.reshape([n, heads, 1, self.d_head])
+    }
+
+    /// Rotary positions from `start` on, when the block has them.
+    fn rotate(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
+        match self.rope_theta {
+            Some(theta) => rope(x, start, theta),
+            None => x,
+        }
+    }
+
+    /// Repeats each key/value head for the query heads that share it: `[n, H_kv, len,
+    /// d_head]` → `[n, H, len, d_head]`.
+    fn repeat_kv(&self, x: Tensor<4>) -> Tensor<4> {
+        if self.n_kv_heads == self.n_heads {
+            return x;
+        }
+        let [n, kv, len, dh] = x.dims();
+        let group = self.n_heads / kv;
+        x.unsqueeze_dim::<5>(2)
+            .expand([n, kv, group, len, dh])
+            .reshape([n, kv * group, len, dh])
     }
 
     /// `1/√d_head`.
@@ -225,9 +437,15 @@ impl DecoderBlock {
         1.0 / (self.d_head as f64).sqrt()
     }
 
-    /// The MLP with its residual: `x + W₂·GELU(W₁·LN₂(x))`.
+    /// The MLP with its residual: `x + W₂·act(W₁·N₂(x))`, or with a gate `x +
+    /// W₂·(act(W_g·N₂(x)) ⊙ W₁·N₂(x))`.
     fn mlp_residual<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let inner = gelu(self.ff_in.forward(self.ln2.forward(x.clone())));
+        let h = self.ln2.forward(x.clone());
+        let act = self.activation;
+        let inner = match &self.ff_gate {
+            Some(gate) => act.apply(gate.forward(h.clone())) * self.ff_in.forward(h),
+            None => act.apply(self.ff_in.forward(h)),
+        };
         x + self.ff_out.forward(inner)
     }
 
@@ -250,17 +468,20 @@ impl DecoderBlock {
     pub fn forward_with_kv(&self, x: Tensor<3>) -> (Tensor<3>, LayerKv) {
         let [batch, seq_len, d] = x.dims();
         let h = self.ln1.forward(x.clone());
-        let q = self.split_heads(self.wq.forward(h.clone()));
-        let k = self.split_heads(self.wk.forward(h.clone()));
-        let v = self.split_heads(self.wv.forward(h));
-        let scores = q.matmul(k.clone().swap_dims(2, 3)).mul_scalar(self.scale());
+        let (heads, kv_heads) = (self.n_heads, self.n_kv_heads);
+        let q = self.rotate(self.split_heads(self.wq.forward(h.clone()), heads), 0);
+        let k = self.rotate(self.split_heads(self.wk.forward(h.clone()), kv_heads), 0);
+        let v = self.split_heads(self.wv.forward(h), kv_heads);
+        let scores = q
+            .matmul(self.repeat_kv(k.clone()).swap_dims(2, 3))
+            .mul_scalar(self.scale());
         // `true` strictly above the diagonal: the future positions.
         let future = Tensor::<2, Bool>::tril_mask([seq_len, seq_len], 0, &x.device())
             .reshape([1, 1, seq_len, seq_len])
             .expand([batch, self.n_heads, seq_len, seq_len]);
         let weights = softmax(scores.mask_fill(future, MASKED), 3);
         let context = weights
-            .matmul(v.clone())
+            .matmul(self.repeat_kv(v.clone()))
             .swap_dims(1, 2)
             .reshape([batch, seq_len, d]);
         let x = x + self.wo.forward(context);
@@ -273,31 +494,35 @@ impl DecoderBlock {
         )
     }
 
-    /// The key and value this layer writes for input `x` at one position: `LN₁` then
-    /// `W_k`, `W_v`. Fills the cache of a layer a token skipped.
+    /// The key and value this layer writes for input `x` at `position`: `N₁` then
+    /// `W_k` (rotated to `position` with rotary positions), `W_v`. Fills the cache of a
+    /// layer a token skipped.
     ///
     /// # Shapes
     /// - x: `[n, d_model]`
-    /// - k, v: `[n, n_heads, 1, d_head]`
-    pub fn kv(&self, x: Tensor<2>) -> (Tensor<4>, Tensor<4>) {
+    /// - k, v: `[n, n_kv_heads, 1, d_head]`
+    pub fn kv(&self, x: Tensor<2>, position: usize) -> (Tensor<4>, Tensor<4>) {
         let h = self.ln1.forward(x);
+        let kv = self.n_kv_heads;
         (
-            self.split_heads_row(self.wk.forward(h.clone())),
-            self.split_heads_row(self.wv.forward(h)),
+            self.rotate(self.split_heads_row(self.wk.forward(h.clone()), kv), position),
+            self.split_heads_row(self.wv.forward(h), kv),
         )
     }
 
-    /// Query, key and value of input `x` at one position.
+    /// Query, key and value of input `x` at `position` (which only rotary positions
+    /// read).
     ///
     /// # Shapes
     /// - x: `[n, d_model]`
-    /// - q, k, v: `[n, n_heads, 1, d_head]`
-    pub fn qkv(&self, x: Tensor<2>) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
+    /// - q: `[n, n_heads, 1, d_head]`; k, v: `[n, n_kv_heads, 1, d_head]`
+    pub fn qkv(&self, x: Tensor<2>, position: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let h = self.ln1.forward(x);
+        let (heads, kv) = (self.n_heads, self.n_kv_heads);
         (
-            self.split_heads_row(self.wq.forward(h.clone())),
-            self.split_heads_row(self.wk.forward(h.clone())),
-            self.split_heads_row(self.wv.forward(h)),
+            self.rotate(self.split_heads_row(self.wq.forward(h.clone()), heads), position),
+            self.rotate(self.split_heads_row(self.wk.forward(h.clone()), kv), position),
+            self.split_heads_row(self.wv.forward(h), kv),
         )
     }
 
@@ -309,7 +534,7 @@ impl DecoderBlock {
     /// # Shapes
     /// - x (the block input): `[n, d_model]`
     /// - q: `[n, n_heads, 1, d_head]`
-    /// - k_all, v_all: `[n, n_heads, len, d_head]`
+    /// - k_all, v_all: `[n, n_kv_heads, len, d_head]`
     /// - output: `[n, d_model]`
     ///
     /// # Panics
@@ -321,18 +546,22 @@ impl DecoderBlock {
         k_all: Tensor<4>,
         v_all: Tensor<4>,
     ) -> Tensor<2> {
-        let [n, d] = x.dims();
-        let (h, dh) = (self.n_heads, self.d_head);
+        let [n, _] = x.dims();
+        let (h, kv, dh) = (self.n_heads, self.n_kv_heads, self.d_head);
         assert_eq!(q.dims(), [n, h, 1, dh], "DecoderBlock::attend: query shape");
         let [kn, kh, len, kd] = k_all.dims();
         assert!(
-            kn == n && kh == h && kd == dh && len > 0 && v_all.dims() == [kn, kh, len, kd],
-            "DecoderBlock::attend: keys {:?} and values {:?} do not fit rows {n} × {h} heads × {dh}",
+            kn == n && kh == kv && kd == dh && len > 0 && v_all.dims() == [kn, kh, len, kd],
+            "DecoderBlock::attend: keys {:?} and values {:?} do not fit rows {n} × {kv} heads × {dh}",
             k_all.dims(),
             v_all.dims()
         );
-        let scores = q.matmul(k_all.swap_dims(2, 3)).mul_scalar(self.scale()); // [n, H, 1, len]
-        let context = softmax(scores, 3).matmul(v_all).reshape([n, d]);
+        let scores = q
+            .matmul(self.repeat_kv(k_all).swap_dims(2, 3))
+            .mul_scalar(self.scale()); // [n, H, 1, len]
+        let context = softmax(scores, 3)
+            .matmul(self.repeat_kv(v_all))
+            .reshape([n, h * dh]);
         let x = x + self.wo.forward(context);
         self.mlp_residual(x)
     }
@@ -344,7 +573,7 @@ impl DecoderBlock {
     /// # Shapes
     /// - x: `[n, d_model]`, output `[n, d_model]`
     pub fn step(&self, x: Tensor<2>, cache: &mut LayerKv) -> Tensor<2> {
-        let (q, k, v) = self.qkv(x.clone());
+        let (q, k, v) = self.qkv(x.clone(), cache.len());
         cache.append(k, v);
         let k_all = cache
             .k
@@ -358,29 +587,41 @@ impl DecoderBlock {
     }
 
     /// FLOPs of [`DecoderBlock::step`] for one row at a position with `cache_len`
-    /// earlier positions: the four `d × d` projections, scores and context over
-    /// `cache_len + 1` positions (2 multiply-adds per position and channel), the MLP,
-    /// and 5 FLOPs per element for the softmax, the two layer norms and the activation.
-    /// The conventions of [`ponder_core::transformer_layer_flops`]: `step_flops(0)`
-    /// equals `transformer_layer_flops(1, …)`.
+    /// earlier positions: the query, key, value and output projections, scores and
+    /// context over `cache_len + 1` positions (2 multiply-adds per position and channel),
+    /// the MLP (three linears when gated, plus the product), 5 FLOPs per element for the
+    /// softmax, the two norms and the activation, and 3 per rotated element with rotary
+    /// positions. The conventions of [`ponder_core::transformer_layer_flops`]: for a
+    /// GPT-2 block `step_flops(0)` equals `transformer_layer_flops(1, …)`.
     pub fn step_flops(&self, cache_len: u64) -> u64 {
         let (d, ff, h) = (
             self.d_model() as u64,
             self.d_ff() as u64,
             self.n_heads as u64,
         );
+        let (dq, dkv) = (
+            h * self.d_head as u64,
+            self.n_kv_heads as u64 * self.d_head as u64,
+        );
         let positions = cache_len + 1;
-        let projections = 4 * linear_flops(1, d, d);
-        let attention = 2 * 2 * positions * d;
-        let mlp = linear_flops(1, d, ff) + linear_flops(1, ff, d);
+        let projections = 2 * linear_flops(1, d, dq) + 2 * linear_flops(1, d, dkv);
+        let attention = 2 * 2 * positions * dq;
+        let gated = self.ff_gate.is_some();
+        let mlp = if gated { 2 } else { 1 } * linear_flops(1, d, ff)
+            + linear_flops(1, ff, d)
+            + if gated { ff } else { 0 };
         let elementwise = ELEMENTWISE * (h * positions + 2 * d + ff);
-        projections + attention + mlp + elementwise
+        let rotary = if self.rope_theta.is_some() { 3 * (dq + dkv) } else { 0 };
+        projections + attention + mlp + elementwise + rotary
     }
 
-    /// FLOPs of [`DecoderBlock::kv`] for one row: a layer norm and two `d × d` linears.
+    /// FLOPs of [`DecoderBlock::kv`] for one row: a norm, the key and value linears and
+    /// the keys' rotation with rotary positions.
     pub fn kv_flops(&self) -> u64 {
         let d = self.d_model() as u64;
-        ELEMENTWISE * d + 2 * linear_flops(1, d, d)
+        let dkv = self.n_kv_heads as u64 * self.d_head as u64;
+        let rotary = if self.rope_theta.is_some() { 3 * dkv } else { 0 };
+        ELEMENTWISE * d + 2 * linear_flops(1, d, dkv) + rotary
     }
 
     /// FLOPs of [`DecoderBlock::forward`] for one row of `seq_len` positions
@@ -395,18 +636,21 @@ impl DecoderBlock {
     }
 }
 
-/// A GPT-2 style decoder language model: token and learned position embeddings,
-/// pre-norm [`DecoderBlock`]s, a final layer norm and the output head.
+/// A decoder language model: token embeddings (plus learned positions, or rotary ones
+/// inside the blocks), pre-norm [`DecoderBlock`]s, a final norm and the output head.
 #[derive(Module, Debug)]
 pub struct DecoderLm {
     /// Token embedding `[vocab_size, d_model]`.
     pub token_embedding: Embedding,
-    /// Learned positions `[max_len, d_model]`.
-    pub position_embedding: Embedding,
+    /// Learned positions `[max_len, d_model]`; `None` with rotary positions.
+    pub position_embedding: Option<Embedding>,
+    /// The longest sequence the model accepts (the learned positions' count, or the
+    /// rotary model's configured `max_len`).
+    pub max_positions: usize,
     /// The blocks.
     pub layers: Vec<DecoderBlock>,
-    /// Final layer norm, applied before the output head at every exit.
-    pub norm_f: LayerNorm,
+    /// Final norm, applied before the output head at every exit.
+    pub norm_f: NormLayer,
     /// Untied output head `d → vocab` (no bias); `None` reuses the token embedding.
     pub lm_head: Option<Linear>,
 }
@@ -427,9 +671,9 @@ impl DecoderLm {
         self.token_embedding.weight.dims()[0]
     }
 
-    /// Number of learned positions: positions `0..max_len` are valid.
+    /// Positions `0..max_len` are valid.
     pub fn max_len(&self) -> usize {
-        self.position_embedding.weight.dims()[0]
+        self.max_positions
     }
 
     /// The device the weights live on.
@@ -442,7 +686,8 @@ impl DecoderLm {
         KvCache::initial(self.n_layers())
     }
 
-    /// Token plus position embeddings of positions `start..start + seq_len`.
+    /// Token embeddings plus (learned) position embeddings of positions `start..start +
+    /// seq_len`.
     ///
     /// # Shapes
     /// - ids: `[batch_size, seq_len]`
@@ -458,10 +703,18 @@ impl DecoderLm {
             start + seq_len,
             self.max_len()
         );
-        let positions =
-            Tensor::<1, Int>::arange(start as i64..(start + seq_len) as i64, &ids.device())
+        let tokens = self.token_embedding.forward(ids.clone());
+        match &self.position_embedding {
+            Some(table) => {
+                let positions = Tensor::<1, Int>::arange(
+                    start as i64..(start + seq_len) as i64,
+                    &ids.device(),
+                )
                 .reshape([1, seq_len]);
-        self.token_embedding.forward(ids) + self.position_embedding.forward(positions)
+                tokens + table.forward(positions)
+            }
+            None => tokens,
+        }
     }
 
     /// Token plus position embedding of one token per row at `position`.
@@ -478,7 +731,7 @@ impl DecoderLm {
             .reshape([batch, self.d_model()])
     }
 
-    /// The final layer norm `norm_f` (of any layer's residual stream).
+    /// The final norm `norm_f` (of any layer's residual stream).
     ///
     /// # Shapes
     /// - h: `[..., d_model]`, output the same
@@ -580,10 +833,15 @@ impl DecoderLm {
         self.logits(self.norm(x))
     }
 
-    /// FLOPs of [`DecoderLm::embed_step`] for one row: the sum of the token and position
-    /// embeddings (the look-ups are free).
+    /// FLOPs of [`DecoderLm::embed_step`] for one row: the sum of the token and learned
+    /// position embeddings (the look-ups are free; rotary positions are charged in the
+    /// blocks).
     pub fn embed_flops(&self) -> u64 {
-        self.d_model() as u64
+        if self.position_embedding.is_some() {
+            self.d_model() as u64
+        } else {
+            0
+        }
     }
 
     /// FLOPs of one row's prediction at an exit: [`DecoderLm::norm`] (5 per element)

@@ -68,13 +68,19 @@ mod config;
 mod decoder;
 mod embedding;
 mod encoder;
+mod hf_decoder;
 mod kv_cache;
 mod loader;
 mod token;
 
 pub use config::{EmbeddingKind, EncoderConfig};
-pub use decoder::{DecoderBlock, DecoderConfig, DecoderLm};
+pub use decoder::{
+    DecoderActivation, DecoderBlock, DecoderConfig, DecoderLm, DecoderNorm, NormLayer,
+};
 pub use embedding::{PatchEmbedding, TextEmbedding};
 pub use encoder::{Encoder, EncoderInput, EncoderState};
+pub use hf_decoder::{
+    DecoderFamily, HfDecoderConfig, LoadedDecoder, load_decoder_from, load_hf_decoder,
+};
 pub use kv_cache::{KvCache, LayerKv};
 pub use loader::{HfConfig, HfLayout, LoadedEncoder, load_from, load_hf_encoder, load_with_config};

@@ -84,14 +84,13 @@ impl TokenLm for DecoderLm {
 
     fn layer(&self, layer: usize, call: LayerCall<'_>, cache: &mut KvCache) -> Option<LayerStep> {
         let block = &self.layers[layer];
+        // the position this token takes in this layer's cache
+        let position = cache.layers[layer].len();
         let (run_rows, x) = call.run;
-        let run = (!run_rows.is_empty()).then(|| {
-            let (q, k, v) = block.qkv(x.clone());
-            (q, k, v)
-        });
+        let run = (!run_rows.is_empty()).then(|| block.qkv(x.clone(), position));
         let skip = call.skip.map(|(rows, exited, rule)| {
             let (k, v) = match rule {
-                SkipRule::Recompute => block.kv(exited),
+                SkipRule::Recompute => block.kv(exited, position),
                 SkipRule::Copy => {
                     let (k, v) = cache.layers[layer]
                         .last()

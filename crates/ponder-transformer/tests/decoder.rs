@@ -62,11 +62,8 @@ fn model(tied: bool, device: &Device) -> DecoderLm {
         .weight
         .clone()
         .map(|w| w.mul_scalar(25.0));
-    lm.position_embedding.weight = lm
-        .position_embedding
-        .weight
-        .clone()
-        .map(|w| w.mul_scalar(25.0));
+    let positions = lm.position_embedding.as_mut().expect("learned positions");
+    positions.weight = positions.weight.clone().map(|w| w.mul_scalar(25.0));
     lm
 }
 
@@ -233,7 +230,7 @@ fn block_pieces_compose_to_step() {
 
         // qkv, append, attend.
         let mut composed = cache.layers[layer].clone();
-        let (q, k, v) = block.qkv(x.clone());
+        let (q, k, v) = block.qkv(x.clone(), prompt);
         assert_eq!(q.dims(), [3, 4, 1, 4]);
         composed.append(k, v);
         let (k_all, v_all) = (composed.k.clone().unwrap(), composed.v.clone().unwrap());
@@ -241,7 +238,7 @@ fn block_pieces_compose_to_step() {
         assert!(max_diff(out.clone(), out2) <= 1e-6);
 
         // kv recomputes exactly what step appended.
-        let (k, v) = block.kv(x);
+        let (k, v) = block.kv(x, prompt);
         let (k_last, v_last) = stepped.last().unwrap();
         assert!(max_diff(k, k_last) <= 1e-6);
         assert!(max_diff(v, v_last) <= 1e-6);
@@ -266,7 +263,7 @@ fn kv_of_each_position_equals_the_prefilled_cache() {
         };
         for t in 0..5 {
             let x = input.clone().narrow(1, t, 1).reshape([2, lm.d_model()]);
-            let (k, v) = lm.layers[layer].kv(x);
+            let (k, v) = lm.layers[layer].kv(x, t);
             let cached = &cache.layers[layer];
             let diff_k = max_diff(k, cached.k.clone().unwrap().narrow(2, t, 1));
             let diff_v = max_diff(v, cached.v.clone().unwrap().narrow(2, t, 1));
@@ -394,7 +391,7 @@ fn initialisation_follows_gpt2() {
         ("token_embedding", lm.token_embedding.weight.val(), 0.02),
         (
             "position_embedding",
-            lm.position_embedding.weight.val(),
+            lm.position_embedding.as_ref().unwrap().weight.val(),
             0.02,
         ),
         ("wq", block.wq.weight.val(), 0.02),
@@ -410,7 +407,10 @@ fn initialisation_follows_gpt2() {
     }
     let bias = to_host(block.ff_out.bias.as_ref().unwrap().val());
     assert!(bias.iter().all(|&b| b == 0.0));
-    assert!(to_host(lm.norm_f.gamma.val()).iter().all(|&g| g == 1.0));
+    let ponder_transformer::NormLayer::Layer(norm_f) = &lm.norm_f else {
+        panic!("GPT-2's final norm is a layer norm")
+    };
+    assert!(to_host(norm_f.gamma.val()).iter().all(|&g| g == 1.0));
     assert!(lm.lm_head.is_none());
 }
 

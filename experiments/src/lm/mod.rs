@@ -59,8 +59,8 @@ mod vocab;
 
 pub use results::{LmResults, LmTestResult, MemoryPoint, loss_plot, table};
 pub use run::run;
-pub use trained::{TrainedLm, ensure_trained, load_trained};
-pub use vocab::{check_vocab, record_vocab};
+pub use trained::{TrainedLm, ensure_trained, load_pretrained, load_trained};
+pub use vocab::{check_pretrained_vocab, check_vocab, record_vocab};
 
 /// An LM experiment file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -99,3 +99,39 @@ pub fn check_vocab(run_dir: &Path, vocab: &LmVocab, required: bool) -> Result<()
     }
     Ok(())
 }
+
+/// Checks that a corpus can feed the pretrained model in `folder`: the corpus uses the
+/// folder's `tokenizer.json`, and the tokenizer's ids fit the model's `vocab_size`.
+pub fn check_pretrained_vocab(folder: &Path, vocab: &LmVocab) -> Result<()> {
+    let tokenizer = folder.join(TOKENIZER_FILE);
+    if !tokenizer.is_file() {
+        bail!(
+            "the checkpoint folder {} has no {TOKENIZER_FILE}: a pretrained model needs its tokenizer",
+            folder.display()
+        );
+    }
+    if let LmVocab::Chars(_) = vocab {
+        bail!(
+            "the corpus uses characters, but the pretrained model in {} reads the tokens of its {TOKENIZER_FILE}: set `data.tokenizer = \"{}\"`",
+            folder.display(),
+            tokenizer.display()
+        );
+    }
+    check_vocab(folder, vocab, true)?;
+    let config = folder.join("config.json");
+    let json: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&config).with_context(|| format!("reading {}", config.display()))?,
+    )
+    .with_context(|| format!("reading {}: not JSON", config.display()))?;
+    if let Some(model_vocab) = json.get("vocab_size").and_then(|v| v.as_u64())
+        && vocab.len() as u64 > model_vocab
+    {
+        bail!(
+            "the tokenizer {} has {} tokens, more than the model's vocab_size = {model_vocab} in {}",
+            tokenizer.display(),
+            vocab.len(),
+            config.display()
+        );
+    }
+    Ok(())
+}

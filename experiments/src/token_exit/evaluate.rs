@@ -26,6 +26,7 @@ use crate::run::RunFolder;
 /// first).
 pub(super) fn families(
     experiment: &TokenExitExperiment,
+    vocab: usize,
 ) -> Vec<(String, Option<usize>, Vec<TokenRule>)> {
     let s = &experiment.token_exit;
     let sorted = |values: &[f64], make: fn(f64) -> TokenRule| {
@@ -35,7 +36,7 @@ pub(super) fn families(
         v.into_iter().map(make).collect::<Vec<_>>()
     };
     let mut out: Vec<(String, Option<usize>, Vec<TokenRule>)> = experiment
-        .specs()
+        .specs(vocab)
         .iter()
         .enumerate()
         .map(|(i, spec)| {
@@ -187,7 +188,7 @@ fn check_backbone<L: TokenLm>(
             );
         }
     }
-    for spec in experiment.specs() {
+    for spec in experiment.specs(lm.vocab_size()) {
         spec.validate(n_layers, lm.vocab_size(), "token_exit.classifiers")?;
     }
     Ok(())
@@ -283,7 +284,7 @@ fn exit_classifiers<L: TokenLm + burn::module::Module>(
 ) -> Result<(Vec<TrainedClassifier>, Vec<ClassifierReport>)> {
     let mut classifiers = Vec::new();
     let mut reports = Vec::new();
-    for spec in experiment.specs() {
+    for spec in experiment.specs(lm.vocab_size()) {
         let dir = run
             .root()
             .join("classifiers")
@@ -363,7 +364,7 @@ fn sweep<L: TokenLm>(
     let n_layers = lm.n_layers();
     let n = s.gen_len;
     let batch = s.batch_size;
-    let families = families(experiment);
+    let families = families(experiment, lm.vocab_size());
     let total: usize = families.iter().map(|f| f.2.len()).sum::<usize>() * s.always_run_last.len();
     let progress = bar(total, &entry.name);
     let mut curves = Vec::new();

@@ -2,7 +2,8 @@
 //! arXiv:2207.07061): for each language model (Mamba, transformer) trained by `ponder lm`
 //! on the corpus of the experiment's `[data]` (the same forms as `ponder lm`'s,
 //! characters or a `tokenizer.json`; each model's run must have recorded the same
-//! vocabulary), train DYNAMAX's exit classifiers on the frozen model, sweep the threshold
+//! vocabulary), or pretrained (a Hugging Face GPT-2, Llama-family or Mamba checkpoint
+//! folder, whose `tokenizer.json` the corpus must use), train DYNAMAX's exit classifiers on the frozen model, sweep the threshold
 //! of every exit rule (classifiers, softmax max, top-2 margin, hidden-state saturation),
 //! measure compute saved against consistency with full-depth greedy decoding on held-out
 //! text, and calibrate each rule's threshold with Learn-then-Test (arXiv:2110.01052) for
@@ -62,10 +63,15 @@ pub fn load_corpus(experiment: &TokenExitExperiment) -> Result<LmCorpus> {
         experiment.classifier_train.valid_windows,
     )
     .context("invalid value for `classifier_train.valid_windows`")?;
-    // language models trained already must have been trained on this vocabulary
+    // language models trained already must have been trained on this vocabulary, and
+    // pretrained ones must read the corpus's tokens
     for entry in &experiment.backbones {
-        lm::check_vocab(&entry.run, &corpus.vocab, false)
-            .with_context(|| format!("the language model of backbone `{}`", entry.name))?;
+        match (&entry.run, &entry.pretrained) {
+            (_, Some(folder)) => lm::check_pretrained_vocab(folder, &corpus.vocab),
+            (Some(run), None) => lm::check_vocab(run, &corpus.vocab, false),
+            (None, None) => unreachable!("validate() requires `run` or `pretrained`"),
+        }
+        .with_context(|| format!("the language model of backbone `{}`", entry.name))?;
     }
     Ok(corpus)
 }
@@ -78,20 +84,30 @@ pub fn run(
     device: &Device,
 ) -> Result<TokenExitResults> {
     let (calibration, test) = sequences(corpus, &experiment.token_exit)?;
-    // Everything that can be checked from the language models' configs, before any work.
+    // Everything that can be checked from the language models' configs, before any work
+    // (a pretrained model is checked when it is loaded, before its own work starts).
     for entry in &experiment.backbones {
-        let saved = entry.run.join("config.toml");
-        let lm_config = if saved.is_file() { &saved } else { &entry.lm };
-        let lm = lm::LmExperiment::load(lm_config, &[])
-            .with_context(|| format!("the language model of backbone `{}`", entry.name))?;
-        precheck(experiment, entry, &lm)?;
+        if let (Some(run), Some(lm_path)) = (&entry.run, &entry.lm) {
+            let saved = run.join("config.toml");
+            let lm_config = if saved.is_file() { &saved } else { lm_path };
+            let lm = lm::LmExperiment::load(lm_config, &[])
+                .with_context(|| format!("the language model of backbone `{}`", entry.name))?;
+            precheck(experiment, entry, &lm)?;
+        }
     }
     let mut backbones = Vec::new();
     for entry in &experiment.backbones {
-        lm::ensure_trained(&entry.lm, &entry.run, device)
-            .with_context(|| format!("the language model of backbone `{}`", entry.name))?;
-        let (_, trained) = lm::load_trained(&entry.run, &corpus.vocab, device)
-            .with_context(|| format!("the language model of backbone `{}`", entry.name))?;
+        let trained = match (&entry.lm, &entry.run, &entry.pretrained) {
+            (_, _, Some(folder)) => {
+                eprintln!("loading the pretrained model {}", folder.display());
+                lm::load_pretrained(folder, device)
+            }
+            (Some(lm_path), Some(run), None) => lm::ensure_trained(lm_path, run, device)
+                .and_then(|_| lm::load_trained(run, &corpus.vocab, device))
+                .map(|(_, trained)| trained),
+            _ => unreachable!("validate() requires `lm` and `run`, or `pretrained`"),
+        }
+        .with_context(|| format!("the language model of backbone `{}`", entry.name))?;
         let result = match &trained {
             TrainedLm::Mamba(m) => evaluate(
                 m,

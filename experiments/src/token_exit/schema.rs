@@ -29,16 +29,23 @@ pub struct TokenExitExperiment {
     pub token_exit: TokenExitSweep,
 }
 
-/// One language model.
+/// One language model: trained here (`lm` and `run`) or pretrained (`pretrained`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackboneEntry {
     /// Name in tables (`mamba`, `transformer`).
     pub name: String,
     /// The `ponder lm` experiment that trains it when `run` holds no model.
-    pub lm: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lm: Option<PathBuf>,
     /// The `ponder lm` run folder of the trained model.
-    pub run: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<PathBuf>,
+    /// A pretrained Hugging Face checkpoint folder instead (`config.json`,
+    /// `model.safetensors` and `tokenizer.json`: GPT-2, Llama / Mistral / Qwen2, or Mamba),
+    /// whose `tokenizer.json` the experiment's `data.tokenizer` must be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PathBuf>,
     /// What skipped layers' caches get (transformer: copy or recompute; Mamba:
     /// unadvanced or recompute).
     pub skip_rule: SkipRule,
@@ -50,8 +57,15 @@ pub struct BackboneEntry {
 pub struct ClassifierEntry {
     /// `linear` or `mamba`.
     pub kind: ClassifierKind,
-    /// Labels: the final token in the top-k of the exit's prediction.
-    pub top_k: usize,
+    /// Labels: the final token in the top-k of the exit's prediction (give `top_k` or
+    /// `k_fraction`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    /// k as a share of the vocabulary, `max(1, round(k_fraction · vocab))`: the same
+    /// label strictness whatever the vocabulary (DYNAMAX's k = 15 of 32,000 tokens is
+    /// 0.05%; of an 84-character vocabulary it labels most tokens "exit").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k_fraction: Option<f64>,
     /// Mamba classifier input: `hidden` or `confidence`.
     #[serde(default = "default_summary")]
     pub summary: SummaryInput,
@@ -125,6 +139,15 @@ impl TokenExitExperiment {
         if self.backbones.is_empty() {
             bail!("invalid value for `backbones`: name at least one language model");
         }
+        for b in &self.backbones {
+            match (&b.lm, &b.run, &b.pretrained) {
+                (Some(_), Some(_), None) | (None, None, Some(_)) => {}
+                _ => bail!(
+                    "invalid value for backbone `{}`: give either `lm` and `run` (a model trained by `ponder lm`) or `pretrained` (a Hugging Face checkpoint folder)",
+                    b.name
+                ),
+            }
+        }
         for (key, value) in [
             ("prompt_len", s.prompt_len),
             ("calibration_sequences", s.calibration_sequences),
@@ -144,11 +167,20 @@ impl TokenExitExperiment {
                 s.exits
             );
         }
-        if let Some(c) = s.classifiers.iter().find(|c| c.top_k == 0) {
-            bail!(
-                "invalid value for `token_exit.classifiers`: top_k = {} must be at least 1",
-                c.top_k
-            );
+        for c in &s.classifiers {
+            match (c.top_k, c.k_fraction) {
+                (Some(0), None) => {
+                    bail!("invalid value for `token_exit.classifiers`: top_k = 0 must be at least 1")
+                }
+                (Some(_), None) => {}
+                (None, Some(f)) if f > 0.0 && f <= 1.0 => {}
+                (None, Some(f)) => bail!(
+                    "invalid value for `token_exit.classifiers`: k_fraction = {f} must be in (0, 1]"
+                ),
+                _ => bail!(
+                    "invalid value for `token_exit.classifiers`: give each classifier `top_k` or `k_fraction` (not both)"
+                ),
+            }
         }
         if !s.ablation_threshold.is_finite() {
             bail!("invalid value for `token_exit.ablation_threshold`: must be a finite number");
@@ -175,19 +207,35 @@ impl TokenExitExperiment {
         Ok(())
     }
 
-    /// The specs of the classifiers.
-    pub fn specs(&self) -> Vec<ExitClassifierSpec> {
+    /// The specs of the classifiers for a vocabulary of `vocab` tokens (which resolves
+    /// `k_fraction`).
+    pub fn specs(&self, vocab: usize) -> Vec<ExitClassifierSpec> {
         self.token_exit
             .classifiers
             .iter()
-            .map(|c| match c.kind {
-                ClassifierKind::Linear => {
-                    ExitClassifierSpec::linear(self.token_exit.exits.clone(), c.top_k)
-                }
-                ClassifierKind::Mamba => {
-                    ExitClassifierSpec::mamba(self.token_exit.exits.clone(), c.top_k, c.summary)
+            .map(|c| {
+                let k = c.k(vocab);
+                match c.kind {
+                    ClassifierKind::Linear => {
+                        ExitClassifierSpec::linear(self.token_exit.exits.clone(), k)
+                    }
+                    ClassifierKind::Mamba => {
+                        ExitClassifierSpec::mamba(self.token_exit.exits.clone(), k, c.summary)
+                    }
                 }
             })
             .collect()
+    }
+}
+
+impl ClassifierEntry {
+    /// The label's k for a vocabulary of `vocab` tokens: `top_k`, or `max(1,
+    /// round(k_fraction · vocab))`.
+    pub fn k(&self, vocab: usize) -> usize {
+        match (self.top_k, self.k_fraction) {
+            (Some(k), _) => k,
+            (None, Some(f)) => ((f * vocab as f64).round() as usize).max(1),
+            (None, None) => unreachable!("validate() requires top_k or k_fraction"),
+        }
     }
 }
