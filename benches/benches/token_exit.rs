@@ -19,6 +19,11 @@
 //!
 //! The summary (stderr) prints each case's median tokens/s and its speed-up over
 //! `full` at the same batch size.
+//!
+//! With a pretrained checkpoint folder (`PONDER_BENCH_LM=FOLDER`, by default
+//! `data/smollm2-135m` from `scripts/fetch-data.sh smollm2` when it is there), the same
+//! cases run on it with exits after layers 6, 12 and 18 (`exit1` = layer 6, `exit2` =
+//! layer 12) and 8 generated tokens per call.
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
 use std::time::{Duration, Instant};
@@ -49,15 +54,16 @@ struct Case {
     classifier: Option<(ExitClassifier, ExitClassifierSpec)>,
 }
 
-fn cases<L: TokenLm>(lm: &L, free_rule: SkipRule, device: &Device) -> Vec<Case> {
+/// The cases for exit positions `exits` (`exit1` = the first, `exit2` = the second).
+fn cases<L: TokenLm>(lm: &L, free_rule: SkipRule, exits: [usize; 3], device: &Device) -> Vec<Case> {
     let config = |rule, skip_rule, always_run_last| TokenExitConfig {
         rule,
-        exits: vec![1, 2, 3],
+        exits: exits.to_vec(),
         skip_rule,
         always_run_last,
     };
-    let linear = ExitClassifierSpec::linear(vec![1, 2, 3], 1);
-    let mamba = ExitClassifierSpec::mamba(vec![1, 2, 3], 1, SummaryInput::Hidden);
+    let linear = ExitClassifierSpec::linear(exits.to_vec(), 1);
+    let mamba = ExitClassifierSpec::mamba(exits.to_vec(), 1, SummaryInput::Hidden);
     let recompute = SkipRule::Recompute;
     vec![
         Case {
@@ -67,22 +73,22 @@ fn cases<L: TokenLm>(lm: &L, free_rule: SkipRule, device: &Device) -> Vec<Case> 
         },
         Case {
             name: "exit2",
-            config: config(TokenRule::Fixed(2), recompute, false),
+            config: config(TokenRule::Fixed(exits[1]), recompute, false),
             classifier: None,
         },
         Case {
             name: "exit1",
-            config: config(TokenRule::Fixed(1), recompute, false),
+            config: config(TokenRule::Fixed(exits[0]), recompute, false),
             classifier: None,
         },
         Case {
             name: "exit1-free",
-            config: config(TokenRule::Fixed(1), free_rule, false),
+            config: config(TokenRule::Fixed(exits[0]), free_rule, false),
             classifier: None,
         },
         Case {
             name: "exit1-last",
-            config: config(TokenRule::Fixed(1), recompute, true),
+            config: config(TokenRule::Fixed(exits[0]), recompute, true),
             classifier: None,
         },
         Case {
@@ -104,14 +110,14 @@ fn cases<L: TokenLm>(lm: &L, free_rule: SkipRule, device: &Device) -> Vec<Case> 
     ]
 }
 
-fn run<L: TokenLm>(lm: &L, case: &Case, prompts: &[Vec<usize>]) -> Duration {
+fn run<L: TokenLm>(lm: &L, case: &Case, prompts: &[Vec<usize>], generated: usize) -> Duration {
     let start = Instant::now();
     let out = decode(
         lm,
         &case.config,
         case.classifier.as_ref().map(|(c, s)| (c, s)),
         prompts,
-        GENERATED,
+        generated,
         None,
         None,
     )
@@ -121,14 +127,16 @@ fn run<L: TokenLm>(lm: &L, case: &Case, prompts: &[Vec<usize>]) -> Duration {
     elapsed
 }
 
-fn bench_model<L: TokenLm>(
-    c: &mut Criterion,
-    name: &str,
-    lm: &L,
+/// How a model is benched: its free skip rule, exit positions and tokens per call.
+struct Setup {
     free_rule: SkipRule,
-    device: &Device,
-) {
-    let cases = cases(lm, free_rule, device);
+    exits: [usize; 3],
+    generated: usize,
+}
+
+fn bench_model<L: TokenLm>(c: &mut Criterion, name: &str, lm: &L, setup: Setup, device: &Device) {
+    let generated = setup.generated;
+    let cases = cases(lm, setup.free_rule, setup.exits, device);
     let mut summary = Vec::new();
     for batch in BATCHES {
         let p = prompts(batch);
@@ -137,16 +145,16 @@ fn bench_model<L: TokenLm>(
             .sample_size(10)
             .warm_up_time(Duration::from_secs(1))
             .measurement_time(Duration::from_secs(4))
-            .throughput(Throughput::Elements((batch * GENERATED) as u64));
+            .throughput(Throughput::Elements((batch * generated) as u64));
         let mut medians = Vec::new();
         for case in &cases {
-            run(lm, case, &p); // warm-up
+            run(lm, case, &p, generated); // warm-up
             let mut times = Vec::new();
             group.bench_with_input(BenchmarkId::from_parameter(case.name), &p, |b, p| {
                 b.iter_custom(|iters| {
                     (0..iters)
                         .map(|_| {
-                            let t = run(lm, case, p);
+                            let t = run(lm, case, p, generated);
                             times.push(t);
                             t
                         })
@@ -163,7 +171,7 @@ fn bench_model<L: TokenLm>(
                 summary.push(format!(
                     "{name} batch {batch} {:<13} {:>8.0} tokens/s  speed-up {:.2}",
                     case.name,
-                    (batch * GENERATED) as f64 / m,
+                    (batch * generated) as f64 / m,
                     full / m
                 ));
             }
@@ -181,11 +189,38 @@ fn bench_token_exit(c: &mut Criterion) {
         .with_d_state(16)
         .init_lm(&device)
         .valid();
-    bench_model(c, "mamba", &mamba, SkipRule::Unadvanced, &device);
+    let small = |free_rule| Setup {
+        free_rule,
+        exits: [1, 2, 3],
+        generated: GENERATED,
+    };
+    bench_model(c, "mamba", &mamba, small(SkipRule::Unadvanced), &device);
     let transformer = DecoderConfig::new(VOCAB, 128, 4, 4, 256, 128)
         .init_lm(&device)
         .valid();
-    bench_model(c, "transformer", &transformer, SkipRule::Copy, &device);
+    bench_model(c, "transformer", &transformer, small(SkipRule::Copy), &device);
+
+    let folder = std::env::var_os("PONDER_BENCH_LM").map_or_else(
+        || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/smollm2-135m"),
+        std::path::PathBuf::from,
+    );
+    if !folder.join("config.json").is_file() {
+        eprintln!(
+            "no pretrained checkpoint in {} (scripts/fetch-data.sh smollm2, or PONDER_BENCH_LM=FOLDER): its cases are skipped",
+            folder.display()
+        );
+        return;
+    }
+    let lm = ponder_transformer::load_hf_decoder(&folder, &device)
+        .unwrap_or_else(|e| panic!("loading {}: {e}", folder.display()))
+        .lm
+        .valid();
+    let setup = Setup {
+        free_rule: SkipRule::Copy,
+        exits: [6, 12, 18],
+        generated: 8,
+    };
+    bench_model(c, "pretrained", &lm, setup, &device);
 }
 
 criterion_group!(benches, bench_token_exit);

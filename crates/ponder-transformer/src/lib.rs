@@ -10,9 +10,11 @@
 //! ([`EncoderConfig::mean_pool`]). Post-norm (BERT) and pre-norm (with a final layer
 //! norm before the pooler) are both supported.
 //!
-//! [`DecoderLm`] is a causal GPT-2 style (pre-norm) decoder language model with a
-//! [`KvCache`], whose [`DecoderBlock`]s can be driven one layer and one token at a time
-//! (token-level early exit), with helpers to fill the caches of skipped layers.
+//! [`DecoderLm`] is a causal pre-norm decoder language model with a [`KvCache`], whose
+//! [`DecoderBlock`]s can be driven one layer and one token at a time (token-level early
+//! exit), with helpers to fill the caches of skipped layers. [`DecoderConfig`] covers
+//! GPT-2 (layer norm, learned positions, GELU) and the Llama family (RMSNorm, rotary
+//! positions, SwiGLU, grouped-query attention).
 //!
 //! ## Where it sits
 //!
@@ -37,9 +39,15 @@
 //!   errors naming the tensor.
 //! * [`DecoderConfig`] → [`DecoderLm`] (`forward`, `forward_prefill`, `step`), with
 //!   [`KvCache`] / [`LayerKv`].
+//! * Pretrained Hugging Face decoders (GPT-2, Llama / Mistral / Qwen2 without sliding
+//!   windows) from a checkpoint folder: [`load_hf_decoder`] → [`LoadedDecoder`];
+//!   unsupported variants are refused by name. Mamba checkpoints load through
+//!   `ponder_mamba::load_hf_mamba`.
 //!
 //! The example `hf_encoder` of `ponder-models` loads a checkpoint and puts exit heads on
-//! it: `cargo run -p ponder-models --example hf_encoder [FOLDER]`.
+//! it: `cargo run -p ponder-models --example hf_encoder [FOLDER]`; `pretrained_lm`
+//! generates with a pretrained decoder and token exits: `cargo run --release -p
+//! ponder-models --example pretrained_lm [FOLDER]`.
 //!
 //! ## Example
 //!

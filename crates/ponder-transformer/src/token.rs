@@ -6,7 +6,9 @@
 //! projections give for the exited hidden state ([`SkipRule::Recompute`], CALM's state
 //! propagation and DYNAMAX's `recompute_states`). The running rows then attend over
 //! their part of the cache. [`SkipRule::Unadvanced`] is refused: every position must
-//! have K/V for later tokens to attend to.
+//! have K/V for later tokens to attend to. With rotary positions the copied key keeps
+//! the previous position's rotation, while a recomputed one is rotated to the token's
+//! own position.
 //!
 //! DYNAMAX's exit-classifier input for a transformer is the layer's output (d wide).
 
