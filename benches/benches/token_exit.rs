@@ -198,7 +198,13 @@ fn bench_token_exit(c: &mut Criterion) {
     let transformer = DecoderConfig::new(VOCAB, 128, 4, 4, 256, 128)
         .init_lm(&device)
         .valid();
-    bench_model(c, "transformer", &transformer, small(SkipRule::Copy), &device);
+    bench_model(
+        c,
+        "transformer",
+        &transformer,
+        small(SkipRule::Copy),
+        &device,
+    );
 
     let folder = std::env::var_os("PONDER_BENCH_LM").map_or_else(
         || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/smollm2-135m"),

@@ -215,7 +215,11 @@ fn hf_config(path: &Path, json: &serde_json::Value, file: &SafeTensors) -> Resul
     for (key, claimed, actual) in [
         ("hidden_size", number("hidden_size")?, config.d_model),
         ("state_size", number("state_size")?, config.d_state),
-        ("num_hidden_layers", number("num_hidden_layers")?, config.n_layers),
+        (
+            "num_hidden_layers",
+            number("num_hidden_layers")?,
+            config.n_layers,
+        ),
         ("vocab_size", number("vocab_size")?, config.vocab_size),
         ("expand", number("expand")?, config.expand),
         ("conv_kernel", number("conv_kernel")?, config.d_conv),
@@ -246,7 +250,9 @@ fn hf_config(path: &Path, json: &serde_json::Value, file: &SafeTensors) -> Resul
             if claimed != actual {
                 return Err(err(
                     key,
-                    format!("config.json says {claimed}, the tensors in model.safetensors {actual}"),
+                    format!(
+                        "config.json says {claimed}, the tensors in model.safetensors {actual}"
+                    ),
                 ));
             }
         }
@@ -256,7 +262,12 @@ fn hf_config(path: &Path, json: &serde_json::Value, file: &SafeTensors) -> Resul
         Some(v) => v
             .as_f64()
             .filter(|e| e.is_finite() && *e > 0.0)
-            .ok_or_else(|| err("layer_norm_epsilon", format!("{v} is not a positive number")))?,
+            .ok_or_else(|| {
+                err(
+                    "layer_norm_epsilon",
+                    format!("{v} is not a positive number"),
+                )
+            })?,
     };
     Ok(config.with_norm_eps(eps))
 }

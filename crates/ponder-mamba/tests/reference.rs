@@ -187,7 +187,11 @@ fn export_then_import_gives_the_same_model() {
 
 /// Loads `tiny-mamba-hf` with its config.json replaced by `config` (or its weights by
 /// `weights`).
-fn load_hf_with(config: &[u8], weights: Option<&[u8]>, dir: &std::path::Path) -> Result<(), String> {
+fn load_hf_with(
+    config: &[u8],
+    weights: Option<&[u8]>,
+    dir: &std::path::Path,
+) -> Result<(), String> {
     std::fs::write(dir.join("config.json"), config).unwrap();
     let original = std::fs::read(data("tiny-mamba-hf/model.safetensors")).unwrap();
     std::fs::write(dir.join("model.safetensors"), weights.unwrap_or(&original)).unwrap();
@@ -211,7 +215,11 @@ fn bad_hugging_face_configs_name_the_key() {
         ("use_conv_bias", Value::from(false), "use_conv_bias"),
         ("hidden_act", Value::from("gelu"), "hidden_act"),
         ("model_type", Value::from("llama"), "model_type"),
-        ("layer_norm_epsilon", Value::from(-1.0), "layer_norm_epsilon"),
+        (
+            "layer_norm_epsilon",
+            Value::from(-1.0),
+            "layer_norm_epsilon",
+        ),
     ] {
         let mut config = good.clone();
         config[key] = value;
@@ -224,14 +232,20 @@ fn bad_hugging_face_configs_name_the_key() {
     load_hf_with(&serde_json::to_vec(&config).unwrap(), None, &dir).unwrap();
     // the state-spaces file (embedding named differently) is not a Hugging Face one
     let state_spaces = std::fs::read(data("mamba_reference.safetensors")).unwrap();
-    let err = load_hf_with(&serde_json::to_vec(&good).unwrap(), Some(&state_spaces), &dir)
-        .unwrap_err();
+    let err = load_hf_with(
+        &serde_json::to_vec(&good).unwrap(),
+        Some(&state_spaces),
+        &dir,
+    )
+    .unwrap_err();
     assert!(err.contains("backbone.embeddings.weight"), "{err}");
     // mutated config.json files never panic
     let text = serde_json::to_vec(&good).unwrap();
     let mut state = 5u64;
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as usize
     };
     let (mut ok, mut errors) = (0, 0);

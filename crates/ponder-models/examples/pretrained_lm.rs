@@ -27,9 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None if PathBuf::from("data/smollm2-135m/config.json").is_file() => {
             PathBuf::from("data/smollm2-135m")
         }
-        None => {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../ponder-transformer/tests/data/tiny-llama")
-        }
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../ponder-transformer/tests/data/tiny-llama"),
     };
     let prompt = args
         .next()
@@ -73,8 +72,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ids.len()
     );
     // exits at a fifth, two fifths, ... of the depth
-    let exits: Vec<usize> = (1..5).map(|i| i * n_layers / 5).filter(|&l| l > 0).collect();
-    for rule in [TokenRule::Never, TokenRule::Softmax(0.9), TokenRule::Softmax(0.5)] {
+    let exits: Vec<usize> = (1..5)
+        .map(|i| i * n_layers / 5)
+        .filter(|&l| l > 0)
+        .collect();
+    for rule in [
+        TokenRule::Never,
+        TokenRule::Softmax(0.9),
+        TokenRule::Softmax(0.5),
+    ] {
         let config = TokenExitConfig {
             rule,
             exits: exits.clone(),
@@ -82,7 +88,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             always_run_last: false,
         };
         let start = Instant::now();
-        let out = decode(&lm, &config, None, std::slice::from_ref(&ids), n_tokens, None, None)?;
+        let out = decode(
+            &lm,
+            &config,
+            None,
+            std::slice::from_ref(&ids),
+            n_tokens,
+            None,
+            None,
+        )?;
         let seconds = start.elapsed().as_secs_f64();
         let tokens: Vec<u32> = out.tokens[0].iter().map(|&t| t as u32).collect();
         let text = match &tokenizer {

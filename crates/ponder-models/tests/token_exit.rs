@@ -76,7 +76,10 @@ fn imported(name: &str, device: &Device) -> DecoderLm {
 }
 
 fn imported_decoders(device: &Device) -> [DecoderLm; 2] {
-    [imported("tiny-gpt2", device), imported("tiny-llama", device)]
+    [
+        imported("tiny-gpt2", device),
+        imported("tiny-llama", device),
+    ]
 }
 
 fn prompts(batch: usize, len: usize) -> Vec<Vec<usize>> {
@@ -452,7 +455,7 @@ fn spread_thresholds<L: TokenLm>(
         };
         let logits = lm
             .sequence_logits(layers.streams[l].clone())
-            .reshape([n, VOCAB]);
+            .reshape([n, lm.vocab_size()]);
         confidence.push(confidence_summary(
             logits,
             previous.reshape([n, d]),

@@ -38,8 +38,8 @@ use burn::nn::{
 };
 use burn::tensor::activation::{gelu, silu, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use serde::{Deserialize, Serialize};
 use ponder_core::{PonderError, linear_flops, transformer_layer_flops};
+use serde::{Deserialize, Serialize};
 
 use crate::kv_cache::{KvCache, LayerKv};
 
@@ -337,9 +337,8 @@ fn rope(x: Tensor<4>, start: usize, theta: f64) -> Tensor<4> {
         }
     }
     let device = x.device();
-    let table = |v: Vec<f32>| {
-        Tensor::<4>::from_data(TensorData::new(v, [1, 1, len, half]), &device)
-    };
+    let table =
+        |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, len, half]), &device);
     let (cos, sin) = (table(cos), table(sin));
     let x1 = x.clone().narrow(3, 0, half);
     let x2 = x.narrow(3, half, half);
@@ -505,7 +504,10 @@ impl DecoderBlock {
         let h = self.ln1.forward(x);
         let kv = self.n_kv_heads;
         (
-            self.rotate(self.split_heads_row(self.wk.forward(h.clone()), kv), position),
+            self.rotate(
+                self.split_heads_row(self.wk.forward(h.clone()), kv),
+                position,
+            ),
             self.split_heads_row(self.wv.forward(h), kv),
         )
     }
@@ -520,8 +522,14 @@ impl DecoderBlock {
         let h = self.ln1.forward(x);
         let (heads, kv) = (self.n_heads, self.n_kv_heads);
         (
-            self.rotate(self.split_heads_row(self.wq.forward(h.clone()), heads), position),
-            self.rotate(self.split_heads_row(self.wk.forward(h.clone()), kv), position),
+            self.rotate(
+                self.split_heads_row(self.wq.forward(h.clone()), heads),
+                position,
+            ),
+            self.rotate(
+                self.split_heads_row(self.wk.forward(h.clone()), kv),
+                position,
+            ),
             self.split_heads_row(self.wv.forward(h), kv),
         )
     }
@@ -611,7 +619,11 @@ impl DecoderBlock {
             + linear_flops(1, ff, d)
             + if gated { ff } else { 0 };
         let elementwise = ELEMENTWISE * (h * positions + 2 * d + ff);
-        let rotary = if self.rope_theta.is_some() { 3 * (dq + dkv) } else { 0 };
+        let rotary = if self.rope_theta.is_some() {
+            3 * (dq + dkv)
+        } else {
+            0
+        };
         projections + attention + mlp + elementwise + rotary
     }
 
@@ -620,7 +632,11 @@ impl DecoderBlock {
     pub fn kv_flops(&self) -> u64 {
         let d = self.d_model() as u64;
         let dkv = self.n_kv_heads as u64 * self.d_head as u64;
-        let rotary = if self.rope_theta.is_some() { 3 * dkv } else { 0 };
+        let rotary = if self.rope_theta.is_some() {
+            3 * dkv
+        } else {
+            0
+        };
         ELEMENTWISE * d + 2 * linear_flops(1, d, dkv) + rotary
     }
 
@@ -706,11 +722,9 @@ impl DecoderLm {
         let tokens = self.token_embedding.forward(ids.clone());
         match &self.position_embedding {
             Some(table) => {
-                let positions = Tensor::<1, Int>::arange(
-                    start as i64..(start + seq_len) as i64,
-                    &ids.device(),
-                )
-                .reshape([1, seq_len]);
+                let positions =
+                    Tensor::<1, Int>::arange(start as i64..(start + seq_len) as i64, &ids.device())
+                        .reshape([1, seq_len]);
                 tokens + table.forward(positions)
             }
             None => tokens,

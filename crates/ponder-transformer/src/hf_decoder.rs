@@ -384,7 +384,9 @@ fn head(
     const LM_HEAD: &str = "lm_head.weight";
     let (v, d) = (config.vocab_size, config.d_model);
     if config.tie_embeddings {
-        if file.contains(LM_HEAD) && file.read(LM_HEAD, &[v, d])? != file.read(embedding, &[v, d])? {
+        if file.contains(LM_HEAD)
+            && file.read(LM_HEAD, &[v, d])? != file.read(embedding, &[v, d])?
+        {
             return Err(bad(
                 file,
                 format!(
@@ -524,7 +526,10 @@ fn load_llama(config: &DecoderConfig, file: &SafeTensors, device: &Device) -> Re
         file,
         &[
             (EMBED.to_string(), vec![v, d]),
-            ("model.layers.0.self_attn.k_proj.weight".into(), vec![d_kv, d]),
+            (
+                "model.layers.0.self_attn.k_proj.weight".into(),
+                vec![d_kv, d],
+            ),
             (
                 format!("model.layers.{}.mlp.down_proj.weight", n - 1),
                 vec![d, ff],
@@ -542,7 +547,13 @@ fn load_llama(config: &DecoderConfig, file: &SafeTensors, device: &Device) -> Re
     let (qkv, out, mlp) = (config.qkv_bias, config.out_bias, config.mlp_bias);
     for (i, block) in lm.layers.iter_mut().enumerate() {
         let p = |rest: &str| format!("model.layers.{i}.{rest}");
-        rms_norm(file, &p("input_layernorm.weight"), d, &mut block.ln1, device)?;
+        rms_norm(
+            file,
+            &p("input_layernorm.weight"),
+            d,
+            &mut block.ln1,
+            device,
+        )?;
         block.wq = file.linear(&p("self_attn.q_proj"), d, d, qkv, device)?;
         block.wk = file.linear(&p("self_attn.k_proj"), d, d_kv, qkv, device)?;
         block.wv = file.linear(&p("self_attn.v_proj"), d, d_kv, qkv, device)?;

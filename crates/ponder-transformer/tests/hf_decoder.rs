@@ -48,7 +48,11 @@ fn check_parity(name: &str, family: DecoderFamily) -> DecoderLm {
     let lm = loaded.lm;
     let expected = SafeTensors::open(data(&format!("{name}.expected.safetensors"))).unwrap();
     let (d, v) = (lm.d_model(), lm.vocab_size());
-    let padded = ids(&expected.read("padded_ids", &[2, 7]).unwrap(), [2, 7], &device);
+    let padded = ids(
+        &expected.read("padded_ids", &[2, 7]).unwrap(),
+        [2, 7],
+        &device,
+    );
     let lengths: Vec<usize> = expected
         .read("lengths", &[2])
         .unwrap()
@@ -58,7 +62,13 @@ fn check_parity(name: &str, family: DecoderFamily) -> DecoderLm {
     // every layer's residual stream
     for (l, h) in lm.hidden_states(padded.clone()).into_iter().enumerate() {
         let want = expected.read(&format!("hidden.{l}"), &[2, 7, d]).unwrap();
-        check_real_positions(&to_host(h), &want, &lengths, d, &format!("{name} layer {l}"));
+        check_real_positions(
+            &to_host(h),
+            &want,
+            &lengths,
+            d,
+            &format!("{name} layer {l}"),
+        );
     }
     let want = expected.read("logits", &[2, 7, v]).unwrap();
     check_real_positions(
@@ -132,7 +142,8 @@ fn checkpoint(name: &str) -> Checkpoint {
 }
 
 fn load(config: &Value, bytes: Vec<u8>) -> Result<LoadedDecoder, String> {
-    let hf = HfDecoderConfig::from_json(Path::new("config.json"), config).map_err(|e| e.to_string())?;
+    let hf =
+        HfDecoderConfig::from_json(Path::new("config.json"), config).map_err(|e| e.to_string())?;
     let file = SafeTensors::from_bytes(PathBuf::from("mem.safetensors"), bytes)
         .map_err(|e| e.to_string())?;
     load_decoder_from(hf, &file, &Device::default()).map_err(|e| e.to_string())
@@ -144,13 +155,28 @@ fn unsupported_configs_are_refused_by_name() {
     let gpt2 = checkpoint("tiny-gpt2");
     let cases: Vec<(&Checkpoint, &str, Value, &str)> = vec![
         (&llama, "model_type", "gemma".into(), "gemma"),
-        (&llama, "rope_scaling", serde_json::json!({"rope_type": "llama3", "factor": 8.0}), "rope_scaling"),
+        (
+            &llama,
+            "rope_scaling",
+            serde_json::json!({"rope_type": "llama3", "factor": 8.0}),
+            "rope_scaling",
+        ),
         (&llama, "hidden_act", "gelu".into(), "hidden_act"),
         (&llama, "head_dim", 8.into(), "head_dim"),
         (&llama, "num_key_value_heads", 3.into(), "n_kv_heads"),
         (&llama, "hidden_size", (-4).into(), "hidden_size"),
-        (&gpt2, "activation_function", "relu".into(), "activation_function"),
-        (&gpt2, "scale_attn_by_inverse_layer_idx", true.into(), "scale_attn_by_inverse_layer_idx"),
+        (
+            &gpt2,
+            "activation_function",
+            "relu".into(),
+            "activation_function",
+        ),
+        (
+            &gpt2,
+            "scale_attn_by_inverse_layer_idx",
+            true.into(),
+            "scale_attn_by_inverse_layer_idx",
+        ),
         (&gpt2, "add_cross_attention", true.into(), "cross-attention"),
         (&gpt2, "n_head", 3.into(), "n_heads"),
     ];
@@ -164,7 +190,10 @@ fn unsupported_configs_are_refused_by_name() {
     let mut config = llama.config.clone();
     config.as_object_mut().unwrap().remove("num_hidden_layers");
     let err = load(&config, write_safetensors(&llama.tensors)).unwrap_err();
-    assert!(err.contains("num_hidden_layers") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("num_hidden_layers") && err.contains("missing"),
+        "{err}"
+    );
     // sliding windows (Mistral, Qwen2)
     let mut config = llama.config.clone();
     config["model_type"] = "mistral".into();
@@ -181,7 +210,10 @@ fn unsupported_configs_are_refused_by_name() {
     // Qwen2 has biases on q, k and v, which this file lacks
     config["use_sliding_window"] = false.into();
     let err = load(&config, write_safetensors(&llama.tensors)).unwrap_err();
-    assert!(err.contains("q_proj.bias") && err.contains("missing"), "{err}");
+    assert!(
+        err.contains("q_proj.bias") && err.contains("missing"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -192,7 +224,12 @@ fn bad_weight_files_name_the_tensor() {
     ] {
         let base = checkpoint(name);
         // missing
-        let missing: Vec<_> = base.tensors.iter().filter(|t| t.0 != victim).cloned().collect();
+        let missing: Vec<_> = base
+            .tensors
+            .iter()
+            .filter(|t| t.0 != victim)
+            .cloned()
+            .collect();
         let err = load(&base.config, write_safetensors(&missing)).unwrap_err();
         assert!(err.contains(victim) && err.contains("missing"), "{err}");
         // misshaped: both shapes named
@@ -201,7 +238,10 @@ fn bad_weight_files_name_the_tensor() {
         let (rows, cols) = (t.1[0], t.1[1]);
         t.1 = vec![cols, rows];
         let err = load(&base.config, write_safetensors(&wrong)).unwrap_err();
-        assert!(err.contains(victim) && err.contains(&format!("{rows}")), "{err}");
+        assert!(
+            err.contains(victim) && err.contains(&format!("{rows}")),
+            "{err}"
+        );
         // a tensor the model does not use
         let mut extra = base.tensors.clone();
         extra.push(("model.extra.weight".into(), vec![2], vec![0.0, 1.0]));
@@ -213,7 +253,10 @@ fn bad_weight_files_name_the_tensor() {
     let mut config = base.config.clone();
     config["vocab_size"] = 100_000_000.into();
     let err = load(&config, write_safetensors(&base.tensors)).unwrap_err();
-    assert!(err.contains("model.embed_tokens.weight") && err.contains("config.json"), "{err}");
+    assert!(
+        err.contains("model.embed_tokens.weight") && err.contains("config.json"),
+        "{err}"
+    );
     let mut config = base.config.clone();
     config["num_hidden_layers"] = 2.into();
     let err = load(&config, write_safetensors(&base.tensors)).unwrap_err();
@@ -221,10 +264,17 @@ fn bad_weight_files_name_the_tensor() {
     // a tied head must equal the embedding
     let base = checkpoint("tiny-gpt2");
     let mut tensors = base.tensors.clone();
-    let wte = tensors.iter().find(|t| t.0 == "transformer.wte.weight").unwrap().clone();
+    let wte = tensors
+        .iter()
+        .find(|t| t.0 == "transformer.wte.weight")
+        .unwrap()
+        .clone();
     let mut head = ("lm_head.weight".to_string(), wte.1.clone(), wte.2.clone());
-    load(&base.config, write_safetensors(&[tensors.clone(), vec![head.clone()]].concat()))
-        .expect("a head equal to the embedding is tied");
+    load(
+        &base.config,
+        write_safetensors(&[tensors.clone(), vec![head.clone()]].concat()),
+    )
+    .expect("a head equal to the embedding is tied");
     head.2[0] += 1.0;
     tensors.push(head);
     let err = load(&base.config, write_safetensors(&tensors)).unwrap_err();
@@ -233,7 +283,9 @@ fn bad_weight_files_name_the_tensor() {
     let dir = std::env::temp_dir().join(format!("ponder-hf-decoder-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("model.safetensors.index.json"), "{}").unwrap();
-    let err = load_hf_decoder(&dir, &Device::default()).unwrap_err().to_string();
+    let err = load_hf_decoder(&dir, &Device::default())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("sharded"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -103,8 +103,13 @@ pub fn load_trained(
 /// GPT-2 or Llama-family decoder (unsupported kinds are refused by name).
 pub fn load_pretrained(folder: &Path, device: &Device) -> Result<TrainedLm> {
     let config = folder.join("config.json");
-    let text = std::fs::read_to_string(&config)
-        .with_context(|| format!("reading {} (is {} a checkpoint folder?)", config.display(), folder.display()))?;
+    let text = std::fs::read_to_string(&config).with_context(|| {
+        format!(
+            "reading {} (is {} a checkpoint folder?)",
+            config.display(),
+            folder.display()
+        )
+    })?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .with_context(|| format!("reading {}: not JSON", config.display()))?;
     if json.get("model_type").and_then(|v| v.as_str()) == Some("mamba") {

@@ -170,7 +170,9 @@ impl TokenExitExperiment {
         for c in &s.classifiers {
             match (c.top_k, c.k_fraction) {
                 (Some(0), None) => {
-                    bail!("invalid value for `token_exit.classifiers`: top_k = 0 must be at least 1")
+                    bail!(
+                        "invalid value for `token_exit.classifiers`: top_k = 0 must be at least 1"
+                    )
                 }
                 (Some(_), None) => {}
                 (None, Some(f)) if f > 0.0 && f <= 1.0 => {}

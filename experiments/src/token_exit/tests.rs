@@ -93,9 +93,9 @@ fn pretrained_backbones_need_the_checkpoint_tokenizer() {
     let err = crate::lm::check_pretrained_vocab(&dir, &chars).unwrap_err();
     assert!(format!("{err:#}").contains("data.tokenizer"), "{err:#}");
     // the checkpoint's own tokenizer, but more tokens than the model's vocabulary
-    let tokens = ponder_data::LmVocab::Tokenizer(
+    let tokens = ponder_data::LmVocab::Tokenizer(Box::new(
         ponder_data::TextTokenizer::from_file(dir.join("tokenizer.json")).unwrap(),
-    );
+    ));
     std::fs::write(dir.join("config.json"), r#"{"vocab_size": 2}"#).unwrap();
     let err = crate::lm::check_pretrained_vocab(&dir, &tokens).unwrap_err();
     assert!(format!("{err:#}").contains("vocab_size = 2"), "{err:#}");
