@@ -464,3 +464,75 @@ fn token_exit_compare_trains_the_models_sweeps_and_resumes() {
     assert_eq!(points[2], old[1], "0.5 reused as measured");
     assert_eq!(points[1]["rule"]["threshold"], 0.7);
 }
+
+/// A character-level BPE `tokenizer.json` (no merges: every character is a token) over
+/// the characters of `write_corpus`, for the committed tiny Llama (vocabulary 35).
+fn char_tokenizer() -> String {
+    let chars: Vec<char> = "?tobernhaisqu:wl, ".chars().collect();
+    let vocab: serde_json::Map<String, serde_json::Value> = chars
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.to_string(), i.into()))
+        .collect();
+    serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": null, "post_processor": null, "decoder": null,
+        "model": {"type": "BPE", "dropout": null, "unk_token": "?", "continuing_subword_prefix": null,
+                  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false,
+                  "vocab": vocab, "merges": []}
+    })
+    .to_string()
+}
+
+#[test]
+fn token_exit_compare_runs_on_a_pretrained_checkpoint_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    // the committed 4-layer Llama (grouped-query attention, rotary positions)
+    let model = dir.path().join("tiny-llama");
+    std::fs::create_dir_all(&model).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../crates/ponder-transformer/tests/data/tiny-llama");
+    for file in ["config.json", "model.safetensors"] {
+        std::fs::copy(source.join(file), model.join(file)).unwrap();
+    }
+    std::fs::write(model.join("tokenizer.json"), char_tokenizer()).unwrap();
+    let backbone =
+        "[[backbones]]\nname = \"llama\"\npretrained = \"tiny-llama\"\nskip_rule = \"recompute\"\n";
+    let start = TOKEN_EXIT.find("[[backbones]]").unwrap();
+    let end = TOKEN_EXIT.find("[classifier_train]").unwrap();
+    let text = format!("{}{backbone}{}", &TOKEN_EXIT[..start], &TOKEN_EXIT[end..])
+        .replace("CORPUS", &corpus.display().to_string());
+    let config = dir.path().join("token-exit.toml");
+    // the corpus must be read with the checkpoint's tokenizer
+    std::fs::write(&config, &text).unwrap();
+    let out = ponder(
+        &["compare", config.to_str().unwrap(), "--run-dir", "bad"],
+        dir.path(),
+    );
+    assert_clean_failure(&out, &["data.tokenizer", "tiny-llama"]);
+    assert!(!dir.path().join("bad").exists());
+    let text = text.replace(
+        "valid_every = 3",
+        "valid_every = 3\ntokenizer = \"tiny-llama/tokenizer.json\"",
+    );
+    std::fs::write(&config, &text).unwrap();
+    let run = run_into(
+        dir.path(),
+        "compare",
+        &config,
+        &["results.json", "compute_vs_consistency_llama.svg"],
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    let b = &results["backbones"][0];
+    assert_eq!(b["n_layers"], 4, "{b}");
+    assert_eq!(b["curves"].as_array().unwrap().len(), 10, "{b}");
+    // a folder that is not a checkpoint
+    std::fs::remove_file(model.join("config.json")).unwrap();
+    let out = ponder(
+        &["compare", config.to_str().unwrap(), "--run-dir", "bad2"],
+        dir.path(),
+    );
+    assert_clean_failure(&out, &["config.json"]);
+}
