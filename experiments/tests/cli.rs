@@ -484,12 +484,10 @@ fn char_tokenizer() -> String {
     .to_string()
 }
 
-#[test]
-fn token_exit_compare_runs_on_a_pretrained_checkpoint_folder() {
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = write_corpus(dir.path());
-    // the committed 4-layer Llama (grouped-query attention, rotary positions)
-    let model = dir.path().join("tiny-llama");
+/// The committed 4-layer Llama (grouped-query attention, rotary positions) with a
+/// character tokenizer, as the checkpoint folder `DIR/tiny-llama`.
+fn pretrained_folder(dir: &Path) -> std::path::PathBuf {
+    let model = dir.join("tiny-llama");
     std::fs::create_dir_all(&model).unwrap();
     let source = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../crates/ponder-transformer/tests/data/tiny-llama");
@@ -497,6 +495,79 @@ fn token_exit_compare_runs_on_a_pretrained_checkpoint_folder() {
         std::fs::copy(source.join(file), model.join(file)).unwrap();
     }
     std::fs::write(model.join("tokenizer.json"), char_tokenizer()).unwrap();
+    model
+}
+
+#[test]
+fn lm_fine_tunes_a_pretrained_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    pretrained_folder(dir.path());
+    let text = LM
+        .replace("CORPUS", &corpus.display().to_string())
+        .replace(
+            "valid_every = 3",
+            "valid_every = 3\ntokenizer = \"tiny-llama/tokenizer.json\"",
+        )
+        .replace(
+            "d_model = 16\nn_layers = 2\nd_state = 4",
+            "pretrained = \"tiny-llama\"",
+        )
+        .replace("tokens = 20", "tokens = 8")
+        .replace("memory_lengths = [8, 32]", "memory_lengths = [4, 8]");
+    let config = dir.path().join("lm.toml");
+    // a size that is not the checkpoint's
+    std::fs::write(
+        &config,
+        text.replace("pretrained =", "d_model = 99\npretrained ="),
+    )
+    .unwrap();
+    let out = ponder(
+        &["lm", config.to_str().unwrap(), "--run-dir", "bad"],
+        dir.path(),
+    );
+    assert_clean_failure(&out, &["model.d_model", "99", "16"]);
+    std::fs::write(&config, &text).unwrap();
+    let run = run_into(
+        dir.path(),
+        "lm",
+        &config,
+        &[
+            "config.toml",
+            "tokenizer.json",
+            "model.bpk",
+            "sample.txt",
+            "results.json",
+        ],
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["backbone"], "transformer", "{results}");
+    // the checkpoint's parameters (untied head over 35 tokens), not a new model's
+    let checkpoint = ponder_transformer::load_hf_decoder(
+        dir.path().join("tiny-llama"),
+        &burn::tensor::Device::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        results["n_params"].as_u64().unwrap() as usize,
+        checkpoint.lm.n_params()
+    );
+    // the saved run resolves the same shape again (token-exit experiments load it)
+    let saved = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(
+        saved.contains("pretrained") && saved.contains("d_model = 16"),
+        "{saved}"
+    );
+    let again = ponder(&["lm", "--resume", run.to_str().unwrap()], dir.path());
+    assert!(again.status.success(), "stderr: {}", stderr(&again));
+}
+
+#[test]
+fn token_exit_compare_runs_on_a_pretrained_checkpoint_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(dir.path());
+    let model = pretrained_folder(dir.path());
     let backbone =
         "[[backbones]]\nname = \"llama\"\npretrained = \"tiny-llama\"\nskip_rule = \"recompute\"\n";
     let start = TOKEN_EXIT.find("[[backbones]]").unwrap();

@@ -31,12 +31,10 @@
 //! embedding unless [`DecoderConfig::tie_embeddings`] is false.
 
 use burn::config::Config;
-use burn::module::Module;
-use burn::nn::{
-    Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear, LinearConfig,
-    RmsNorm, RmsNormConfig,
-};
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, silu, softmax};
+use burn::tensor::module::layer_norm;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use ponder_core::{PonderError, linear_flops, transformer_layer_flops};
 use serde::{Deserialize, Serialize};
@@ -138,21 +136,42 @@ fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     x.mul_scalar(0.5) * (inner.tanh() + 1.0)
 }
 
-/// A [`DecoderNorm`] with its weights.
+/// A [`DecoderNorm`] with its weights: a layer norm (`gamma`, `beta`) or an RMSNorm
+/// (`gamma` only).
+///
+/// One module for both, whose parameters have burn's `LayerNorm` names, so a decoder
+/// saved before the norm became a choice loads unchanged; the layer norm is burn's own
+/// operation.
 #[derive(Module, Debug)]
-pub enum NormLayer {
-    /// Layer norm.
-    Layer(LayerNorm),
-    /// RMSNorm.
-    Rms(RmsNorm),
+pub struct NormLayer {
+    /// Scale.
+    pub gamma: Param<Tensor<1>>,
+    /// Shift (layer norm only).
+    pub beta: Option<Param<Tensor<1>>>,
+    /// ε inside the square root.
+    pub epsilon: f64,
+    /// RMSNorm `x / √(mean(x²) + ε) · γ` rather than a layer norm.
+    pub rms: bool,
 }
 
 impl NormLayer {
     /// Normalises the last axis.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        match self {
-            Self::Layer(n) => n.forward(x),
-            Self::Rms(n) => n.forward(x),
+        let gamma = self.gamma.val();
+        if self.rms {
+            let rms = (x.clone().square().mean_dim(D - 1) + self.epsilon).sqrt();
+            (x / rms) * gamma.unsqueeze()
+        } else {
+            layer_norm(x, gamma, self.beta.as_ref().map(Param::val), self.epsilon)
+        }
+    }
+
+    /// Which norm this is.
+    pub fn kind(&self) -> DecoderNorm {
+        if self.rms {
+            DecoderNorm::RmsNorm
+        } else {
+            DecoderNorm::LayerNorm
         }
     }
 }
@@ -292,19 +311,14 @@ impl DecoderConfig {
         }
     }
 
-    /// A norm of width `d_model` of the configured kind.
+    /// A norm of width `d_model` of the configured kind (scale 1, shift 0).
     pub fn norm_layer(&self, device: &Device) -> NormLayer {
-        match self.norm {
-            DecoderNorm::LayerNorm => NormLayer::Layer(
-                LayerNormConfig::new(self.d_model)
-                    .with_epsilon(self.norm_eps)
-                    .init(device),
-            ),
-            DecoderNorm::RmsNorm => NormLayer::Rms(
-                RmsNormConfig::new(self.d_model)
-                    .with_epsilon(self.norm_eps)
-                    .init(device),
-            ),
+        let rms = self.norm == DecoderNorm::RmsNorm;
+        NormLayer {
+            gamma: Initializer::Ones.init([self.d_model], device),
+            beta: (!rms).then(|| Initializer::Zeros.init([self.d_model], device)),
+            epsilon: self.norm_eps,
+            rms,
         }
     }
 }

@@ -54,7 +54,7 @@
 use std::path::Path;
 
 use burn::module::Param;
-use burn::nn::{LayerNorm, Linear};
+use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
 use ponder_core::{PonderError, Result, SafeTensors};
 use serde_json::Value;
@@ -416,12 +416,8 @@ fn layer_norm(
     into: &mut NormLayer,
     device: &Device,
 ) -> Result<()> {
-    let NormLayer::Layer(norm) = into else {
-        unreachable!("GPT-2's config has layer norms")
-    };
-    let norm: &mut LayerNorm = norm;
-    norm.gamma = param(file, &format!("{prefix}.weight"), [d], device)?;
-    norm.beta = Some(param(file, &format!("{prefix}.bias"), [d], device)?);
+    into.gamma = param(file, &format!("{prefix}.weight"), [d], device)?;
+    into.beta = Some(param(file, &format!("{prefix}.bias"), [d], device)?);
     Ok(())
 }
 
@@ -432,10 +428,7 @@ fn rms_norm(
     into: &mut NormLayer,
     device: &Device,
 ) -> Result<()> {
-    let NormLayer::Rms(norm) = into else {
-        unreachable!("the Llama config has RMSNorms")
-    };
-    norm.gamma = param(file, name, [d], device)?;
+    into.gamma = param(file, name, [d], device)?;
     Ok(())
 }
 

@@ -407,10 +407,8 @@ fn initialisation_follows_gpt2() {
     }
     let bias = to_host(block.ff_out.bias.as_ref().unwrap().val());
     assert!(bias.iter().all(|&b| b == 0.0));
-    let ponder_transformer::NormLayer::Layer(norm_f) = &lm.norm_f else {
-        panic!("GPT-2's final norm is a layer norm")
-    };
-    assert!(to_host(norm_f.gamma.val()).iter().all(|&g| g == 1.0));
+    assert_eq!(lm.norm_f.kind(), ponder_transformer::DecoderNorm::LayerNorm);
+    assert!(to_host(lm.norm_f.gamma.val()).iter().all(|&g| g == 1.0));
     assert!(lm.lm_head.is_none());
 }
 
@@ -443,4 +441,27 @@ fn validate_names_the_field() {
 #[should_panic(expected = "n_heads")]
 fn init_panics_on_an_invalid_config() {
     DecoderConfig::new(11, 10, 4, 2, 16, 16).init_lm(&Device::flex());
+}
+
+/// A 2-layer decoder (vocabulary 18, d = 16, 2 heads, FFN 32, 16 positions) trained for
+/// 4 steps by `ponder lm` before the decoder gained RMSNorm, rotary positions and the
+/// gated MLP: its record must still load into the GPT-2 form, with its trained weights.
+#[test]
+fn a_decoder_saved_before_the_llama_options_still_loads() {
+    let device = Device::flex();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/decoder-saved-before-llama.bpk");
+    use burn::module::Module;
+    let fresh = DecoderConfig::new(18, 16, 2, 2, 32, 16).init_lm(&device);
+    let loaded = DecoderConfig::new(18, 16, 2, 2, 32, 16)
+        .init_lm(&device)
+        .try_load_file(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    // trained norms and positions, not the initial ones
+    let gamma = to_host(loaded.layers[0].ln1.gamma.val());
+    assert!(gamma.iter().any(|&g| g != 1.0), "{gamma:?}");
+    assert!(loaded.layers[0].ln1.beta.is_some() && loaded.position_embedding.is_some());
+    let ids =
+        Tensor::<2, Int>::from_data(TensorData::new(vec![5i64, 1, 9, 17, 0, 3], [1, 6]), &device);
+    assert!(max_diff(fresh.forward(ids.clone()), loaded.forward(ids)) > 1e-3);
 }

@@ -320,12 +320,22 @@ fn default_n_heads() -> usize {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LmModel {
+    /// A pretrained Hugging Face checkpoint folder (`config.json`, `model.safetensors`,
+    /// `tokenizer.json`: GPT-2, Llama / Mistral / Qwen2, or Mamba) to start from instead
+    /// of random weights (`train.steps` of fine-tuning, then the same evaluation). Its
+    /// `config.json` sets the backbone and every size; `d_model`, `n_layers`, `d_ff` and
+    /// `max_len`, when given, must be the checkpoint's. `data.tokenizer` must be its
+    /// `tokenizer.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<PathBuf>,
     /// `"mamba"` (default) or `"transformer"`.
     #[serde(default)]
     pub backbone: LmBackbone,
-    /// Width d.
+    /// Width d (from the checkpoint with `pretrained`).
+    #[serde(default)]
     pub d_model: usize,
-    /// Blocks.
+    /// Blocks (from the checkpoint with `pretrained`).
+    #[serde(default)]
     pub n_layers: usize,
     /// SSM state size n.
     #[serde(default = "default_d_state")]
@@ -380,11 +390,78 @@ impl Default for LmGenerate {
 impl LmExperiment {
     /// Reads and checks an LM experiment file, then applies `key=value` overrides.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
-        let experiment: Self = crate::config::load_toml(path, overrides, "LM experiment")?;
+        let mut experiment: Self = crate::config::load_toml(path, overrides, "LM experiment")?;
         experiment
-            .validate()
+            .take_pretrained_shape()
+            .and_then(|()| experiment.validate())
             .with_context(|| format!("in LM experiment {}", path.display()))?;
         Ok(experiment)
+    }
+
+    /// With `model.pretrained`, sets the backbone and the sizes from the checkpoint's
+    /// `config.json` (a size the file gives must be the checkpoint's).
+    fn take_pretrained_shape(&mut self) -> Result<()> {
+        let Some(folder) = self.model.pretrained.clone() else {
+            return Ok(());
+        };
+        let path = folder.join("config.json");
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).with_context(|| {
+                format!(
+                    "invalid value for `model.pretrained`: reading {} (is {} a checkpoint folder?)",
+                    path.display(),
+                    folder.display()
+                )
+            })?)
+            .with_context(|| format!("reading {}: not JSON", path.display()))?;
+        let m = &mut self.model;
+        let (backbone, d_model, n_layers, d_ff, max_len) =
+            if json.get("model_type").and_then(|v| v.as_str()) == Some("mamba") {
+                let number = |key: &str| -> Result<usize> {
+                    json.get(key)
+                        .and_then(serde_json::Value::as_u64)
+                        .map(|n| n as usize)
+                        .with_context(|| {
+                            format!("{}: `{key}` is missing or not a number", path.display())
+                        })
+                };
+                m.d_state = number("state_size")?;
+                m.d_conv = number("conv_kernel")?;
+                m.expand = number("expand")?;
+                (
+                    LmBackbone::Mamba,
+                    number("hidden_size")?,
+                    number("num_hidden_layers")?,
+                    0,
+                    0,
+                )
+            } else {
+                let c = ponder_transformer::HfDecoderConfig::from_json(&path, &json)?.config;
+                m.n_heads = c.n_heads;
+                (
+                    LmBackbone::Transformer,
+                    c.d_model,
+                    c.n_layers,
+                    c.d_ff,
+                    c.max_len,
+                )
+            };
+        for (key, given, actual) in [
+            ("d_model", m.d_model, d_model),
+            ("n_layers", m.n_layers, n_layers),
+            ("d_ff", m.d_ff, d_ff),
+            ("max_len", m.max_len, max_len),
+        ] {
+            if given != 0 && given != actual {
+                bail!(
+                    "invalid value for `model.{key}`: {given}, but the pretrained checkpoint {} has {actual} (leave it out: the checkpoint sets the sizes)",
+                    folder.display()
+                );
+            }
+        }
+        (m.backbone, m.d_model, m.n_layers, m.d_ff, m.max_len) =
+            (backbone, d_model, n_layers, d_ff, max_len);
+        Ok(())
     }
 
     /// Checks every value, naming the key at fault.
@@ -452,6 +529,10 @@ impl LmExperiment {
     /// model): everything a run needs from the data, before a run folder is made.
     pub fn inputs(&self) -> Result<LmInputs> {
         let corpus = self.data.load()?;
+        if let Some(folder) = &self.model.pretrained {
+            check_pretrained_vocab(folder, &corpus.vocab)
+                .context("invalid value for `model.pretrained`")?;
+        }
         let unit = corpus.vocab.unit();
         let seq_len = self.train.seq_len;
         if corpus.train.len() <= seq_len + 1 {

@@ -16,6 +16,7 @@ use ponder_models::{
 };
 use ponder_transformer::DecoderLm;
 
+use super::TrainedLm;
 use super::results::{LmResults, LmTestResult, MemoryPoint};
 use super::vocab::record_vocab;
 use super::{LmBackbone, LmExperiment, LmInputs};
@@ -102,33 +103,36 @@ pub fn run(
     let ad = device.clone().autodiff();
     ad.seed(experiment.train.seed);
     let vocab_size = corpus.vocab.len();
-    let (measured, logs) = match experiment.model.backbone {
-        LmBackbone::Mamba => {
-            let model = experiment.mamba_config(vocab_size).init_lm(&ad);
-            train_and_measure(
-                model,
-                experiment,
-                inputs,
-                run,
-                &checkpoints,
-                &ad,
-                device,
-                |lm: &MambaLm| Some(state_spaces_bytes(lm)),
-            )?
-        }
-        LmBackbone::Transformer => {
-            let model = experiment.decoder_config(vocab_size).init_lm(&ad);
-            train_and_measure(
-                model,
-                experiment,
-                inputs,
-                run,
-                &checkpoints,
-                &ad,
-                device,
-                |_: &DecoderLm| None,
-            )?
-        }
+    let model = match &experiment.model.pretrained {
+        Some(folder) => super::load_pretrained(folder, &ad)?,
+        None => match experiment.model.backbone {
+            LmBackbone::Mamba => TrainedLm::Mamba(experiment.mamba_config(vocab_size).init_lm(&ad)),
+            LmBackbone::Transformer => {
+                TrainedLm::Transformer(experiment.decoder_config(vocab_size).init_lm(&ad))
+            }
+        },
+    };
+    let (measured, logs) = match model {
+        TrainedLm::Mamba(model) => train_and_measure(
+            model,
+            experiment,
+            inputs,
+            run,
+            &checkpoints,
+            &ad,
+            device,
+            |lm: &MambaLm| Some(state_spaces_bytes(lm)),
+        )?,
+        TrainedLm::Transformer(model) => train_and_measure(
+            model,
+            experiment,
+            inputs,
+            run,
+            &checkpoints,
+            &ad,
+            device,
+            |_: &DecoderLm| None,
+        )?,
     };
     let Measured {
         n_params,

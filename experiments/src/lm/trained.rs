@@ -79,21 +79,20 @@ pub fn load_trained(
         )
     };
     use burn::module::Module;
-    let lm = match experiment.model.backbone {
-        LmBackbone::Mamba => TrainedLm::Mamba(
-            experiment
-                .mamba_config(n)
-                .init_lm(device)
-                .try_load_file(&path)
-                .map_err(load_err)?,
-        ),
-        LmBackbone::Transformer => TrainedLm::Transformer(
-            experiment
-                .decoder_config(n)
-                .init_lm(device)
-                .try_load_file(&path)
-                .map_err(load_err)?,
-        ),
+    let fresh = match &experiment.model.pretrained {
+        Some(folder) => load_pretrained(folder, device)?,
+        None => match experiment.model.backbone {
+            LmBackbone::Mamba => TrainedLm::Mamba(experiment.mamba_config(n).init_lm(device)),
+            LmBackbone::Transformer => {
+                TrainedLm::Transformer(experiment.decoder_config(n).init_lm(device))
+            }
+        },
+    };
+    let lm = match fresh {
+        TrainedLm::Mamba(m) => TrainedLm::Mamba(m.try_load_file(&path).map_err(load_err)?),
+        TrainedLm::Transformer(t) => {
+            TrainedLm::Transformer(t.try_load_file(&path).map_err(load_err)?)
+        }
     };
     Ok((experiment, lm))
 }
