@@ -16,7 +16,7 @@ pub mod report;
 pub mod run;
 pub mod token_exit;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::tensor::Device;
 use ponder_exits::Policy;
 use ponder_models::Method;
@@ -50,7 +50,7 @@ fn wgpu_device() -> Result<(Device, String)> {
 
 #[cfg(not(feature = "wgpu"))]
 fn wgpu_device() -> Result<(Device, String)> {
-    bail!(
+    anyhow::bail!(
         "this `ponder` was built without the wgpu backend; rebuild with `cargo build --release -p ponder-experiments --features wgpu`"
     )
 }
