@@ -39,6 +39,21 @@ use serde_json::Value;
 
 use crate::error::{PonderError, Result};
 
+/// Reads a checkpoint's JSON configuration (`config.json`): an I/O error or a file that
+/// is not JSON names the file.
+pub fn read_config_json(path: impl AsRef<Path>) -> Result<Value> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|source| PonderError::Io {
+        action: "reading",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| PonderError::Checkpoint {
+        path: path.to_path_buf(),
+        message: format!("not a JSON config: {e}"),
+    })
+}
+
 /// The length of the header-length prefix.
 const N_LEN: usize = 8;
 
@@ -164,6 +179,31 @@ impl SafeTensors {
             TensorData::new(values, expected.to_vec()),
             device,
         ))
+    }
+
+    /// [`SafeTensors::tensor`] as a module parameter.
+    pub fn param<const D: usize>(
+        &self,
+        name: &str,
+        expected: [usize; D],
+        device: &Device,
+    ) -> Result<burn::module::Param<Tensor<D>>> {
+        Ok(burn::module::Param::from_tensor(
+            self.tensor(name, expected, device)?,
+        ))
+    }
+
+    /// Every tensor as (name, shape, values), in name order: what
+    /// [`write_safetensors`] writes back.
+    pub fn read_all(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+        self.names()
+            .into_iter()
+            .map(|name| {
+                let shape = self.shape(&name).unwrap_or(&[]).to_vec();
+                let values = self.read(&name, &shape)?;
+                Ok((name, shape, values))
+            })
+            .collect()
     }
 
     /// Marks tensor `name` as used without reading it (buffers a model recomputes, such

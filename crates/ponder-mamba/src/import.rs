@@ -24,7 +24,7 @@ use std::path::Path;
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
-use ponder_core::{PonderError, Result, SafeTensors, to_host, write_safetensors};
+use ponder_core::{PonderError, Result, SafeTensors, read_config_json, to_host, write_safetensors};
 
 use crate::config::MambaConfig;
 use crate::model::MambaLm;
@@ -129,15 +129,6 @@ fn untied_head(file: &SafeTensors, embedding: &str) -> Result<bool> {
     Ok(head != emb)
 }
 
-fn param<const D: usize>(
-    file: &SafeTensors,
-    name: &str,
-    shape: [usize; D],
-    device: &Device,
-) -> Result<Param<Tensor<D>>> {
-    Ok(Param::from_tensor(file.tensor(name, shape, device)?))
-}
-
 /// Loads a state-spaces Mamba language model from a safetensors file: the
 /// configuration is read from the tensor shapes, every tensor must be used, and a
 /// shape that does not fit is an error naming the tensor.
@@ -160,16 +151,7 @@ pub fn load_state_spaces(
 pub fn load_hf_mamba(folder: impl AsRef<Path>, device: &Device) -> Result<(MambaLm, MambaConfig)> {
     let folder = folder.as_ref();
     let config_path = folder.join("config.json");
-    let text = std::fs::read_to_string(&config_path).map_err(|source| PonderError::Io {
-        action: "reading",
-        path: config_path.clone(),
-        source,
-    })?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| PonderError::Checkpoint {
-            path: config_path.clone(),
-            message: format!("not a JSON config: {e}"),
-        })?;
+    let json = read_config_json(&config_path)?;
     let file = SafeTensors::open(folder.join("model.safetensors"))?;
     let config = hf_config(&config_path, &json, &file)?;
     let lm = load_tensors(&file, &config, HF_EMBEDDING, device)?;
@@ -283,11 +265,11 @@ fn load_tensors(
     let mut lm = config.init_lm(device);
     let (v, d, di) = (config.vocab_size, config.d_model, config.d_inner());
     let (n, r, k) = (config.d_state, config.dt_rank(), config.d_conv);
-    lm.mamba.embedding.weight = param(file, embedding, [v, d], device)?;
-    lm.mamba.norm_f.gamma = param(file, NORM_F, [d], device)?;
+    lm.mamba.embedding.weight = file.param(embedding, [v, d], device)?;
+    lm.mamba.norm_f.gamma = file.param(NORM_F, [d], device)?;
     for (i, block) in lm.mamba.layers.iter_mut().enumerate() {
         let key = |rest: &str| layer_key(i, rest);
-        block.norm.gamma = param(file, &key("norm.weight"), [d], device)?;
+        block.norm.gamma = file.param(&key("norm.weight"), [d], device)?;
         let m = &mut block.mixer;
         m.in_proj = file.linear(&key("mixer.in_proj"), d, 2 * di, config.proj_bias, device)?;
         m.conv_weight = Param::from_tensor(
@@ -295,14 +277,14 @@ fn load_tensors(
                 .reshape([di, k]),
         );
         m.conv_bias = if config.conv_bias {
-            Some(param(file, &key("mixer.conv1d.bias"), [di], device)?)
+            Some(file.param(&key("mixer.conv1d.bias"), [di], device)?)
         } else {
             None
         };
         m.x_proj = file.linear(&key("mixer.x_proj"), di, r + 2 * n, false, device)?;
         m.dt_proj = file.linear(&key("mixer.dt_proj"), r, di, true, device)?;
-        m.a_log = param(file, &key("mixer.A_log"), [di, n], device)?;
-        m.d_skip = param(file, &key("mixer.D"), [di], device)?;
+        m.a_log = file.param(&key("mixer.A_log"), [di, n], device)?;
+        m.d_skip = file.param(&key("mixer.D"), [di], device)?;
         m.out_proj = file.linear(&key("mixer.out_proj"), di, d, config.proj_bias, device)?;
     }
     if file.contains(LM_HEAD) {

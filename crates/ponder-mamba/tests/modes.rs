@@ -203,15 +203,7 @@ fn bad_weight_files_name_the_problem() {
     std::fs::create_dir_all(&dir).unwrap();
     let good =
         ponder_core::SafeTensors::from_bytes(dir.join("x"), state_spaces_bytes(&lm)).unwrap();
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = good
-        .names()
-        .into_iter()
-        .map(|n| {
-            let shape = good.shape(&n).unwrap().to_vec();
-            let values = good.read(&n, &shape).unwrap();
-            (n, shape, values)
-        })
-        .collect();
+    let tensors = good.read_all().unwrap();
     let write = |name: &str, tensors: &[(String, Vec<usize>, Vec<f32>)]| {
         let path = dir.join(name);
         std::fs::write(&path, write_safetensors(tensors)).unwrap();

@@ -55,8 +55,8 @@ use std::path::Path;
 
 use burn::module::Param;
 use burn::nn::Linear;
-use burn::tensor::{Device, Tensor};
-use ponder_core::{PonderError, Result, SafeTensors};
+use burn::tensor::Device;
+use ponder_core::{PonderError, Result, SafeTensors, read_config_json};
 use serde_json::Value;
 
 use crate::decoder::{DecoderActivation, DecoderConfig, DecoderLm, DecoderNorm, NormLayer};
@@ -164,16 +164,7 @@ impl HfDecoderConfig {
     /// Reads a decoder's `config.json`.
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| PonderError::Io {
-            action: "reading",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let json: Value = serde_json::from_str(&text).map_err(|e| PonderError::Checkpoint {
-            path: path.to_path_buf(),
-            message: format!("not a JSON config: {e}"),
-        })?;
-        Self::from_json(path, &json)
+        Self::from_json(path, &read_config_json(path)?)
     }
 
     /// [`HfDecoderConfig::read`] from parsed JSON (`path` for the messages).
@@ -400,15 +391,6 @@ fn head(
     }
 }
 
-fn param<const D: usize>(
-    file: &SafeTensors,
-    name: &str,
-    shape: [usize; D],
-    device: &Device,
-) -> Result<Param<Tensor<D>>> {
-    Ok(Param::from_tensor(file.tensor(name, shape, device)?))
-}
-
 fn layer_norm(
     file: &SafeTensors,
     prefix: &str,
@@ -416,8 +398,8 @@ fn layer_norm(
     into: &mut NormLayer,
     device: &Device,
 ) -> Result<()> {
-    into.gamma = param(file, &format!("{prefix}.weight"), [d], device)?;
-    into.beta = Some(param(file, &format!("{prefix}.bias"), [d], device)?);
+    into.gamma = file.param(&format!("{prefix}.weight"), [d], device)?;
+    into.beta = Some(file.param(&format!("{prefix}.bias"), [d], device)?);
     Ok(())
 }
 
@@ -428,7 +410,7 @@ fn rms_norm(
     into: &mut NormLayer,
     device: &Device,
 ) -> Result<()> {
-    into.gamma = param(file, name, [d], device)?;
+    into.gamma = file.param(name, [d], device)?;
     Ok(())
 }
 
@@ -481,12 +463,12 @@ fn load_gpt2(config: &DecoderConfig, file: &SafeTensors, device: &Device) -> Res
         ));
     }
     let mut lm = config.init_lm(device);
-    lm.token_embedding.weight = param(file, &key("wte.weight"), [v, d], device)?;
+    lm.token_embedding.weight = file.param(&key("wte.weight"), [v, d], device)?;
     let positions = lm
         .position_embedding
         .as_mut()
         .expect("GPT-2 has learned positions");
-    positions.weight = param(file, &key("wpe.weight"), [config.max_len, d], device)?;
+    positions.weight = file.param(&key("wpe.weight"), [config.max_len, d], device)?;
     for (i, block) in lm.layers.iter_mut().enumerate() {
         let p = |rest: &str| key(&format!("h.{i}.{rest}"));
         layer_norm(file, &p("ln_1"), d, &mut block.ln1, device)?;
@@ -536,7 +518,7 @@ fn load_llama(config: &DecoderConfig, file: &SafeTensors, device: &Device) -> Re
         ));
     }
     let mut lm = config.init_lm(device);
-    lm.token_embedding.weight = param(file, EMBED, [v, d], device)?;
+    lm.token_embedding.weight = file.param(EMBED, [v, d], device)?;
     let (qkv, out, mlp) = (config.qkv_bias, config.out_bias, config.mlp_bias);
     for (i, block) in lm.layers.iter_mut().enumerate() {
         let p = |rest: &str| format!("model.layers.{i}.{rest}");

@@ -45,7 +45,7 @@ use std::path::Path;
 use burn::module::Param;
 use burn::nn::LayerNorm;
 use burn::tensor::{Device, Tensor};
-use ponder_core::{PonderError, Result, SafeTensors};
+use ponder_core::{PonderError, Result, SafeTensors, read_config_json};
 use serde::Deserialize;
 
 use crate::config::{EmbeddingKind, EncoderConfig};
@@ -130,12 +130,7 @@ impl HfConfig {
     /// Reads `config.json`.
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| PonderError::Io {
-            action: "reading",
-            path: path.to_path_buf(),
-            source,
-        })?;
-        serde_json::from_str(&text).map_err(|e| PonderError::Checkpoint {
+        serde_json::from_value(read_config_json(path)?).map_err(|e| PonderError::Checkpoint {
             path: path.to_path_buf(),
             message: format!("not a Hugging Face encoder config: {e}"),
         })

@@ -129,16 +129,10 @@ fn checkpoint(name: &str) -> Checkpoint {
     let dir = data(name);
     let config = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     let file = SafeTensors::open(dir.join("model.safetensors")).unwrap();
-    let tensors = file
-        .names()
-        .into_iter()
-        .map(|n| {
-            let shape = file.shape(&n).unwrap().to_vec();
-            let values = file.read(&n, &shape).unwrap();
-            (n, shape, values)
-        })
-        .collect();
-    Checkpoint { config, tensors }
+    Checkpoint {
+        config,
+        tensors: file.read_all().unwrap(),
+    }
 }
 
 fn load(config: &Value, bytes: Vec<u8>) -> Result<LoadedDecoder, String> {

@@ -211,16 +211,7 @@ fn tiny_bert() -> (HfConfig, Vec<Named>) {
     let dir = data("tiny-bert");
     let config = HfConfig::read(dir.join("config.json")).unwrap();
     let file = SafeTensors::open(dir.join("model.safetensors")).unwrap();
-    let tensors = file
-        .names()
-        .into_iter()
-        .map(|n| {
-            let shape = file.shape(&n).unwrap().to_vec();
-            let values = file.read(&n, &shape).unwrap();
-            (n, shape, values)
-        })
-        .collect();
-    (config, tensors)
+    (config, file.read_all().unwrap())
 }
 
 fn load_bytes(config: &HfConfig, bytes: Vec<u8>) -> Result<LoadedEncoder, String> {

@@ -405,47 +405,39 @@ impl LmExperiment {
             return Ok(());
         };
         let path = folder.join("config.json");
-        let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).with_context(|| {
-                format!(
-                    "invalid value for `model.pretrained`: reading {} (is {} a checkpoint folder?)",
-                    path.display(),
-                    folder.display()
-                )
-            })?)
-            .with_context(|| format!("reading {}: not JSON", path.display()))?;
+        let (json, mamba) =
+            trained::checkpoint_config(&folder).context("invalid value for `model.pretrained`")?;
         let m = &mut self.model;
-        let (backbone, d_model, n_layers, d_ff, max_len) =
-            if json.get("model_type").and_then(|v| v.as_str()) == Some("mamba") {
-                let number = |key: &str| -> Result<usize> {
-                    json.get(key)
-                        .and_then(serde_json::Value::as_u64)
-                        .map(|n| n as usize)
-                        .with_context(|| {
-                            format!("{}: `{key}` is missing or not a number", path.display())
-                        })
-                };
-                m.d_state = number("state_size")?;
-                m.d_conv = number("conv_kernel")?;
-                m.expand = number("expand")?;
-                (
-                    LmBackbone::Mamba,
-                    number("hidden_size")?,
-                    number("num_hidden_layers")?,
-                    0,
-                    0,
-                )
-            } else {
-                let c = ponder_transformer::HfDecoderConfig::from_json(&path, &json)?.config;
-                m.n_heads = c.n_heads;
-                (
-                    LmBackbone::Transformer,
-                    c.d_model,
-                    c.n_layers,
-                    c.d_ff,
-                    c.max_len,
-                )
+        let (backbone, d_model, n_layers, d_ff, max_len) = if mamba {
+            let number = |key: &str| -> Result<usize> {
+                json.get(key)
+                    .and_then(serde_json::Value::as_u64)
+                    .map(|n| n as usize)
+                    .with_context(|| {
+                        format!("{}: `{key}` is missing or not a number", path.display())
+                    })
             };
+            m.d_state = number("state_size")?;
+            m.d_conv = number("conv_kernel")?;
+            m.expand = number("expand")?;
+            (
+                LmBackbone::Mamba,
+                number("hidden_size")?,
+                number("num_hidden_layers")?,
+                0,
+                0,
+            )
+        } else {
+            let c = ponder_transformer::HfDecoderConfig::from_json(&path, &json)?.config;
+            m.n_heads = c.n_heads;
+            (
+                LmBackbone::Transformer,
+                c.d_model,
+                c.n_layers,
+                c.d_ff,
+                c.max_len,
+            )
+        };
         for (key, given, actual) in [
             ("d_model", m.d_model, d_model),
             ("n_layers", m.n_layers, n_layers),

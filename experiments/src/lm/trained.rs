@@ -101,21 +101,21 @@ pub fn load_trained(
 /// (`config.json`, `model.safetensors`): Mamba for `model_type = "mamba"`, otherwise a
 /// GPT-2 or Llama-family decoder (unsupported kinds are refused by name).
 pub fn load_pretrained(folder: &Path, device: &Device) -> Result<TrainedLm> {
-    let config = folder.join("config.json");
-    let text = std::fs::read_to_string(&config).with_context(|| {
-        format!(
-            "reading {} (is {} a checkpoint folder?)",
-            config.display(),
-            folder.display()
-        )
-    })?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .with_context(|| format!("reading {}: not JSON", config.display()))?;
-    if json.get("model_type").and_then(|v| v.as_str()) == Some("mamba") {
+    let (_, mamba) = checkpoint_config(folder)?;
+    if mamba {
         let (lm, _) = ponder_mamba::load_hf_mamba(folder, device)?;
         Ok(TrainedLm::Mamba(lm))
     } else {
         let loaded = ponder_transformer::load_hf_decoder(folder, device)?;
         Ok(TrainedLm::Transformer(loaded.lm))
     }
+}
+
+/// A checkpoint folder's `config.json`, and whether it describes a Mamba model
+/// (`model_type = "mamba"`; anything else goes to the decoder loader).
+pub(crate) fn checkpoint_config(folder: &Path) -> Result<(serde_json::Value, bool)> {
+    let json = ponder_core::read_config_json(folder.join("config.json"))
+        .with_context(|| format!("is {} a checkpoint folder?", folder.display()))?;
+    let mamba = json.get("model_type").and_then(|v| v.as_str()) == Some("mamba");
+    Ok((json, mamba))
 }

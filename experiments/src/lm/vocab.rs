@@ -118,11 +118,7 @@ pub fn check_pretrained_vocab(folder: &Path, vocab: &LmVocab) -> Result<()> {
         );
     }
     check_vocab(folder, vocab, true)?;
-    let config = folder.join("config.json");
-    let json: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(&config).with_context(|| format!("reading {}", config.display()))?,
-    )
-    .with_context(|| format!("reading {}: not JSON", config.display()))?;
+    let (json, _) = super::trained::checkpoint_config(folder)?;
     if let Some(model_vocab) = json.get("vocab_size").and_then(|v| v.as_u64())
         && vocab.len() as u64 > model_vocab
     {
@@ -130,7 +126,7 @@ pub fn check_pretrained_vocab(folder: &Path, vocab: &LmVocab) -> Result<()> {
             "the tokenizer {} has {} tokens, more than the model's vocab_size = {model_vocab} in {}",
             tokenizer.display(),
             vocab.len(),
-            config.display()
+            folder.join("config.json").display()
         );
     }
     Ok(())
