@@ -333,36 +333,50 @@ fn gpt2_linear(d_in: usize, d_out: usize, std: f64, bias: bool, device: &Device)
     linear
 }
 
-/// Rotates the channel pairs `(i, i + d_head/2)` of each head by `position · θ^(−2i/d_head)`
-/// for the positions `start..start + len` (Llama's `rotate_half` form).
-///
-/// # Shapes
-/// - x: `[batch, heads, len, d_head]`, output the same
-fn rope(x: Tensor<4>, start: usize, theta: f64) -> Tensor<4> {
-    let [_, _, len, d_head] = x.dims();
-    let half = d_head / 2;
-    let mut cos = Vec::with_capacity(len * half);
-    let mut sin = Vec::with_capacity(len * half);
-    for p in start..start + len {
-        for i in 0..half {
-            let angle = p as f64 * theta.powf(-2.0 * i as f64 / d_head as f64);
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
+/// The rotary positions' turn of positions `start..start + len`: channel pair `(i, i +
+/// d_head/2)` of each head turns by `position · θ^(−2i/d_head)` (Llama's `rotate_half`
+/// form). Built once per call and applied to both queries and keys.
+struct Rotation {
+    /// `[1, 1, len, d_head/2]`.
+    cos: Tensor<4>,
+    /// `[1, 1, len, d_head/2]`.
+    sin: Tensor<4>,
+}
+
+impl Rotation {
+    fn new(start: usize, len: usize, d_head: usize, theta: f64, device: &Device) -> Self {
+        let half = d_head / 2;
+        let mut cos = Vec::with_capacity(len * half);
+        let mut sin = Vec::with_capacity(len * half);
+        for p in start..start + len {
+            for i in 0..half {
+                let angle = p as f64 * theta.powf(-2.0 * i as f64 / d_head as f64);
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        let table =
+            |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, len, half]), device);
+        Self {
+            cos: table(cos),
+            sin: table(sin),
         }
     }
-    let device = x.device();
-    let table =
-        |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [1, 1, len, half]), &device);
-    let (cos, sin) = (table(cos), table(sin));
-    let x1 = x.clone().narrow(3, 0, half);
-    let x2 = x.narrow(3, half, half);
-    Tensor::cat(
-        vec![
-            x1.clone() * cos.clone() - x2.clone() * sin.clone(),
-            x2 * cos + x1 * sin,
-        ],
-        3,
-    )
+
+    /// # Shapes
+    /// - x: `[batch, heads, len, d_head]`, output the same
+    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let half = x.dims()[3] / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.narrow(3, half, half);
+        Tensor::cat(
+            vec![
+                x1.clone() * self.cos.clone() - x2.clone() * self.sin.clone(),
+                x2 * self.cos.clone() + x1 * self.sin.clone(),
+            ],
+            3,
+        )
+    }
 }
 
 /// One pre-norm decoder block: causal multi-head self-attention and an MLP, each with a
@@ -424,25 +438,50 @@ impl DecoderBlock {
         x.reshape([n, heads, 1, self.d_head])
     }
 
-    /// Rotary positions from `start` on, when the block has them.
-    fn rotate(&self, x: Tensor<4>, start: usize) -> Tensor<4> {
-        match self.rope_theta {
-            Some(theta) => rope(x, start, theta),
-            None => x,
-        }
+    /// The rotation of positions `start..start + len`, when the block has rotary
+    /// positions.
+    fn rotation(&self, start: usize, len: usize, device: &Device) -> Option<Rotation> {
+        self.rope_theta
+            .map(|theta| Rotation::new(start, len, self.d_head, theta, device))
     }
 
-    /// Repeats each key/value head for the query heads that share it: `[n, H_kv, len,
-    /// d_head]` → `[n, H, len, d_head]`.
-    fn repeat_kv(&self, x: Tensor<4>) -> Tensor<4> {
-        if self.n_kv_heads == self.n_heads {
-            return x;
-        }
-        let [n, kv, len, dh] = x.dims();
-        let group = self.n_heads / kv;
-        x.unsqueeze_dim::<5>(2)
-            .expand([n, kv, group, len, dh])
-            .reshape([n, kv * group, len, dh])
+    /// Attention of grouped queries: the `H / H_kv` query heads that share a key/value
+    /// head are laid side by side as rows of one head, so the keys and values (the
+    /// whole cache, when stepping) are read as they are, never copied per query head.
+    /// Query head `h` reads key/value head `h / (H / H_kv)`.
+    ///
+    /// # Shapes
+    /// - q: `[n, H, t, d_head]`; k, v: `[n, H_kv, len, d_head]`
+    /// - future: `[t, len]`, `true` where a query must not look (none when stepping)
+    /// - output: `[n, t, H·d_head]`
+    fn grouped_attention(
+        &self,
+        q: Tensor<4>,
+        k: Tensor<4>,
+        v: Tensor<4>,
+        future: Option<Tensor<2, Bool>>,
+    ) -> Tensor<3> {
+        let [n, h, t, dh] = q.dims();
+        let [_, kv, len, _] = k.dims();
+        let group = h / kv;
+        let q = q.reshape([n, kv, group * t, dh]);
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale()); // [n, kv, group·t, len]
+        let scores = match future {
+            Some(mask) => {
+                let mask = mask
+                    .unsqueeze_dim::<3>(0)
+                    .expand([group, t, len])
+                    .reshape([1, 1, group * t, len])
+                    .expand([n, kv, group * t, len]);
+                scores.mask_fill(mask, MASKED)
+            }
+            None => scores,
+        };
+        softmax(scores, 3)
+            .matmul(v) // [n, kv, group·t, dh]
+            .reshape([n, h, t, dh])
+            .swap_dims(1, 2)
+            .reshape([n, t, h * dh])
     }
 
     /// `1/√d_head`.
@@ -479,24 +518,19 @@ impl DecoderBlock {
     /// - output: `[batch_size, seq_len, d_model]`; cache k, v
     ///   `[batch_size, n_heads, seq_len, d_head]`
     pub fn forward_with_kv(&self, x: Tensor<3>) -> (Tensor<3>, LayerKv) {
-        let [batch, seq_len, d] = x.dims();
+        let [_, seq_len, _] = x.dims();
+        let device = x.device();
         let h = self.ln1.forward(x.clone());
         let (heads, kv_heads) = (self.n_heads, self.n_kv_heads);
-        let q = self.rotate(self.split_heads(self.wq.forward(h.clone()), heads), 0);
-        let k = self.rotate(self.split_heads(self.wk.forward(h.clone()), kv_heads), 0);
+        let mut q = self.split_heads(self.wq.forward(h.clone()), heads);
+        let mut k = self.split_heads(self.wk.forward(h.clone()), kv_heads);
+        if let Some(rotation) = self.rotation(0, seq_len, &device) {
+            (q, k) = (rotation.apply(q), rotation.apply(k));
+        }
         let v = self.split_heads(self.wv.forward(h), kv_heads);
-        let scores = q
-            .matmul(self.repeat_kv(k.clone()).swap_dims(2, 3))
-            .mul_scalar(self.scale());
         // `true` strictly above the diagonal: the future positions.
-        let future = Tensor::<2, Bool>::tril_mask([seq_len, seq_len], 0, &x.device())
-            .reshape([1, 1, seq_len, seq_len])
-            .expand([batch, self.n_heads, seq_len, seq_len]);
-        let weights = softmax(scores.mask_fill(future, MASKED), 3);
-        let context = weights
-            .matmul(self.repeat_kv(v.clone()))
-            .swap_dims(1, 2)
-            .reshape([batch, seq_len, d]);
+        let future = Tensor::<2, Bool>::tril_mask([seq_len, seq_len], 0, &device);
+        let context = self.grouped_attention(q, k.clone(), v.clone(), Some(future));
         let x = x + self.wo.forward(context);
         (
             self.mlp_residual(x),
@@ -517,13 +551,12 @@ impl DecoderBlock {
     pub fn kv(&self, x: Tensor<2>, position: usize) -> (Tensor<4>, Tensor<4>) {
         let h = self.ln1.forward(x);
         let kv = self.n_kv_heads;
-        (
-            self.rotate(
-                self.split_heads_row(self.wk.forward(h.clone()), kv),
-                position,
-            ),
-            self.split_heads_row(self.wv.forward(h), kv),
-        )
+        let k = self.split_heads_row(self.wk.forward(h.clone()), kv);
+        let k = match self.rotation(position, 1, &k.device()) {
+            Some(rotation) => rotation.apply(k),
+            None => k,
+        };
+        (k, self.split_heads_row(self.wv.forward(h), kv))
     }
 
     /// Query, key and value of input `x` at `position` (which only rotary positions
@@ -535,17 +568,13 @@ impl DecoderBlock {
     pub fn qkv(&self, x: Tensor<2>, position: usize) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
         let h = self.ln1.forward(x);
         let (heads, kv) = (self.n_heads, self.n_kv_heads);
-        (
-            self.rotate(
-                self.split_heads_row(self.wq.forward(h.clone()), heads),
-                position,
-            ),
-            self.rotate(
-                self.split_heads_row(self.wk.forward(h.clone()), kv),
-                position,
-            ),
-            self.split_heads_row(self.wv.forward(h), kv),
-        )
+        let q = self.split_heads_row(self.wq.forward(h.clone()), heads);
+        let k = self.split_heads_row(self.wk.forward(h.clone()), kv);
+        let v = self.split_heads_row(self.wv.forward(h), kv);
+        match self.rotation(position, 1, &q.device()) {
+            Some(rotation) => (rotation.apply(q), rotation.apply(k), v),
+            None => (q, k, v),
+        }
     }
 
     /// The rest of the block at one position, given its query and the keys and values
@@ -578,11 +607,8 @@ impl DecoderBlock {
             k_all.dims(),
             v_all.dims()
         );
-        let scores = q
-            .matmul(self.repeat_kv(k_all).swap_dims(2, 3))
-            .mul_scalar(self.scale()); // [n, H, 1, len]
-        let context = softmax(scores, 3)
-            .matmul(self.repeat_kv(v_all))
+        let context = self
+            .grouped_attention(q, k_all, v_all, None)
             .reshape([n, h * dh]);
         let x = x + self.wo.forward(context);
         self.mlp_residual(x)
