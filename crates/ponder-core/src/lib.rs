@@ -103,7 +103,7 @@ pub use stats::ExitStats;
 pub use token::{
     LayerCall, LayerStep, Rows, SequenceLayers, SkipRule, TokenLm, check_prompt, merge_rows,
 };
-pub use weights::{SafeTensors, read_config_json, write_safetensors};
+pub use weights::{NamedTensor, SafeTensors, read_config_json, write_safetensors};
 
 /// Re-export of burn so downstream crates and tests use the same version.
 pub use burn;

@@ -39,6 +39,10 @@ use serde_json::Value;
 
 use crate::error::{PonderError, Result};
 
+/// A tensor as (name, shape, values): what [`SafeTensors::read_all`] reads and
+/// [`write_safetensors`] writes.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// Reads a checkpoint's JSON configuration (`config.json`): an I/O error or a file that
 /// is not JSON names the file.
 pub fn read_config_json(path: impl AsRef<Path>) -> Result<Value> {
@@ -195,7 +199,7 @@ impl SafeTensors {
 
     /// Every tensor as (name, shape, values), in name order: what
     /// [`write_safetensors`] writes back.
-    pub fn read_all(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn read_all(&self) -> Result<Vec<NamedTensor>> {
         self.names()
             .into_iter()
             .map(|name| {

@@ -132,31 +132,12 @@ fn mamba_greedy(lm: &MambaLm, prompt: &[usize], n: usize) -> Vec<usize> {
 }
 
 #[test]
-fn never_exit_is_full_depth_greedy_decoding_on_imported_decoders() {
-    let device = Device::default();
-    for lm in imported_decoders(&device) {
-        let p = prompts(3, 5);
-        let d = decode(
-            &lm,
-            &config(TokenRule::Never, SkipRule::Recompute, false),
-            None,
-            &p,
-            12,
-            None,
-            None,
-        )
-        .unwrap();
-        for r in 0..3 {
-            assert_eq!(d.tokens[r], transformer_greedy(&lm, &p[r], 12), "row {r}");
-            assert_eq!(d.flops[r], d.full_flops[r]);
-        }
-    }
-}
-
-#[test]
 fn never_exit_is_full_depth_greedy_decoding() {
     let device = Device::default();
-    let (m, t) = (mamba(&device), transformer(&device));
+    let m = mamba(&device);
+    // the decoder trained here and the imported GPT-2 and Llama checkpoints
+    let [gpt2, llama] = imported_decoders(&device);
+    let transformers = [transformer(&device), gpt2, llama];
     for batch in [1, 3] {
         let p = prompts(batch, 5);
         for (rule, always) in [(TokenRule::Never, false), (TokenRule::Softmax(1.5), true)] {
@@ -170,34 +151,40 @@ fn never_exit_is_full_depth_greedy_decoding() {
                 None,
             )
             .unwrap();
-            let dt = decode(
-                &t,
-                &config(rule, SkipRule::Copy, always),
-                None,
-                &p,
-                12,
-                None,
-                None,
-            )
-            .unwrap();
             for r in 0..batch {
                 let mut greedy = vec![];
                 greedy.extend(mamba_greedy(&m, &p[r], 13));
                 assert_eq!(dm.tokens[r], greedy[..12].to_vec(), "mamba row {r}");
-                assert_eq!(
-                    dt.tokens[r],
-                    transformer_greedy(&t, &p[r], 12),
-                    "transformer row {r}"
-                );
                 assert!(dm.exit_layers[r].iter().all(|&l| l == 4));
                 if rule == TokenRule::Never {
                     assert_eq!(dm.flops[r], dm.full_flops[r]);
-                    assert_eq!(dt.flops[r], dt.full_flops[r]);
                 } else {
                     // the measure is computed at every exit position and costs
                     assert!(dm.flops[r][0] > dm.full_flops[r][0]);
                 }
-                assert!(dt.layers_run[r].iter().all(|&l| l == 4));
+            }
+            for (i, t) in transformers.iter().enumerate() {
+                let dt = decode(
+                    t,
+                    &config(rule, SkipRule::Copy, always),
+                    None,
+                    &p,
+                    12,
+                    None,
+                    None,
+                )
+                .unwrap();
+                for r in 0..batch {
+                    assert_eq!(
+                        dt.tokens[r],
+                        transformer_greedy(t, &p[r], 12),
+                        "transformer {i} row {r}"
+                    );
+                    if rule == TokenRule::Never {
+                        assert_eq!(dt.flops[r], dt.full_flops[r]);
+                    }
+                    assert!(dt.layers_run[r].iter().all(|&l| l == 4));
+                }
             }
         }
     }

@@ -19,7 +19,7 @@ use ponder_transformer::DecoderLm;
 use super::TrainedLm;
 use super::results::{LmResults, LmTestResult, MemoryPoint};
 use super::vocab::record_vocab;
-use super::{LmBackbone, LmExperiment, LmInputs};
+use super::{LmExperiment, LmInputs};
 use crate::progress::CurveProgress;
 use crate::run::RunFolder;
 
@@ -103,15 +103,7 @@ pub fn run(
     let ad = device.clone().autodiff();
     ad.seed(experiment.train.seed);
     let vocab_size = corpus.vocab.len();
-    let model = match &experiment.model.pretrained {
-        Some(folder) => super::load_pretrained(folder, &ad)?,
-        None => match experiment.model.backbone {
-            LmBackbone::Mamba => TrainedLm::Mamba(experiment.mamba_config(vocab_size).init_lm(&ad)),
-            LmBackbone::Transformer => {
-                TrainedLm::Transformer(experiment.decoder_config(vocab_size).init_lm(&ad))
-            }
-        },
-    };
+    let model = TrainedLm::initial(experiment, vocab_size, &ad)?;
     let (measured, logs) = match model {
         TrainedLm::Mamba(model) => train_and_measure(
             model,

@@ -22,6 +22,24 @@ pub enum TrainedLm {
     Transformer(DecoderLm),
 }
 
+impl TrainedLm {
+    /// The model a run starts from: the pretrained checkpoint of `model.pretrained`, or
+    /// new weights of the experiment's backbone for a vocabulary of `vocab_size` ids.
+    pub fn initial(experiment: &LmExperiment, vocab_size: usize, device: &Device) -> Result<Self> {
+        Ok(match &experiment.model.pretrained {
+            Some(folder) => load_pretrained(folder, device)?,
+            None => match experiment.model.backbone {
+                LmBackbone::Mamba => {
+                    Self::Mamba(experiment.mamba_config(vocab_size).init_lm(device))
+                }
+                LmBackbone::Transformer => {
+                    Self::Transformer(experiment.decoder_config(vocab_size).init_lm(device))
+                }
+            },
+        })
+    }
+}
+
 /// Makes sure `run_dir` holds a trained LM: trains it from `config_path` (or finishes
 /// an interrupted run there) when `model.bpk` is missing, writing the run as `ponder
 /// lm` does. Returns the run's experiment.
@@ -79,16 +97,7 @@ pub fn load_trained(
         )
     };
     use burn::module::Module;
-    let fresh = match &experiment.model.pretrained {
-        Some(folder) => load_pretrained(folder, device)?,
-        None => match experiment.model.backbone {
-            LmBackbone::Mamba => TrainedLm::Mamba(experiment.mamba_config(n).init_lm(device)),
-            LmBackbone::Transformer => {
-                TrainedLm::Transformer(experiment.decoder_config(n).init_lm(device))
-            }
-        },
-    };
-    let lm = match fresh {
+    let lm = match TrainedLm::initial(&experiment, n, device)? {
         TrainedLm::Mamba(m) => TrainedLm::Mamba(m.try_load_file(&path).map_err(load_err)?),
         TrainedLm::Transformer(t) => {
             TrainedLm::Transformer(t.try_load_file(&path).map_err(load_err)?)
