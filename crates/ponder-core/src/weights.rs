@@ -125,7 +125,8 @@ impl SafeTensors {
         self.entries.get(name).map(|e| e.info.shape.as_slice())
     }
 
-    fn error(&self, message: String) -> PonderError {
+    /// An error about this file (a loader's message about its contents).
+    pub fn error(&self, message: String) -> PonderError {
         PonderError::Checkpoint {
             path: self.path.clone(),
             message,
@@ -183,6 +184,24 @@ impl SafeTensors {
             TensorData::new(values, expected.to_vec()),
             device,
         ))
+    }
+
+    /// Checks that each named tensor is present with the shape a configuration implies,
+    /// before a loader allocates a model of that configuration (a damaged `config.json`
+    /// must not make a model huge): errors name the tensor and both shapes.
+    pub fn check_shapes(&self, expected: &[(String, Vec<usize>)]) -> Result<()> {
+        for (name, shape) in expected {
+            match self.shape(name) {
+                Some(s) if s == shape.as_slice() => {}
+                Some(s) => {
+                    return Err(self.error(format!(
+                        "tensor `{name}` has shape {s:?}, config.json implies {shape:?}"
+                    )));
+                }
+                None => return Err(self.error(format!("tensor `{name}` is missing"))),
+            }
+        }
+        Ok(())
     }
 
     /// [`SafeTensors::tensor`] as a module parameter.

@@ -39,13 +39,6 @@ fn layer_key(i: usize, rest: &str) -> String {
     format!("backbone.layers.{i}.{rest}")
 }
 
-fn bad(file: &SafeTensors, message: String) -> PonderError {
-    PonderError::Checkpoint {
-        path: file.path().to_path_buf(),
-        message,
-    }
-}
-
 impl MambaConfig {
     /// Reads the shapes of a state-spaces checkpoint into a configuration (the numbers
     /// that are not stored, like the initialisation ranges, keep their defaults).
@@ -57,38 +50,32 @@ impl MambaConfig {
     fn from_shapes(file: &SafeTensors, embedding: &str) -> Result<Self> {
         let shape = |name: &str| -> Result<Vec<usize>> {
             file.shape(name).map(<[usize]>::to_vec).ok_or_else(|| {
-                bad(
-                    file,
-                    format!(
-                        "tensor `{name}` is missing (is this a state-spaces Mamba checkpoint?)"
-                    ),
-                )
+                file.error(format!(
+                    "tensor `{name}` is missing (is this a state-spaces Mamba checkpoint?)"
+                ))
             })
         };
         let dims = |name: &str, rank: usize| -> Result<Vec<usize>> {
             let s = shape(name)?;
             if s.len() != rank {
-                return Err(bad(
-                    file,
-                    format!("tensor `{name}` has shape {s:?}, expected rank {rank}"),
-                ));
+                return Err(file.error(format!(
+                    "tensor `{name}` has shape {s:?}, expected rank {rank}"
+                )));
             }
             Ok(s)
         };
         let emb = dims(embedding, 2)?;
         let (vocab_size, d_model) = (emb[0], emb[1]);
         if vocab_size == 0 || d_model == 0 {
-            return Err(bad(
-                file,
-                format!("`{embedding}` has shape {emb:?}: an empty embedding"),
-            ));
+            return Err(file.error(format!(
+                "`{embedding}` has shape {emb:?}: an empty embedding"
+            )));
         }
         let n_layers = (0..)
             .take_while(|&i| file.contains(&layer_key(i, "mixer.in_proj.weight")))
             .count();
         if n_layers == 0 {
-            return Err(bad(
-                file,
+            return Err(file.error(
                 "no `backbone.layers.0.mixer.in_proj.weight`: no Mamba layers in the file".into(),
             ));
         }
@@ -97,13 +84,10 @@ impl MambaConfig {
         let conv = dims(&layer_key(0, "mixer.conv1d.weight"), 3)?;
         let dt = dims(&layer_key(0, "mixer.dt_proj.weight"), 2)?;
         if d_inner == 0 || d_inner % d_model != 0 {
-            return Err(bad(
-                file,
-                format!(
-                    "in_proj has {} outputs; expected 2·expand·d_model with d_model {d_model}",
-                    2 * d_inner
-                ),
-            ));
+            return Err(file.error(format!(
+                "in_proj has {} outputs; expected 2·expand·d_model with d_model {d_model}",
+                2 * d_inner
+            )));
         }
         let config = MambaConfig::new(vocab_size, d_model, n_layers)
             .with_d_state(a[1])

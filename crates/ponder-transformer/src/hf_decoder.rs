@@ -310,31 +310,6 @@ fn llama_config(keys: &Keys<'_>, model_type: &str) -> Result<DecoderConfig> {
     .with_tie_embeddings(keys.bool_or("tie_word_embeddings", false)?))
 }
 
-fn bad(file: &SafeTensors, message: String) -> PonderError {
-    PonderError::Checkpoint {
-        path: file.path().to_path_buf(),
-        message,
-    }
-}
-
-/// Checks that the tensors `config.json`'s sizes imply are in the file with those
-/// shapes, before anything is allocated.
-fn check_shapes(file: &SafeTensors, expected: &[(String, Vec<usize>)]) -> Result<()> {
-    for (name, shape) in expected {
-        match file.shape(name) {
-            Some(s) if s == shape.as_slice() => {}
-            Some(s) => {
-                return Err(bad(
-                    file,
-                    format!("tensor `{name}` has shape {s:?}, config.json implies {shape:?}"),
-                ));
-            }
-            None => return Err(bad(file, format!("tensor `{name}` is missing"))),
-        }
-    }
-    Ok(())
-}
-
 /// Loads a checkpoint folder (`config.json`, `model.safetensors`): module docs for the
 /// names and what is refused. Never panics on file contents.
 pub fn load_hf_decoder(folder: impl AsRef<Path>, device: &Device) -> Result<LoadedDecoder> {
@@ -378,9 +353,7 @@ fn head(
         if file.contains(LM_HEAD)
             && file.read(LM_HEAD, &[v, d])? != file.read(embedding, &[v, d])?
         {
-            return Err(bad(
-                file,
-                format!(
+            return Err(file.error(format!(
                     "config.json says tie_word_embeddings, but `{LM_HEAD}` differs from `{embedding}`: a tied-embedding mismatch"
                 ),
             ));
@@ -436,9 +409,7 @@ fn load_gpt2(config: &DecoderConfig, file: &SafeTensors, device: &Device) -> Res
         .into_iter()
         .find(|p| file.contains(&format!("{p}wte.weight")))
         .ok_or_else(|| {
-            bad(
-                file,
-                "tensor `transformer.wte.weight` (or `wte.weight`) is missing: not a GPT-2 checkpoint".into(),
+            file.error("tensor `transformer.wte.weight` (or `wte.weight`) is missing: not a GPT-2 checkpoint".into(),
             )
         })?;
     let key = |rest: &str| format!("{prefix}{rest}");
@@ -448,19 +419,15 @@ fn load_gpt2(config: &DecoderConfig, file: &SafeTensors, device: &Device) -> Res
         config.d_ff,
         config.n_layers,
     );
-    check_shapes(
-        file,
-        &[
-            (key("wte.weight"), vec![v, d]),
-            (key("wpe.weight"), vec![config.max_len, d]),
-            (key(&format!("h.{}.mlp.c_fc.weight", n - 1)), vec![d, ff]),
-        ],
-    )?;
+    file.check_shapes(&[
+        (key("wte.weight"), vec![v, d]),
+        (key("wpe.weight"), vec![config.max_len, d]),
+        (key(&format!("h.{}.mlp.c_fc.weight", n - 1)), vec![d, ff]),
+    ])?;
     if file.contains(&key(&format!("h.{n}.ln_1.weight"))) {
-        return Err(bad(
-            file,
-            format!("the file has more layers than config.json's n_layer = {n}"),
-        ));
+        return Err(file.error(format!(
+            "the file has more layers than config.json's n_layer = {n}"
+        )));
     }
     let mut lm = config.init_lm(device);
     lm.token_embedding.weight = file.param(&key("wte.weight"), [v, d], device)?;
@@ -497,25 +464,21 @@ fn load_llama(config: &DecoderConfig, file: &SafeTensors, device: &Device) -> Re
         config.n_layers,
     );
     let d_kv = config.kv_heads() * config.d_head();
-    check_shapes(
-        file,
-        &[
-            (EMBED.to_string(), vec![v, d]),
-            (
-                "model.layers.0.self_attn.k_proj.weight".into(),
-                vec![d_kv, d],
-            ),
-            (
-                format!("model.layers.{}.mlp.down_proj.weight", n - 1),
-                vec![d, ff],
-            ),
-        ],
-    )?;
+    file.check_shapes(&[
+        (EMBED.to_string(), vec![v, d]),
+        (
+            "model.layers.0.self_attn.k_proj.weight".into(),
+            vec![d_kv, d],
+        ),
+        (
+            format!("model.layers.{}.mlp.down_proj.weight", n - 1),
+            vec![d, ff],
+        ),
+    ])?;
     if file.contains(&format!("model.layers.{n}.input_layernorm.weight")) {
-        return Err(bad(
-            file,
-            format!("the file has more layers than config.json's num_hidden_layers = {n}"),
-        ));
+        return Err(file.error(format!(
+            "the file has more layers than config.json's num_hidden_layers = {n}"
+        )));
     }
     let mut lm = config.init_lm(device);
     lm.token_embedding.weight = file.param(EMBED, [v, d], device)?;

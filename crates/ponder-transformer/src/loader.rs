@@ -259,13 +259,6 @@ pub struct LoadedEncoder {
     pub pooler_loaded: bool,
 }
 
-fn bad(file: &SafeTensors, message: String) -> PonderError {
-    PonderError::Checkpoint {
-        path: file.path().to_path_buf(),
-        message,
-    }
-}
-
 /// Reads one of `names` (the first present; the error names the first).
 fn tensor<const D: usize>(
     file: &SafeTensors,
@@ -345,9 +338,7 @@ pub fn load_with_config(
     .into_iter()
     .find(|p| file.contains(&format!("{p}embeddings.word_embeddings.weight")))
     .ok_or_else(|| {
-        bad(
-            file,
-            "tensor `embeddings.word_embeddings.weight` is missing (with or without the model's prefix): not a BERT/RoBERTa/ALBERT checkpoint".into(),
+        file.error("tensor `embeddings.word_embeddings.weight` is missing (with or without the model's prefix): not a BERT/RoBERTa/ALBERT checkpoint".into(),
         )
     })?;
     let key = |rest: &str| format!("{prefix}{rest}");
@@ -361,7 +352,7 @@ pub fn load_with_config(
             config.n_layers - 1
         ),
     };
-    for (name, expected) in [
+    file.check_shapes(&[
         (
             key("embeddings.word_embeddings.weight"),
             vec![hf.vocab_size, e],
@@ -371,20 +362,7 @@ pub fn load_with_config(
             vec![hf.max_position_embeddings, e],
         ),
         (key(&last), vec![ff, h]),
-    ] {
-        match file.shape(&name) {
-            Some(shape) if shape == expected.as_slice() => {}
-            Some(shape) => {
-                return Err(bad(
-                    file,
-                    format!(
-                        "tensor `{name}` has shape {shape:?}, config.json implies {expected:?}"
-                    ),
-                ));
-            }
-            None => return Err(bad(file, format!("tensor `{name}` is missing"))),
-        }
-    }
+    ])?;
     let mut encoder = config.init(device);
     let EmbeddingKind::Text {
         vocab_size,
