@@ -242,12 +242,7 @@ fn bad_hugging_face_configs_name_the_key() {
     // mutated config.json files never panic
     let text = serde_json::to_vec(&good).unwrap();
     let mut state = 5u64;
-    let mut next = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as usize
-    };
+    let mut next = || ponder_core::splitmix64(&mut state) as usize;
     let (mut ok, mut errors) = (0, 0);
     for round in 0..400 {
         let mut bytes = text.clone();

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use ponder_core::{SafeTensors, to_host, write_safetensors};
+use ponder_core::{SafeTensors, splitmix64 as next, to_host, write_safetensors};
 use ponder_transformer::{
     DecoderFamily, DecoderLm, HfDecoderConfig, LoadedDecoder, load_decoder_from, load_hf_decoder,
 };
@@ -282,15 +282,6 @@ fn bad_weight_files_name_the_tensor() {
         .to_string();
     assert!(err.contains("sharded"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-/// SplitMix64.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[test]

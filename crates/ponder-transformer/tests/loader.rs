@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use burn::module::Module;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use ponder_core::{SafeTensors, to_host, write_safetensors};
+use ponder_core::{SafeTensors, splitmix64 as next, to_host, write_safetensors};
 use ponder_transformer::{
     EncoderInput, HfConfig, HfLayout, LoadedEncoder, load_from, load_hf_encoder,
 };
@@ -365,15 +365,6 @@ fn tempfile_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("ponder-loader-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// SplitMix64.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[test]
