@@ -1,11 +1,58 @@
 //! Shared helpers of the criterion benches in `benches/`: models of the default
 //! experiment's shape and deterministic exit schedules.
 
+/// mimalloc instead of glibc's malloc, as in the `ponder` binary (burn allocates a new
+/// buffer for most tensor operations; glibc returns the large ones to the kernel at every
+/// free, so each reuse page-faults). A bench gets it by linking this crate.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
 use ponder_core::{ExitPolicy, ExitSignals, retain};
 use ponder_models::{MultiExitClassifier, MultiExitConfig};
 use ponder_transformer::{EmbeddingKind, EncoderConfig, EncoderInput};
+
+/// The device a bench runs on: `PONDER_BENCH_DEVICE` = `cpu` (burn's flex backend, the
+/// default), `wgpu` or `cuda` (each needs the bench built with that cargo feature), and
+/// its name for the report.
+///
+/// # Panics
+/// On another value, or a GPU backend this build does not have.
+pub fn bench_device() -> (Device, &'static str) {
+    let choice = std::env::var("PONDER_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    match choice.as_str() {
+        "cpu" | "flex" => (Device::flex(), "cpu-flex"),
+        #[cfg(feature = "wgpu")]
+        "wgpu" => (
+            Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+            "wgpu",
+        ),
+        #[cfg(feature = "cuda")]
+        "cuda" => (Device::cuda(0), "cuda"),
+        other => panic!(
+            "PONDER_BENCH_DEVICE={other}: expected cpu, or wgpu / cuda in a bench built with `--features wgpu` / `--features cuda`"
+        ),
+    }
+}
+
+/// The batch sizes a bench runs: `PONDER_BENCH_BATCHES` (comma-separated, e.g.
+/// `32,256`), or `default`.
+///
+/// # Panics
+/// On a value that is not a list of positive integers.
+pub fn bench_batches(default: &[usize]) -> Vec<usize> {
+    match std::env::var("PONDER_BENCH_BATCHES") {
+        Err(_) => default.to_vec(),
+        Ok(list) => list
+            .split(',')
+            .map(|b| match b.trim().parse::<usize>() {
+                Ok(n) if n > 0 => n,
+                _ => panic!("PONDER_BENCH_BATCHES={list}: expected positive integers separated by commas"),
+            })
+            .collect(),
+    }
+}
 
 /// The ViT encoder of the default Fashion-MNIST experiment (6 layers, H = 64), with
 /// random weights, without autodiff or dropout.

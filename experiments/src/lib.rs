@@ -28,6 +28,9 @@ pub enum DeviceChoice {
     Cpu,
     /// burn's wgpu GPU backend (needs a build with `--features wgpu`).
     Wgpu,
+    /// burn's CUDA backend on NVIDIA GPU 0 (needs a build with `--features
+    /// cuda`, and the NVIDIA driver at run time).
+    Cuda,
 }
 
 impl DeviceChoice {
@@ -36,6 +39,7 @@ impl DeviceChoice {
         match self {
             Self::Cpu => Ok((Device::flex(), "cpu (burn flex)".to_string())),
             Self::Wgpu => wgpu_device(),
+            Self::Cuda => cuda_device(),
         }
     }
 }
@@ -52,6 +56,21 @@ fn wgpu_device() -> Result<(Device, String)> {
 fn wgpu_device() -> Result<(Device, String)> {
     anyhow::bail!(
         "this `ponder` was built without the wgpu backend; rebuild with `cargo build --release -p ponder-experiments --features wgpu`"
+    )
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device() -> Result<(Device, String)> {
+    Ok((
+        Device::cuda(0),
+        "cuda (NVIDIA GPU 0)".to_string(),
+    ))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device() -> Result<(Device, String)> {
+    anyhow::bail!(
+        "this `ponder` was built without the CUDA backend; rebuild with `cargo build --release -p ponder-experiments --features cuda`"
     )
 }
 

@@ -34,7 +34,8 @@ use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, silu, softmax};
-use burn::tensor::module::layer_norm;
+use burn::tensor::module::{attention, layer_norm};
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use ponder_core::{PonderError, linear_flops, transformer_layer_flops};
 use serde::{Deserialize, Serialize};
@@ -465,20 +466,31 @@ impl DecoderBlock {
         let [_, kv, len, _] = k.dims();
         let group = h / kv;
         let q = q.reshape([n, kv, group * t, dh]);
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale()); // [n, kv, group·t, len]
-        let scores = match future {
-            Some(mask) => {
-                let mask = mask
-                    .unsqueeze_dim::<3>(0)
-                    .expand([group, t, len])
-                    .reshape([1, 1, group * t, len])
-                    .expand([n, kv, group * t, len]);
-                scores.mask_fill(mask, MASKED)
-            }
-            None => scores,
-        };
-        softmax(scores, 3)
-            .matmul(v) // [n, kv, group·t, dh]
+        let future = future.map(|mask| {
+            mask.unsqueeze_dim::<3>(0)
+                .expand([group, t, len])
+                .reshape([1, 1, group * t, len])
+                .expand([n, kv, group * t, len])
+        });
+        let context = if q.device().is_autodiff() {
+            // Training: the explicit product and softmax (burn's autodiff would decompose
+            // the fused op into the same operations).
+            let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale()); // [n, kv, group·t, len]
+            let scores = match future {
+                Some(mask) => scores.mask_fill(mask, MASKED),
+                None => scores,
+            };
+            softmax(scores, 3).matmul(v)
+        } else {
+            // Inference: burn's fused attention op (on flex: the scores of one row and
+            // head at a time, the softmax in place).
+            let options = AttentionModuleOptions {
+                scale: Some(self.scale()),
+                ..AttentionModuleOptions::default()
+            };
+            attention(q, k, v, future, None, options)
+        }; // [n, kv, group·t, dh]
+        context
             .reshape([n, h, t, dh])
             .swap_dims(1, 2)
             .reshape([n, t, h * dh])

@@ -2,8 +2,11 @@
 
 use burn::module::Module;
 use burn::nn::activation::ActivationConfig;
+use burn::nn::attention::MultiHeadAttention;
 use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderLayer};
 use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Bool, Device, Int, Tensor};
 use ponder_core::{LayerwiseBackbone, linear_flops, transformer_layer_flops};
 
@@ -246,9 +249,7 @@ impl Encoder {
     /// # Shapes
     /// - `x`: `[batch_size, seq_len, d_model]` in and out
     pub fn layer_forward(&self, layer_idx: usize, state: EncoderState) -> EncoderState {
-        let x = self
-            .layer(layer_idx)
-            .forward(state.x, state.mask_pad.clone(), None);
+        let x = layer_forward(self.layer(layer_idx), state.x, state.mask_pad.clone());
         EncoderState {
             x,
             mask_pad: state.mask_pad,
@@ -304,6 +305,75 @@ impl Encoder {
         }
         state
     }
+}
+
+/// One encoder layer: burn's [`TransformerEncoderLayer::forward`], with the attention
+/// through burn's fused attention op ([`attention`]) wherever no dropout can apply.
+///
+/// burn's layer runs [`MultiHeadAttention`], which builds the `[batch, heads, seq, seq]`
+/// scores, masks them, applies the softmax, multiplies by the values and returns the
+/// weights as well. The fused op computes `softmax(q·kᵀ/√d_k)·v` in one pass without
+/// returning the weights (on the flex CPU backend: one pair of matrix products per row
+/// and head, with the softmax done in place). It has no dropout, so on an autodiff
+/// device (training, where the attention dropout applies) the layer is burn's own, and
+/// training is unchanged. Without autodiff, dropout is off in burn's layer too, and the
+/// two paths compute the same function (equal up to float rounding; tested in
+/// `tests/fused_attention.rs`).
+pub fn layer_forward(
+    layer: &TransformerEncoderLayer,
+    x: Tensor<3>,
+    mask_pad: Option<Tensor<2, Bool>>,
+) -> Tensor<3> {
+    if x.device().is_autodiff() || layer.mha.quiet_softmax {
+        return layer.forward(x, mask_pad, None);
+    }
+    let mut residual = x.clone();
+    if layer.norm_first {
+        residual = layer.norm_2.forward(residual);
+    }
+    let mut x = x + fused_self_attention(&layer.mha, residual, mask_pad);
+    let residual = if layer.norm_first {
+        layer.norm_1.forward(x.clone())
+    } else {
+        x = layer.norm_1.forward(x);
+        x.clone()
+    };
+    let mut x = x + layer.pwff.forward(residual);
+    if !layer.norm_first {
+        x = layer.norm_2.forward(x);
+    }
+    x
+}
+
+/// Self-attention of `mha`'s weights through the fused attention op; `true` in
+/// `mask_pad` marks padding keys, which no query attends to.
+///
+/// # Shapes
+/// - x: `[batch_size, seq_len, d_model]` in and out; mask_pad: `[batch_size, seq_len]`
+fn fused_self_attention(
+    mha: &MultiHeadAttention,
+    x: Tensor<3>,
+    mask_pad: Option<Tensor<2, Bool>>,
+) -> Tensor<3> {
+    let [batch, seq, d_model] = x.dims();
+    let (heads, d_k) = (mha.n_heads, mha.d_k);
+    let split = |linear: &Linear| {
+        linear
+            .forward(x.clone())
+            .reshape([batch, seq, heads, d_k])
+            .swap_dims(1, 2)
+    };
+    let mask = mask_pad.map(|m| m.reshape([batch, 1, 1, seq]).expand([batch, heads, seq, seq]));
+    let context = attention(
+        split(&mha.query),
+        split(&mha.key),
+        split(&mha.value),
+        mask,
+        None,
+        AttentionModuleOptions::default(),
+    );
+    mha.output
+        .forward(context.swap_dims(1, 2).reshape([batch, seq, d_model]))
 }
 
 impl LayerwiseBackbone for Encoder {

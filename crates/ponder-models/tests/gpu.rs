@@ -1,27 +1,40 @@
-//! The runtime's equivalences on burn's wgpu backend (built with `--features wgpu`;
-//! CI runs it over a software Vulkan device). The same weights give the same logits
-//! on wgpu as on the CPU, and a mixed-exit batch equals each row run alone; the Mamba
+//! The runtime's equivalences on a GPU backend: burn's CUDA backend when built with
+//! `--features cuda` (`scripts/gpu-check.sh`), otherwise its wgpu backend (`--features
+//! wgpu`; CI runs it over a software Vulkan device). The same weights give the same
+//! logits on the GPU as on the CPU, and a mixed-exit batch equals each row run alone; the Mamba
 //! scan, its recurrent step and a Mamba multi-exit classifier match the CPU too, and so
 //! does token-level exit decoding on both language models.
-#![cfg(feature = "wgpu")]
+#![cfg(any(feature = "wgpu", feature = "cuda"))]
 
 mod support;
 
 use burn::module::Module;
-use burn::tensor::{Device, DeviceKind, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Tensor};
 use ponder_exits::{FixedLayer, NeverExit};
 use ponder_models::MultiExitConfig;
 use ponder_transformer::{EncoderConfig, EncoderInput};
 use support::{Planned, host, max_abs_diff};
 
+/// The device under test: CUDA device 0 (a build with the `cuda` feature).
+#[cfg(feature = "cuda")]
+fn gpu() -> Device {
+    Device::cuda(0)
+}
+
+/// The device under test: wgpu's default adapter.
+#[cfg(not(feature = "cuda"))]
+fn gpu() -> Device {
+    Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
+}
+
 #[test]
-fn wgpu_runner_matches_cpu_and_rows_run_alone() {
+fn gpu_runner_matches_cpu_and_rows_run_alone() {
     let cpu = Device::flex();
     cpu.seed(3);
     let config = MultiExitConfig::new(EncoderConfig::tiny_vit().with_dropout(0.0).into(), 10)
         .with_head_dropout(0.0);
     let model_cpu = config.init(&cpu).valid();
-    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    let gpu = gpu();
     let model_gpu = model_cpu.clone().to_device(&gpu);
 
     let images_cpu = Tensor::<4>::random([4, 1, 28, 28], Distribution::Normal(0.0, 1.0), &cpu);
@@ -41,10 +54,10 @@ fn wgpu_runner_matches_cpu_and_rows_run_alone() {
     let diff = max_abs_diff(&full_cpu, &full_gpu);
     assert!(
         diff < 1e-3,
-        "wgpu and CPU full-depth logits differ by {diff}"
+        "GPU and CPU full-depth logits differ by {diff}"
     );
 
-    // mixed exits on wgpu equal each row alone, cut at its exit layer
+    // mixed exits on the GPU equal each row alone, cut at its exit layer
     let plan = vec![3, 1, 4, 2];
     let out = model_gpu.adaptive(
         EncoderInput::Images(images_gpu.clone()),
@@ -62,13 +75,13 @@ fn wgpu_runner_matches_cpu_and_rows_run_alone() {
         let diff = max_abs_diff(&logits[row * 10..(row + 1) * 10], &host(alone.logits));
         assert!(
             diff < 1e-4,
-            "row {row}: batched and alone differ by {diff} on wgpu"
+            "row {row}: batched and alone differ by {diff} on the GPU"
         );
     }
 }
 
 #[test]
-fn wgpu_halting_heads_match_cpu() {
+fn gpu_halting_heads_match_cpu() {
     use ponder_exits::{Expectation, HaltingHeadConfig};
     let cpu = Device::flex();
     cpu.seed(5);
@@ -82,7 +95,7 @@ fn wgpu_halting_heads_match_cpu() {
             HaltingHeadConfig::palbert(encoder.d_model).with_dropout(0.0),
         ));
     let model_cpu = config.init(&cpu).valid();
-    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    let gpu = gpu();
     let model_gpu = model_cpu.clone().to_device(&gpu);
     let images_cpu = Tensor::<4>::random([3, 1, 28, 28], Distribution::Normal(0.0, 1.0), &cpu);
     let images_gpu = images_cpu.clone().to_device(&gpu);
@@ -97,7 +110,7 @@ fn wgpu_halting_heads_match_cpu() {
     let l_cpu = lambdas(model_cpu.forward_all(EncoderInput::Images(images_cpu.clone())));
     let l_gpu = lambdas(model_gpu.forward_all(EncoderInput::Images(images_gpu.clone())));
     let diff = max_abs_diff(&l_cpu, &l_gpu);
-    assert!(diff < 1e-4, "wgpu and CPU λ differ by {diff}");
+    assert!(diff < 1e-4, "GPU and CPU λ differ by {diff}");
 
     // the expectation (a policy that makes its own outputs) through the runner
     let policy = Expectation::new(0.0).unwrap();
@@ -112,17 +125,17 @@ fn wgpu_halting_heads_match_cpu() {
             .logits,
     );
     let diff = max_abs_diff(&e_cpu, &e_gpu);
-    assert!(diff < 1e-3, "wgpu and CPU expectations differ by {diff}");
+    assert!(diff < 1e-3, "GPU and CPU expectations differ by {diff}");
 }
 
 #[test]
-fn wgpu_mamba_scan_step_and_runner_match_cpu() {
+fn gpu_mamba_scan_step_and_runner_match_cpu() {
     use burn::tensor::{Int, TensorData};
     use ponder_mamba::{MambaConfig, MambaEncoderConfig};
     let cpu = Device::flex();
     cpu.seed(9);
     let mamba = MambaConfig::new(50, 16, 3).with_d_state(4);
-    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    let gpu = gpu();
 
     // The language model: the full-sequence scan and the recurrent step, on both devices.
     // Mamba's initialisation makes Δ, B and C tiny; scale them (and the embedding) so
@@ -152,7 +165,7 @@ fn wgpu_mamba_scan_step_and_runner_match_cpu() {
         .try_into_vec_as::<f32>()
         .unwrap();
     let diff = max_abs_diff(&full_cpu, &full_gpu);
-    assert!(diff < 1e-3, "wgpu and CPU scans differ by {diff}");
+    assert!(diff < 1e-3, "GPU and CPU scans differ by {diff}");
     let mut state = lm_gpu.mamba.initial_state(2, &gpu);
     let stepped: Vec<Tensor<3>> = (0..6)
         .map(|t| {
@@ -162,7 +175,7 @@ fn wgpu_mamba_scan_step_and_runner_match_cpu() {
         .collect();
     let stepped = Tensor::cat(stepped, 1).try_into_vec_as::<f32>().unwrap();
     let diff = max_abs_diff(&full_gpu, &stepped);
-    assert!(diff < 1e-4, "wgpu step and scan differ by {diff}");
+    assert!(diff < 1e-4, "GPU step and scan differ by {diff}");
 
     // The multi-exit classifier through the runner.
     let config =
@@ -179,20 +192,20 @@ fn wgpu_mamba_scan_step_and_runner_match_cpu() {
     let out_gpu = model_gpu.adaptive(input(ids_gpu), &Planned(plan.clone()), None);
     assert_eq!(out_gpu.exit_layer, plan);
     let diff = max_abs_diff(&host(out_cpu.logits), &host(out_gpu.logits));
-    assert!(diff < 1e-3, "wgpu and CPU Mamba exits differ by {diff}");
+    assert!(diff < 1e-3, "GPU and CPU Mamba exits differ by {diff}");
 }
 
 #[test]
-fn wgpu_jei_gates_match_cpu() {
+fn gpu_jei_gates_match_cpu() {
     // JEI-DNN's gates read top-2, entropies and a softmax of the exit's logits: the same
-    // weights give the same gate values and the same exits under the gate rule on wgpu
+    // weights give the same gate values and the same exits under the gate rule on the GPU
     let cpu = Device::flex();
     cpu.seed(5);
     let config = MultiExitConfig::new(EncoderConfig::tiny_vit().with_dropout(0.0).into(), 10)
         .with_head_dropout(0.0)
         .with_gates(true);
     let model_cpu = config.init(&cpu).valid();
-    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    let gpu = gpu();
     let model_gpu = model_cpu.clone().to_device(&gpu);
     let images_cpu = Tensor::<4>::random([6, 1, 28, 28], Distribution::Normal(0.0, 1.0), &cpu);
     let images_gpu = images_cpu.clone().to_device(&gpu);
@@ -206,7 +219,7 @@ fn wgpu_jei_gates_match_cpu() {
                     b.clone().try_into_vec_as::<f32>().unwrap(),
                 );
                 let diff = max_abs_diff(&a, &b);
-                assert!(diff < 1e-4, "gate {l}: wgpu and CPU differ by {diff}");
+                assert!(diff < 1e-4, "gate {l}: GPU and CPU differ by {diff}");
             }
             (None, None) => assert_eq!(
                 l + 1,
@@ -232,17 +245,17 @@ fn wgpu_jei_gates_match_cpu() {
     assert_eq!(out_cpu.exit_layer, out_gpu.exit_layer);
 }
 
-/// Token-level exits on wgpu: the transformer decoder's and the Mamba LM's decoding
+/// Token-level exits on the GPU: the transformer decoder's and the Mamba LM's decoding
 /// with a fixed exit (skipped layers' caches recomputed) and at full depth emit the
 /// same tokens as on the CPU, and the decoder's logits match.
 #[test]
-fn wgpu_token_exits_match_cpu() {
+fn gpu_token_exits_match_cpu() {
     use ponder_core::SkipRule;
     use ponder_exits::token::{TokenExitConfig, TokenRule};
     use ponder_models::decode;
     let cpu = Device::flex();
     cpu.seed(5);
-    let gpu = Device::wgpu(DeviceKind::DefaultDevice);
+    let gpu = gpu();
     // embeddings scaled up so that logits are far apart (no argmax near-ties)
     let mut decoder_cpu = ponder_transformer::DecoderConfig::new(23, 16, 2, 3, 32, 32)
         .init_lm(&cpu)
