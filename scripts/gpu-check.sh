@@ -15,7 +15,10 @@
 #    really leave the batch).
 #
 # The CUDA build needs no CUDA toolkit: burn loads the driver's libraries at run time.
-# Without `nvcc`, the CUDA version is read from nvidia-smi (CUDARC_CUDA_VERSION).
+# Without `nvcc`, the CUDA version is read from nvidia-smi (CUDARC_CUDA_VERSION). Its
+# first build downloads a prebuilt LLVM from github.com (burn's CUDA backend depends on
+# cubecl-llvm), so the machine needs that address once, or that folder
+# (~/.local/share/tracel/tracel-llvm-23.1.0-4) copied from a machine that has it.
 # Logs go to runs/gpu-check/; the table is also written to runs/gpu-check/table.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -20,8 +20,6 @@
 //! The Mamba cases of the PyTorch peer are `benches/mamba.rs`.
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
-use ponder_benches as _; // its allocator (mimalloc)
-
 use std::time::{Duration, Instant};
 
 use burn::module::Module;
@@ -167,23 +165,26 @@ fn bench_decoder(c: &mut Criterion, backend: &str, device: &Device) {
         })
     });
     let (_, cache) = lm.forward_prefill(ids.clone());
-    group.bench_function(format!("{GENERATED}-steps-batch{BATCH}-after{PROMPT}"), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let mut cache = cache.clone();
-                let start = Instant::now();
-                let mut logits = None;
-                for token in &tokens {
-                    logits = Some(lm.step(token.clone(), &mut cache));
+    group.bench_function(
+        format!("{GENERATED}-steps-batch{BATCH}-after{PROMPT}"),
+        |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut cache = cache.clone();
+                    let start = Instant::now();
+                    let mut logits = None;
+                    for token in &tokens {
+                        logits = Some(lm.step(token.clone(), &mut cache));
+                    }
+                    sync();
+                    total += start.elapsed();
+                    drop((logits, cache));
                 }
-                sync();
-                total += start.elapsed();
-                drop((logits, cache));
-            }
-            total
-        })
-    });
+                total
+            })
+        },
+    );
     group.finish();
 }
 

@@ -7,8 +7,6 @@
 //! softmax is over-confident) is built once, outside the timed loops.
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
-use ponder_benches as _; // its allocator (mimalloc)
-
 use std::hint::black_box;
 use std::time::Duration;
 

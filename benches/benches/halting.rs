@@ -7,8 +7,6 @@
 //! summary prints the medians and the overhead as a fraction of one layer.
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
-use ponder_benches as _; // its allocator (mimalloc)
-
 use std::time::{Duration, Instant};
 
 use burn::module::Module;

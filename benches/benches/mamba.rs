@@ -18,8 +18,6 @@
 //! warmed shape).
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
-use ponder_benches as _; // its allocator (mimalloc)
-
 use std::time::{Duration, Instant};
 
 use burn::module::Module;

@@ -26,8 +26,6 @@
 //! layer 12) and 8 generated tokens per call.
 #![allow(missing_docs)] // criterion_group! generates an undocumented function
 
-use ponder_benches as _; // its allocator (mimalloc)
-
 use std::time::{Duration, Instant};
 
 use burn::module::Module;

@@ -1,12 +1,6 @@
 //! Shared helpers of the criterion benches in `benches/`: models of the default
 //! experiment's shape and deterministic exit schedules.
 
-/// mimalloc instead of glibc's malloc, as in the `ponder` binary (burn allocates a new
-/// buffer for most tensor operations; glibc returns the large ones to the kernel at every
-/// free, so each reuse page-faults). A bench gets it by linking this crate.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor};
 use ponder_core::{ExitPolicy, ExitSignals, retain};
@@ -48,7 +42,9 @@ pub fn bench_batches(default: &[usize]) -> Vec<usize> {
             .split(',')
             .map(|b| match b.trim().parse::<usize>() {
                 Ok(n) if n > 0 => n,
-                _ => panic!("PONDER_BENCH_BATCHES={list}: expected positive integers separated by commas"),
+                _ => panic!(
+                    "PONDER_BENCH_BATCHES={list}: expected positive integers separated by commas"
+                ),
             })
             .collect(),
     }

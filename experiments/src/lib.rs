@@ -61,10 +61,7 @@ fn wgpu_device() -> Result<(Device, String)> {
 
 #[cfg(feature = "cuda")]
 fn cuda_device() -> Result<(Device, String)> {
-    Ok((
-        Device::cuda(0),
-        "cuda (NVIDIA GPU 0)".to_string(),
-    ))
+    Ok((Device::cuda(0), "cuda (NVIDIA GPU 0)".to_string()))
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -11,12 +11,6 @@ use ponder_experiments::DeviceChoice;
 
 mod commands;
 
-/// mimalloc instead of glibc's malloc: burn allocates a new buffer for most tensor
-/// operations, and glibc returns the large ones to the kernel at every free, so each
-/// reuse page-faults (measured: the encoder's forward pass 20–30% slower).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use commands::{compare_cmd, eval_cmd, lm_cmd, parity_cmd, train_cmd};
 
 const DEFAULT_EXPERIMENT: &str = "experiments/configs/fashion-mnist-vit.toml";

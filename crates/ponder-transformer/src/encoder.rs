@@ -363,7 +363,10 @@ fn fused_self_attention(
             .reshape([batch, seq, heads, d_k])
             .swap_dims(1, 2)
     };
-    let mask = mask_pad.map(|m| m.reshape([batch, 1, 1, seq]).expand([batch, heads, seq, seq]));
+    let mask = mask_pad.map(|m| {
+        m.reshape([batch, 1, 1, seq])
+            .expand([batch, heads, seq, seq])
+    });
     let context = attention(
         split(&mha.query),
         split(&mha.key),
