@@ -45,6 +45,7 @@ on the weights' values.
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -432,8 +433,6 @@ def main():
     if args.json:
         with open(args.json + ".tmp", "w") as f:
             json.dump(dict(torch=torch.__version__, threads=torch.get_num_threads(), rows=rows), f, indent=1)
-        import os
-
         os.replace(args.json + ".tmp", args.json)
 
 
