@@ -451,44 +451,54 @@ impl DecoderBlock {
     /// whole cache, when stepping) are read as they are, never copied per query head.
     /// Query head `h` reads key/value head `h / (H / H_kv)`.
     ///
+    /// `causal`: query `i` of a whole sequence (`t = len`) sees keys `0..=i`; otherwise
+    /// every query sees every key (a step over the cache).
+    ///
     /// # Shapes
     /// - q: `[n, H, t, d_head]`; k, v: `[n, H_kv, len, d_head]`
-    /// - future: `[t, len]`, `true` where a query must not look (none when stepping)
     /// - output: `[n, t, H·d_head]`
     fn grouped_attention(
         &self,
         q: Tensor<4>,
         k: Tensor<4>,
         v: Tensor<4>,
-        future: Option<Tensor<2, Bool>>,
+        causal: bool,
     ) -> Tensor<3> {
         let [n, h, t, dh] = q.dims();
         let [_, kv, len, _] = k.dims();
         let group = h / kv;
         let q = q.reshape([n, kv, group * t, dh]);
-        let future = future.map(|mask| {
-            mask.unsqueeze_dim::<3>(0)
+        let device = q.device();
+        // `true` strictly above the diagonal (the future), tiled once per query head of
+        // a group, as the grouped rows are laid out.
+        let future = || {
+            Tensor::<2, Bool>::tril_mask([t, len], 0, &device)
+                .unsqueeze_dim::<3>(0)
                 .expand([group, t, len])
                 .reshape([1, 1, group * t, len])
                 .expand([n, kv, group * t, len])
-        });
-        let context = if q.device().is_autodiff() {
+        };
+        let context = if device.is_autodiff() {
             // Training: the explicit product and softmax (burn's autodiff would decompose
             // the fused op into the same operations).
             let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale()); // [n, kv, group·t, len]
-            let scores = match future {
-                Some(mask) => scores.mask_fill(mask, MASKED),
-                None => scores,
+            let scores = if causal {
+                scores.mask_fill(future(), MASKED)
+            } else {
+                scores
             };
             softmax(scores, 3).matmul(v)
         } else {
             // Inference: burn's fused attention op (on flex: the scores of one row and
-            // head at a time, the softmax in place).
+            // head at a time, the softmax in place). Without grouping, its own causal
+            // mode replaces the mask; grouped rows need the tiled mask.
             let options = AttentionModuleOptions {
                 scale: Some(self.scale()),
+                is_causal: causal && group == 1,
                 ..AttentionModuleOptions::default()
             };
-            attention(q, k, v, future, None, options)
+            let mask = (causal && group > 1).then(future);
+            attention(q, k, v, mask, None, options)
         }; // [n, kv, group·t, dh]
         context
             .reshape([n, h, t, dh])
@@ -540,9 +550,7 @@ impl DecoderBlock {
             (q, k) = (rotation.apply(q), rotation.apply(k));
         }
         let v = self.split_heads(self.wv.forward(h), kv_heads);
-        // `true` strictly above the diagonal: the future positions.
-        let future = Tensor::<2, Bool>::tril_mask([seq_len, seq_len], 0, &device);
-        let context = self.grouped_attention(q, k.clone(), v.clone(), Some(future));
+        let context = self.grouped_attention(q, k.clone(), v.clone(), true);
         let x = x + self.wo.forward(context);
         (
             self.mlp_residual(x),
@@ -620,7 +628,7 @@ impl DecoderBlock {
             v_all.dims()
         );
         let context = self
-            .grouped_attention(q, k_all, v_all, None)
+            .grouped_attention(q, k_all, v_all, false)
             .reshape([n, h * dh]);
         let x = x + self.wo.forward(context);
         self.mlp_residual(x)
