@@ -44,7 +44,7 @@ fn bench_adaptive(c: &mut Criterion) {
     let (device, device_name) = bench_device();
     let model = default_vit(&device);
     for batch in bench_batches(&[32]) {
-        bench_batch(c, &model, &images(batch, &device), device_name, batch);
+        bench_batch(c, &model, &images(batch, &device), &device_name, batch);
     }
 }
 

@@ -13,21 +13,16 @@ use ponder_transformer::{EmbeddingKind, EncoderConfig, EncoderInput};
 ///
 /// # Panics
 /// On another value, or a GPU backend this build does not have.
-pub fn bench_device() -> (Device, &'static str) {
-    let choice = std::env::var("PONDER_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
-    match choice.as_str() {
-        "cpu" | "flex" => (Device::flex(), "cpu-flex"),
-        #[cfg(feature = "wgpu")]
-        "wgpu" => (
-            Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-            "wgpu",
-        ),
-        #[cfg(feature = "cuda")]
-        "cuda" => (Device::cuda(0), "cuda"),
-        other => panic!(
-            "PONDER_BENCH_DEVICE={other}: expected cpu, or wgpu / cuda in a bench built with `--features wgpu` / `--features cuda`"
-        ),
-    }
+pub fn bench_device() -> (Device, String) {
+    let name = std::env::var("PONDER_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let (device, _) = ponder_core::device_named(&name)
+        .unwrap_or_else(|e| panic!("PONDER_BENCH_DEVICE={name}: {e}"));
+    let label = if name == "cpu" {
+        "cpu-flex".to_string()
+    } else {
+        name
+    };
+    (device, label)
 }
 
 /// The batch sizes a bench runs: `PONDER_BENCH_BATCHES` (comma-separated, e.g.

@@ -34,41 +34,19 @@ pub enum DeviceChoice {
 }
 
 impl DeviceChoice {
-    /// The burn device and a description for reports.
+    /// The burn device and a description for reports ([`ponder_core::device_named`]).
     pub fn device(self) -> Result<(Device, String)> {
-        match self {
-            Self::Cpu => Ok((Device::flex(), "cpu (burn flex)".to_string())),
-            Self::Wgpu => wgpu_device(),
-            Self::Cuda => cuda_device(),
-        }
+        let name = match self {
+            Self::Cpu => "cpu",
+            Self::Wgpu => "wgpu",
+            Self::Cuda => "cuda",
+        };
+        ponder_core::device_named(name).map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (for `ponder`: `cargo build --release -p ponder-experiments --features {name}`)"
+            )
+        })
     }
-}
-
-#[cfg(feature = "wgpu")]
-fn wgpu_device() -> Result<(Device, String)> {
-    Ok((
-        Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
-        "wgpu (default adapter)".to_string(),
-    ))
-}
-
-#[cfg(not(feature = "wgpu"))]
-fn wgpu_device() -> Result<(Device, String)> {
-    anyhow::bail!(
-        "this `ponder` was built without the wgpu backend; rebuild with `cargo build --release -p ponder-experiments --features wgpu`"
-    )
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_device() -> Result<(Device, String)> {
-    Ok((Device::cuda(0), "cuda (NVIDIA GPU 0)".to_string()))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_device() -> Result<(Device, String)> {
-    anyhow::bail!(
-        "this `ponder` was built without the CUDA backend; rebuild with `cargo build --release -p ponder-experiments --features cuda`"
-    )
 }
 
 /// Parses a training method: `pabee`, `dee_bert`, `final_only`, `palbert`,

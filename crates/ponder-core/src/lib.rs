@@ -79,6 +79,7 @@
 //! ```
 
 mod backbone;
+mod device;
 mod error;
 mod flops;
 mod policy;
@@ -90,6 +91,7 @@ mod token;
 mod weights;
 
 pub use backbone::{ExitHeads, LayerwiseBackbone};
+pub use device::device_named;
 pub use error::{PonderError, Result};
 pub use flops::{linear_flops, transformer_layer_flops};
 pub use policy::{ExitPolicy, ExitSignals, argmax, retain, softmax};

@@ -15,16 +15,17 @@ use ponder_models::MultiExitConfig;
 use ponder_transformer::{EncoderConfig, EncoderInput};
 use support::{Planned, host, max_abs_diff};
 
-/// The device under test: CUDA device 0 (a build with the `cuda` feature).
-#[cfg(feature = "cuda")]
+/// The device under test: CUDA device 0 in a build with the `cuda` feature, otherwise
+/// wgpu's default adapter.
 fn gpu() -> Device {
-    Device::cuda(0)
-}
-
-/// The device under test: wgpu's default adapter.
-#[cfg(not(feature = "cuda"))]
-fn gpu() -> Device {
-    Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)
+    let name = if cfg!(feature = "cuda") {
+        "cuda"
+    } else {
+        "wgpu"
+    };
+    ponder_core::device_named(name)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .0
 }
 
 #[test]
