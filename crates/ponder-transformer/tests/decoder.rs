@@ -2,23 +2,17 @@
 //! steps, and the block-level pieces an early-exit generator composes), intermediate
 //! predictions equal truncated models, and FLOP counts and validation are as documented.
 
+mod support;
+
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use ponder_core::to_host;
 use ponder_transformer::{DecoderBlock, DecoderConfig, DecoderLm, KvCache, LayerKv};
+use support::max_diff;
 
 const VOCAB: usize = 23;
 const MAX_LEN: usize = 12;
-
-fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    to_host(a)
-        .iter()
-        .zip(&to_host(b))
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 fn config() -> DecoderConfig {
     DecoderConfig::new(VOCAB, 16, 4, 3, 32, MAX_LEN)

@@ -5,20 +5,13 @@
 //! (encoder), grouped-query attention and rotary positions (decoder), and KV-cached
 //! steps.
 
+mod support;
+
 use burn::module::Module;
 use burn::nn::Linear;
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
-use ponder_core::to_host;
 use ponder_transformer::{DecoderConfig, EmbeddingKind, EncoderConfig, EncoderInput};
-
-fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    to_host(a)
-        .iter()
-        .zip(&to_host(b))
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+use support::max_diff;
 
 /// Sharper attention than the initialisation gives, so that a wrong mask or scale shows.
 fn sharpen(linear: &mut Linear) {
